@@ -1,0 +1,149 @@
+// Command bangerd is banger's owner daemon. With --root-helper it is the
+// privileged helper instead; with --check-migrations it checks the store
+// schema without changing anything (the updater's pre-swap check).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/daemon"
+	"github.com/bangerdev/banger/internal/detach"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/roothelper"
+	"github.com/bangerdev/banger/internal/store"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		showVersion     = fs.Bool("version", false, "print the version and exit")
+		rootHelper      = fs.Bool("root-helper", false, "run as the privileged root helper")
+		managed         = fs.Bool("managed", false, "root helper: spawned by a development daemon, which may stop it")
+		ownerUID        = fs.Int("owner-uid", -1, "root helper: the uid allowed besides root")
+		socket          = fs.String("socket", "", "root helper: socket path (default: the owner's runtime dir)")
+		checkMigrations = fs.Bool("check-migrations", false, "check that the store can be migrated to this binary's schema; change nothing")
+		system          = fs.Bool("system", false, "with --check-migrations: check the system-install store")
+		readyFD         = fs.Int("ready-fd", 0, "write \"ready\" to this descriptor once serving")
+		debug           = fs.Bool("debug", false, "log debug detail")
+		testMethods     = fs.Bool("enable-test-methods", false, "register test-only methods")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `bangerd: banger's owner daemon.
+
+Usage:
+  bangerd [--debug]                         serve the owner API (normally started by banger daemon start)
+  bangerd --root-helper --owner-uid UID     serve the privileged helper (root)
+  bangerd --check-migrations [--system]     check the store schema, change nothing
+  bangerd --version
+
+Examples:
+  bangerd --check-migrations
+  sudo bangerd --check-migrations --system
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bangerd: unexpected arguments %q (see bangerd --help)\n", fs.Args())
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "bangerd %s\n", buildinfo.Get())
+		return 0
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch {
+	case *checkMigrations:
+		return runCheckMigrations(ctx, *system, stdout, stderr)
+	case *rootHelper:
+		if *ownerUID < 0 {
+			fmt.Fprintln(stderr, "bangerd: --root-helper needs --owner-uid UID (the user whose daemon may call it)")
+			return 2
+		}
+		sock := *socket
+		if sock == "" {
+			p, err := paths.FromEnv()
+			if err != nil {
+				fmt.Fprintf(stderr, "bangerd: %v\n", err)
+				return 1
+			}
+			sock = p.HelperSocket()
+		}
+		err := roothelper.Run(ctx, roothelper.Options{
+			Socket: sock, OwnerUID: *ownerUID, Managed: *managed,
+			Logger: logger.With("component", "root-helper"),
+			Ready:  func() { detach.SignalReady(*readyFD) },
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "bangerd: root helper: %v\n", err)
+			return 1
+		}
+		return 0
+	default:
+		p, err := paths.FromEnv()
+		if err != nil {
+			fmt.Fprintf(stderr, "bangerd: %v\n", err)
+			return 1
+		}
+		exe, _ := os.Executable()
+		err = daemon.Run(ctx, daemon.Options{
+			Paths: p, Logger: logger, Executable: exe, Debug: *debug,
+			EnableTestMethods: *testMethods,
+			Ready:             func() { detach.SignalReady(*readyFD) },
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "bangerd: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+}
+
+func runCheckMigrations(ctx context.Context, system bool, stdout, stderr io.Writer) int {
+	var p paths.User
+	if system {
+		p = paths.SystemFromEnv(os.Getenv).User()
+	} else {
+		var err error
+		if p, err = paths.FromEnv(); err != nil {
+			fmt.Fprintf(stderr, "bangerd: %v\n", err)
+			return 1
+		}
+	}
+	res, err := store.Check(ctx, p.StoreFile())
+	if err != nil {
+		fmt.Fprintf(stderr, "bangerd: check migrations: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, res.String())
+	if !res.WouldSucceed {
+		return 1
+	}
+	return 0
+}

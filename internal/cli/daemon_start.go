@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+func newDaemonStartCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start",
+		Short: "Start the daemon in the background (no-op when it runs)",
+		Long: `Start bangerd detached from this terminal, in its own session, and wait
+until it answers. Starting a running daemon is not an error.`,
+		Example: `  banger daemon start
+  BANGER_HOME=/tmp/b banger daemon start   # an isolated instance`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := a.paths()
+			if err != nil {
+				return err
+			}
+			var st api.DaemonStatus
+			err = rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodDaemonStatus, nil, &st)
+			if err == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "daemon already running (pid %d, %s)\n", st.PID, p.Socket())
+				return nil
+			}
+			if !errors.Is(err, rpc.ErrNotRunning) {
+				return fmt.Errorf("check for a running daemon: %w", err)
+			}
+			pid, err := a.startDaemon(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "daemon started (pid %d, %s)\n", pid, p.Socket())
+			return nil
+		},
+	}
+}

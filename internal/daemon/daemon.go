@@ -1,0 +1,168 @@
+// Package daemon is bangerd, the owner daemon: it owns the store and all
+// per-user state, serves the JSON API on the owner's socket, threads an op_id
+// through every request, and lists in-flight operations.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/opstate"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/roothelper"
+	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/store"
+)
+
+// Options configure the daemon.
+type Options struct {
+	Paths  paths.User
+	Logger *slog.Logger
+	// Executable is the bangerd binary, used to spawn the root helper.
+	Executable string
+	// Debug is passed on to a spawned root helper.
+	Debug bool
+	// EnableTestMethods registers test-only methods (debug.sleep).
+	EnableTestMethods bool
+	// Ready is called once the socket accepts requests.
+	Ready func()
+	Now   func() time.Time
+}
+
+// Daemon is a running owner daemon.
+type Daemon struct {
+	opts      Options
+	log       *slog.Logger
+	paths     paths.User
+	store     *store.Store
+	ops       *opstate.Registry
+	helper    *roothelper.Client
+	helperPID int // set when this daemon spawned the helper (dev mode)
+	startedAt time.Time
+	stop      context.CancelFunc
+}
+
+// Run starts the daemon and serves until ctx ends or daemon.shutdown is
+// called. Everything it made (socket, pid file, lock, a helper it spawned) is
+// released on the way out.
+func Run(ctx context.Context, opts Options) (err error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	p := opts.Paths
+	if err := p.Ensure(); err != nil {
+		return err
+	}
+	lock, err := acquireLock(p.LockFile(), p.PidFile())
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+	if err := writePidFile(p.PidFile()); err != nil {
+		return err
+	}
+	defer os.Remove(p.PidFile())
+
+	st, err := store.Open(ctx, p.StoreFile(), lg)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d := &Daemon{
+		opts: opts, log: lg, paths: p, store: st,
+		ops:       opstate.New(opts.Now),
+		helper:    roothelper.NewClient(p.HelperSocket()),
+		startedAt: opts.Now(),
+		stop:      cancel,
+	}
+	d.ensureHelper(ctx)
+	defer d.stopManagedHelper()
+
+	ln, err := listenOwnerSocket(p.Socket())
+	if err != nil {
+		return err
+	}
+	defer os.Remove(p.Socket())
+
+	srv := rpc.NewServer(d.methods(), rpc.ServerOptions{
+		Logger:    lg,
+		Authorize: authorizeOwner,
+		Hooks:     rpc.Hooks{Start: d.trackOperation},
+	})
+	lg.Info("bangerd listening", "socket", p.Socket(), "pid", os.Getpid(), "store", p.StoreFile())
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+	err = srv.Serve(ctx, ln)
+	lg.Info("bangerd stopped")
+	return err
+}
+
+// authorizeOwner admits the daemon's own uid and root. The socket's 0600 mode
+// already keeps others out; this is the second lock on the door.
+func authorizeOwner(p rpc.Peer) error {
+	if p.UID == 0 || int(p.UID) == os.Getuid() {
+		return nil
+	}
+	return fmt.Errorf("uid %d may not use this daemon (owner uid %d)", p.UID, os.Getuid())
+}
+
+// untracked methods are instant reads that would only clutter the
+// operations list.
+var untracked = map[string]bool{
+	api.MethodDaemonPing:     true,
+	api.MethodDaemonStatus:   true,
+	api.MethodOperationsList: true,
+	api.MethodDaemonShutdown: true,
+}
+
+func (d *Daemon) trackOperation(c *rpc.Call) func(error) {
+	if untracked[c.Method] {
+		return nil
+	}
+	op := d.ops.Start(c.OpID, c.Method, "")
+	c.Observe(op)
+	c.Log.Info("operation started", "uid", c.Peer.UID)
+	start := time.Now()
+	return func(err error) {
+		op.End()
+		if err != nil {
+			c.Log.Info("operation failed", "err", err, "duration", time.Since(start))
+			return
+		}
+		c.Log.Info("operation finished", "duration", time.Since(start))
+	}
+}
+
+// listenOwnerSocket binds the API socket with mode 0600 (owner only). The
+// daemon holds the state lock, so an existing socket file is stale.
+func listenOwnerSocket(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict socket %s: %w", path, err)
+	}
+	return ln, nil
+}

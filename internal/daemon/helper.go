@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/detach"
+)
+
+// ensureHelper finds a running root helper (as under systemd) or, when the
+// daemon runs as root (development mode on a root machine), spawns one as its
+// own process. A daemon that is neither keeps running; operations that need
+// privileges then fail with a hint.
+func (d *Daemon) ensureHelper(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if id, err := d.helper.Identity(cctx); err == nil {
+		d.log.Info("using running root helper", "pid", id.PID, "version", id.Build.Version, "managed", id.Managed)
+		return
+	}
+	if os.Geteuid() != 0 || d.opts.Executable == "" {
+		d.log.Warn("root helper not running; privileged operations will fail", "socket", d.helper.Socket())
+		return
+	}
+	args := []string{"--root-helper", "--managed",
+		"--owner-uid", strconv.Itoa(os.Getuid()),
+		"--socket", d.paths.HelperSocket(),
+		"--ready-fd", strconv.Itoa(detach.ReadyFD)}
+	if d.opts.Debug {
+		args = append(args, "--debug")
+	}
+	proc, err := detach.Start(detach.Spec{Path: d.opts.Executable, Args: args, LogPath: d.paths.HelperLog()}, 10*time.Second)
+	if err != nil {
+		d.log.Error("start root helper", "err", err)
+		return
+	}
+	d.helperPID = proc.Pid
+	_ = os.WriteFile(d.paths.HelperPidFile(), []byte(strconv.Itoa(proc.Pid)+"\n"), 0o600)
+	d.log.Info("started root helper", "pid", proc.Pid, "socket", d.paths.HelperSocket())
+}
+
+// stopManagedHelper stops a helper this daemon spawned; a helper run by the
+// service manager is left alone.
+func (d *Daemon) stopManagedHelper() {
+	if d.helperPID == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := d.helper.Shutdown(ctx); err != nil {
+		d.log.Warn("stop root helper", "err", err)
+		_ = syscallKill(d.helperPID)
+	}
+	detach.WaitExit(d.helperPID, 3*time.Second)
+	_ = os.Remove(d.paths.HelperPidFile())
+}
+
+func (d *Daemon) helperStatus(ctx context.Context) api.HelperStatus {
+	hs := api.HelperStatus{Socket: d.helper.Socket()}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := d.helper.Ping(cctx); err != nil {
+		hs.Error = fmt.Sprintf("%v (start it with `sudo banger system install`, or run bangerd as root in development)", err)
+		return hs
+	}
+	id, err := d.helper.Identity(cctx)
+	if err != nil {
+		hs.Error = err.Error()
+		return hs
+	}
+	hs.Reachable, hs.PID, hs.Version = true, id.PID, id.Build.Version
+	return hs
+}
+
+func syscallKill(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
+}

@@ -1,0 +1,88 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+// methods is the daemon's API: one explicit table of area.verb names. Each
+// handler checks its own arguments.
+func (d *Daemon) methods() map[string]rpc.Handler {
+	m := map[string]rpc.Handler{
+		api.MethodDaemonPing:     d.ping,
+		api.MethodDaemonStatus:   d.status,
+		api.MethodDaemonShutdown: d.shutdown,
+		api.MethodOperationsList: d.listOperations,
+	}
+	if d.opts.EnableTestMethods {
+		m[api.MethodDebugSleep] = d.debugSleep
+	}
+	return m
+}
+
+func (d *Daemon) ping(ctx context.Context, c *rpc.Call) (any, error) { return api.Empty{}, nil }
+
+func (d *Daemon) status(ctx context.Context, c *rpc.Call) (any, error) {
+	v, err := d.store.SchemaVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read store schema version: %w", err)
+	}
+	c.Log.Debug("status requested")
+	now := d.opts.Now()
+	return api.DaemonStatus{
+		PID:           os.Getpid(),
+		Build:         buildinfo.Get(),
+		StartedAt:     d.startedAt,
+		UptimeSeconds: now.Sub(d.startedAt).Seconds(),
+		Socket:        d.paths.Socket(),
+		Home:          d.paths.State,
+		Store:         d.paths.StoreFile(),
+		SchemaVersion: v,
+		Helper:        d.helperStatus(ctx),
+	}, nil
+}
+
+func (d *Daemon) shutdown(ctx context.Context, c *rpc.Call) (any, error) {
+	c.Log.Info("shutdown requested", "peer_uid", c.Peer.UID, "peer_pid", c.Peer.PID)
+	// Stop after this reply is written: Serve waits for in-flight calls.
+	time.AfterFunc(10*time.Millisecond, d.stop)
+	return api.Empty{}, nil
+}
+
+func (d *Daemon) listOperations(ctx context.Context, c *rpc.Call) (any, error) {
+	return api.OperationsList{Operations: d.ops.List()}, nil
+}
+
+// debugSleep is a slow test-only operation: it reports stages, calls the
+// root helper (so tests can follow its op_id there), and honours cancel.
+func (d *Daemon) debugSleep(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.SleepParams
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	if p.Milliseconds < 0 || p.Milliseconds > 60_000 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "debug.sleep: milliseconds must be within 0..60000, got %d", p.Milliseconds)
+	}
+	c.SetTarget(p.Target)
+	c.Log.Info("debug sleep", "ms", p.Milliseconds, "target", p.Target)
+	if err := d.helper.Ping(ctx); err != nil {
+		c.Log.Info("debug sleep: helper unreachable", "err", err)
+	}
+	const steps = 4
+	for i := 1; i <= steps; i++ {
+		c.Progress(progress.Event{Stage: "sleeping", Item: p.Target, Done: int64(i - 1), Total: steps, Unit: "steps"})
+		select {
+		case <-time.After(time.Duration(p.Milliseconds) * time.Millisecond / steps):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("debug.sleep: %w", ctx.Err())
+		}
+	}
+	return api.Empty{}, nil
+}

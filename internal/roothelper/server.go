@@ -1,0 +1,144 @@
+// Package roothelper is banger's only privileged process: a small, explicit
+// set of operations served on its own unix socket. Each caller is authorised
+// by its kernel-reported uid (SO_PEERCRED): root and the configured owner
+// only, never by pid. Every operation validates its own arguments; there is no
+// shell and no generic "run this command".
+package roothelper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+// Options configure the helper.
+type Options struct {
+	Socket   string
+	OwnerUID int
+	// Managed marks a helper spawned by a development daemon: that daemon may
+	// stop it (helper.shutdown). A helper under systemd is not managed.
+	Managed bool
+	Logger  *slog.Logger
+	// Ready is called once the socket accepts connections.
+	Ready func()
+}
+
+// Helper is a running root helper.
+type Helper struct {
+	opts     Options
+	log      *slog.Logger
+	shutdown context.CancelFunc
+}
+
+// Run serves until ctx ends or a managed helper is asked to shut down.
+func Run(ctx context.Context, opts Options) error {
+	if opts.OwnerUID < 0 {
+		return fmt.Errorf("start root helper: owner uid %d is invalid", opts.OwnerUID)
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := &Helper{opts: opts, log: lg, shutdown: cancel}
+
+	ln, err := listen(opts.Socket, opts.OwnerUID)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(opts.Socket)
+	srv := rpc.NewServer(h.methods(), rpc.ServerOptions{Logger: lg, Authorize: h.authorize})
+	lg.Info("root helper listening", "socket", opts.Socket, "owner_uid", opts.OwnerUID, "pid", os.Getpid(), "version", buildinfo.Version)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+	err = srv.Serve(ctx, ln)
+	lg.Info("root helper stopped")
+	return err
+}
+
+// authorize admits root and the owner uid only.
+func (h *Helper) authorize(p rpc.Peer) error {
+	if p.UID == 0 || int(p.UID) == h.opts.OwnerUID {
+		return nil
+	}
+	return fmt.Errorf("uid %d may not use the root helper (allowed: root and owner uid %d)", p.UID, h.opts.OwnerUID)
+}
+
+// methods is the helper's explicit method table.
+func (h *Helper) methods() map[string]rpc.Handler {
+	return map[string]rpc.Handler{
+		api.MethodHelperPing:     h.ping,
+		api.MethodHelperIdentity: h.identity,
+		api.MethodHelperShutdown: h.stop,
+	}
+}
+
+func (h *Helper) ping(ctx context.Context, c *rpc.Call) (any, error) {
+	c.Log.Info("helper ping", "peer_uid", c.Peer.UID)
+	return api.Empty{}, nil
+}
+
+func (h *Helper) identity(ctx context.Context, c *rpc.Call) (any, error) {
+	return api.HelperIdentity{PID: os.Getpid(), Build: buildinfo.Get(), OwnerUID: h.opts.OwnerUID, Managed: h.opts.Managed}, nil
+}
+
+func (h *Helper) stop(ctx context.Context, c *rpc.Call) (any, error) {
+	if !h.opts.Managed {
+		return nil, api.Errorf(api.CodeFailedPrecondition, "this root helper is run by the service manager: stop it with systemctl stop bangerd-root.service")
+	}
+	c.Log.Info("root helper shutting down on request", "peer_uid", c.Peer.UID)
+	h.shutdown()
+	return api.Empty{}, nil
+}
+
+// listen binds the helper socket: a filesystem path (never abstract), owned
+// by the owner uid with mode 0600 so only root and the owner can connect.
+func listen(path string, ownerUID int) (net.Listener, error) {
+	if path == "" || path[0] == '@' || !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("root helper socket %q must be an absolute filesystem path", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create root helper socket directory: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on root helper socket %s: %w", path, err)
+	}
+	if err := os.Chown(path, ownerUID, -1); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("hand root helper socket to owner uid %d: %w", ownerUID, err)
+	}
+	return ln, nil
+}
+
+// removeStaleSocket removes a socket nobody answers on; a live one means
+// another helper runs, which is an error.
+func removeStaleSocket(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("another root helper already listens on %s", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale root helper socket %s: %w", path, err)
+	}
+	return nil
+}

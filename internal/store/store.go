@@ -1,0 +1,207 @@
+// Package store is banger's state: one SQLite database per user holding VMs,
+// images, kernels, address leases, guest sessions, pinned host keys and host
+// network objects, with embedded, numbered schema migrations.
+//
+// The database runs in WAL mode with foreign keys on. Readers run in
+// parallel; writers are serialized by a mutex in the Store and take SQLite's
+// write lock up front (BEGIN IMMEDIATE), so a write never fails with
+// SQLITE_BUSY half-way through a transaction and another process's writer
+// is waited for (busy_timeout) rather than reported.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Sentinel errors callers test with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	// ErrSchemaTooNew: the store was written by a newer banger.
+	ErrSchemaTooNew = errors.New("store schema is newer than this banger")
+)
+
+// busyTimeout bounds how long a statement waits for another process's lock.
+const busyTimeout = 10 * time.Second
+
+// Store is safe for concurrent use by many goroutines.
+type Store struct {
+	db      *sql.DB
+	path    string
+	logger  *slog.Logger
+	now     func() time.Time
+	writeMu sync.Mutex
+}
+
+// options is the test seam behind Open.
+type options struct {
+	migrations []migration       // nil: the embedded ones
+	now        func() time.Time // nil: time.Now
+}
+
+// Open opens the store at path, creating it (mode 0600) if missing, and
+// migrates it to LatestVersion. A store written by a newer banger is refused
+// with ErrSchemaTooNew before anything is written to it.
+func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error) {
+	return openWith(ctx, path, logger, options{})
+}
+
+func openWith(ctx context.Context, path string, logger *slog.Logger, opts options) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	migs := opts.migrations
+	if migs == nil {
+		migs = embeddedMigrations()
+	}
+	now := opts.now
+	if now == nil {
+		now = time.Now
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	latest := len(migs)
+
+	// Look before touching: a newer banger's store must come out of this
+	// byte-for-byte as it went in.
+	if fi, err := os.Stat(abs); err == nil && fi.Size() > 0 {
+		cur, err := probeVersion(ctx, abs)
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", abs, err)
+		}
+		if cur > latest {
+			return nil, tooNew(abs, cur, latest)
+		}
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("create store directory: %w", err)
+	}
+	// SQLite would create the file with the umask's mode; the store holds
+	// host keys and paths, so make it private first. An empty file is a
+	// valid empty database.
+	if f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		_ = f.Close()
+	} else if !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("create store %s: %w", abs, err)
+	}
+
+	db, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_pragma": {
+			fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()),
+			"foreign_keys(1)",
+		},
+		"_txlock": {"immediate"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	s := &Store{db: db, path: abs, logger: logger, now: now}
+	if err := s.init(ctx, migs); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context, migs []migration) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("enable wal: %w", err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("enable wal: journal mode is %q", mode)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	cur, err := readVersion(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	if cur > len(migs) {
+		return tooNew(s.path, cur, len(migs))
+	}
+	if cur < len(migs) {
+		s.logger.Info("store schema out of date", "path", s.path, "current", cur, "target", len(migs))
+	}
+	return applyMigrations(ctx, s.db, cur, migs, s.logger)
+}
+
+func tooNew(path string, cur, latest int) error {
+	return fmt.Errorf("%w: %s is at schema version %d, this banger knows versions up to %d; "+
+		"a newer banger wrote it: upgrade banger (banger update), or restore the store from a backup taken before the upgrade",
+		ErrSchemaTooNew, path, cur, latest)
+}
+
+// dsn builds a modernc.org/sqlite URI for an absolute path; the URL form
+// escapes any '?', '#' or '%' in the path.
+func dsn(abs string, q url.Values) string {
+	return (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
+}
+
+// Close closes the database; a clean close checkpoints the WAL into the
+// main file.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Path is the store's absolute file path.
+func (s *Store) Path() string { return s.path }
+
+// SchemaVersion reports the store's current schema version.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	return readVersion(ctx, s.db)
+}
+
+// write runs fn in a write transaction, one at a time.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// isConstraint reports whether err is a UNIQUE or PRIMARY KEY violation.
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code()
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// isForeignKey reports whether err is a FOREIGN KEY violation.
+func isForeignKey(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}

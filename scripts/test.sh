@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The full test suite, with all set-up on a fresh machine: Debian packages,
+# the binaries, the test kernel and the default image (made by banger itself),
+# then every Go test. Real-VM tests run under QEMU (TCG where KVM is unusable).
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh ./internal/rpc  # only these packages (fixtures still prepared)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
+
+scripts/deps.sh
+scripts/build.sh
+source scripts/fixtures.sh
+
+echo "== go vet"
+go vet ./...
+echo "== go test"
+pkgs=("$@")
+((${#pkgs[@]})) || pkgs=(./...)
+go test -count=1 -timeout 45m "${pkgs[@]}"
