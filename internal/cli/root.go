@@ -102,6 +102,9 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newVersionCommand(a),
 		newDaemonCommand(a),
 		newOpsCommand(a),
+		newVMCommand(a),
+		newKernelCommand(a),
+		newImageCommand(a),
 	)
 	return root
 }

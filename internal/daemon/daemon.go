@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmlife"
 )
 
 // Options configure the daemon.
@@ -45,6 +47,8 @@ type Daemon struct {
 	ops       *opstate.Registry
 	helper    *roothelper.Client
 	helperPID int // set when this daemon spawned the helper (dev mode)
+	vms       *vmlife.Manager
+	kvm       kvmprobe.Result
 	startedAt time.Time
 	stop      context.CancelFunc
 }
@@ -91,6 +95,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	d.ensureHelper(ctx)
 	defer d.stopManagedHelper()
+	d.vms = d.newVMManager(ctx)
+	defer d.vms.Close() // VMs keep running: the next daemon re-adopts them
+	if err := d.vms.Adopt(ctx); err != nil {
+		lg.Error("re-adopt vms", "err", err)
+	}
 
 	ln, err := listenOwnerSocket(p.Socket())
 	if err != nil {
@@ -124,6 +133,13 @@ func authorizeOwner(p rpc.Peer) error {
 // untracked methods are instant reads that would only clutter the
 // operations list.
 var untracked = map[string]bool{
+	api.MethodVMList:         true,
+	api.MethodVMGet:          true,
+	api.MethodVMLogs:         true,
+	api.MethodKernelList:     true,
+	api.MethodKernelGet:      true,
+	api.MethodImageList:      true,
+	api.MethodImageGet:       true,
 	api.MethodDaemonPing:     true,
 	api.MethodDaemonStatus:   true,
 	api.MethodOperationsList: true,

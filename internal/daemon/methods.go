@@ -21,6 +21,9 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 		api.MethodDaemonShutdown: d.shutdown,
 		api.MethodOperationsList: d.listOperations,
 	}
+	d.vmMethods(m)
+	d.artifactMethods(m)
+	d.artifactMakeMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}

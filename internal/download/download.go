@@ -86,7 +86,7 @@ func FetchVerified(ctx context.Context, client *http.Client, spec Spec, dst stri
 	pw := &progressWriter{report: report, label: label, total: total}
 	n, err := io.Copy(io.MultiWriter(tmp, h, pw), io.LimitReader(body, spec.MaxBytes+1))
 	if err != nil {
-		return fmt.Errorf("fetch %s: after %d bytes: %w", spec.URL, n, err)
+		return fmt.Errorf("fetch %s: after %d bytes: %w", spec.URL, n, truncation(err))
 	}
 	pw.flush()
 	if n > spec.MaxBytes {
@@ -126,7 +126,7 @@ func GetBounded(ctx context.Context, client *http.Client, url string, max int64)
 	}
 	data, err := io.ReadAll(io.LimitReader(body, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", url, err)
+		return nil, fmt.Errorf("get %s: %w", url, truncation(err))
 	}
 	if int64(len(data)) > max {
 		return nil, fmt.Errorf("get %s: %w (%d bytes)", url, ErrTooLarge, max)
@@ -135,6 +135,15 @@ func GetBounded(ctx context.Context, client *http.Client, url string, max int64)
 		return nil, fmt.Errorf("get %s: got %d of %d bytes: %w", url, len(data), length, ErrTruncated)
 	}
 	return data, nil
+}
+
+// truncation marks a body that ended before its announced length (the HTTP
+// client reports io.ErrUnexpectedEOF) as ErrTruncated, keeping the cause.
+func truncation(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %w", ErrTruncated, err)
+	}
+	return err
 }
 
 func open(ctx context.Context, client *http.Client, url string) (io.ReadCloser, int64, error) {

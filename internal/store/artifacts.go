@@ -90,6 +90,18 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	return nil
 }
 
+// DeleteImageInUse removes the image's record even while VMs use it: their
+// disks are copies, so they keep working (banger image rm --force).
+func (s *Store) DeleteImageInUse(ctx context.Context, name string) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		return expectOne(tx.ExecContext(ctx, `DELETE FROM images WHERE name = ?`, name))
+	})
+	if err != nil {
+		return fmt.Errorf("delete image %q: %w", name, err)
+	}
+	return nil
+}
+
 // PutKernel creates or replaces the kernel with k.Name. A zero CreatedAt is
 // now.
 func (s *Store) PutKernel(ctx context.Context, k model.Kernel) (model.Kernel, error) {

@@ -10,7 +10,7 @@ import (
 // timeLayout is fixed-width UTC, so stored times sort as strings.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
 
-// encodeTime stores the zero time as '' ("never").
+// encodeTime stores the zero time as the empty string ("never").
 func encodeTime(t time.Time) string {
 	if t.IsZero() {
 		return ""

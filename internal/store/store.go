@@ -7,6 +7,10 @@
 // write lock up front (BEGIN IMMEDIATE), so a write never fails with
 // SQLITE_BUSY half-way through a transaction and another process's writer
 // is waited for (busy_timeout) rather than reported.
+//
+// The schema version is PRAGMA user_version, bumped in the same transaction
+// as the migration it records (see migrate.go). Check is the read-only
+// pre-update dry run behind `bangerd --check-migrations`.
 package store
 
 import (
@@ -47,7 +51,7 @@ type Store struct {
 
 // options is the test seam behind Open.
 type options struct {
-	migrations []migration       // nil: the embedded ones
+	migrations []migration      // nil: the embedded ones; empty non-nil: none
 	now        func() time.Time // nil: time.Now
 }
 
@@ -145,7 +149,7 @@ func (s *Store) init(ctx context.Context, migs []migration) error {
 
 func tooNew(path string, cur, latest int) error {
 	return fmt.Errorf("%w: %s is at schema version %d, this banger knows versions up to %d; "+
-		"a newer banger wrote it: upgrade banger (banger update), or restore the store from a backup taken before the upgrade",
+		"a newer banger wrote it: upgrade banger to that release or later, or restore the store from a backup taken before the upgrade",
 		ErrSchemaTooNew, path, cur, latest)
 }
 

@@ -1,0 +1,154 @@
+package api
+
+import "github.com/bangerdev/banger/internal/model"
+
+// VM, kernel and image methods of the owner daemon.
+const (
+	MethodVMCreate  = "vm.create"
+	MethodVMStart   = "vm.start"
+	MethodVMStop    = "vm.stop"
+	MethodVMRestart = "vm.restart"
+	MethodVMRemove  = "vm.rm"
+	MethodVMList    = "vm.list"
+	MethodVMGet     = "vm.get"
+	MethodVMLogs    = "vm.logs"
+	MethodVMExec    = "vm.exec"
+
+	MethodKernelPull    = "kernel.pull"
+	MethodKernelImport  = "kernel.import"
+	MethodKernelList    = "kernel.list"
+	MethodKernelGet     = "kernel.get"
+	MethodKernelRemove  = "kernel.rm"
+	MethodKernelCatalog = "kernel.catalog"
+
+	MethodImageBuild  = "image.build"
+	MethodImagePull   = "image.pull"
+	MethodImageImport = "image.import"
+	MethodImageList   = "image.list"
+	MethodImageGet    = "image.get"
+	MethodImageRemove = "image.rm"
+)
+
+// VMCreate is vm.create's params. Zero values take defaults.
+type VMCreate struct {
+	Name      string `json:"name,omitempty"`
+	Image     string `json:"image,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	VMM       string `json:"vmm,omitempty"` // auto, qemu, firecracker
+	CPUs      int    `json:"cpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskBytes int64  `json:"disk_bytes,omitempty"`
+	InitMode  string `json:"init_mode,omitempty"` // fast (default) or image
+	Start     bool   `json:"start,omitempty"`     // boot and wait until ready
+}
+
+// VMRef names one VM (by name or id).
+type VMRef struct {
+	Name string `json:"name"`
+}
+
+// VMStop is vm.stop's and vm.restart's params.
+type VMStop struct {
+	Name           string `json:"name"`
+	Force          bool   `json:"force,omitempty"`
+	TimeoutSeconds int    `json:"timeout_seconds,omitempty"`
+}
+
+// VMRemove is vm.rm's params.
+type VMRemove struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// VMList is vm.list's result.
+type VMList struct {
+	VMs []model.VM `json:"vms"`
+}
+
+// VMLogs is vm.logs's params: the serial console, optionally followed.
+type VMLogs struct {
+	Name   string `json:"name"`
+	Follow bool   `json:"follow,omitempty"`
+	Lines  int    `json:"lines,omitempty"` // 0: all that is kept
+}
+
+// VMExec is vm.exec's params; stdin, stdout, stderr, signals and window
+// sizes travel as data frames (kinds below), the exit code in the result.
+type VMExec struct {
+	Name  string   `json:"name"`
+	Argv  []string `json:"argv"`
+	Env   []string `json:"env,omitempty"`
+	Dir   string   `json:"dir,omitempty"`
+	TTY   bool     `json:"tty,omitempty"`
+	Stdin bool     `json:"stdin,omitempty"` // the client streams stdin
+	Rows  uint16   `json:"rows,omitempty"`
+	Cols  uint16   `json:"cols,omitempty"`
+}
+
+// Data frame kinds of streaming methods.
+const (
+	KindStdin  = "stdin"  // client → daemon: []byte
+	KindStdout = "stdout" // daemon → client: []byte
+	KindStderr = "stderr" // daemon → client: []byte
+	KindSignal = "signal" // client → daemon: signal number
+	KindResize = "resize" // client → daemon: WinSize
+	KindLog    = "log"    // daemon → client: []byte of console output
+)
+
+// WinSize is a terminal size.
+type WinSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// ExecResult is vm.exec's result.
+type ExecResult struct {
+	ExitCode int `json:"exit_code"`
+}
+
+// KernelPull is kernel.pull's params.
+type KernelPull struct {
+	Name string `json:"name,omitempty"` // catalog entry; default debian-cloud
+}
+
+// KernelImport is kernel.import's params.
+type KernelImport struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	Modules string `json:"modules,omitempty"`
+}
+
+// KernelList is kernel.list's result.
+type KernelList struct {
+	Kernels []model.Kernel `json:"kernels"`
+}
+
+// ArtifactRef names a kernel or an image.
+type ArtifactRef struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// ImageBuild is image.build's params: a catalog entry built locally.
+type ImageBuild struct {
+	Name string `json:"name"`
+}
+
+// ImagePull is image.pull's params.
+type ImagePull struct {
+	Ref      string `json:"ref"`
+	Name     string `json:"name,omitempty"`
+	Platform string `json:"platform,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"` // plain HTTP registry (127.0.0.1 tests)
+}
+
+// ImageImport is image.import's params.
+type ImageImport struct {
+	Name string `json:"name"`
+	Path string `json:"path"` // rootfs directory, tar, or ext4 file
+}
+
+// ImageList is image.list's result.
+type ImageList struct {
+	Images []model.Image `json:"images"`
+}

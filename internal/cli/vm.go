@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+func newVMCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vm",
+		Short: "Create, run, inspect and remove microVMs",
+		Example: `  banger vm run -- uname -a
+  banger vm create --name dev --cpus 2 --memory 2G
+  banger vm ls --json`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(newVMRunCommand(a), newVMCreateCommand(a), newVMStartCommand(a), newVMStopCommand(a),
+		newVMRestartCommand(a), newVMRmCommand(a), newVMLsCommand(a), newVMInspectCommand(a),
+		newVMLogsCommand(a), newVMExecCommand(a))
+	return cmd
+}
+
+// createFlags are shared by vm create and vm run.
+type createFlags struct {
+	name, image, kernel, vmm, memory, disk, init string
+	cpus                                         int
+}
+
+func (f *createFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.name, "name", "", "VM name (default: a generated adjective-noun)")
+	fl.StringVar(&f.image, "image", "", "image to boot (default debian-bookworm; see banger image ls)")
+	fl.StringVar(&f.kernel, "kernel", "", "kernel to boot (default debian-cloud; see banger kernel ls)")
+	fl.StringVar(&f.vmm, "vmm", "auto", "VMM driver: auto, qemu or firecracker")
+	fl.IntVar(&f.cpus, "cpus", 0, "virtual CPUs (default 2, at most the host's)")
+	fl.StringVar(&f.memory, "memory", "", "memory, e.g. 1024 (MiB), 512M or 2G (default 1G)")
+	fl.StringVar(&f.disk, "disk-size", "", "root disk size, e.g. 4G (default: the image's size, at least 2G)")
+	fl.StringVar(&f.init, "init", "fast", "guest init: fast (banger's init stays PID 1) or image (the image's own init)")
+}
+
+func (f *createFlags) params() (api.VMCreate, error) {
+	p := api.VMCreate{Name: f.name, Image: f.image, Kernel: f.kernel, VMM: f.vmm, CPUs: f.cpus, InitMode: f.init}
+	if f.memory != "" {
+		b, err := parseSize(f.memory, 1<<20)
+		if err != nil {
+			return p, &UsageError{Err: fmt.Errorf("--memory: %w", err)}
+		}
+		p.MemoryMiB = int(b >> 20)
+	}
+	if f.disk != "" {
+		b, err := parseSize(f.disk, 1<<30)
+		if err != nil {
+			return p, &UsageError{Err: fmt.Errorf("--disk-size: %w", err)}
+		}
+		p.DiskBytes = b
+	}
+	return p, nil
+}
+
+// parseSize reads "512M", "2G", "1.5G" or a bare number in defUnit.
+func parseSize(s string, defUnit int64) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
+	mult := defUnit
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		case 'T':
+			mult, t = 1<<40, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%q is not a size (examples: 512M, 2G, 1024)", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+// callWithProgress runs a long call, drawing its progress on stderr.
+func (a *app) callWithProgress(ctx context.Context, method string, params, result any) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	r := newProgressRenderer(a.env.Stderr)
+	defer r.Close()
+	return c.Call(ctx, method, params, result, rpc.CallOptions{OnEvent: func(ev progress.Event) { r.Handle(ev) }})
+}
+
+// call runs a short call.
+func (a *app) call(ctx context.Context, method string, params, result any) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Call(ctx, method, params, result)
+}

@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/vmlife"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vsockagent"
+)
+
+// guestAgent is the daemon's client of one VM's agent.
+type guestAgent struct {
+	*vsockagent.Client
+	close func() error
+}
+
+func (g *guestAgent) Health(ctx context.Context) (string, error) {
+	h, err := g.Client.Health(ctx)
+	return h.BootID, err
+}
+
+func (g *guestAgent) Close() error { return g.close() }
+
+// dialAgent builds the agent client for a VM's agent endpoint.
+func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) vmlife.Agent {
+	lg := d.log.With("agent", ep.SocketPath)
+	switch ep.Kind {
+	case vmm.AgentHybridVsock:
+		return &guestAgent{Client: vsockagent.NewClient(vsockagent.HybridVsockDialer(ep.SocketPath, ep.Port), lg), close: func() error { return nil }}
+	default:
+		yd := vsockagent.NewYamuxDialer(ep.SocketPath, lg)
+		return &guestAgent{Client: vsockagent.NewClient(yd.Dial, lg), close: yd.Close}
+	}
+}
+
+// vmExec runs a command in a VM through its agent, relaying stdin, signals
+// and window sizes from the client and stdout/stderr back to it.
+func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMExec
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	if len(p.Argv) == 0 {
+		return nil, api.Errorf(api.CodeInvalidArgument, "vm exec: no command given")
+	}
+	c.SetTarget(p.Name)
+	vm, agent, err := d.vms.AgentFor(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	ga, ok := agent.(*guestAgent)
+	if !ok {
+		return nil, fmt.Errorf("vm %q: agent does not support exec", vm.Name)
+	}
+	stdinR, stdinW := io.Pipe()
+	resize := make(chan vsockagent.WinSize, 4)
+	signals := make(chan os.Signal, 4)
+	go func() {
+		defer stdinW.Close()
+		for {
+			f, err := c.Recv(ctx)
+			if err != nil {
+				return
+			}
+			switch f.Kind {
+			case api.KindStdin:
+				var b []byte
+				if json.Unmarshal(f.Payload, &b) == nil {
+					if _, err := stdinW.Write(b); err != nil {
+						return
+					}
+				}
+			case api.KindSignal:
+				var n int
+				if json.Unmarshal(f.Payload, &n) == nil && n > 0 && n < 65 {
+					select {
+					case signals <- syscall.Signal(n):
+					default:
+					}
+				}
+			case api.KindResize:
+				var ws api.WinSize
+				if json.Unmarshal(f.Payload, &ws) == nil {
+					select {
+					case resize <- vsockagent.WinSize{Rows: ws.Rows, Cols: ws.Cols}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	var stdin io.Reader
+	if p.Stdin || p.TTY {
+		stdin = stdinR
+	}
+	out := &frameWriter{c: c, kind: api.KindStdout}
+	errw := &frameWriter{c: c, kind: api.KindStderr}
+	c.Log.Info("exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
+	code, err := ga.Exec(ctx, vsockagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
+		stdin, out, errw, resize, signals)
+	stdinR.Close()
+	if err != nil {
+		return nil, fmt.Errorf("exec in vm %q: %w", vm.Name, err)
+	}
+	return api.ExecResult{ExitCode: code}, nil
+}
+
+// frameWriter sends what is written as data frames of one kind.
+type frameWriter struct {
+	c    *rpc.Call
+	kind string
+}
+
+func (w *frameWriter) Write(b []byte) (int, error) {
+	if err := w.c.Send(w.kind, b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

@@ -1,0 +1,230 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/debarchive"
+	"github.com/bangerdev/banger/internal/imagecat"
+	"github.com/bangerdev/banger/internal/imagepull"
+	"github.com/bangerdev/banger/internal/kernelcat"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+func (d *Daemon) artifactMakeMethods(m map[string]rpc.Handler) {
+	m[api.MethodKernelPull] = d.kernelPull
+	m[api.MethodKernelImport] = d.kernelImport
+	m[api.MethodImageBuild] = d.imageBuild
+	m[api.MethodImageImport] = d.imageImport
+	m[api.MethodImagePull] = d.imagePull
+}
+
+// kernelStore opens the on-disk kernel store; a Debian archive is made per
+// pull (its indices are large and only needed then).
+func (d *Daemon) kernelStore(withArchive bool, report progress.Func) (*kernelcat.Store, error) {
+	cfg := kernelcat.StoreConfig{Dir: d.paths.KernelsDir(), Logger: d.log}
+	if withArchive {
+		src, err := debarchive.ReadHostSources("/")
+		if err != nil {
+			return nil, fmt.Errorf("read the host's apt sources: %w", err)
+		}
+		arch, err := debarchive.New(debarchive.Config{Sources: src, CacheDir: d.paths.DownloadsDir(), Logger: d.log})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Archive = arch
+	}
+	return kernelcat.NewStore(cfg)
+}
+
+func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.KernelPull
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	ks, err := d.kernelStore(true, c.ProgressFunc())
+	if err != nil {
+		return nil, err
+	}
+	if p.Name == "" {
+		p.Name = ks.Catalog().Default().Name
+	}
+	c.SetTarget(p.Name)
+	k, err := ks.Pull(ctx, p.Name, c.ProgressFunc())
+	if err != nil {
+		return nil, fmt.Errorf("pull kernel %q: %w", p.Name, err)
+	}
+	return d.recordKernel(ctx, k)
+}
+
+func (d *Daemon) kernelImport(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.KernelImport
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	if err := model.ValidateArtifactName(p.Name); err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	ks, err := d.kernelStore(false, nil)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ks.Import(ctx, p.Name, p.Path, p.Modules)
+	if err != nil {
+		return nil, fmt.Errorf("import kernel %q from %s: %w", p.Name, p.Path, err)
+	}
+	return d.recordKernel(ctx, k)
+}
+
+func (d *Daemon) recordKernel(ctx context.Context, k kernelcat.Kernel) (model.Kernel, error) {
+	return d.store.PutKernel(ctx, model.Kernel{
+		Name: k.Name, Release: k.Release, Source: k.Source, SHA256: k.SHA256, Path: k.Path,
+		VMLinux: k.VMLinux, ModulesDir: k.ModulesDir, VMMs: k.VMMs, CreatedAt: k.CreatedAt,
+	})
+}
+
+func (d *Daemon) imageStore() imagecat.Store { return imagecat.Store{Dir: d.paths.ImagesDir()} }
+
+// imageBuild runs a catalog build. debootstrap needs root: on a root daemon
+// (development on a root machine) it runs here; otherwise the user is told.
+func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.ImageBuild
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	cat, err := imagecat.Load()
+	if err != nil {
+		return nil, err
+	}
+	e, err := cat.Lookup(p.Name)
+	if err != nil {
+		return nil, api.Errorf(api.CodeNotFound, "%v (catalog images: %s)", err, catalogNames(cat))
+	}
+	if e.Kind != imagecat.KindDebootstrap {
+		return nil, api.Errorf(api.CodeInvalidArgument, "image %q is a registry image: use banger image pull %s", e.Name, e.Name)
+	}
+	if os.Geteuid() != 0 {
+		return nil, api.Errorf(api.CodeFailedPrecondition, "building %q runs debootstrap, which needs root: run banger as root, or import a prepared rootfs (banger image import)", e.Name)
+	}
+	st := d.imageStore()
+	out, done, err := d.prepareImage(st, e.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { done(err) }()
+	res, err := imagecat.BuildDebootstrap(ctx, e, imagecat.BuildOptions{Out: out, WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
+	if err != nil {
+		return nil, fmt.Errorf("build image %q: %w", e.Name, err)
+	}
+	return d.recordImage(ctx, st, res)
+}
+
+func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.ImageImport
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	if err := imagecat.ValidateName(p.Name); err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	st := d.imageStore()
+	out, done, err := d.prepareImage(st, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { done(err) }()
+	res, err := imagecat.Import(ctx, p.Name, p.Path, out, imagecat.ImportOptions{WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
+	if err != nil {
+		return nil, fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err)
+	}
+	return d.recordImage(ctx, st, res)
+}
+
+func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.ImagePull
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	if p.Ref == "" {
+		return nil, api.Errorf(api.CodeInvalidArgument, "image pull: no reference given (e.g. docker.io/library/alpine:3.20)")
+	}
+	if p.Name == "" {
+		p.Name = nameFromRef(p.Ref)
+	}
+	c.SetTarget(p.Name)
+	if err := imagecat.ValidateName(p.Name); err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "%v: choose one with --name", err)
+	}
+	st := d.imageStore()
+	out, done, err := d.prepareImage(st, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { done(err) }()
+	res, err := imagepull.Pull(ctx, p.Ref, out, imagepull.Options{
+		LayersDir: d.paths.LayersDir(), WorkDir: d.paths.Cache, Platform: p.Platform,
+		Insecure: p.Insecure, Progress: c.ProgressFunc(), Logger: c.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pull image %s: %w", p.Ref, err)
+	}
+	return d.recordImage(ctx, st, imagecat.Result{
+		Name: p.Name, Source: "oci:" + res.Ref + "@" + res.Digest, Digest: "sha256:" + strings.TrimPrefix(res.ImageDigest, "sha256:"),
+		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: time.Now().UTC(),
+	})
+}
+
+// prepareImage makes the image's directory; the returned undo removes it
+// when the build fails and the directory is new, so nothing is left behind.
+func (d *Daemon) prepareImage(st imagecat.Store, name string) (string, func(error), error) {
+	out, created, err := st.Prepare(name)
+	if err != nil {
+		return "", nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	return out, func(err error) {
+		if err != nil && created {
+			_ = os.RemoveAll(filepath.Dir(out))
+		}
+	}, nil
+}
+
+func (d *Daemon) recordImage(ctx context.Context, st imagecat.Store, res imagecat.Result) (model.Image, error) {
+	if err := st.Save(res); err != nil {
+		return model.Image{}, err
+	}
+	return d.store.PutImage(ctx, model.Image{
+		Name: res.Name, Source: res.Source, Digest: strings.TrimPrefix(res.Digest, "sha256:"),
+		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: res.CreatedAt,
+	})
+}
+
+// nameFromRef turns docker.io/library/alpine:3.20 into alpine-3.20.
+func nameFromRef(ref string) string {
+	r := ref
+	if i := strings.Index(r, "@"); i >= 0 {
+		r = r[:i]
+	}
+	if i := strings.LastIndex(r, "/"); i >= 0 {
+		r = r[i+1:]
+	}
+	return strings.NewReplacer(":", "-").Replace(r)
+}
+
+func catalogNames(c *imagecat.Catalog) string {
+	var names []string
+	for _, e := range c.Images {
+		names = append(names, e.Name)
+	}
+	return strings.Join(names, ", ")
+}
+

@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/vmlife"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+func (d *Daemon) vmMethods(m map[string]rpc.Handler) {
+	m[api.MethodVMCreate] = d.vmCreate
+	m[api.MethodVMStart] = d.vmStart
+	m[api.MethodVMStop] = d.vmStop
+	m[api.MethodVMRestart] = d.vmRestart
+	m[api.MethodVMRemove] = d.vmRemove
+	m[api.MethodVMList] = d.vmList
+	m[api.MethodVMGet] = d.vmGet
+	m[api.MethodVMLogs] = d.vmLogs
+	m[api.MethodVMExec] = d.vmExec
+}
+
+func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMCreate
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return d.vms.Create(ctx, vmlife.CreateRequest(p), c.ProgressFunc())
+}
+
+func (d *Daemon) vmStart(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMRef
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return d.vms.Start(ctx, p.Name, c.ProgressFunc())
+}
+
+func (d *Daemon) vmStop(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMStop
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return d.vms.Stop(ctx, p.Name, p.Force, time.Duration(p.TimeoutSeconds)*time.Second)
+}
+
+func (d *Daemon) vmRestart(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMStop
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return d.vms.Restart(ctx, p.Name, time.Duration(p.TimeoutSeconds)*time.Second, c.ProgressFunc())
+}
+
+func (d *Daemon) vmRemove(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMRemove
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return api.Empty{}, d.vms.Remove(ctx, p.Name, p.Force)
+}
+
+func (d *Daemon) vmList(ctx context.Context, c *rpc.Call) (any, error) {
+	vms, err := d.vms.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if vms == nil {
+		vms = []model.VM{}
+	}
+	return api.VMList{VMs: vms}, nil
+}
+
+func (d *Daemon) vmGet(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMRef
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	return d.vms.Get(ctx, p.Name)
+}
+
+// vmLogs streams the serial console; with Follow it keeps streaming until
+// the client goes away.
+func (d *Daemon) vmLogs(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMLogs
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	vm, err := d.vms.Get(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	path := vmlife.ConsoleLog(vm)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, api.Errorf(api.CodeNotFound, "vm %q has no console log yet (it has not been started)", vm.Name)
+	} else if err != nil {
+		return nil, fmt.Errorf("open console log of vm %q: %w", vm.Name, err)
+	}
+	defer f.Close()
+	if p.Lines > 0 {
+		tail, err := vmm.TailFile(path, p.Lines)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Send(api.KindLog, []byte(tail+"\n")); err != nil {
+			return nil, err
+		}
+		if _, err := f.Seek(0, io.SeekEnd); err != nil {
+			return nil, err
+		}
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if serr := c.Send(api.KindLog, buf[:n]); serr != nil {
+				return nil, serr
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read console log: %w", err)
+		}
+		if !p.Follow {
+			return api.Empty{}, nil
+		}
+		// Following: the file grows as the guest prints. A short poll is
+		// bounded by the client's lifetime (ctx ends when it disconnects).
+		select {
+		case <-ctx.Done():
+			return api.Empty{}, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		if st, err := f.Stat(); err == nil {
+			if off, _ := f.Seek(0, io.SeekCurrent); st.Size() < off {
+				_, _ = f.Seek(0, io.SeekStart) // trimmed under us
+			}
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/bangerdev/banger/internal/initramfs"
+	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/vmlife"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
+)
+
+// EnvAgentBin overrides where the daemon finds banger-vsock-agent.
+const EnvAgentBin = "BANGER_AGENT_BIN"
+
+// newVMManager assembles the VM lifecycle from the drivers this host can run.
+func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
+	kvm, err := kvmprobe.Prober{}.Cached(filepath.Join(d.paths.Cache, "kvmprobe.json"))
+	if err != nil {
+		d.log.Warn("kvm probe cache", "err", err)
+	}
+	d.kvm = kvm
+	d.log.Info("virtualization", "accel", kvm.Accel, "reason", kvm.Reason)
+	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", "qemu")})
+	drivers := map[string]vmm.Driver{qd.Name(): qd}
+	list := []vmm.Driver{qd}
+	return vmlife.New(life, vmlife.Deps{
+		Store:   d.store,
+		Paths:   d.paths,
+		Log:     d.log,
+		Drivers: drivers,
+		Select: func(ctx context.Context, pref string) (vmm.Driver, error) {
+			return vmm.Select(ctx, pref, kvm, list...)
+		},
+		Initramfs:       d.initramfsFor,
+		DialAgent:       d.dialAgent,
+		HostCPUs:        runtime.NumCPU(),
+		HostMemoryMiB:   hostMemoryMiB(),
+		ConsoleMaxBytes: 8 << 20,
+	})
+}
+
+// initramfsFor builds (or finds cached) the guest initramfs for a kernel
+// and the agent binary this daemon ships with.
+func (d *Daemon) initramfsFor(ctx context.Context, k model.Kernel) (string, error) {
+	agent, err := agentBinary(d.opts.Executable)
+	if err != nil {
+		return "", err
+	}
+	if k.ModulesDir == "" {
+		return "", fmt.Errorf("kernel %q has no modules directory: banger's initramfs needs its virtio modules", k.Name)
+	}
+	path, _, err := initramfs.Build(ctx, initramfs.Inputs{AgentPath: agent, ModulesDir: k.ModulesDir}, d.paths.InitramfsDir())
+	if err != nil {
+		return "", fmt.Errorf("build initramfs for kernel %q: %w", k.Name, err)
+	}
+	return path, nil
+}
+
+// agentBinary finds banger-vsock-agent: $BANGER_AGENT_BIN, beside bangerd,
+// or the system-install location.
+func agentBinary(executable string) (string, error) {
+	cands := []string{os.Getenv(EnvAgentBin)}
+	if executable != "" {
+		cands = append(cands, filepath.Join(filepath.Dir(executable), "banger-vsock-agent"))
+	}
+	cands = append(cands, paths.SystemFromEnv(os.Getenv).AgentBin())
+	for _, c := range cands {
+		if c == "" {
+			continue
+		}
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("find banger-vsock-agent: not in $%s, beside %s, nor installed (reinstall banger)", EnvAgentBin, executable)
+}
+
+func hostMemoryMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb / 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,100 @@
+// Package installmeta reads and writes /etc/banger/install.toml: who owns a
+// system install of banger and which build is installed. `banger system
+// install` writes it; `banger update` refreshes the build fields.
+package installmeta
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/bangerdev/banger/internal/system"
+)
+
+// ErrNotInstalled reports that install.toml does not exist: banger is not
+// installed system-wide.
+var ErrNotInstalled = errors.New("banger is not installed system-wide")
+
+// maxSize bounds what Read accepts; the file is a handful of lines.
+const maxSize = 64 << 10
+
+// Meta is the content of install.toml.
+type Meta struct {
+	OwnerUser   string    `toml:"owner_user"`
+	OwnerUID    int       `toml:"owner_uid"`
+	OwnerGID    int       `toml:"owner_gid"`
+	OwnerHome   string    `toml:"owner_home"`
+	Version     string    `toml:"version"`
+	Commit      string    `toml:"commit"`
+	BuiltAt     string    `toml:"built_at"`
+	InstalledAt time.Time `toml:"installed_at"`
+}
+
+// Validate checks the fields every reader relies on.
+func (m Meta) Validate() error {
+	switch {
+	case m.OwnerUser == "":
+		return errors.New("owner_user is empty")
+	case m.OwnerUID < 0 || m.OwnerGID < 0:
+		return fmt.Errorf("owner uid/gid %d/%d is negative", m.OwnerUID, m.OwnerGID)
+	case m.Version == "":
+		return errors.New("version is empty")
+	}
+	return nil
+}
+
+// Read parses install.toml at path. A missing file is ErrNotInstalled.
+func Read(path string) (Meta, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Meta{}, fmt.Errorf("read %s: %w", path, ErrNotInstalled)
+		}
+		return Meta{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > maxSize {
+		return Meta{}, fmt.Errorf("read %s: file is larger than %d bytes", path, maxSize)
+	}
+	var m Meta
+	if err := toml.NewDecoder(bytes.NewReader(data)).Decode(&m); err != nil {
+		return Meta{}, fmt.Errorf("parse %s: %w", path, err)
+	}
+	if err := m.Validate(); err != nil {
+		return Meta{}, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Write replaces install.toml at path atomically (mode 0644: the CLI of any
+// user reads the owner and version from it).
+func Write(path string, m Meta) error {
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	m.InstalledAt = m.InstalledAt.UTC().Truncate(time.Second)
+	var buf bytes.Buffer
+	buf.WriteString("# Written by banger system install; refreshed by banger update.\n")
+	if err := toml.NewEncoder(&buf).Encode(m); err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	return system.WriteFileAtomic(path, buf.Bytes(), 0o644)
+}
+
+// UpdateBuildInfo refreshes only Version, Commit and BuiltAt, keeping the
+// owner fields and the original InstalledAt.
+func UpdateBuildInfo(path, version, commit, builtAt string) error {
+	m, err := Read(path)
+	if err != nil {
+		return fmt.Errorf("update build info: %w", err)
+	}
+	m.Version, m.Commit, m.BuiltAt = version, commit, builtAt
+	if err := Write(path, m); err != nil {
+		return fmt.Errorf("update build info: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,280 @@
+// Package sysinstall installs banger system-wide (`banger system install`):
+// the three binaries under /usr/local, /etc/banger/install.toml naming the
+// owner, the owner's state directory, and the two systemd units (the owner
+// daemon and the root helper), enabled when systemd runs the host. Every
+// path is under paths.System.Root, so tests install into a scratch root.
+package sysinstall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/internal/installmeta"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/system"
+	"github.com/bangerdev/banger/internal/updater"
+)
+
+// ErrRootOwner reports an attempt to make root the owner: the owner daemon
+// must run unprivileged, with the root helper as the only root process.
+var ErrRootOwner = errors.New("the owner of a banger install must not be root")
+
+// Owner is the user whose daemon the install runs.
+type Owner struct {
+	User string
+	UID  int
+	GID  int
+	Home string // the user's home directory (from the passwd entry)
+}
+
+// LookupOwner resolves a user name (or numeric uid) to an Owner.
+func LookupOwner(name string) (Owner, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		var uerr error
+		if u, uerr = user.LookupId(name); uerr != nil {
+			return Owner{}, fmt.Errorf("look up owner %q: %w", name, err)
+		}
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return Owner{}, fmt.Errorf("look up owner %q: uid %q: %w", name, u.Uid, err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return Owner{}, fmt.Errorf("look up owner %q: gid %q: %w", name, u.Gid, err)
+	}
+	return Owner{User: u.Username, UID: uid, GID: gid, Home: u.HomeDir}, nil
+}
+
+// Binaries are the three banger programs to install.
+type Binaries struct{ Banger, Bangerd, Agent string }
+
+// Options configure Install.
+type Options struct {
+	Owner  Owner
+	Source Binaries
+	System paths.System
+	// Build describes Source (normally the installing binary's buildinfo).
+	Version, Commit, BuiltAt string
+	IsSystemd                func() bool           // nil means SystemdRunning
+	Run                      updater.CommandRunner // runs systemctl; nil means updater.ExecRunner
+	Now                      func() time.Time      // nil means time.Now
+	Logger                   *slog.Logger
+}
+
+// Result reports what Install did.
+type Result struct {
+	Files        []string // every file written
+	UnitsEnabled bool     // systemd units enabled and (re)started
+}
+
+// SystemdRunning reports whether systemd is PID 1 (sd_booted's test).
+func SystemdRunning() bool {
+	st, err := os.Stat("/run/systemd/system")
+	return err == nil && st.IsDir()
+}
+
+func (o *Options) defaults() {
+	if o.IsSystemd == nil {
+		o.IsSystemd = SystemdRunning
+	}
+	if o.Run == nil {
+		o.Run = updater.ExecRunner
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Version == "" {
+		o.Version = "unknown"
+	}
+	if o.Commit == "" {
+		o.Commit = "unknown"
+	}
+	if o.BuiltAt == "" {
+		o.BuiltAt = "unknown"
+	}
+}
+
+// Install copies the binaries (0755), creates the owner's state directory,
+// writes install.toml and the units, and enables and (re)starts the units
+// when systemd is PID 1. Without systemd, `banger daemon start` runs the
+// same layout. Installing again over an install refreshes everything.
+func Install(ctx context.Context, opts Options) (Result, error) {
+	opts.defaults()
+	var res Result
+	if opts.Owner.UID == 0 {
+		return res, ErrRootOwner
+	}
+	if opts.Owner.Home == "" || !filepath.IsAbs(opts.Owner.Home) {
+		return res, fmt.Errorf("install: owner home %q is not an absolute path", opts.Owner.Home)
+	}
+	sys := opts.System
+	units, err := RenderUnits(sys, opts.Owner)
+	if err != nil {
+		return res, fmt.Errorf("install: %w", err)
+	}
+	// Check every source before writing anything, so a bad source leaves
+	// the host untouched.
+	for _, src := range []string{opts.Source.Agent, opts.Source.Bangerd, opts.Source.Banger} {
+		if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
+			return res, fmt.Errorf("install: source binary %q is not a readable regular file", src)
+		}
+	}
+	tg := updater.InstallTargets(sys)
+	for _, b := range []struct{ src, dst string }{
+		{opts.Source.Agent, tg.Agent},
+		{opts.Source.Bangerd, tg.Bangerd},
+		{opts.Source.Banger, tg.Banger},
+	} {
+		if err := system.CopyFileAtomic(b.src, b.dst, 0o755); err != nil {
+			return res, fmt.Errorf("install: %w", err)
+		}
+		res.Files = append(res.Files, b.dst)
+	}
+	if err := ensureOwnerState(sys, opts.Owner); err != nil {
+		return res, fmt.Errorf("install: %w", err)
+	}
+	installedAt := opts.Now()
+	if prev, err := installmeta.Read(sys.InstallMeta()); err == nil && prev.OwnerUID == opts.Owner.UID {
+		installedAt = prev.InstalledAt // a reinstall keeps the first install's date
+	}
+	meta := installmeta.Meta{
+		OwnerUser: opts.Owner.User, OwnerUID: opts.Owner.UID, OwnerGID: opts.Owner.GID, OwnerHome: opts.Owner.Home,
+		Version: opts.Version, Commit: opts.Commit, BuiltAt: opts.BuiltAt, InstalledAt: installedAt,
+	}
+	if err := installmeta.Write(sys.InstallMeta(), meta); err != nil {
+		return res, fmt.Errorf("install: %w", err)
+	}
+	res.Files = append(res.Files, sys.InstallMeta())
+	for _, name := range []string{updater.HelperUnit, updater.DaemonUnit} {
+		p := filepath.Join(sys.UnitDir(), name)
+		if err := system.WriteFileAtomic(p, units[name], 0o644); err != nil {
+			return res, fmt.Errorf("install: %w", err)
+		}
+		res.Files = append(res.Files, p)
+	}
+	if !opts.IsSystemd() {
+		opts.Logger.Info("systemd is not running: units written but not enabled; use banger daemon start", "component", "sysinstall")
+		return res, nil
+	}
+	for _, args := range [][]string{
+		{"daemon-reload"},
+		{"enable", updater.HelperUnit, updater.DaemonUnit},
+		{"restart", updater.HelperUnit},
+		{"restart", updater.DaemonUnit},
+	} {
+		if _, err := opts.Run(ctx, "systemctl", args...); err != nil {
+			return res, fmt.Errorf("install: enable units: %w", err)
+		}
+	}
+	res.UnitsEnabled = true
+	return res, nil
+}
+
+// ensureOwnerState creates the owner daemon's BANGER_HOME layout owned by
+// the owner (0700), under a root-owned /var/lib/banger.
+func ensureOwnerState(sys paths.System, owner Owner) error {
+	home := sys.Home()
+	if err := os.MkdirAll(filepath.Dir(home), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(home), err)
+	}
+	u := sys.User()
+	for _, d := range []string{home, u.State, u.Data, u.Cache, u.Config, u.Runtime} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+		st, err := os.Lstat(d)
+		if err != nil || !st.IsDir() {
+			return fmt.Errorf("state directory %s is not a directory", d)
+		}
+		if err := os.Lchown(d, owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("give %s to %s: %w", d, owner.User, err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("restrict %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// UninstallOptions configure Uninstall.
+type UninstallOptions struct {
+	System     paths.System
+	PurgeState bool // also delete the owner's state (VMs, images, store)
+	IsSystemd  func() bool
+	Run        updater.CommandRunner
+}
+
+// Uninstall stops and disables the units (when systemd runs), removes them,
+// the binaries with any .previous backups, install.toml and the update
+// staging area. The owner's state stays unless PurgeState. Every step is
+// tried; errors are joined.
+func Uninstall(ctx context.Context, opts UninstallOptions) error {
+	if opts.IsSystemd == nil {
+		opts.IsSystemd = SystemdRunning
+	}
+	if opts.Run == nil {
+		opts.Run = updater.ExecRunner
+	}
+	sys := opts.System
+	var errs []error
+	systemd := opts.IsSystemd()
+	if systemd {
+		if _, err := opts.Run(ctx, "systemctl", "disable", "--now", updater.DaemonUnit, updater.HelperUnit); err != nil {
+			errs = append(errs, fmt.Errorf("uninstall: disable units: %w", err))
+		}
+	}
+	tg := updater.InstallTargets(sys)
+	files := []string{
+		filepath.Join(sys.UnitDir(), updater.DaemonUnit),
+		filepath.Join(sys.UnitDir(), updater.HelperUnit),
+		sys.InstallMeta(),
+	}
+	for _, p := range []string{tg.Agent, tg.Bangerd, tg.Banger} {
+		files = append(files, p, system.PreviousPath(p))
+	}
+	for _, p := range files {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("uninstall: %w", err))
+		}
+	}
+	if systemd {
+		if _, err := opts.Run(ctx, "systemctl", "daemon-reload"); err != nil {
+			errs = append(errs, fmt.Errorf("uninstall: %w", err))
+		}
+	}
+	for _, p := range []string{sys.StagingDir(), sys.StagingDir() + ".lock"} {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, fmt.Errorf("uninstall: %w", err))
+		}
+	}
+	if opts.PurgeState {
+		if err := os.RemoveAll(sys.Home()); err != nil {
+			errs = append(errs, fmt.Errorf("uninstall: purge state: %w", err))
+		}
+	}
+	// Directories banger created, removed only when empty.
+	for _, d := range []string{filepath.Dir(tg.Agent), filepath.Dir(sys.InstallMeta()), filepath.Dir(sys.Home())} {
+		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotEmpty(err) {
+			errs = append(errs, fmt.Errorf("uninstall: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isNotEmpty(err error) bool {
+	return errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)
+}

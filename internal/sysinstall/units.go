@@ -1,0 +1,108 @@
+package sysinstall
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"text/template"
+
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/updater"
+)
+
+// Both units use KillMode=process: stopping or restarting a unit (as
+// `banger update` does) signals only the main process, so the VMM processes
+// it started keep running and the new daemon re-adopts them. The helper
+// also sets SendSIGKILL=no, or systemd would still SIGKILL the leftover
+// cgroup members in its final kill stage.
+var (
+	helperUnit = template.Must(template.New(updater.HelperUnit).Parse(`# Written by banger system install. Changes are lost on reinstall.
+[Unit]
+Description=banger root helper (privileged network and VM launch operations)
+Documentation=https://github.com/bangerdev/banger
+After=network.target
+
+[Service]
+Type=simple
+Environment=BANGER_HOME={{.Home}}
+{{- if .SystemRoot}}
+Environment=BANGER_SYSTEM_ROOT={{.SystemRoot}}
+{{- end}}
+ExecStart={{.Bangerd}} --root-helper --owner-uid {{.UID}}
+Restart=on-failure
+RestartSec=1
+KillMode=process
+SendSIGKILL=no
+
+[Install]
+WantedBy=multi-user.target
+`))
+	daemonUnit = template.Must(template.New(updater.DaemonUnit).Parse(`# Written by banger system install. Changes are lost on reinstall.
+[Unit]
+Description=banger owner daemon for {{.User}}
+Documentation=https://github.com/bangerdev/banger
+Wants={{.HelperUnit}}
+After={{.HelperUnit}} network.target
+
+[Service]
+Type=simple
+User={{.User}}
+Group={{.GID}}
+Environment=BANGER_HOME={{.Home}}
+{{- if .SystemRoot}}
+Environment=BANGER_SYSTEM_ROOT={{.SystemRoot}}
+{{- end}}
+ExecStart={{.Bangerd}}
+Restart=on-failure
+RestartSec=1
+KillMode=process
+UMask=0077
+
+[Install]
+WantedBy=multi-user.target
+`))
+)
+
+// safeUnitValue keeps unit values free of whitespace, quotes and systemd
+// specifiers (%), so rendering needs no escaping.
+var (
+	safeUnitValue = regexp.MustCompile(`^[A-Za-z0-9/._+-]+$`)
+	userName      = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+)
+
+// RenderUnits renders bangerd-root.service and bangerd.service for owner,
+// keyed by unit file name.
+func RenderUnits(sys paths.System, owner Owner) (map[string][]byte, error) {
+	if !userName.MatchString(owner.User) {
+		return nil, fmt.Errorf("render units: owner user name %q is not a plain user name", owner.User)
+	}
+	if owner.UID < 0 || owner.GID < 0 {
+		return nil, fmt.Errorf("render units: owner uid/gid %d/%d is negative", owner.UID, owner.GID)
+	}
+	data := struct {
+		User, Home, Bangerd, SystemRoot, HelperUnit string
+		UID, GID                                    string
+	}{
+		User: owner.User, Home: sys.Home(), Bangerd: sys.BangerdBin(), HelperUnit: updater.HelperUnit,
+		UID: strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID),
+	}
+	if root := filepath.Clean(sys.Root); root != "/" {
+		data.SystemRoot = root
+	}
+	for _, v := range []string{data.Home, data.Bangerd, data.SystemRoot} {
+		if v != "" && !safeUnitValue.MatchString(v) {
+			return nil, fmt.Errorf("render units: path %q has characters a unit file cannot hold unquoted", v)
+		}
+	}
+	out := map[string][]byte{}
+	for _, t := range []*template.Template{helperUnit, daemonUnit} {
+		var buf bytes.Buffer
+		if err := t.Execute(&buf, data); err != nil {
+			return nil, fmt.Errorf("render %s: %w", t.Name(), err)
+		}
+		out[t.Name()] = buf.Bytes()
+	}
+	return out, nil
+}

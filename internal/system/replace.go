@@ -1,0 +1,189 @@
+// Package system changes files of the system install safely: a binary is
+// replaced by one rename (never a half-written file under its name) with the
+// old one kept beside it as "<name>.previous" for rollback, and small files
+// (install metadata, units) are written atomically.
+package system
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// PreviousSuffix names the backup AtomicReplace keeps of the replaced file.
+const PreviousSuffix = ".previous"
+
+// ErrNoBackup reports a rollback for which no ".previous" file exists.
+var ErrNoBackup = errors.New("no previous version to restore")
+
+// PreviousPath is where AtomicReplace keeps the replaced version of dst.
+func PreviousPath(dst string) string { return dst + PreviousSuffix }
+
+// AtomicReplace installs a copy of src as dst. The copy is written and
+// fsynced in a temporary file beside dst, the current dst is kept as
+// dst.previous (a hard link, so dst never disappears), the temporary file is
+// renamed over dst and the directory is fsynced. The new file takes src's
+// permission bits (0755 for staged binaries). Parent directories are not
+// created: a missing or non-directory parent is an error, leaving dst as it was.
+func AtomicReplace(src, dst string) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("replace %s: open source: %w", dst, err)
+	}
+	defer in.Close()
+	info, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("replace %s: stat source: %w", dst, err)
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("replace %s: source %s is not a regular file", dst, src)
+	}
+	if st, err := os.Lstat(dst); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("replace %s: destination is not a regular file (%s)", dst, st.Mode().Type())
+	}
+
+	dir := filepath.Dir(dst)
+	tmp, err := writeTemp(dst, in, info.Mode().Perm())
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", dst, err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+
+	// A stale backup from an earlier update must not survive: after this
+	// call dst.previous is exactly the version this call replaced, or absent.
+	prev := PreviousPath(dst)
+	if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace %s: remove stale backup: %w", dst, err)
+	}
+	if err := os.Link(dst, prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace %s: keep previous version: %w", dst, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("replace %s: move into place: %w", dst, err)
+	}
+	if err := SyncDir(dir); err != nil {
+		return fmt.Errorf("replace %s: %w", dst, err)
+	}
+	return nil
+}
+
+// Rollback puts dst.previous back as dst, in one rename.
+func Rollback(dst string) error {
+	prev := PreviousPath(dst)
+	if _, err := os.Lstat(prev); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("roll back %s: %w", dst, ErrNoBackup)
+		}
+		return fmt.Errorf("roll back %s: %w", dst, err)
+	}
+	if err := os.Rename(prev, dst); err != nil {
+		return fmt.Errorf("roll back %s: %w", dst, err)
+	}
+	if err := SyncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("roll back %s: %w", dst, err)
+	}
+	return nil
+}
+
+// RemoveBackup deletes dst.previous; a missing backup is not an error.
+func RemoveBackup(dst string) error {
+	if err := os.Remove(PreviousPath(dst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove backup of %s: %w", dst, err)
+	}
+	return nil
+}
+
+// WriteFileAtomic writes data to path through a fsynced temporary file and a
+// rename, creating the parent directory (0755) when missing.
+func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: create directory: %w", path, err)
+	}
+	if err := replaceWith(path, bytes.NewReader(data), mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// CopyFileAtomic installs a copy of src at dst with the given mode, creating
+// parent directories, without keeping a backup (fresh installs).
+func CopyFileAtomic(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("install %s: open source: %w", dst, err)
+	}
+	defer in.Close()
+	if info, err := in.Stat(); err != nil || !info.Mode().IsRegular() {
+		return fmt.Errorf("install %s: source %s is not a readable regular file", dst, src)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("install %s: create directory: %w", dst, err)
+	}
+	if err := replaceWith(dst, in, mode); err != nil {
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	return nil
+}
+
+// replaceWith writes r into a fsynced temporary file beside dst and renames
+// it over dst; no backup is kept.
+func replaceWith(dst string, r io.Reader, mode fs.FileMode) error {
+	tmp, err := writeTemp(dst, r, mode)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("move into place: %w", err)
+	}
+	return SyncDir(filepath.Dir(dst))
+}
+
+// writeTemp copies r into a new fsynced file with the given mode in dst's
+// directory and returns its name. Nothing is left behind on failure.
+func writeTemp(dst string, r io.Reader, mode fs.FileMode) (name string, err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".new-*")
+	if err != nil {
+		return "", fmt.Errorf("create temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := io.Copy(tmp, r); err != nil {
+		return "", fmt.Errorf("copy: %w", err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return "", fmt.Errorf("set mode: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", fmt.Errorf("sync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("close: %w", err)
+	}
+	return tmp.Name(), nil
+}
+
+// SyncDir fsyncs a directory so a rename in it survives a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

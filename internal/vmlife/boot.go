@@ -1,0 +1,251 @@
+package vmlife
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/ext4"
+	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/vmdisk"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+func makeRootDisk(ctx context.Context, image, disk string, size int64) error {
+	if _, err := vmdisk.Clone(image, disk); err != nil {
+		return err
+	}
+	return ext4.Grow(ctx, disk, size)
+}
+
+// bootState flows through the start chain.
+type bootState struct {
+	vm     model.VM
+	kernel model.Kernel
+	driver vmm.Driver
+	spec   vmm.Spec
+	inst   vmm.Instance
+	agent  Agent
+	report progress.Func
+}
+
+// Start boots a stopped VM and waits until its agent answers.
+func (m *Manager) Start(ctx context.Context, ref string, report progress.Func) (model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return vm, err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	if vm, err = m.Get(ctx, vm.ID); err != nil {
+		return vm, err
+	}
+	if vm.State == model.StateRunning {
+		return vm, nil
+	}
+	if vm.State != model.StateStopped && vm.State != model.StateError {
+		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s: wait for it, or stop it first", vm.Name, vm.State)
+	}
+	return m.startLocked(ctx, vm, report)
+}
+
+func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.Func) (model.VM, error) {
+	drv, ok := m.d.Drivers[vm.VMM]
+	if !ok {
+		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q uses vmm %q, which this daemon does not have", vm.Name, vm.VMM)
+	}
+	k, err := m.d.Store.GetKernel(ctx, vm.Kernel)
+	if err != nil {
+		return vm, api.Errorf(api.CodeNotFound, "vm %q: kernel %q is gone: pull it again (banger kernel pull %s)", vm.Name, vm.Kernel, vm.Kernel)
+	}
+	s := &bootState{vm: vm, kernel: k, driver: drv, report: report}
+	chain := vmm.Steps[*bootState]{
+		{Name: "validate", Fn: m.stepValidate},
+		{Name: "starting", Fn: m.stepStarting},
+		{Name: "config", Fn: m.stepConfig},
+		{Name: "initramfs", Fn: m.stepInitramfs},
+		{Name: "vmm", Fn: m.stepVMM},
+		{Name: "ready", Fn: m.stepReady},
+		{Name: "running", Fn: m.stepRunning},
+	}
+	var undo vmm.Undo
+	lg := m.d.Log.With("vm", vm.Name)
+	if err := chain.Run(ctx, lg, s, &undo); err != nil {
+		reason := err.Error()
+		var se *vmm.StepError
+		if errors.As(err, &se) {
+			reason = fmt.Sprintf("start failed at step %s: %v", se.Step, se.Err)
+		}
+		bg := context.WithoutCancel(ctx)
+		if cur, gerr := m.d.Store.GetVM(bg, vm.ID); gerr == nil && cur.State != model.StateStopped {
+			_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
+		}
+		msg := fmt.Sprintf("start vm %q: %v", vm.Name, err)
+		if tail := m.consoleTail(s, 15); tail != "" {
+			msg += "\nlast console lines:\n" + tail
+		}
+		return vm, errors.New(msg)
+	}
+	undo.Discard()
+	return s.vm, nil
+}
+
+func (m *Manager) stepValidate(ctx context.Context, s *bootState, _ *vmm.Undo) error {
+	if err := s.driver.Available(ctx); err != nil {
+		return err
+	}
+	if _, err := os.Stat(rootDisk(s.vm)); err != nil {
+		return fmt.Errorf("root disk: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) stepStarting(ctx context.Context, s *bootState, undo *vmm.Undo) error {
+	vm, err := m.d.Store.SetVMState(ctx, s.vm.ID, model.StateStarting, "")
+	if err != nil {
+		return err
+	}
+	s.vm = vm
+	return nil
+}
+
+func (m *Manager) stepConfig(ctx context.Context, s *bootState, _ *vmm.Undo) error {
+	s.vm.BootID = newBootID()
+	cfg := &guestconfig.Config{
+		VMName: s.vm.Name, Hostname: s.vm.Name, BootID: s.vm.BootID,
+		InitMode: guestconfig.InitMode(s.vm.InitMode),
+		Agent:    guestconfig.Agent{Transport: guestconfig.TransportVirtioSerial, PortName: AgentPortName},
+	}
+	if s.driver.Capabilities().SupportsVsock && s.vm.VMM == model.VMMFirecracker {
+		cfg.Agent = guestconfig.Agent{Transport: guestconfig.TransportVsock, VsockPort: AgentVsockPort}
+	}
+	if m.d.AuthorizedKeys != nil {
+		cfg.AuthorizedKeys = m.d.AuthorizedKeys()
+	}
+	if m.d.Network != nil && s.vm.Tap != "" {
+		att, err := m.d.Network.Attach(ctx, s.vm) // idempotent: same lease and tap
+		if err != nil {
+			return err
+		}
+		cfg.Network = att.Guest
+	}
+	if err := guestconfig.Write(configDisk(s.vm), cfg); err != nil {
+		return fmt.Errorf("write guest config: %w", err)
+	}
+	return m.save(ctx, &s.vm)
+}
+
+func (m *Manager) stepInitramfs(ctx context.Context, s *bootState, _ *vmm.Undo) error {
+	s.report.Stage("initramfs", "preparing the guest initramfs")
+	path, err := m.d.Initramfs(ctx, s.kernel)
+	if err != nil {
+		return err
+	}
+	agent := vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: AgentPortName}
+	if s.vm.VMM == model.VMMFirecracker {
+		agent = vmm.Agent{Transport: vmm.TransportVsock, VsockCID: 3, VsockPort: AgentVsockPort}
+	}
+	s.spec = vmm.Spec{
+		ID: s.vm.ID, Name: s.vm.Name, Dir: s.vm.Dir,
+		Kernel: vmm.Kernel{Path: s.kernel.Path, VMLinux: s.kernel.VMLinux},
+		Initrd: path,
+		Disks: []vmm.Disk{
+			{ID: "root", Path: rootDisk(s.vm)},
+			{ID: "config", Path: configDisk(s.vm), ReadOnly: true},
+		},
+		CPUs: s.vm.CPUs, MemoryMiB: s.vm.MemoryMiB, Agent: agent,
+		ConsoleLog:      ConsoleLog(s.vm),
+		ConsoleMaxBytes: m.d.ConsoleMaxBytes,
+	}
+	if s.vm.Tap != "" {
+		s.spec.Net = &vmm.Net{Tap: s.vm.Tap, MAC: s.vm.MAC}
+	}
+	return s.driver.Validate(s.spec)
+}
+
+func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) error {
+	s.report.Stage("vmm", "starting "+s.driver.Name())
+	inst, err := s.driver.Start(ctx, s.spec)
+	if err != nil {
+		return err
+	}
+	s.inst = inst
+	undo.Push(func() error {
+		kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := s.driver.Kill(kctx, inst)
+		if errors.Is(err, vmm.ErrNotRunning) {
+			err = nil
+		}
+		return errors.Join(err, vmm.RemoveFiles(inst.Files...))
+	})
+	s.vm.PID, s.vm.PIDStartTime = inst.PID, inst.PIDStartTime
+	s.vm.ControlSocket, s.vm.AgentSocket, s.vm.ConsoleLog = inst.ControlSocket, inst.Agent.SocketPath, inst.ConsoleLog
+	if err := writeInstance(s.vm, inst); err != nil {
+		return err
+	}
+	return m.save(ctx, &s.vm)
+}
+
+// stepReady waits for the agent to answer with this boot's id: an event
+// (the agent's reply), bounded by ReadyTimeout, failing early if the VMM dies.
+func (m *Manager) stepReady(ctx context.Context, s *bootState, undo *vmm.Undo) error {
+	s.report.Stage("ready", "waiting for the guest agent")
+	ctx, cancel := context.WithTimeout(ctx, m.d.ReadyTimeout)
+	defer cancel()
+	agent := m.d.DialAgent(s.inst.Agent)
+	undo.Push(agent.Close)
+	for {
+		if alive, why := s.driver.Alive(s.inst); !alive {
+			return fmt.Errorf("vmm exited before the guest was ready: %s", why)
+		}
+		hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
+		bootID, err := agent.Health(hctx)
+		hcancel()
+		if err == nil {
+			if bootID != s.vm.BootID {
+				return fmt.Errorf("agent answered with boot_id %s, expected %s", bootID, s.vm.BootID)
+			}
+			s.agent = agent
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("guest agent not ready after %s: %w (last error: %v)", m.d.ReadyTimeout, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+			// The agent channel's connect fails fast until the guest opens
+			// its port; a short pause keeps this from spinning.
+		}
+	}
+}
+
+func (m *Manager) stepRunning(ctx context.Context, s *bootState, _ *vmm.Undo) error {
+	s.vm.StartedAt = m.d.Now()
+	if err := m.save(ctx, &s.vm); err != nil {
+		return err
+	}
+	vm, err := m.d.Store.SetVMState(ctx, s.vm.ID, model.StateRunning, "")
+	if err != nil {
+		return err
+	}
+	s.vm = vm
+	m.track(vm, s.driver, s.inst, s.agent)
+	return nil
+}
+
+func (m *Manager) consoleTail(s *bootState, n int) string {
+	if s.inst.ConsoleLog == "" {
+		return ""
+	}
+	tail, err := vmm.TailFile(s.inst.ConsoleLog, n)
+	if err != nil || strings.TrimSpace(tail) == "" {
+		return ""
+	}
+	return tail
+}

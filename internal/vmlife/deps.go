@@ -1,0 +1,69 @@
+// Package vmlife is the VM lifecycle the owner daemon runs: create, start,
+// stop, restart, remove, re-adopt after a daemon restart, and watch for VMMs
+// that die. Boot is a named chain of steps with validation first; a failure
+// undoes every step done so far (LIFO) and reports the step and the
+// console's last lines.
+package vmlife
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// Agent is what the lifecycle needs of a guest agent client.
+type Agent interface {
+	// Health returns the guest's boot_id once the agent answers.
+	Health(ctx context.Context) (bootID string, err error)
+	// Poweroff asks the guest to shut down cleanly.
+	Poweroff(ctx context.Context) error
+	Close() error
+}
+
+// Network gives a VM its address and tap (through the root helper). Nil
+// means VMs boot without a network interface.
+type Network interface {
+	Attach(ctx context.Context, vm model.VM) (Attachment, error)
+	// Detach frees the tap and lease; idempotent.
+	Detach(ctx context.Context, vm model.VM) error
+}
+
+// Attachment is a VM's network identity.
+type Attachment struct {
+	Tap   string
+	MAC   string
+	Guest *guestconfig.Network
+}
+
+// Deps are the lifecycle's collaborators, injected.
+type Deps struct {
+	Store *store.Store
+	Paths paths.User
+	Log   *slog.Logger
+	// Drivers by name; Select picks one for a preference ("auto", "qemu", …).
+	Drivers map[string]vmm.Driver
+	Select  func(ctx context.Context, pref string) (vmm.Driver, error)
+	// Initramfs returns the guest initramfs for a kernel (built or cached).
+	Initramfs func(ctx context.Context, k model.Kernel) (string, error)
+	// DialAgent makes an agent client for a running VM's endpoint.
+	DialAgent func(ep vmm.AgentEndpoint) Agent
+	Network   Network
+	// AuthorizedKeys are put into every guest (banger's SSH key).
+	AuthorizedKeys func() []string
+	// DNS servers handed to guests.
+	Now func() time.Time
+	// ReadyTimeout bounds the wait for the agent after the VMM starts; TCG
+	// boots are slow on loaded machines.
+	ReadyTimeout time.Duration
+	// HostCPUs and HostMemoryMiB bound what a VM may ask for.
+	HostCPUs      int
+	HostMemoryMiB int
+	// ConsoleMaxBytes bounds each VM's console log.
+	ConsoleMaxBytes int64
+}

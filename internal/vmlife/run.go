@@ -1,0 +1,308 @@
+package vmlife
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/vmm"
+	"golang.org/x/sys/unix"
+)
+
+// track holds a running VM and watches its VMM process: an exit nobody
+// asked for marks the VM as errored with the reason.
+func (m *Manager) track(vm model.VM, drv vmm.Driver, inst vmm.Instance, agent Agent) {
+	wctx, cancel := context.WithCancel(m.life)
+	r := &runningVM{inst: inst, driver: drv, agent: agent, cancel: cancel}
+	m.mu.Lock()
+	if old := m.running[vm.ID]; old != nil {
+		old.cancel()
+	}
+	m.running[vm.ID] = r
+	m.mu.Unlock()
+	go m.watch(wctx, vm, r)
+}
+
+func (m *Manager) watch(ctx context.Context, vm model.VM, r *runningVM) {
+	waitProcessExit(ctx, r.inst.PID)
+	if ctx.Err() != nil {
+		return // the daemon is stopping, or the VM was untracked
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	m.mu.Lock()
+	cur := m.running[vm.ID]
+	expected := cur != r || r.stopping
+	if cur == r {
+		delete(m.running, vm.ID)
+	}
+	m.mu.Unlock()
+	if expected {
+		return
+	}
+	r.agent.Close()
+	reason := "vmm process exited unexpectedly"
+	if tail, err := vmm.TailFile(r.inst.ConsoleLog, 5); err == nil && tail != "" {
+		reason += "; console: " + compact(tail)
+	}
+	m.d.Log.Warn("vm's vmm exited", "vm", vm.Name, "pid", r.inst.PID, "reason", reason)
+	bg := context.Background()
+	_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
+	m.clearRuntime(bg, vm.ID, r.inst)
+}
+
+// waitProcessExit blocks until pid exits or ctx ends, on a pidfd (an event).
+func waitProcessExit(ctx context.Context, pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // already gone
+	}
+	defer unix.Close(fd)
+	for ctx.Err() == nil {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 500)
+		if err == nil && n > 0 {
+			return
+		}
+	}
+}
+
+func (m *Manager) clearRuntime(ctx context.Context, id string, inst vmm.Instance) {
+	_ = vmm.RemoveFiles(inst.Files...)
+	vm, err := m.d.Store.GetVM(ctx, id)
+	if err != nil {
+		return
+	}
+	os.Remove(instanceFile(vm))
+	vm.PID, vm.PIDStartTime, vm.ControlSocket, vm.AgentSocket = 0, 0, "", ""
+	_ = m.save(ctx, &vm)
+}
+
+// Stop ends a running VM: gracefully through the guest agent, then the VMM,
+// then by force after timeout; force kills at once.
+func (m *Manager) Stop(ctx context.Context, ref string, force bool, timeout time.Duration) (model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return vm, err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	return m.stopLocked(ctx, vm, force, timeout)
+}
+
+func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeout time.Duration) (model.VM, error) {
+	vm, err := m.d.Store.GetVM(ctx, vm.ID)
+	if err != nil {
+		return vm, err
+	}
+	m.mu.Lock()
+	r := m.running[vm.ID]
+	if r != nil {
+		r.stopping = true
+	}
+	m.mu.Unlock()
+	if r == nil {
+		if vm.State == model.StateStopped {
+			return vm, nil
+		}
+		// Not tracked (error state, or a VMM we could not adopt): make sure.
+		_, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "stopped")
+		return m.getOr(ctx, vm, err)
+	}
+	if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopping, ""); err != nil {
+		return vm, err
+	}
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	var stopErr error
+	if !force {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		perr := r.agent.Poweroff(pctx)
+		cancel()
+		if perr == nil && vmm.WaitGone(ctx, r.inst.PID, r.inst.PIDStartTime, timeout) == nil {
+			stopErr = nil
+		} else {
+			stopErr = r.driver.Stop(ctx, r.inst, true, timeout)
+		}
+	} else {
+		stopErr = r.driver.Kill(ctx, r.inst)
+	}
+	if errors.Is(stopErr, vmm.ErrNotRunning) {
+		stopErr = nil
+	}
+	if stopErr != nil {
+		_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateError, "stop failed: "+stopErr.Error())
+		return vm, fmt.Errorf("stop vm %q: %w", vm.Name, stopErr)
+	}
+	r.cancel()
+	r.agent.Close()
+	m.mu.Lock()
+	delete(m.running, vm.ID)
+	m.mu.Unlock()
+	m.clearRuntime(ctx, vm.ID, r.inst)
+	_, err = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "stopped")
+	return m.getOr(ctx, vm, err)
+}
+
+func (m *Manager) getOr(ctx context.Context, vm model.VM, err error) (model.VM, error) {
+	if err != nil {
+		return vm, err
+	}
+	return m.d.Store.GetVM(ctx, vm.ID)
+}
+
+// Restart stops (gracefully) and starts a VM.
+func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration, report progress.Func) (model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return vm, err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	if vm, err = m.stopLocked(ctx, vm, false, timeout); err != nil {
+		return vm, err
+	}
+	return m.startLocked(ctx, vm, report)
+}
+
+// Remove deletes a VM and everything it holds; a running VM needs force.
+func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	return m.removeLocked(ctx, vm, force)
+}
+
+func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) error {
+	vm, err := m.d.Store.GetVM(ctx, vm.ID)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	running := m.running[vm.ID] != nil
+	m.mu.Unlock()
+	if running {
+		if !force {
+			return api.Errorf(api.CodeFailedPrecondition, "vm %q is running: stop it first, or remove it with --force", vm.Name)
+		}
+		if _, err := m.stopLocked(ctx, vm, true, 10*time.Second); err != nil {
+			return err
+		}
+	} else if vm.PID > 0 {
+		// A VMM we never adopted but that may still run (error state).
+		if inst, rerr := readInstance(vm); rerr == nil {
+			if drv := m.d.Drivers[vm.VMM]; drv != nil {
+				if alive, _ := drv.Alive(inst); alive {
+					_ = drv.Kill(ctx, inst)
+				}
+				_ = vmm.RemoveFiles(inst.Files...)
+			}
+		}
+	}
+	var errs []error
+	if m.d.Network != nil {
+		if err := m.d.Network.Detach(ctx, vm); err != nil {
+			errs = append(errs, fmt.Errorf("detach network: %w", err))
+		}
+	}
+	if err := os.RemoveAll(vm.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove vm directory: %w", err))
+	}
+	if err := m.d.Store.DeleteVM(ctx, vm.ID); err != nil {
+		errs = append(errs, fmt.Errorf("delete vm record: %w", err))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("remove vm %q: %w", vm.Name, errors.Join(errs...))
+	}
+	m.mu.Lock()
+	delete(m.locks, vm.ID)
+	m.mu.Unlock()
+	return nil
+}
+
+// Adopt runs at daemon start: every VM the store says runs is re-adopted if
+// its VMM still lives (same pid and start time, control socket answers),
+// else marked stopped and what it held is freed.
+func (m *Manager) Adopt(ctx context.Context) error {
+	vms, err := m.d.Store.ListVMs(ctx)
+	if err != nil {
+		return fmt.Errorf("list vms to re-adopt: %w", err)
+	}
+	for _, vm := range vms {
+		switch vm.State {
+		case model.StateRunning, model.StateStarting, model.StateStopping:
+		default:
+			continue
+		}
+		lg := m.d.Log.With("vm", vm.Name)
+		drv := m.d.Drivers[vm.VMM]
+		inst, ierr := readInstance(vm)
+		if drv == nil || ierr != nil {
+			lg.Warn("cannot re-adopt vm", "err", ierr)
+			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateError, "daemon restarted and could not re-adopt the vmm")
+			continue
+		}
+		if err := drv.Adopt(ctx, inst); err != nil {
+			lg.Info("vm's vmm is gone; marking it stopped", "err", err)
+			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "vmm exited while the daemon was down")
+			m.clearRuntime(ctx, vm.ID, inst)
+			continue
+		}
+		agent := m.d.DialAgent(inst.Agent)
+		if vm.State != model.StateRunning {
+			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")
+		}
+		m.track(vm, drv, inst, agent)
+		lg.Info("re-adopted running vm", "pid", inst.PID)
+	}
+	return nil
+}
+
+// AgentFor returns the agent of a running VM.
+func (m *Manager) AgentFor(ctx context.Context, ref string) (model.VM, Agent, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return vm, nil, err
+	}
+	m.mu.Lock()
+	r := m.running[vm.ID]
+	m.mu.Unlock()
+	if r == nil {
+		return vm, nil, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s, not running: start it with banger vm start %s", vm.Name, vm.State, vm.Name)
+	}
+	return vm, r.agent, nil
+}
+
+// Close forgets running VMs without stopping them (the daemon is exiting;
+// the next one re-adopts them).
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, r := range m.running {
+		r.cancel()
+		r.agent.Close()
+		delete(m.running, id)
+	}
+}
+
+func compact(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r == '\n' {
+			r = ' '
+		}
+		out = append(out, r)
+	}
+	if len(out) > 300 {
+		out = out[len(out)-300:]
+	}
+	return string(out)
+}

@@ -1,0 +1,79 @@
+package qemu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// BaseCmdline is the kernel command line every banger guest gets; the
+// spec's extra arguments follow it. ACPI (acpi=on) enumerates the
+// virtio-mmio devices, so pci=off is safe.
+const BaseCmdline = "console=ttyS0 reboot=t panic=-1 quiet pci=off"
+
+// Paths are the per-VM files QEMU uses.
+type Paths struct {
+	QMP        string // QMP control socket
+	Agent      string // virtio-serial agent socket
+	ConsoleLog string // serial console (appended, bounded by TrimConsole)
+	StderrLog  string // QEMU's own stdout/stderr
+}
+
+// escape makes a value safe inside QEMU's comma-separated option syntax,
+// where a literal comma is written twice.
+func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
+// Args builds QEMU's argument list for spec. vhostVsock says whether the
+// agent uses vhost-vsock; otherwise it gets a virtio-serial port.
+func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
+	cpu := "max"
+	if accel == kvmprobe.AccelKVM {
+		cpu = "host"
+	}
+	cmdline := BaseCmdline
+	if extra := strings.TrimSpace(spec.Kernel.Cmdline); extra != "" {
+		cmdline += " " + extra
+	}
+	a := []string{
+		"-name", "banger-" + spec.ID + ",debug-threads=off",
+		"-M", "microvm,accel=" + accel + ",acpi=on",
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(spec.CPUs),
+		"-m", strconv.Itoa(spec.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-nographic",
+		"-chardev", "file,id=con,path=" + escape(p.ConsoleLog) + ",append=on",
+		"-serial", "chardev:con",
+		"-kernel", spec.Kernel.Path,
+		"-append", cmdline,
+	}
+	if spec.Initrd != "" {
+		a = append(a, "-initrd", spec.Initrd)
+	}
+	for _, d := range spec.Disks {
+		drive := "id=" + d.ID + ",file=" + escape(d.Path) + ",format=raw,if=none"
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		a = append(a, "-drive", drive, "-device", "virtio-blk-device,drive="+d.ID)
+	}
+	if spec.Net != nil {
+		a = append(a,
+			"-netdev", "tap,id=net0,ifname="+spec.Net.Tap+",script=no,downscript=no",
+			"-device", "virtio-net-device,netdev=net0,mac="+spec.Net.MAC)
+	}
+	if vhostVsock {
+		a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", spec.Agent.VsockCID))
+	} else {
+		a = append(a,
+			"-device", "virtio-serial-device",
+			"-chardev", "socket,id=agent,path="+escape(p.Agent)+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agent,name="+spec.Agent.PortName)
+	}
+	a = append(a,
+		"-qmp", "unix:"+escape(p.QMP)+",server=on,wait=off",
+		"-no-reboot")
+	return a
+}

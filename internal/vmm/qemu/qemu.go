@@ -1,0 +1,506 @@
+// Package qemu drives QEMU's microvm machine. It is banger's driver for
+// hosts where KVM cannot run a standard kernel (PVM, or no KVM at all): it
+// then runs under TCG software emulation. The agent channel is a
+// virtio-serial port (vhost-vsock only when /dev/vhost-vsock exists).
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+var (
+	_ vmm.Driver      = (*Driver)(nil)
+	_ vmm.Snapshotter = (*Driver)(nil)
+)
+
+// Step names of the boot chain, for EditSteps and error messages.
+const (
+	StepValidate    = "validate"
+	StepPrepare     = "prepare-files"
+	StepSpawn       = "spawn"
+	StepWaitQMP     = "wait-qmp"
+	StepCheckStatus = "check-status"
+)
+
+// Config configures the driver.
+type Config struct {
+	Binary string // default: qemu-system-x86_64 on PATH
+	// Accel is kvmprobe's verdict: "kvm" only where KVM really runs a
+	// standard kernel, else "tcg".
+	Accel  string
+	Logger *slog.Logger
+	// StartTimeout bounds how long QEMU may take to open its QMP socket
+	// (default 30s: two shared cores under TCG are slow).
+	StartTimeout time.Duration
+	// StopTimeout bounds each forced stage of Stop (quit, then SIGKILL).
+	StopTimeout time.Duration
+	// VhostVsock reports whether /dev/vhost-vsock is usable (default: it exists).
+	VhostVsock func() bool
+	// EditSteps may change the boot chain (tests, future features).
+	EditSteps func(vmm.Steps[*Boot]) vmm.Steps[*Boot]
+}
+
+// Driver is the QEMU microvm driver.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a driver; zero Config fields take their defaults.
+func New(cfg Config) *Driver {
+	if cfg.Binary == "" {
+		cfg.Binary = "qemu-system-x86_64"
+	}
+	if cfg.Accel == "" {
+		cfg.Accel = kvmprobe.AccelTCG
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 15 * time.Second
+	}
+	if cfg.VhostVsock == nil {
+		cfg.VhostVsock = func() bool { _, err := os.Stat("/dev/vhost-vsock"); return err == nil }
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger}
+}
+
+// Name is "qemu".
+func (d *Driver) Name() string { return vmm.QEMU }
+
+// Capabilities of QEMU microvm.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{SupportsVsock: d.cfg.VhostVsock(), SupportsSnapshots: true}
+}
+
+// Available checks that the QEMU binary can be found.
+func (d *Driver) Available(ctx context.Context) error {
+	if _, err := exec.LookPath(d.cfg.Binary); err != nil {
+		return fmt.Errorf("%w: %s not found: %v", vmm.ErrUnavailable, d.cfg.Binary, err)
+	}
+	return nil
+}
+
+var (
+	idRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	tapRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+	// A virtio-serial port name lands in a QEMU option: no commas or spaces.
+	portRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+)
+
+// maxSocketPath is sun_path's size less its NUL.
+const maxSocketPath = 107
+
+// Validate checks spec without side effects.
+func (d *Driver) Validate(spec vmm.Spec) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", vmm.ErrInvalidSpec, fmt.Sprintf(format, a...))
+	}
+	if !idRe.MatchString(spec.ID) {
+		return bad("vm id %q must be 1-64 letters, digits, '-' or '_'", spec.ID)
+	}
+	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
+		return bad("vm dir %q is not a directory", spec.Dir)
+	}
+	if p := d.paths(spec); len(p.QMP) > maxSocketPath || len(p.Agent) > maxSocketPath {
+		return bad("vm dir %q is too long for unix sockets", spec.Dir)
+	}
+	if err := regularFile(spec.Kernel.Path); err != nil {
+		return bad("kernel: %v", err)
+	}
+	if spec.Initrd != "" {
+		if err := regularFile(spec.Initrd); err != nil {
+			return bad("initrd: %v", err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, disk := range spec.Disks {
+		if !idRe.MatchString(disk.ID) || seen[disk.ID] || disk.ID == "agent" || disk.ID == "con" {
+			return bad("disk %d: id %q must be unique letters, digits, '-' or '_'", i, disk.ID)
+		}
+		seen[disk.ID] = true
+		if err := regularFile(disk.Path); err != nil {
+			return bad("disk %q: %v", disk.ID, err)
+		}
+	}
+	if spec.Net != nil {
+		if !tapRe.MatchString(spec.Net.Tap) {
+			return bad("tap name %q is not a valid interface name", spec.Net.Tap)
+		}
+		if _, err := net.ParseMAC(spec.Net.MAC); err != nil || len(spec.Net.MAC) != 17 {
+			return bad("mac %q: want xx:xx:xx:xx:xx:xx", spec.Net.MAC)
+		}
+	}
+	if spec.CPUs < 1 || spec.CPUs > 64 {
+		return bad("cpus %d: want 1-64", spec.CPUs)
+	}
+	if spec.MemoryMiB < 64 || spec.MemoryMiB > 1<<20 {
+		return bad("memory %d MiB: want 64 MiB to 1 TiB", spec.MemoryMiB)
+	}
+	if _, err := d.AgentEndpoint(spec); err != nil {
+		return err
+	}
+	if d.cfg.Accel != kvmprobe.AccelKVM && d.cfg.Accel != kvmprobe.AccelTCG {
+		return bad("accel %q: want kvm or tcg", d.cfg.Accel)
+	}
+	return nil
+}
+
+func regularFile(p string) error {
+	if p == "" {
+		return errors.New("no path given")
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", p)
+	}
+	return nil
+}
+
+// AgentEndpoint says how the host reaches the agent: vhost-vsock when the
+// spec asks for vsock and the host has it, else a virtio-serial socket.
+func (d *Driver) AgentEndpoint(spec vmm.Spec) (vmm.AgentEndpoint, error) {
+	switch spec.Agent.Transport {
+	case vmm.TransportVsock:
+		if !d.cfg.VhostVsock() {
+			return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent transport vsock needs /dev/vhost-vsock, which this host lacks: use %s", vmm.ErrInvalidSpec, vmm.TransportVirtioSerial)
+		}
+		if spec.Agent.VsockCID < 3 {
+			return vmm.AgentEndpoint{}, fmt.Errorf("%w: vsock cid %d: want 3 or more", vmm.ErrInvalidSpec, spec.Agent.VsockCID)
+		}
+		return vmm.AgentEndpoint{Kind: vmm.AgentVhostVsock, CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}, nil
+	case vmm.TransportVirtioSerial:
+		if !portRe.MatchString(spec.Agent.PortName) {
+			return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent port name %q", vmm.ErrInvalidSpec, spec.Agent.PortName)
+		}
+		return vmm.AgentEndpoint{Kind: vmm.AgentVirtioSerialYamux, SocketPath: d.paths(spec).Agent}, nil
+	default:
+		return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent transport %q: want %s or %s", vmm.ErrInvalidSpec,
+			spec.Agent.Transport, vmm.TransportVirtioSerial, vmm.TransportVsock)
+	}
+}
+
+func (d *Driver) paths(spec vmm.Spec) Paths {
+	con := spec.ConsoleLog
+	if con == "" {
+		con = filepath.Join(spec.Dir, "console.log")
+	}
+	return Paths{
+		QMP:        filepath.Join(spec.Dir, "qmp.sock"),
+		Agent:      filepath.Join(spec.Dir, "agent.sock"),
+		ConsoleLog: con,
+		StderrLog:  filepath.Join(spec.Dir, "qemu.log"),
+	}
+}
+
+// Boot is the state the boot chain works on.
+type Boot struct {
+	Spec     vmm.Spec
+	Paths    Paths
+	Agent    vmm.AgentEndpoint
+	Args     []string // QEMU arguments; steps may append before spawn
+	Proc     *vmm.Process
+	Instance vmm.Instance
+}
+
+// Steps is the default boot chain.
+func (d *Driver) Steps() vmm.Steps[*Boot] {
+	return vmm.Steps[*Boot]{
+		{Name: StepValidate, Fn: d.stepValidate},
+		{Name: StepPrepare, Fn: d.stepPrepare},
+		{Name: StepSpawn, Fn: d.stepSpawn},
+		{Name: StepWaitQMP, Fn: d.stepWaitQMP},
+		{Name: StepCheckStatus, Fn: d.stepCheckStatus},
+	}
+}
+
+// Start boots spec. ctx bounds the start-up only; the VM keeps running after
+// it ends, and after this daemon exits.
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	return d.start(ctx, spec, d.Steps())
+}
+
+func (d *Driver) start(ctx context.Context, spec vmm.Spec, steps vmm.Steps[*Boot]) (vmm.Instance, error) {
+	if d.cfg.EditSteps != nil {
+		steps = d.cfg.EditSteps(steps)
+	}
+	b := &Boot{Spec: spec}
+	var undo vmm.Undo
+	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", vmm.QEMU)
+	begin := time.Now()
+	if err := steps.Run(ctx, log, b, &undo); err != nil {
+		return vmm.Instance{}, fmt.Errorf("start vm %q with qemu: %w", spec.Name, err)
+	}
+	undo.Discard()
+	log.Info("vm started", "pid", b.Instance.PID, "accel", b.Instance.Accel, "took", time.Since(begin).Round(time.Millisecond))
+	return b.Instance, nil
+}
+
+func (d *Driver) stepValidate(ctx context.Context, b *Boot, _ *vmm.Undo) error {
+	if err := d.Available(ctx); err != nil {
+		return err
+	}
+	return d.Validate(b.Spec)
+}
+
+// stepPrepare clears stale sockets of a dead VMM (refusing live ones) and
+// creates the logs, undoing only what it created.
+func (d *Driver) stepPrepare(ctx context.Context, b *Boot, undo *vmm.Undo) error {
+	b.Paths = d.paths(b.Spec)
+	agent, err := d.AgentEndpoint(b.Spec)
+	if err != nil {
+		return err
+	}
+	b.Agent = agent
+	for _, sock := range []string{b.Paths.QMP, b.Paths.Agent} {
+		if _, err := os.Lstat(sock); err != nil {
+			continue
+		}
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
+			return fmt.Errorf("socket %s is in use: is vm %q already running?", sock, b.Spec.Name)
+		}
+		if err := os.Remove(sock); err != nil {
+			return fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	for _, f := range []string{b.Paths.ConsoleLog, b.Paths.StderrLog} {
+		fh, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create %s: %w", f, err)
+		}
+		fh.Close()
+		undo.Push(func() error { return vmm.RemoveFiles(f) })
+	}
+	b.Args = Args(b.Spec, b.Paths, d.cfg.Accel, agent.Kind == vmm.AgentVhostVsock)
+	return nil
+}
+
+func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
+	bin, err := exec.LookPath(d.cfg.Binary)
+	if err != nil {
+		return fmt.Errorf("find qemu: %w", err)
+	}
+	d.log.Debug("spawn qemu", "vm", b.Spec.Name, "args", strings.Join(b.Args, " "))
+	p, err := vmm.StartDetached(vmm.Command{Path: bin, Args: b.Args, LogPath: b.Paths.StderrLog})
+	if err != nil {
+		return err
+	}
+	b.Proc = p
+	// Sockets first in the list so the undo removes them after the kill.
+	undo.Push(func() error { return vmm.RemoveFiles(b.Paths.QMP, b.Paths.Agent) })
+	undo.Push(func() error {
+		err := vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout)
+		select {
+		case <-p.Exited():
+		case <-time.After(d.cfg.StopTimeout):
+			err = errors.Join(err, fmt.Errorf("qemu %d not reaped after %s", p.PID, d.cfg.StopTimeout))
+		}
+		return err
+	})
+	b.Instance = vmm.Instance{
+		Driver:        vmm.QEMU,
+		ID:            b.Spec.ID,
+		PID:           p.PID,
+		PIDStartTime:  p.StartTime,
+		ControlSocket: b.Paths.QMP,
+		Agent:         b.Agent,
+		ConsoleLog:    b.Paths.ConsoleLog,
+		Accel:         d.cfg.Accel,
+		Files:         []string{b.Paths.QMP, b.Paths.Agent},
+	}
+	if b.Agent.Kind != vmm.AgentVirtioSerialYamux {
+		b.Instance.Files = b.Instance.Files[:1]
+	}
+	return nil
+}
+
+// exitedEarly describes a QEMU that died during start-up, with its own
+// output and the console's last lines.
+func (d *Driver) exitedEarly(b *Boot) error {
+	stderr, _ := vmm.TailFile(b.Paths.StderrLog, 20)
+	con, _ := vmm.TailFile(b.Paths.ConsoleLog, 20)
+	return fmt.Errorf("qemu exited during start-up (%v)\nqemu output:\n%s\nconsole:\n%s", b.Proc.ExitErr(), indent(stderr), indent(con))
+}
+
+func indent(s string) string {
+	if s == "" {
+		return "  (empty)"
+	}
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// stepWaitQMP waits for the QMP socket to answer, or QEMU to die, bounded by
+// StartTimeout and ctx. QEMU creates the socket early in its start-up.
+func (d *Driver) stepWaitQMP(ctx context.Context, b *Boot, _ *vmm.Undo) error {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.Proc.Exited():
+			return d.exitedEarly(b)
+		case <-ctx.Done():
+			stderr, _ := vmm.TailFile(b.Paths.StderrLog, 20)
+			return fmt.Errorf("qmp socket %s not answering: %w\nqemu output:\n%s", b.Paths.QMP, ctx.Err(), indent(stderr))
+		case <-tick.C:
+		}
+		if _, err := os.Stat(b.Paths.QMP); err != nil {
+			continue
+		}
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		q, err := DialQMP(dctx, b.Paths.QMP)
+		dcancel()
+		if err == nil {
+			q.Close()
+			return nil
+		}
+	}
+}
+
+func (d *Driver) stepCheckStatus(ctx context.Context, b *Boot, _ *vmm.Undo) error {
+	st, err := d.status(ctx, b.Paths.QMP)
+	if err != nil {
+		select {
+		case <-b.Proc.Exited():
+			return d.exitedEarly(b)
+		default:
+		}
+		return err
+	}
+	if !st.Running {
+		return fmt.Errorf("vm is %q, not running", st.Status)
+	}
+	return nil
+}
+
+func (d *Driver) status(ctx context.Context, qmpPath string) (Status, error) {
+	q, err := DialQMP(ctx, qmpPath)
+	if err != nil {
+		return Status{}, err
+	}
+	defer q.Close()
+	return q.QueryStatus(ctx)
+}
+
+// Alive reports whether the instance's QEMU still runs.
+func (d *Driver) Alive(inst vmm.Instance) (bool, string) {
+	return vmm.ProcessAlive(inst.PID, inst.PIDStartTime)
+}
+
+// Adopt verifies a persisted instance after a daemon restart: the recorded
+// process (pid and start time) lives and its QMP socket answers.
+func (d *Driver) Adopt(ctx context.Context, inst vmm.Instance) error {
+	if ok, reason := d.Alive(inst); !ok {
+		return fmt.Errorf("adopt vm %q: %w: %s", inst.ID, vmm.ErrNotRunning, reason)
+	}
+	st, err := d.status(ctx, inst.ControlSocket)
+	if err != nil {
+		return fmt.Errorf("adopt vm %q: qmp does not answer: %w", inst.ID, err)
+	}
+	d.log.Info("vm adopted", "vm_id", inst.ID, "pid", inst.PID, "status", st.Status)
+	return nil
+}
+
+// Stop ends the VM. Graceful: ACPI power-down, then up to timeout for the
+// guest to power off. Then (or at once) QMP quit, then SIGKILL; each stage
+// waits for the process event-driven, bounded by StopTimeout.
+func (d *Driver) Stop(ctx context.Context, inst vmm.Instance, graceful bool, timeout time.Duration) error {
+	log := d.log.With("vm_id", inst.ID, "pid", inst.PID)
+	gone := func(limit time.Duration) bool {
+		return vmm.WaitGone(ctx, inst.PID, inst.PIDStartTime, limit) == nil
+	}
+	if ok, _ := d.Alive(inst); !ok {
+		return d.cleanup(inst)
+	}
+	if graceful {
+		if err := d.command(ctx, inst, "system_powerdown"); err != nil {
+			log.Warn("acpi power-down failed", "err", err)
+		} else if gone(timeout) {
+			log.Info("vm powered off")
+			return d.cleanup(inst)
+		}
+		log.Info("vm did not power off in time; quitting qemu", "timeout", timeout)
+	}
+	if err := d.quit(ctx, inst); err != nil {
+		log.Warn("qmp quit failed", "err", err)
+	} else if gone(d.cfg.StopTimeout) {
+		return d.cleanup(inst)
+	}
+	log.Warn("qemu still running; killing it")
+	if err := vmm.KillAndWait(ctx, inst.PID, inst.PIDStartTime, d.cfg.StopTimeout); err != nil {
+		return fmt.Errorf("stop vm %q: %w", inst.ID, err)
+	}
+	return d.cleanup(inst)
+}
+
+// Kill ends the VM at once.
+func (d *Driver) Kill(ctx context.Context, inst vmm.Instance) error {
+	if err := vmm.KillAndWait(ctx, inst.PID, inst.PIDStartTime, d.cfg.StopTimeout); err != nil {
+		return fmt.Errorf("kill vm %q: %w", inst.ID, err)
+	}
+	return d.cleanup(inst)
+}
+
+func (d *Driver) command(ctx context.Context, inst vmm.Instance, cmd string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	q, err := DialQMP(ctx, inst.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	return q.Execute(ctx, cmd, nil, nil)
+}
+
+func (d *Driver) quit(ctx context.Context, inst vmm.Instance) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	q, err := DialQMP(ctx, inst.ControlSocket)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	return q.Quit(ctx)
+}
+
+// cleanup removes the sockets of a VMM that is gone (QEMU leaves them).
+func (d *Driver) cleanup(inst vmm.Instance) error {
+	if err := vmm.RemoveFiles(inst.Files...); err != nil {
+		return fmt.Errorf("clean up after vm %q: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// ConsolePath is the serial console log.
+func (d *Driver) ConsolePath(inst vmm.Instance) string { return inst.ConsoleLog }
+
+// TailConsole returns the console's last lines.
+func (d *Driver) TailConsole(inst vmm.Instance, lines int) (string, error) {
+	return vmm.TailFile(inst.ConsoleLog, lines)
+}

@@ -1,0 +1,147 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+// Step names used by Restore.
+const (
+	StepIncomingArgs    = "incoming-args"
+	StepMigrateIncoming = "migrate-incoming"
+)
+
+// snapshotFDName is the name under which the state file's descriptor is
+// handed to QEMU (getfd); migration then uses "fd:<name>". Passing the fd
+// avoids a shell ("exec:") and file: URIs, which QEMU 7.2 lacks.
+const snapshotFDName = "banger-state"
+
+// defaultMigrateTimeout bounds a migration when ctx has no deadline.
+const defaultMigrateTimeout = 5 * time.Minute
+
+// Save writes the running VM's device and memory state to statePath and
+// leaves the VM paused: its disks must not change until it is restored from
+// that state, so the caller either kills it or calls Resume.
+func (d *Driver) Save(ctx context.Context, inst vmm.Instance, statePath string) error {
+	if ok, reason := d.Alive(inst); !ok {
+		return fmt.Errorf("save vm %q: %w: %s", inst.ID, vmm.ErrNotRunning, reason)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultMigrateTimeout)
+		defer cancel()
+	}
+	f, err := os.OpenFile(statePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("save vm %q: create state file: %w", inst.ID, err)
+	}
+	defer f.Close()
+	err = d.migrate(ctx, inst.ControlSocket, f, "migrate")
+	if err != nil {
+		_ = os.Remove(statePath)
+		return fmt.Errorf("save vm %q to %s: %w", inst.ID, statePath, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save vm %q: sync state file: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// migrate hands f to QEMU and runs cmd ("migrate" or "migrate-incoming")
+// over it, waiting for the migration to finish.
+func (d *Driver) migrate(ctx context.Context, qmpPath string, f *os.File, cmd string) error {
+	q, err := DialQMP(ctx, qmpPath)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	if err := q.ExecuteWithFD(ctx, "getfd", map[string]string{"fdname": snapshotFDName}, f); err != nil {
+		return err
+	}
+	if err := q.Execute(ctx, cmd, map[string]string{"uri": "fd:" + snapshotFDName}, nil); err != nil {
+		return err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		if err := q.Execute(ctx, "query-migrate", nil, &st); err != nil {
+			return err
+		}
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("migration %s: %s", st.Status, st.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			_ = q.Execute(context.Background(), "migrate_cancel", nil, nil)
+			return fmt.Errorf("migration (status %q): %w", st.Status, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Resume continues a paused VM (after Save).
+func (d *Driver) Resume(ctx context.Context, inst vmm.Instance) error {
+	if err := d.command(ctx, inst, "cont"); err != nil {
+		return fmt.Errorf("resume vm %q: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// Pause stops the guest's vCPUs.
+func (d *Driver) Pause(ctx context.Context, inst vmm.Instance) error {
+	if err := d.command(ctx, inst, "stop"); err != nil {
+		return fmt.Errorf("pause vm %q: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// Restore starts a new QEMU for spec (which must match the saved VM's
+// devices, with its disks as they were at Save) and loads statePath into it.
+func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, statePath string) (vmm.Instance, error) {
+	steps := d.Steps().
+		InsertAfter(StepPrepare, vmm.Step[*Boot]{Name: StepIncomingArgs, Fn: func(ctx context.Context, b *Boot, _ *vmm.Undo) error {
+			if _, err := os.Stat(statePath); err != nil {
+				return fmt.Errorf("state file: %w", err)
+			}
+			b.Args = append(b.Args, "-incoming", "defer")
+			return nil
+		}}).
+		InsertBefore(StepCheckStatus, vmm.Step[*Boot]{Name: StepMigrateIncoming, Fn: func(ctx context.Context, b *Boot, _ *vmm.Undo) error {
+			f, err := os.Open(statePath)
+			if err != nil {
+				return fmt.Errorf("open state file: %w", err)
+			}
+			defer f.Close()
+			mctx, cancel := context.WithTimeout(ctx, defaultMigrateTimeout)
+			defer cancel()
+			if err := d.migrate(mctx, b.Paths.QMP, f, "migrate-incoming"); err != nil {
+				return err
+			}
+			// Incoming migration ends in "running" (autostart), shortly after
+			// "completed": wait for it, bounded.
+			for range 100 {
+				st, err := d.status(mctx, b.Paths.QMP)
+				if err != nil || st.Running {
+					return err
+				}
+				select {
+				case <-b.Proc.Exited():
+					return d.exitedEarly(b)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			return nil // check-status reports the state
+		}})
+	return d.start(ctx, spec, steps)
+}

@@ -1,0 +1,165 @@
+// Package vmm is the one door through which the daemon drives virtual
+// machines. A driver (qemu, firecracker) is composed of small role
+// interfaces; optional extras such as Snapshotter are separate interfaces
+// checked at runtime, and Capabilities carries behaviour flags.
+//
+// Every driver starts its VMM process detached (own session, stdio away from
+// the daemon) and describes it in an Instance that the daemon persists, so a
+// restarted daemon can re-adopt running VMs with Adopt.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors callers test with errors.Is.
+var (
+	// ErrNotRunning: the instance's process is gone (or its pid was reused).
+	ErrNotRunning = errors.New("vmm process is not running")
+	// ErrUnavailable: the driver cannot work on this host (binary missing,
+	// unsupported version, KVM unusable).
+	ErrUnavailable = errors.New("vmm driver unavailable")
+	// ErrInvalidSpec: the Spec fails validation.
+	ErrInvalidSpec = errors.New("invalid vm spec")
+	// ErrUnsupported: the driver lacks an optional feature.
+	ErrUnsupported = errors.New("not supported by this vmm driver")
+)
+
+// Agent transports a guest agent can listen on.
+const (
+	TransportVirtioSerial = "virtio-serial" // a virtserialport carrying a stream multiplexer
+	TransportVsock        = "vsock"
+)
+
+// Agent channel kinds: how the host reaches the guest agent.
+const (
+	AgentVirtioSerialYamux = "virtio-serial-yamux" // unix socket = one virtio-serial port, multiplexed by yamux
+	AgentHybridVsock       = "hybrid-vsock"        // firecracker: unix socket, then "CONNECT <port>\n"
+	AgentVhostVsock        = "vhost-vsock"         // AF_VSOCK to (CID, Port)
+)
+
+// Spec describes the VM to start.
+type Spec struct {
+	ID        string // stable id, used for process ids and jail names
+	Name      string // for logs
+	Dir       string // per-VM directory for sockets and logs; must exist
+	Kernel    Kernel
+	Initrd    string
+	Disks     []Disk // root first, config disk second
+	Net       *Net   // nil: no network
+	CPUs      int
+	MemoryMiB int
+	Agent     Agent
+	// ConsoleLog is where the serial console goes (default Dir/console.log);
+	// ConsoleMaxBytes bounds it through TrimConsole (0: unbounded).
+	ConsoleLog      string
+	ConsoleMaxBytes int64
+}
+
+// Kernel names the guest kernel in the forms drivers want.
+type Kernel struct {
+	Path    string // compressed bzImage/vmlinuz (qemu)
+	VMLinux string // uncompressed ELF vmlinux (firecracker)
+	Cmdline string // extra kernel arguments appended to the driver's base line
+}
+
+// Disk is a raw virtio block device.
+type Disk struct {
+	ID       string
+	Path     string
+	ReadOnly bool
+}
+
+// Net attaches one virtio-net device to a host tap.
+type Net struct {
+	Tap string
+	MAC string
+}
+
+// Agent tells the driver how the guest agent listens.
+type Agent struct {
+	Transport string // TransportVirtioSerial or TransportVsock
+	PortName  string // virtio-serial port name, e.g. "banger.agent"
+	VsockCID  uint32
+	VsockPort uint32
+}
+
+// AgentEndpoint tells the host how to reach the guest agent.
+type AgentEndpoint struct {
+	Kind       string `json:"kind"` // AgentVirtioSerialYamux, AgentHybridVsock or AgentVhostVsock
+	SocketPath string `json:"socket_path,omitempty"`
+	CID        uint32 `json:"cid,omitempty"`
+	Port       uint32 `json:"port,omitempty"`
+}
+
+// Instance is a running VMM as the daemon persists it for re-adoption.
+type Instance struct {
+	Driver        string        `json:"driver"`
+	ID            string        `json:"id"`
+	PID           int           `json:"pid"`
+	PIDStartTime  uint64        `json:"pid_start_time"` // /proc/PID/stat field 22: guards against pid reuse
+	ControlSocket string        `json:"control_socket"` // QMP or Firecracker API
+	Agent         AgentEndpoint `json:"agent"`
+	ConsoleLog    string        `json:"console_log"`
+	Accel         string        `json:"accel"` // "kvm" or "tcg"
+	// Files are sockets and logs the driver made; removed once the VM is gone.
+	Files []string `json:"files,omitempty"`
+}
+
+// Capabilities are a driver's behaviour flags.
+type Capabilities struct {
+	SupportsVsock     bool // the agent can use vsock (hybrid or vhost)
+	SupportsSnapshots bool // the driver implements Snapshotter
+	NeedsVMLinux      bool // Spec.Kernel.VMLinux (ELF) is required
+	NeedsKVM          bool // cannot fall back to software emulation
+	NeedsRootHelper   bool // launch needs root (jailer)
+}
+
+// Lifecycle starts, stops and watches VMM processes.
+type Lifecycle interface {
+	// Start boots spec. ctx bounds start-up only: the VM outlives it.
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Stop ends the VM: graceful asks the guest to power off and waits up to
+	// timeout before forcing it. It returns once the process is gone.
+	Stop(ctx context.Context, inst Instance, graceful bool, timeout time.Duration) error
+	// Kill ends the VM at once (SIGKILL) and waits for the process to go.
+	Kill(ctx context.Context, inst Instance) error
+	// Alive reports whether inst's process still runs; reason says why not.
+	Alive(inst Instance) (bool, string)
+	// Adopt verifies a persisted instance: the pid lives with the recorded
+	// start time and the control socket answers.
+	Adopt(ctx context.Context, inst Instance) error
+}
+
+// Console exposes the serial console log.
+type Console interface {
+	ConsolePath(inst Instance) string
+	TailConsole(inst Instance, lines int) (string, error)
+}
+
+// AgentChannel says how the host will reach the agent for spec.
+type AgentChannel interface {
+	AgentEndpoint(spec Spec) (AgentEndpoint, error)
+}
+
+// Driver is what the daemon holds per VMM kind.
+type Driver interface {
+	Name() string
+	Capabilities() Capabilities
+	// Available reports whether the driver can run here (binary present,
+	// supported version); wraps ErrUnavailable.
+	Available(ctx context.Context) error
+	// Validate checks spec without side effects; wraps ErrInvalidSpec.
+	Validate(spec Spec) error
+	Lifecycle
+	Console
+	AgentChannel
+}
+
+// Snapshotter is optional: save a running VM's state and restore it.
+type Snapshotter interface {
+	Save(ctx context.Context, inst Instance, statePath string) error
+	Restore(ctx context.Context, spec Spec, statePath string) (Instance, error)
+}

@@ -1,0 +1,79 @@
+// Package vsockagent is banger's guest agent protocol: the Server that runs
+// inside the guest and the Client the host daemon uses.
+//
+// # Transports
+//
+// Every request travels on its own stream (a net.Conn); a Dialer opens one.
+//
+//   - vsock (Firecracker): the guest serves ListenVsock(DefaultVsockPort)
+//     with Server.Serve. The host uses HybridVsockDialer: it connects to
+//     Firecracker's unix socket, writes "CONNECT <port>\n" and reads
+//     "OK <hostport>\n"; the connection is then the stream.
+//   - virtio-serial (QEMU without vhost-vsock): one port, named
+//     VirtioPortName, whose host side is a unix socket chardev
+//     (-chardev socket,id=agent,path=SOCK,server=on,wait=off
+//     -device virtserialport,chardev=agent,name=banger.agent). The single
+//     byte stream carries a yamux session: the guest is the yamux server,
+//     the host (NewYamuxDialer) the client, one yamux stream per request.
+//     The guest's init calls
+//     srv.ServePort(ctx, vsockagent.OpenVirtioPort(vsockagent.VirtioPortName)).
+//   - unix socket: Server.Serve on a unix listener, used by tests.
+//
+// # Session handshake (virtio-serial only)
+//
+// The host may disconnect and reconnect at any time (the daemon restarts;
+// QEMU's chardev accepts one client at a time), and the channel may still
+// hold bytes of a dead session. So a session starts with
+//
+//	host → guest  BANGER-AGENT-HELLO 1 <nonce>\n   repeated every 250 ms
+//	guest → host  BANGER-AGENT-READY 1 <nonce>\n   once per nonce
+//	host → guest  BANGER-AGENT-START 1 <nonce>\n
+//
+// and yamux begins right after START. Both sides skip anything before the
+// line they wait for. A guest still running a stale session reads the new
+// HELLO as a yamux protocol error, drops the session and finds the next
+// HELLO. While the host is away virtio-serial reads return EOF: ServePort
+// reopens the port with a backoff of 50 ms doubling to 500 ms, never
+// spinning. The host closes a session whose guest stops answering
+// (keepalive, stream-open timeout) and YamuxDialer makes a new one on the
+// next Dial.
+//
+// # Requests
+//
+// On each stream the host writes one JSON line,
+//
+//	{"v":1,"method":"exec","op_id":"op-…","params":{…}}
+//
+// and the guest answers one JSON line, {"result":…} or
+// {"error":{"code":"not_found","message":"…"}} (a *Error on the client; the
+// Code* constants name the codes). Unary methods end there:
+// agent.health (Health), ports.list ([]Port), system.poweroff (the guest
+// then calls ServerOptions.Poweroff).
+//
+// Streaming methods continue with frames: [type byte][length uint32 big
+// endian][payload], payload at most 1 MiB.
+//
+//	exec         host: 'i' stdin bytes, 'z' end of stdin, 'r' resize
+//	             (rows, cols: uint16 BE), 's' signal name ("INT", "TERM",
+//	             "KILL", "HUP", "QUIT", "USR1", "USR2").
+//	             guest: 'o' stdout (all output with a tty), 'e' stderr,
+//	             then 'x' exit code (int32 BE, 128+N when killed by signal N)
+//	             or '!' error (JSON Error) as the last frame.
+//	ports.watch  guest: 'p' JSON []Port, a full snapshot first and on every
+//	             change (polled every 500 ms) until the host closes.
+//	fs.copy_out  guest: 'd' tar bytes…, then 'z', or '!'.
+//	fs.copy_in   host: 'd' tar bytes…, then 'z' (or '!' to abort).
+//	             guest: 'k' once all is extracted, or '!'.
+//
+// net.forward is not framed: after the response line the stream carries the
+// TCP connection's bytes both ways, and a half-close on either side is
+// passed on (on yamux, a stream's Close is the half-close).
+//
+// # Processes
+//
+// An exec'd process gets its own process group (a session with a
+// controlling pty when tty is set); signals go to that group, or on a pty
+// to its foreground group. If the host's stream dies before the process
+// exits, the group gets SIGHUP and, after ServerOptions.KillGrace, SIGKILL.
+// The process's environment is the agent's plus the request's K=V entries.
+package vsockagent

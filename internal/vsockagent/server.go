@@ -1,0 +1,200 @@
+package vsockagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// ServerOptions configures the guest side.
+type ServerOptions struct {
+	Logger    *slog.Logger
+	BootID    string
+	Version   string
+	StartTime time.Time // uptime is measured from here (the guest's boot)
+	// Poweroff is called after system.poweroff has been answered; nil means
+	// the method answers CodeUnsupported.
+	Poweroff func(ctx context.Context) error
+	// KillGrace is how long a process whose host stream died has between
+	// SIGHUP and SIGKILL (default 2s).
+	KillGrace time.Duration
+	// PortsInterval is the ports.watch poll period (default 500ms).
+	PortsInterval time.Duration
+}
+
+// Server answers agent requests inside the guest.
+type Server struct {
+	opts ServerOptions
+	log  *slog.Logger
+}
+
+// NewServer returns a server; it serves nothing until Serve or ServePort.
+func NewServer(opts ServerOptions) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StartTime.IsZero() {
+		opts.StartTime = time.Now()
+	}
+	if opts.KillGrace <= 0 {
+		opts.KillGrace = 2 * time.Second
+	}
+	if opts.PortsInterval <= 0 {
+		opts.PortsInterval = 500 * time.Millisecond
+	}
+	return &Server{opts: opts, log: opts.Logger}
+}
+
+// Serve answers one request per accepted connection until ctx ends or ln
+// fails; ln is closed when Serve returns. Handlers still running when ctx
+// ends are stopped (their processes killed) and waited for.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup // running handlers
+	defer wg.Wait()
+	defer ln.Close()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept agent connection: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.handle(ctx, conn)
+		}()
+	}
+}
+
+type handlerFunc func(ctx context.Context, st *stream, log *slog.Logger, params json.RawMessage) error
+
+func (s *Server) handlers() map[string]handlerFunc {
+	return map[string]handlerFunc{
+		MethodHealth:     s.handleHealth,
+		MethodExec:       s.handleExec,
+		MethodPortsList:  s.handlePortsList,
+		MethodPortsWatch: s.handlePortsWatch,
+		MethodCopyOut:    s.handleCopyOut,
+		MethodCopyIn:     s.handleCopyIn,
+		MethodForward:    s.handleForward,
+		MethodPoweroff:   s.handlePoweroff,
+	}
+}
+
+// handle serves one request on conn and closes it.
+func (s *Server) handle(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A server shutting down closes the stream, which ends every handler.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+
+	st := newStream(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(headerTimeout))
+	var req request
+	if err := st.readLine(&req); err != nil {
+		s.log.Debug("read agent request", "err", err)
+		_ = st.writeLine(response{Error: errorf(CodeBadRequest, "read request: %v", err)})
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	log := s.log.With("op_id", req.OpID, "method", req.Method)
+	if req.V != ProtocolVersion {
+		_ = st.writeLine(response{Error: errorf(CodeBadRequest, "protocol version %d not supported (want %d)", req.V, ProtocolVersion)})
+		return
+	}
+	h, ok := s.handlers()[req.Method]
+	if !ok {
+		_ = st.writeLine(response{Error: errorf(CodeUnknownMethod, "unknown method %q", req.Method)})
+		return
+	}
+	start := time.Now()
+	err := h(ctx, st, log, req.Params)
+	if err != nil {
+		log.Warn("agent request failed", "err", err, "duration", time.Since(start))
+		return
+	}
+	log.Debug("agent request done", "duration", time.Since(start))
+}
+
+// respond writes the success line.
+func respond(st *stream, result any) error {
+	b, err := json.Marshal(result)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	return st.writeLine(response{Result: b})
+}
+
+// fail writes err as the response line (before any frame) and returns it.
+func fail(st *stream, err error) error {
+	_ = st.writeLine(response{Error: asAgentError(err)})
+	return err
+}
+
+// failFrame reports err as the last frame of a streaming method.
+func failFrame(st *stream, err error) error {
+	_ = st.writeJSONFrame(frameError, asAgentError(err))
+	return err
+}
+
+func asAgentError(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return &Error{Code: CodeNotFound, Message: err.Error()}
+	}
+	return &Error{Code: CodeInternal, Message: err.Error()}
+}
+
+func decodeParams(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return errorf(CodeBadRequest, "decode params: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) handleHealth(_ context.Context, st *stream, _ *slog.Logger, _ json.RawMessage) error {
+	return respond(st, Health{
+		BootID:        s.opts.BootID,
+		UptimeSeconds: time.Since(s.opts.StartTime).Seconds(),
+		Version:       s.opts.Version,
+		PID:           os.Getpid(),
+	})
+}
+
+func (s *Server) handlePoweroff(ctx context.Context, st *stream, log *slog.Logger, _ json.RawMessage) error {
+	if s.opts.Poweroff == nil {
+		return fail(st, errorf(CodeUnsupported, "this agent cannot power the guest off"))
+	}
+	if err := respond(st, struct{}{}); err != nil {
+		return err
+	}
+	// The answer must leave before the guest goes down: wait (briefly) for
+	// the host to close its side, which it does once it has read it.
+	_ = st.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = st.r.ReadByte()
+	_ = st.Close()
+	log.Info("power-off requested by host")
+	// Not tied to the request's ctx: the power-off outlives this stream.
+	if err := s.opts.Poweroff(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("power off: %w", err)
+	}
+	return nil
+}
