@@ -227,4 +227,3 @@ func catalogNames(c *imagecat.Catalog) string {
 	}
 	return strings.Join(names, ", ")
 }
-
