@@ -197,7 +197,7 @@ func TestOperationsListShowsRunningOperation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, op := range res.Operations {
-			if op.OpID == "op-slow-1" {
+			if op.OpID == "op-slow-1" && op.Stage != "" { // listed from its start; its stage follows
 				seen = op
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/progress"
@@ -107,6 +108,16 @@ func (c *Client) Open(ctx context.Context, method string, params any) (*Stream, 
 		dec: json.NewDecoder(bufio.NewReaderSize(conn, 64<<10)), enc: json.NewEncoder(conn)}
 	s.stop = context.AfterFunc(ctx, func() { conn.Close() })
 	if err := s.enc.Encode(Request{V: api.Version, Method: method, OpID: opID, Params: raw}); err != nil {
+		// A server that refuses us (peer credentials) answers and hangs up
+		// before reading: its error frame says why, better than EPIPE.
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		if _, ferr := s.Next(); ferr != nil {
+			var ae *api.Error
+			if errors.As(ferr, &ae) && ae.Code != api.CodeUnavailable {
+				s.Close()
+				return nil, ae
+			}
+		}
 		s.Close()
 		return nil, fmt.Errorf("send %s request: %w", method, err)
 	}
