@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cmd := exec.Command("bash", "../scripts/build.sh")
-	cmd.Env = append(os.Environ(), "OUT="+dir, "VERSION=v0.0.0-e2e", "BINS=banger bangerd")
+	cmd.Env = append(os.Environ(), "OUT="+dir, "VERSION=v0.0.0-e2e")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 		os.Exit(1)

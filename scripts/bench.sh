@@ -10,3 +10,10 @@ source scripts/fixtures.sh
 echo "== foundation: API latency, daemon status vs version"
 go test -count=1 -run '^$' -bench 'NoopCall' -benchtime 5000x ./e2e/
 go test -count=1 -run '^$' -bench 'StatusVsVersion' -benchtime 40x ./e2e/
+echo "== images: pull + flatten + ext4 vs tar -x + mkfs.ext4 -d"
+go test -count=1 -run '^$' -bench 'PullFlattenExt4' -benchtime 3x ./internal/imagepull/
+echo "== initramfs build, cold and cached"
+go test -count=1 -run '^$' -bench 'Build' ./internal/initramfs/
+echo "== VMs (real QEMU, inside a private network namespace)"
+go test -count=1 -run '^$' -bench 'VMListWith20VMs' -benchtime 20x ./e2e/
+unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "VMRunVsBareQEMU|DaemonMemoryPerVM" -benchtime 3x -timeout 30m ./e2e/'

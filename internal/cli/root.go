@@ -105,6 +105,9 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newVMCommand(a),
 		newKernelCommand(a),
 		newImageCommand(a),
+		newDoctorCommand(a),
+		newSystemCommand(a),
+		newUpdateCommand(a),
 	)
 	return root
 }

@@ -12,9 +12,11 @@ import (
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/netattach"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/vmlife"
 	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/firecracker"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
@@ -30,9 +32,25 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 	d.kvm = kvm
 	d.log.Info("virtualization", "accel", kvm.Accel, "reason", kvm.Reason)
 	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", "qemu")})
-	drivers := map[string]vmm.Driver{qd.Name(): qd}
-	list := []vmm.Driver{qd}
+	// Firecracker is offered everywhere; Select only picks it where its
+	// binary is installed and KVM can run a standard kernel. Jails live
+	// beside the VM dirs (the jailer hard-links the disks in).
+	fd := firecracker.New(firecracker.Config{ChrootBaseDir: d.paths.State, UID: os.Getuid(), GID: os.Getgid(), Logger: d.log.With("vmm", "firecracker")})
+	drivers := map[string]vmm.Driver{qd.Name(): qd, fd.Name(): fd}
+	list := []vmm.Driver{fd, qd}
+	netw, err := netattach.New(netattach.Config{
+		Helper: d.helper, Store: d.store,
+		// The effective ids are what the kernel reports to the helper.
+		OwnerUID: os.Geteuid(), OwnerGID: os.Getegid(),
+		Log: d.log.With("component", "netattach"),
+	})
+	var network vmlife.Network = netw
+	if err != nil {
+		d.log.Error("vm networking unavailable", "err", err)
+		network = nil
+	}
 	return vmlife.New(life, vmlife.Deps{
+		Network: network,
 		Store:   d.store,
 		Paths:   d.paths,
 		Log:     d.log,

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/testutil"
+	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 // bootTimeout bounds a TCG boot on a loaded two-core machine.
@@ -70,7 +74,7 @@ type vm struct {
 // startVM boots the test kernel with a fresh initramfs, a sparse copy of the
 // test image as root (vda), the config disk (vdb) and a virtio-serial agent
 // port; no network device.
-func startVM(t *testing.T, cfg *guestconfig.Config, corrupt func(path string)) *vm {
+func startVM(t *testing.T, cfg *guestconfig.Config, corrupt func(path string), extraArgs ...string) *vm {
 	t.Helper()
 	qemu := testutil.RequireQEMU(t)
 	vmlinuz, modules := testutil.Kernel(t)
@@ -97,21 +101,22 @@ func startVM(t *testing.T, cfg *guestconfig.Config, corrupt func(path string)) *
 		corrupt(cfgDisk)
 	}
 	v := &vm{dir: dir, console: filepath.Join(dir, "console.log"), exited: make(chan struct{})}
-	v.cmd = exec.Command(qemu,
+	args := []string{
 		"-M", "microvm,accel=tcg,acpi=on", "-cpu", "max", "-smp", "1", "-m", "512",
 		"-nodefaults", "-no-user-config", "-nographic",
-		"-serial", "file:"+v.console,
+		"-serial", "file:" + v.console,
 		"-kernel", vmlinuz, "-initrd", initrd,
-		"-append", "console=ttyS0 reboot=t panic=-1 quiet pci=off",
-		"-drive", "id=root,file="+root+",format=raw,if=none",
+		"-append", "console=ttyS0 reboot=t panic=-1 quiet pci=off" + tscEarlyKHz(),
+		"-drive", "id=root,file=" + root + ",format=raw,if=none",
 		"-device", "virtio-blk-device,drive=root",
-		"-drive", "id=config,file="+cfgDisk+",format=raw,if=none,readonly=on",
+		"-drive", "id=config,file=" + cfgDisk + ",format=raw,if=none,readonly=on",
 		"-device", "virtio-blk-device,drive=config",
 		"-device", "virtio-serial-device",
-		"-chardev", "socket,id=agent,path="+filepath.Join(dir, "agent.sock")+",server=on,wait=off",
-		"-device", "virtserialport,chardev=agent,name="+cfg.Agent.PortName,
+		"-chardev", "socket,id=agent,path=" + filepath.Join(dir, "agent.sock") + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name=" + cfg.Agent.PortName,
 		"-no-reboot",
-	)
+	}
+	v.cmd = exec.Command(qemu, append(args, extraArgs...)...)
 	var stderr bytes.Buffer
 	v.cmd.Stderr = &stderr
 	if err := v.cmd.Start(); err != nil {
@@ -185,6 +190,26 @@ func (v *vm) waitConsole(t *testing.T, want string, timeout time.Duration) (stri
 	}
 }
 
+// tscEarlyKHz hands the guest the host's TSC rate: under TCG on a loaded
+// host the kernel's PIT calibration can fail, and a microvm has no other
+// reference clock, so the boot then hangs before init (seen here).
+func tscEarlyKHz() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || mhz <= 0 {
+				return ""
+			}
+			return fmt.Sprintf(" tsc_early_khz=%d", int(mhz*1000))
+		}
+	}
+	return ""
+}
+
 func testConfig() *guestconfig.Config {
 	return &guestconfig.Config{
 		VMName:         "boot-test",
@@ -219,6 +244,38 @@ func TestBootFastModeReachesReady(t *testing.T) {
 	}
 	if bytes.Contains(console, []byte("banger-init: error:")) {
 		t.Errorf("console reports an error")
+	}
+
+	// The agent answers over the virtio-serial port with this boot's id.
+	dialer := vsockagent.NewYamuxDialer(filepath.Join(v.dir, "agent.sock"), nil)
+	defer dialer.Close()
+	client := vsockagent.NewClient(dialer.Dial, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start = time.Now()
+	h, err := client.Health(ctx)
+	if err != nil {
+		t.Fatalf("agent health over virtio-serial: %v", err)
+	}
+	if h.BootID != cfg.BootID || h.UptimeSeconds <= 0 {
+		t.Fatalf("agent health %+v, want boot id %s", h, cfg.BootID)
+	}
+	t.Logf("agent health answered in %s: %+v", time.Since(start).Round(time.Millisecond), h)
+
+	// Power-off through the agent: PID 1 gets SIGTERM, stops sshd and the
+	// agent, syncs and powers off, and QEMU (-no-reboot) exits on its own.
+	start = time.Now()
+	if err := client.Poweroff(ctx); err != nil {
+		t.Fatalf("agent poweroff: %v", err)
+	}
+	if _, err := v.waitConsole(t, "banger-init: power off", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.exited:
+		t.Logf("qemu exited %s after the power-off request", time.Since(start).Round(time.Millisecond))
+	case <-time.After(60 * time.Second):
+		t.Fatal("qemu still running 60s after the power-off request")
 	}
 }
 
@@ -257,5 +314,60 @@ func TestBootBadConfigPowersOff(t *testing.T) {
 	console, _ := os.ReadFile(v.console)
 	if bytes.Contains(console, []byte("banger-init: ready")) {
 		t.Fatal("a boot with a corrupt config reported ready")
+	}
+}
+
+func TestBootFastModeNetwork(t *testing.T) {
+	testutil.RequireQEMU(t)
+	testutil.Kernel(t)
+	testutil.Image(t)
+	if !testutil.InNetNS(t) {
+		return
+	}
+	for _, c := range [][]string{
+		{"link", "add", "br0", "type", "bridge"},
+		{"addr", "add", "10.77.0.1/24", "dev", "br0"},
+		{"link", "set", "br0", "up"},
+		{"tuntap", "add", "tap0", "mode", "tap"},
+		{"link", "set", "tap0", "master", "br0"},
+		{"link", "set", "tap0", "up"},
+	} {
+		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", c, err, out)
+		}
+	}
+	cfg := testConfig()
+	cfg.Network = &guestconfig.Network{
+		Address: netip.MustParsePrefix("10.77.0.2/24"),
+		Gateway: netip.MustParseAddr("10.77.0.1"),
+		DNS:     []netip.Addr{netip.MustParseAddr("10.77.0.1")},
+		MAC:     "52:54:00:77:00:02",
+	}
+	v := startVM(t, cfg, nil,
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=n0,mac="+cfg.Network.MAC)
+	start := time.Now()
+	if _, err := v.waitConsole(t, "banger-init: ready", bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	// sshd answers on the configured address: the NIC got the address, is up.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", "10.77.0.2:22", 2*time.Second)
+		if err == nil {
+			banner := make([]byte, 64)
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, _ := conn.Read(banner)
+			conn.Close()
+			if !strings.HasPrefix(string(banner[:n]), "SSH-2.0-") {
+				t.Fatalf("10.77.0.2:22 answered %q, not an SSH banner", banner[:n])
+			}
+			t.Logf("guest sshd answered on 10.77.0.2 %s after qemu start", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guest sshd unreachable on 10.77.0.2:22: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -53,7 +53,7 @@ type boot struct {
 	console *syncWriter
 	// stdio is what children write to: the console file itself, so exec
 	// needs no copying goroutines (PID 1 never calls cmd.Wait).
-	stdio *os.File
+	stdio   *os.File
 	log     *slog.Logger
 	started time.Time
 	reaper  *reaper

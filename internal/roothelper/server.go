@@ -17,6 +17,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -28,6 +29,8 @@ type Options struct {
 	// stop it (helper.shutdown). A helper under systemd is not managed.
 	Managed bool
 	Logger  *slog.Logger
+	// NetworkConfig is the host network the helper manages (zero: defaults).
+	NetworkConfig hostnat.Config
 	// Ready is called once the socket accepts connections.
 	Ready func()
 }
@@ -77,11 +80,13 @@ func (h *Helper) authorize(p rpc.Peer) error {
 
 // methods is the helper's explicit method table.
 func (h *Helper) methods() map[string]rpc.Handler {
-	return map[string]rpc.Handler{
+	m := map[string]rpc.Handler{
 		api.MethodHelperPing:     h.ping,
 		api.MethodHelperIdentity: h.identity,
 		api.MethodHelperShutdown: h.stop,
 	}
+	h.networkMethods(m)
+	return m
 }
 
 func (h *Helper) ping(ctx context.Context, c *rpc.Call) (any, error) {

@@ -26,6 +26,26 @@ func (m *Manager) track(vm model.VM, drv vmm.Driver, inst vmm.Instance, agent Ag
 	m.running[vm.ID] = r
 	m.mu.Unlock()
 	go m.watch(wctx, vm, r)
+	if m.d.ConsoleMaxBytes > 0 && inst.ConsoleLog != "" {
+		go m.boundConsole(wctx, inst.ConsoleLog)
+	}
+}
+
+// boundConsole keeps a running VM's console log within ConsoleMaxBytes
+// (QEMU appends to it; the tail is kept).
+func (m *Manager) boundConsole(ctx context.Context, path string) {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := vmm.TrimConsole(path, m.d.ConsoleMaxBytes); err != nil {
+				m.d.Log.Debug("trim console", "path", path, "err", err)
+			}
+		}
+	}
 }
 
 func (m *Manager) watch(ctx context.Context, vm model.VM, r *runningVM) {

@@ -15,6 +15,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +52,12 @@ type Config struct {
 	StopTimeout time.Duration
 	// VhostVsock reports whether /dev/vhost-vsock is usable (default: it exists).
 	VhostVsock func() bool
+	// HostTSCkHz reports the host's constant TSC rate in kHz (0: unknown).
+	// Under TCG the guest reads the host's TSC, and the guest kernel's PIT
+	// calibration of it fails on a loaded host, after which it hangs
+	// before init (seen here); telling it the rate (tsc_early_khz) avoids
+	// that. Default: /proc/cpuinfo.
+	HostTSCkHz func() int
 	// EditSteps may change the boot chain (tests, future features).
 	EditSteps func(vmm.Steps[*Boot]) vmm.Steps[*Boot]
 }
@@ -79,6 +87,9 @@ func New(cfg Config) *Driver {
 	}
 	if cfg.VhostVsock == nil {
 		cfg.VhostVsock = func() bool { _, err := os.Stat("/dev/vhost-vsock"); return err == nil }
+	}
+	if cfg.HostTSCkHz == nil {
+		cfg.HostTSCkHz = hostTSCkHz
 	}
 	return &Driver{cfg: cfg, log: cfg.Logger}
 }
@@ -296,7 +307,11 @@ func (d *Driver) stepPrepare(ctx context.Context, b *Boot, undo *vmm.Undo) error
 		fh.Close()
 		undo.Push(func() error { return vmm.RemoveFiles(f) })
 	}
-	b.Args = Args(b.Spec, b.Paths, d.cfg.Accel, agent.Kind == vmm.AgentVhostVsock)
+	spec := b.Spec
+	if khz := d.cfg.HostTSCkHz(); d.cfg.Accel == kvmprobe.AccelTCG && khz > 0 && !strings.Contains(spec.Kernel.Cmdline, "tsc_early_khz=") {
+		spec.Kernel.Cmdline = strings.TrimSpace(spec.Kernel.Cmdline + " tsc_early_khz=" + strconv.Itoa(khz))
+	}
+	b.Args = Args(spec, b.Paths, d.cfg.Accel, agent.Kind == vmm.AgentVhostVsock)
 	return nil
 }
 
@@ -503,4 +518,39 @@ func (d *Driver) ConsolePath(inst vmm.Instance) string { return inst.ConsoleLog 
 // TailConsole returns the console's last lines.
 func (d *Driver) TailConsole(inst vmm.Instance, lines int) (string, error) {
 	return vmm.TailFile(inst.ConsoleLog, lines)
+}
+
+// hostTSCkHz reads the TSC rate from /proc/cpuinfo ("cpu MHz"), trusting it
+// only when the TSC is constant (then it is the TSC's rate).
+func hostTSCkHz() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return parseTSCkHz(string(b))
+}
+
+func parseTSCkHz(cpuinfo string) int {
+	constant, khz := false, 0
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "flags":
+			constant = slices.Contains(strings.Fields(v), "constant_tsc")
+		case "cpu MHz":
+			if mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && khz == 0 {
+				khz = int(mhz * 1000)
+			}
+		}
+		if line == "" && khz != 0 {
+			break // first processor block is enough
+		}
+	}
+	if !constant {
+		return 0
+	}
+	return khz
 }

@@ -112,9 +112,9 @@ func testSpec(t *testing.T, kernel, initrd string) vmm.Spec {
 	return vmm.Spec{
 		ID: "t" + strings.ToLower(strings.ReplaceAll(filepath.Base(dir), "_", "-")), Name: t.Name(), Dir: dir,
 		Kernel: vmm.Kernel{Path: kernel}, Initrd: initrd,
-		Disks:  []vmm.Disk{{ID: "root", Path: root}, {ID: "config", Path: cfg, ReadOnly: true}},
-		CPUs:   1, MemoryMiB: 256,
-		Agent:  vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
+		Disks: []vmm.Disk{{ID: "root", Path: root}, {ID: "config", Path: cfg, ReadOnly: true}},
+		CPUs:  1, MemoryMiB: 256,
+		Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
 	}
 }
 
@@ -177,10 +177,10 @@ func assertGone(t *testing.T, d *Driver, inst vmm.Instance, spec vmm.Spec) {
 func TestArgs(t *testing.T) {
 	spec := vmm.Spec{
 		ID: "a1", Kernel: vmm.Kernel{Path: "/k/vmlinuz", Cmdline: "banger.x=1"}, Initrd: "/k/initrd",
-		Disks:     []vmm.Disk{{ID: "root", Path: "/v/root,1.ext4"}, {ID: "config", Path: "/v/config.img", ReadOnly: true}},
-		Net:       &vmm.Net{Tap: "tap-a1", MAC: "52:54:00:12:34:56"},
-		CPUs:      2, MemoryMiB: 512,
-		Agent:     vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent", VsockCID: 7},
+		Disks: []vmm.Disk{{ID: "root", Path: "/v/root,1.ext4"}, {ID: "config", Path: "/v/config.img", ReadOnly: true}},
+		Net:   &vmm.Net{Tap: "tap-a1", MAC: "52:54:00:12:34:56"},
+		CPUs:  2, MemoryMiB: 512,
+		Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent", VsockCID: 7},
 	}
 	p := Paths{QMP: "/v/qmp.sock", Agent: "/v/agent.sock", ConsoleLog: "/v/console.log"}
 	line := strings.Join(Args(spec, p, "tcg", false), " ")
@@ -469,4 +469,27 @@ func TestSaveRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, d, restored, spec)
+}
+
+func TestParseTSCkHz(t *testing.T) {
+	info := "processor\t: 0\ncpu MHz\t\t: 2596.120\nflags\t\t: fpu tsc constant_tsc nonstop_tsc\n\nprocessor\t: 1\ncpu MHz\t\t: 1000.0\n"
+	if got := parseTSCkHz(info); got != 2596120 {
+		t.Fatalf("got %d", got)
+	}
+	if got := parseTSCkHz(strings.ReplaceAll(info, "constant_tsc", "")); got != 0 {
+		t.Fatalf("variable tsc trusted: %d", got)
+	}
+	spec := vmm.Spec{ID: "a", Kernel: vmm.Kernel{Path: "/k"}, CPUs: 1, MemoryMiB: 64,
+		Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "p"}}
+	spec.Dir = t.TempDir()
+	d := New(Config{Accel: "tcg", HostTSCkHz: func() int { return 1234 }})
+	b := &Boot{Spec: spec}
+	var undo vmm.Undo
+	defer undo.Run()
+	if err := d.stepPrepare(context.Background(), b, &undo); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(b.Args, " "), "pci=off tsc_early_khz=1234 -") {
+		t.Fatalf("tcg boot lacks tsc_early_khz: %v", b.Args)
+	}
 }

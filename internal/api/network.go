@@ -1,0 +1,60 @@
+package api
+
+// Root helper methods for banger's host network. The bridge, subnet and
+// nftables table are fixed when the helper starts: callers never name them,
+// so a caller cannot point the helper at someone else's bridge or table.
+const (
+	MethodNetworkUp    = "network.up"    // bridge + forwarding + NAT; idempotent; → NetworkInfo
+	MethodNetworkDown  = "network.down"  // remove table, every banger tap and the bridge
+	MethodNetworkState = "network.state" // → NetworkState
+	MethodTapCreate    = "tap.create"    // TapCreate; idempotent for the same owner
+	MethodTapDelete    = "tap.delete"    // TapRef; a missing tap is not an error
+)
+
+// NetworkInfo is the helper's network config (network.up's result and part
+// of network.state's): the daemon leases guest addresses from Subnet.
+type NetworkInfo struct {
+	Bridge  string `json:"bridge"`
+	Subnet  string `json:"subnet"`  // CIDR, e.g. 10.213.77.0/24
+	Gateway string `json:"gateway"` // the bridge's address, e.g. 10.213.77.1
+	Table   string `json:"table"`   // nftables table (family ip)
+}
+
+// TapCreate is tap.create's params. A caller other than root may only ask
+// for a tap owned by the helper's owner uid and its own gid.
+type TapCreate struct {
+	Name     string `json:"name"` // "bt-" and 1-12 of [a-z0-9]
+	OwnerUID int    `json:"owner_uid"`
+	OwnerGID int    `json:"owner_gid"`
+}
+
+// TapRef is tap.delete's params.
+type TapRef struct {
+	Name string `json:"name"`
+}
+
+// NetworkState is what exists of banger's host network.
+type NetworkState struct {
+	Config     NetworkInfo         `json:"config"`
+	Bridge     *NetworkBridgeState `json:"bridge,omitempty"` // nil: no bridge
+	Taps       []NetworkTapState   `json:"taps,omitempty"`
+	Forwarding bool                `json:"forwarding"`
+	// Chains maps each chain of banger's nftables table to its rule count;
+	// nil when the table does not exist.
+	Chains map[string]int `json:"chains,omitempty"`
+}
+
+// NetworkBridgeState describes the bridge.
+type NetworkBridgeState struct {
+	Name  string   `json:"name"`
+	Up    bool     `json:"up"`
+	Addrs []string `json:"addrs,omitempty"` // CIDR form
+}
+
+// NetworkTapState describes one banger tap.
+type NetworkTapState struct {
+	Name     string `json:"name"`
+	OwnerUID uint32 `json:"owner_uid"`
+	Up       bool   `json:"up"`
+	Master   string `json:"master,omitempty"` // bridge it is attached to
+}

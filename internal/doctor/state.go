@@ -1,0 +1,228 @@
+package doctor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/imagecat"
+	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/store"
+)
+
+// daemonState is what daemon.status said, when the daemon answered.
+type daemonState struct {
+	status api.DaemonStatus
+}
+
+func (r *runner) call(ctx context.Context, socket, method string, result any) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	return rpc.NewClient(socket).Call(ctx, method, nil, result)
+}
+
+func (r *runner) checkStore(ctx context.Context) Check {
+	c := Check{Name: CheckStore}
+	res, err := store.Check(ctx, r.cfg.Paths.StoreFile())
+	switch {
+	case err != nil:
+		c.Status, c.Detail = Warn, fmt.Sprintf("could not check the store: %v", err)
+	case !res.WouldSucceed:
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("%s (schema %d, this banger knows up to %d) cannot be opened: %s", res.Path, res.Current, res.Target, res.Reason)
+		if res.Current > res.Target {
+			c.Fix = "a newer banger wrote this store: install that release (or later), or restore the store from a backup"
+		} else {
+			c.Fix = "restore the store from a backup, or move it aside to start empty (VM records are lost)"
+		}
+	case res.Current == 0:
+		c.Status, c.Detail = OK, fmt.Sprintf("no store yet at %s: the daemon creates it (schema %d)", res.Path, res.Target)
+	case res.Current < res.Target:
+		c.Status, c.Detail = OK, fmt.Sprintf("%s at schema %d: the daemon migrates it to %d on start (checked on a copy)", res.Path, res.Current, res.Target)
+	default:
+		c.Status, c.Detail = OK, fmt.Sprintf("%s at schema %d (current)", res.Path, res.Current)
+	}
+	return c
+}
+
+// checkDaemon asks a running daemon for its status; it never starts one.
+func (r *runner) checkDaemon(ctx context.Context) Check {
+	c := Check{Name: CheckDaemon}
+	sock := r.cfg.Paths.Socket()
+	var st api.DaemonStatus
+	err := r.call(ctx, sock, api.MethodDaemonStatus, &st)
+	switch {
+	case errors.Is(err, rpc.ErrNotRunning):
+		c.Status, c.Detail = Warn, fmt.Sprintf("not running (socket %s)", sock)
+		c.Fix = "banger daemon start (commands that need it start it themselves)"
+		return c
+	case err != nil:
+		c.Status, c.Detail = Fail, fmt.Sprintf("the daemon at %s does not answer: %v", sock, err)
+		c.Fix = fmt.Sprintf("restart it: banger daemon stop; banger daemon start (its log: %s)", r.cfg.Paths.DaemonLog())
+		return c
+	}
+	r.daemon = &daemonState{status: st}
+	c.Status = OK
+	c.Detail = fmt.Sprintf("pid %d, %s, up %s (socket %s)", st.PID, st.Build.Version, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), sock)
+	if mine := buildinfo.Get().Version; st.Build.Version != mine {
+		c.Status = Warn
+		c.Detail += fmt.Sprintf("; this banger is %s", mine)
+		c.Fix = "restart the daemon to run this version: banger daemon stop; banger daemon start"
+	}
+	return c
+}
+
+// checkHelper asks the daemon how it reaches the root helper, or, with no
+// daemon, the helper's own socket.
+func (r *runner) checkHelper(ctx context.Context) Check {
+	c := Check{Name: CheckHelper}
+	const install = "sudo banger system install (or run bangerd as root in development)"
+	if r.daemon != nil {
+		h := r.daemon.status.Helper
+		if h.Reachable {
+			c.Status, c.Detail = OK, fmt.Sprintf("pid %d, %s (socket %s)", h.PID, h.Version, h.Socket)
+			return c
+		}
+		c.Status, c.Detail, c.Fix = Fail, fmt.Sprintf("the daemon cannot reach it at %s: %s", h.Socket, h.Error), install
+		return c
+	}
+	sock := r.cfg.Paths.HelperSocket()
+	var id api.HelperIdentity
+	err := r.call(ctx, sock, api.MethodHelperIdentity, &id)
+	switch {
+	case err == nil:
+		c.Status, c.Detail = OK, fmt.Sprintf("pid %d, %s (socket %s)", id.PID, id.Build.Version, sock)
+	case errors.Is(err, rpc.ErrNotRunning) && r.cfg.Geteuid() == 0:
+		c.Status = Warn
+		c.Detail = fmt.Sprintf("not running (socket %s); the daemon starts one when it runs as root", sock)
+		c.Fix = "banger daemon start"
+	case errors.Is(err, rpc.ErrNotRunning):
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("not running (socket %s): without it banger cannot create VM network devices", sock)
+		c.Fix = install
+	default:
+		c.Status, c.Detail, c.Fix = Fail, fmt.Sprintf("the helper at %s refused: %v", sock, err), install
+	}
+	return c
+}
+
+// artifact is the part of a kernel or image record doctor looks at.
+type artifact struct {
+	Name string   `json:"name"`
+	VMMs []string `json:"vmms"`
+}
+
+func (r *runner) checkKernels(ctx context.Context) Check {
+	c := Check{Name: CheckKernels}
+	var kernels []artifact
+	var from string
+	if r.daemon != nil {
+		var res api.KernelList
+		if err := r.call(ctx, r.cfg.Paths.Socket(), api.MethodKernelList, &res); err != nil {
+			c.Status, c.Detail = Warn, fmt.Sprintf("the daemon did not list kernels: %v", err)
+			return c
+		}
+		for _, k := range res.Kernels {
+			kernels = append(kernels, artifact{Name: k.Name, VMMs: k.VMMs})
+		}
+		from = "the daemon"
+	} else {
+		var err error
+		if kernels, err = readKernelDir(r.cfg.Paths.KernelsDir()); err != nil {
+			c.Status, c.Detail = Warn, err.Error()
+			return c
+		}
+		from = r.cfg.Paths.KernelsDir()
+	}
+	if len(kernels) == 0 {
+		c.Status, c.Detail = Warn, fmt.Sprintf("no kernel (per %s): a VM needs one", from)
+		c.Fix = "banger kernel pull"
+		return c
+	}
+	names := make([]string, len(kernels))
+	bootable := false
+	for i, k := range kernels {
+		names[i] = k.Name
+		if len(k.VMMs) == 0 || slices.ContainsFunc(k.VMMs, func(v string) bool { return slices.Contains(r.vmms, v) }) {
+			bootable = true
+		}
+	}
+	c.Status, c.Detail = OK, strings.Join(names, ", ")
+	if !bootable && len(r.vmms) > 0 {
+		c.Status = Warn
+		c.Detail += fmt.Sprintf(": none boots under %s, the VMM usable here", strings.Join(r.vmms, " or "))
+		c.Fix = "banger kernel pull (its default kernel boots under QEMU)"
+	}
+	return c
+}
+
+// readKernelDir lists <dir>/<name>/kernel.json records, the layout of
+// kernelcat's store. kernelcat.NewStore is not used because it creates the
+// directory and prunes stale staging dirs: doctor only looks.
+func readKernelDir(dir string) ([]artifact, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list kernels in %s: %w", dir, err)
+	}
+	var out []artifact
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "kernel.json"))
+		if err != nil {
+			continue // unfinished or foreign: not a kernel
+		}
+		var a artifact
+		if json.Unmarshal(b, &a) != nil || a.Name != e.Name() {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (r *runner) checkImages(ctx context.Context) Check {
+	c := Check{Name: CheckImages}
+	var names []string
+	var from string
+	if r.daemon != nil {
+		var res api.ImageList
+		if err := r.call(ctx, r.cfg.Paths.Socket(), api.MethodImageList, &res); err != nil {
+			c.Status, c.Detail = Warn, fmt.Sprintf("the daemon did not list images: %v", err)
+			return c
+		}
+		for _, img := range res.Images {
+			names = append(names, img.Name)
+		}
+		from = "the daemon"
+	} else {
+		imgs, err := imagecat.Store{Dir: r.cfg.Paths.ImagesDir()}.List()
+		if err != nil {
+			c.Status, c.Detail = Warn, err.Error()
+			return c
+		}
+		for _, img := range imgs {
+			names = append(names, img.Name)
+		}
+		from = r.cfg.Paths.ImagesDir()
+	}
+	if len(names) == 0 {
+		c.Status, c.Detail = Warn, fmt.Sprintf("no image (per %s): a VM needs one", from)
+		c.Fix = "banger image build debian-bookworm (or banger image pull REF)"
+		return c
+	}
+	c.Status, c.Detail = OK, strings.Join(names, ", ")
+	return c
+}

@@ -1,0 +1,189 @@
+package roothelper
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+// netService serves the host network methods with the one hostnat.Network
+// of this helper process. The bridge, subnet and table come from the
+// helper's start-up config, never from a request.
+type netService struct {
+	net      *hostnat.Network
+	cfgErr   error // an invalid NetworkConfig: every network method fails with it
+	ownerUID int
+}
+
+// networkMethods adds the network methods to the helper's method table.
+func (h *Helper) networkMethods(m map[string]rpc.Handler) {
+	cfg := h.opts.NetworkConfig
+	if cfg.Logger == nil {
+		cfg.Logger = h.log.With("component", "hostnat")
+	}
+	n, err := hostnat.New(cfg)
+	if err != nil {
+		h.log.Error("host network config is invalid: network methods will fail", "err", err)
+	}
+	s := &netService{net: n, cfgErr: err, ownerUID: h.opts.OwnerUID}
+	m[api.MethodNetworkUp] = s.up
+	m[api.MethodNetworkDown] = s.down
+	m[api.MethodNetworkState] = s.state
+	m[api.MethodTapCreate] = s.createTap
+	m[api.MethodTapDelete] = s.deleteTap
+}
+
+func (s *netService) ready() error {
+	if s.cfgErr != nil {
+		return api.Errorf(api.CodeFailedPrecondition, "root helper host network config: %v", s.cfgErr)
+	}
+	return nil
+}
+
+func (s *netService) info() api.NetworkInfo {
+	cfg, plan := s.net.Config(), s.net.Plan()
+	return api.NetworkInfo{Bridge: cfg.Bridge, Subnet: plan.Subnet.String(), Gateway: plan.Gateway.String(), Table: cfg.Table}
+}
+
+func (s *netService) up(ctx context.Context, c *rpc.Call) (any, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := decodeStrict(c, &api.Empty{}); err != nil {
+		return nil, err
+	}
+	info := s.info()
+	if err := s.net.Up(ctx); err != nil {
+		return nil, netError(fmt.Sprintf("bring up host network (bridge %s, subnet %s)", info.Bridge, info.Subnet), err)
+	}
+	c.Log.Info("host network up", "bridge", info.Bridge, "subnet", info.Subnet, "table", info.Table, "peer_uid", c.Peer.UID)
+	return info, nil
+}
+
+func (s *netService) down(ctx context.Context, c *rpc.Call) (any, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := decodeStrict(c, &api.Empty{}); err != nil {
+		return nil, err
+	}
+	if err := s.net.Teardown(ctx); err != nil {
+		return nil, netError("tear down host network", err)
+	}
+	c.Log.Info("host network down", "bridge", s.net.Config().Bridge, "peer_uid", c.Peer.UID)
+	return api.Empty{}, nil
+}
+
+func (s *netService) state(ctx context.Context, c *rpc.Call) (any, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := decodeStrict(c, &api.Empty{}); err != nil {
+		return nil, err
+	}
+	st, err := s.net.State(ctx)
+	if err != nil {
+		return nil, netError("read host network state", err)
+	}
+	out := api.NetworkState{Config: s.info(), Forwarding: st.Forwarding, Chains: st.Chains}
+	if b := st.Bridge; b != nil {
+		out.Bridge = &api.NetworkBridgeState{Name: b.Name, Up: b.Up, Addrs: b.Addrs}
+	}
+	for _, t := range st.Taps {
+		out.Taps = append(out.Taps, api.NetworkTapState{Name: t.Name, OwnerUID: t.OwnerUID, Up: t.Up, Master: t.Master})
+	}
+	return out, nil
+}
+
+func (s *netService) createTap(ctx context.Context, c *rpc.Call) (any, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	var p api.TapCreate
+	if err := decodeStrict(c, &p); err != nil {
+		return nil, err
+	}
+	if err := hostnat.ValidateTapName(p.Name); err != nil {
+		return nil, netError("create tap", err)
+	}
+	// The owner may only make taps it can open itself: for its own uid and
+	// its own (kernel-reported) gid. Root may hand a tap to anyone.
+	if c.Peer.UID != 0 {
+		if p.OwnerUID != s.ownerUID {
+			return nil, api.Errorf(api.CodePermissionDenied, "create tap %q: owner uid %d is not this helper's owner uid %d (only root may choose another)", p.Name, p.OwnerUID, s.ownerUID)
+		}
+		if int64(p.OwnerGID) != int64(c.Peer.GID) {
+			return nil, api.Errorf(api.CodePermissionDenied, "create tap %q: owner gid %d is not the caller's gid %d (only root may choose another)", p.Name, p.OwnerGID, c.Peer.GID)
+		}
+	}
+	if err := s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID); err != nil {
+		return nil, netError(fmt.Sprintf("create tap %q", p.Name), err)
+	}
+	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "peer_uid", c.Peer.UID)
+	return api.Empty{}, nil
+}
+
+// deleteTap removes any banger tap. The owner is not limited to its own
+// taps: it may tear the whole network down anyway, and taps carry banger's
+// reserved prefix.
+func (s *netService) deleteTap(ctx context.Context, c *rpc.Call) (any, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	var p api.TapRef
+	if err := decodeStrict(c, &p); err != nil {
+		return nil, err
+	}
+	if err := hostnat.ValidateTapName(p.Name); err != nil {
+		return nil, netError("delete tap", err)
+	}
+	if err := s.net.DeleteTap(ctx, p.Name); err != nil {
+		return nil, netError(fmt.Sprintf("delete tap %q", p.Name), err)
+	}
+	c.Log.Info("tap deleted", "tap", p.Name, "peer_uid", c.Peer.UID)
+	return api.Empty{}, nil
+}
+
+// decodeStrict decodes params refusing unknown fields and trailing data: a
+// request the helper does not fully understand is not acted on.
+func decodeStrict(c *rpc.Call, v any) error {
+	raw := bytes.TrimSpace(c.Params)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "%s: bad params: %v", c.Method, err)
+	}
+	if dec.More() {
+		return api.Errorf(api.CodeInvalidArgument, "%s: bad params: trailing data", c.Method)
+	}
+	return nil
+}
+
+// netError maps hostnat's sentinels to wire codes.
+func netError(doing string, err error) error {
+	code := api.CodeInternal
+	switch {
+	case errors.Is(err, hostnat.ErrInvalidName), errors.Is(err, hostnat.ErrInvalidOwner), errors.Is(err, hostnat.ErrOutOfPool):
+		code = api.CodeInvalidArgument
+	case errors.Is(err, hostnat.ErrNotOurs), errors.Is(err, hostnat.ErrNoBridge),
+		errors.Is(err, hostnat.ErrSubnetOverlap), errors.Is(err, hostnat.ErrInvalidConfig):
+		code = api.CodeFailedPrecondition
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		code = api.CodeCanceled
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, doing) { // hostnat often says it already
+		msg = doing + ": " + msg
+	}
+	return &api.Error{Code: code, Message: msg}
+}

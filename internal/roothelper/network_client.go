@@ -1,0 +1,38 @@
+package roothelper
+
+import (
+	"context"
+
+	"github.com/bangerdev/banger/internal/api"
+)
+
+// NetworkUp brings the helper's host network up (bridge, forwarding, NAT)
+// and returns its config. Idempotent.
+func (c *Client) NetworkUp(ctx context.Context) (api.NetworkInfo, error) {
+	var info api.NetworkInfo
+	err := c.rpc.Call(ctx, api.MethodNetworkUp, nil, &info)
+	return info, err
+}
+
+// NetworkDown removes banger's NAT table, every banger tap and the bridge.
+func (c *Client) NetworkDown(ctx context.Context) error {
+	return c.rpc.Call(ctx, api.MethodNetworkDown, nil, nil)
+}
+
+// NetworkState reports what exists of the host network.
+func (c *Client) NetworkState(ctx context.Context) (api.NetworkState, error) {
+	var st api.NetworkState
+	err := c.rpc.Call(ctx, api.MethodNetworkState, nil, &st)
+	return st, err
+}
+
+// CreateTap makes tap name, owned by ownerUID/ownerGID, on the bridge.
+// Idempotent for the same owner.
+func (c *Client) CreateTap(ctx context.Context, name string, ownerUID, ownerGID int) error {
+	return c.rpc.Call(ctx, api.MethodTapCreate, api.TapCreate{Name: name, OwnerUID: ownerUID, OwnerGID: ownerGID}, nil)
+}
+
+// DeleteTap removes tap name; a missing tap is not an error.
+func (c *Client) DeleteTap(ctx context.Context, name string) error {
+	return c.rpc.Call(ctx, api.MethodTapDelete, api.TapRef{Name: name}, nil)
+}

@@ -1,0 +1,306 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/detach"
+	"github.com/bangerdev/banger/internal/installmeta"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/testutil"
+)
+
+// The test binary doubles as a fake bangerd (named bangerd in a scratch
+// directory): with SUPERVISOR_FAKE set it plays the helper or the daemon,
+// as selected by its arguments, and starts a "VMM" (sleep) in its own
+// session the way the daemon starts QEMU.
+const envFake = "SUPERVISOR_FAKE"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envFake); mode != "" {
+		os.Exit(fakeBangerd(mode, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeBangerd(mode string, args []string) int {
+	helper := false
+	readyFD := 0
+	for i, a := range args {
+		switch a {
+		case "--root-helper":
+			helper = true
+		case "--ready-fd":
+			readyFD, _ = strconv.Atoi(args[i+1])
+		}
+	}
+	home := os.Getenv(paths.EnvHome)
+	role := "daemon"
+	if helper {
+		role = "helper"
+	}
+	// Record how we were started for the test to check.
+	_ = os.WriteFile(filepath.Join(home, role+".args"), []byte(fmt.Sprintf("uid=%d args=%s env_home=%s root=%s",
+		os.Getuid(), strings.Join(args, " "), home, os.Getenv(paths.EnvSystemRoot))), 0o644)
+	if mode == "broken" && !helper {
+		fmt.Fprintln(os.Stderr, "fake bangerd: broken on purpose")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if mode == "stubborn" {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	if !helper {
+		// A VMM in its own session, as vmm.Process starts QEMU.
+		vmm := exec.Command("sleep", "300")
+		vmm.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := vmm.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		_ = os.WriteFile(filepath.Join(home, "vmm.pid"), []byte(strconv.Itoa(vmm.Process.Pid)), 0o644)
+		sock := filepath.Join(home, "run", "bangerd.sock")
+		_ = os.Remove(sock)
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		srv := rpc.NewServer(map[string]rpc.Handler{
+			api.MethodDaemonStatus: func(context.Context, *rpc.Call) (any, error) {
+				return api.DaemonStatus{PID: os.Getpid()}, nil
+			},
+		}, rpc.ServerOptions{})
+		go srv.Serve(ctx, ln)
+	}
+	detach.SignalReady(readyFD)
+	if mode == "stubborn" {
+		time.Sleep(time.Minute)
+	}
+	<-ctx.Done()
+	return 0
+}
+
+type fixture struct {
+	sup   *Supervisor
+	home  string
+	owner installmeta.Meta
+}
+
+func newFixture(t *testing.T, mode string) *fixture {
+	t.Helper()
+	testutil.RequireRoot(t)
+	// Directories the unprivileged owner must traverse: not t.TempDir (0700).
+	root, err := os.MkdirTemp("", "supervisor-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin", "bangerd")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	owner := installmeta.Meta{OwnerUser: "nobody", OwnerUID: 65534, OwnerGID: 65534, OwnerHome: "/nonexistent", Version: "v0.0.0-test"}
+	sys := paths.System{Root: root}
+	f := &fixture{
+		sup: &Supervisor{
+			System: sys, Owner: owner, Bangerd: bin, Env: []string{envFake + "=" + mode},
+			StopTimeout: 3 * time.Second, ReadyTimeout: 10 * time.Second, StartTimeout: 10 * time.Second,
+		},
+		home: sys.Home(), owner: owner,
+	}
+	t.Cleanup(func() {
+		_ = f.sup.Stop(context.Background())
+		if pid := readPid(filepath.Join(f.home, "vmm.pid")); pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	return f
+}
+
+func (f *fixture) read(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(f.home, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestStartRunsTheLayoutAsInstalled(t *testing.T) {
+	f := newFixture(t, "ok")
+	ctx := context.Background()
+	if err := f.sup.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hpid, dpid := f.sup.HelperPID(), f.sup.DaemonPID()
+	if hpid == 0 || dpid == 0 || hpid == dpid {
+		t.Fatalf("helper pid %d, daemon pid %d", hpid, dpid)
+	}
+	if readPid(f.sup.HelperPidFile()) != hpid || readPid(f.sup.DaemonPidFile()) != dpid {
+		t.Fatal("pid files do not name the running services")
+	}
+	helperArgs := f.read(t, "helper.args")
+	wantHelper := fmt.Sprintf("uid=0 args=--root-helper --owner-uid 65534 --socket %s --ready-fd 3 env_home=%s root=%s",
+		f.sup.Layout().HelperSocket(), f.home, f.sup.System.Root)
+	if helperArgs != wantHelper {
+		t.Fatalf("helper started as\n %s\nwant\n %s", helperArgs, wantHelper)
+	}
+	if got := f.read(t, "daemon.args"); !strings.HasPrefix(got, "uid=65534 args=--ready-fd 3 env_home="+f.home) {
+		t.Fatalf("daemon started as %s", got)
+	}
+	// Each service leads its own session: never the caller's group.
+	for _, pid := range []int{hpid, dpid} {
+		if sid, _ := syscall.Getpgid(pid); sid != pid {
+			t.Fatalf("pid %d is in process group %d, not its own", pid, sid)
+		}
+	}
+	// Starting again is a no-op.
+	if err := f.sup.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.sup.HelperPID() != hpid || f.sup.DaemonPID() != dpid {
+		t.Fatal("a second Start replaced running services")
+	}
+}
+
+// The property banger update relies on: restarting the services leaves the
+// VMMs the daemon started running.
+func TestRestartKeepsVMMsAndReplacesServices(t *testing.T) {
+	f := newFixture(t, "ok")
+	ctx := context.Background()
+	if err := f.sup.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vmm := readPid(filepath.Join(f.home, "vmm.pid"))
+	hpid, dpid := f.sup.HelperPID(), f.sup.DaemonPID()
+	if err := f.sup.RestartHelper(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.RestartDaemon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.WaitDaemonReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if detach.Alive(hpid) || detach.Alive(dpid) {
+		t.Fatalf("old services still alive after restart (helper %v, daemon %v)", detach.Alive(hpid), detach.Alive(dpid))
+	}
+	if n := f.sup.HelperPID(); n == 0 || n == hpid {
+		t.Fatalf("helper after restart: pid %d (was %d)", n, hpid)
+	}
+	if n := f.sup.DaemonPID(); n == 0 || n == dpid {
+		t.Fatalf("daemon after restart: pid %d (was %d)", n, dpid)
+	}
+	if !detach.Alive(vmm) {
+		t.Fatalf("VMM (pid %d) died when the daemon was restarted", vmm)
+	}
+	if err := f.sup.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.sup.HelperPID() != 0 || f.sup.DaemonPID() != 0 {
+		t.Fatal("services still running after Stop")
+	}
+	for _, p := range []string{f.sup.HelperPidFile(), f.sup.DaemonPidFile()} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("pid file %s left after stop", p)
+		}
+	}
+	// The first daemon's VMM survived both its daemon and the stop.
+	if !detach.Alive(vmm) {
+		t.Fatalf("VMM (pid %d) died when the services were stopped", vmm)
+	}
+	_ = syscall.Kill(vmm, syscall.SIGKILL)
+}
+
+func TestBrokenDaemonFailsStartWithItsLog(t *testing.T) {
+	f := newFixture(t, "broken")
+	err := f.sup.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "broken on purpose") {
+		t.Fatalf("start of a daemon that exits 1: %v", err)
+	}
+	if f.sup.DaemonPID() != 0 {
+		t.Fatal("a dead daemon is reported as running")
+	}
+	err = f.sup.WaitDaemonReady(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no daemon process") {
+		t.Fatalf("wait for a dead daemon did not fail at once: %v", err)
+	}
+}
+
+func TestStopKillsAStubbornServiceByPidOnly(t *testing.T) {
+	f := newFixture(t, "stubborn")
+	ctx := context.Background()
+	if err := f.sup.StartDaemon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vmm := readPid(filepath.Join(f.home, "vmm.pid"))
+	dpid := f.sup.DaemonPID()
+	start := time.Now()
+	if err := f.sup.StopDaemon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < f.sup.StopTimeout {
+		t.Fatalf("stubborn daemon stopped after %s, before the stop timeout: SIGTERM was not ignored?", d)
+	}
+	if detach.Alive(dpid) {
+		t.Fatal("stubborn daemon survived the stop")
+	}
+	if !detach.Alive(vmm) {
+		t.Fatal("SIGKILL reached the VMM: the stop was not limited to the daemon's pid")
+	}
+	_ = syscall.Kill(vmm, syscall.SIGKILL)
+}
+
+func TestStalePidFileIsNotSignalled(t *testing.T) {
+	f := newFixture(t, "ok")
+	// A pid file naming an unrelated live process (this test) must not
+	// make the supervisor think the helper runs, nor signal it.
+	if err := os.MkdirAll(f.sup.RunDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePid(f.sup.HelperPidFile(), os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if pid := f.sup.HelperPID(); pid != 0 {
+		t.Fatalf("unrelated pid %d taken for the helper", pid)
+	}
+	if err := f.sup.StopHelper(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHelperNeedsRoot(t *testing.T) {
+	s := &Supervisor{System: paths.System{Root: t.TempDir()}, Owner: installmeta.Meta{OwnerUser: "u", OwnerUID: 1000}, Euid: func() int { return 1000 }}
+	if err := s.StartHelper(context.Background()); !errors.Is(err, ErrNeedRoot) {
+		t.Fatalf("start helper as a user: %v", err)
+	}
+	s.Euid = func() int { return 1001 }
+	if err := s.StartDaemon(context.Background()); err == nil || !strings.Contains(err.Error(), "neither root nor") {
+		t.Fatalf("start daemon as another user: %v", err)
+	}
+}

@@ -1,0 +1,363 @@
+package firecracker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
+	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
+	"github.com/sirupsen/logrus"
+
+	"github.com/bangerdev/banger/internal/vmm"
+)
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// Supported Firecracker versions: MinVersion <= v < MaxVersion.
+var (
+	MinVersion = Version{1, 4, 0}
+	MaxVersion = Version{2, 0, 0}
+)
+
+// BaseCmdline is the kernel command line every banger guest gets.
+const BaseCmdline = "console=ttyS0 reboot=k panic=1 pci=off quiet"
+
+// In-chroot names of the API and vsock sockets.
+const (
+	apiSockName   = "/api.sock"
+	vsockSockName = "vsock.sock"
+)
+
+// Config configures the driver.
+type Config struct {
+	Binary        string // firecracker (exec file inside the jail); default on PATH
+	JailerBinary  string // default "jailer" on PATH
+	ChrootBaseDir string // jails live in <base>/firecracker/<id>/root; same filesystem as VM dirs (hard links)
+	UID, GID      int    // per-VM identity the jailer drops to
+	CgroupVersion string // "1" or "2" (default "2")
+	Logger        *slog.Logger
+	StartTimeout  time.Duration // API socket must answer within this (default 10s)
+	StopTimeout   time.Duration // bound on each forced stop stage (default 10s)
+
+	// clientOpts replace the SDK client's API operations (tests).
+	clientOpts []sdk.ClientOpt
+}
+
+// Driver is the Firecracker driver.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a driver; zero Config fields take their defaults.
+func New(cfg Config) *Driver {
+	if cfg.Binary == "" {
+		cfg.Binary = "firecracker"
+	}
+	if cfg.JailerBinary == "" {
+		cfg.JailerBinary = "jailer"
+	}
+	if cfg.CgroupVersion == "" {
+		cfg.CgroupVersion = "2"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger}
+}
+
+// Name is "firecracker".
+func (d *Driver) Name() string { return vmm.Firecracker }
+
+// Capabilities of Firecracker under the jailer.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	return vmm.Capabilities{SupportsVsock: true, NeedsVMLinux: true, NeedsKVM: true, NeedsRootHelper: true}
+}
+
+// Version is a Firecracker release.
+type Version struct{ Major, Minor, Patch int }
+
+func (v Version) String() string { return fmt.Sprintf("v%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+// Less orders versions.
+func (v Version) Less(o Version) bool {
+	if v.Major != o.Major {
+		return v.Major < o.Major
+	}
+	if v.Minor != o.Minor {
+		return v.Minor < o.Minor
+	}
+	return v.Patch < o.Patch
+}
+
+var versionRe = regexp.MustCompile(`Firecracker v(\d+)\.(\d+)\.(\d+)`)
+
+// ParseVersion reads `firecracker --version` output.
+func ParseVersion(out string) (Version, error) {
+	m := versionRe.FindStringSubmatch(out)
+	if m == nil {
+		return Version{}, fmt.Errorf("no version in %q", firstLine(out))
+	}
+	var v Version
+	v.Major, _ = strconv.Atoi(m[1])
+	v.Minor, _ = strconv.Atoi(m[2])
+	v.Patch, _ = strconv.Atoi(m[3])
+	return v, nil
+}
+
+func firstLine(s string) string {
+	if i := bytes.IndexByte([]byte(s), '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// Available checks both binaries and that firecracker's version is supported.
+func (d *Driver) Available(ctx context.Context) error {
+	bin, err := exec.LookPath(d.cfg.Binary)
+	if err != nil {
+		return fmt.Errorf("%w: firecracker not installed: %v", vmm.ErrUnavailable, err)
+	}
+	if _, err := exec.LookPath(d.cfg.JailerBinary); err != nil {
+		return fmt.Errorf("%w: jailer not installed: %v", vmm.ErrUnavailable, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("%w: run %s --version: %v", vmm.ErrUnavailable, bin, err)
+	}
+	v, err := ParseVersion(string(out))
+	if err != nil {
+		return fmt.Errorf("%w: %s --version: %v", vmm.ErrUnavailable, bin, err)
+	}
+	if v.Less(MinVersion) || !v.Less(MaxVersion) {
+		return fmt.Errorf("%w: firecracker %s is outside the supported range %s to before %s", vmm.ErrUnavailable, v, MinVersion, MaxVersion)
+	}
+	return nil
+}
+
+var (
+	idRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,63}$`) // jailer ids: alphanumerics and hyphens
+	tapRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+)
+
+// Validate checks spec without side effects.
+func (d *Driver) Validate(spec vmm.Spec) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", vmm.ErrInvalidSpec, fmt.Sprintf(format, a...))
+	}
+	if !idRe.MatchString(spec.ID) {
+		return bad("vm id %q must be 1-64 letters, digits or '-' (jailer rule)", spec.ID)
+	}
+	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
+		return bad("vm dir %q is not a directory", spec.Dir)
+	}
+	if d.cfg.ChrootBaseDir == "" || !filepath.IsAbs(d.cfg.ChrootBaseDir) {
+		return bad("jailer chroot base dir %q must be an absolute path", d.cfg.ChrootBaseDir)
+	}
+	if err := checkVMLinux(spec.Kernel.VMLinux); err != nil {
+		return bad("kernel: %v", err)
+	}
+	if spec.Initrd != "" {
+		if err := regularFile(spec.Initrd); err != nil {
+			return bad("initrd: %v", err)
+		}
+	}
+	if len(spec.Disks) == 0 {
+		return bad("a root disk is required")
+	}
+	seenID, seenBase := map[string]bool{}, map[string]bool{}
+	for i, disk := range spec.Disks {
+		base := filepath.Base(disk.Path)
+		if !idRe.MatchString(disk.ID) || seenID[disk.ID] || seenBase[base] {
+			return bad("disk %d: id %q and file name %q must be unique", i, disk.ID, base)
+		}
+		seenID[disk.ID], seenBase[base] = true, true
+		if err := regularFile(disk.Path); err != nil {
+			return bad("disk %q: %v", disk.ID, err)
+		}
+	}
+	if spec.Net != nil {
+		if !tapRe.MatchString(spec.Net.Tap) {
+			return bad("tap name %q is not a valid interface name", spec.Net.Tap)
+		}
+		if _, err := net.ParseMAC(spec.Net.MAC); err != nil || len(spec.Net.MAC) != 17 {
+			return bad("mac %q: want xx:xx:xx:xx:xx:xx", spec.Net.MAC)
+		}
+	}
+	if spec.CPUs < 1 || spec.CPUs > 32 {
+		return bad("cpus %d: want 1-32", spec.CPUs)
+	}
+	if spec.MemoryMiB < 64 {
+		return bad("memory %d MiB: want at least 64", spec.MemoryMiB)
+	}
+	_, err := d.AgentEndpoint(spec)
+	return err
+}
+
+func regularFile(p string) error {
+	if p == "" {
+		return errors.New("no path given")
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", p)
+	}
+	return nil
+}
+
+// checkVMLinux insists on an x86-64 ELF image: Firecracker cannot boot a
+// compressed bzImage.
+func checkVMLinux(p string) error {
+	if err := regularFile(p); err != nil {
+		return fmt.Errorf("vmlinux: %w", err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hdr := make([]byte, 0x210)
+	n, _ := io.ReadFull(f, hdr)
+	hdr = hdr[:n]
+	if n >= 0x206 && string(hdr[0x202:0x206]) == "HdrS" {
+		return fmt.Errorf("%s is a compressed bzImage; firecracker needs the uncompressed ELF vmlinux", p)
+	}
+	if n < 20 || string(hdr[:4]) != "\x7fELF" {
+		return fmt.Errorf("%s is not an ELF vmlinux", p)
+	}
+	if hdr[4] != 2 || hdr[5] != 1 || binary.LittleEndian.Uint16(hdr[18:20]) != 62 {
+		return fmt.Errorf("%s is not a 64-bit little-endian x86-64 ELF", p)
+	}
+	return nil
+}
+
+// AgentEndpoint: Firecracker's vsock is hybrid, a unix socket in the jail
+// on which the host writes "CONNECT <port>\n".
+func (d *Driver) AgentEndpoint(spec vmm.Spec) (vmm.AgentEndpoint, error) {
+	if spec.Agent.Transport != vmm.TransportVsock {
+		return vmm.AgentEndpoint{}, fmt.Errorf("%w: firecracker agent transport must be %s, not %q", vmm.ErrInvalidSpec, vmm.TransportVsock, spec.Agent.Transport)
+	}
+	if spec.Agent.VsockCID < 3 || spec.Agent.VsockPort == 0 {
+		return vmm.AgentEndpoint{}, fmt.Errorf("%w: vsock cid %d (want >= 3) and port %d (want > 0)", vmm.ErrInvalidSpec, spec.Agent.VsockCID, spec.Agent.VsockPort)
+	}
+	return vmm.AgentEndpoint{Kind: vmm.AgentHybridVsock, SocketPath: filepath.Join(d.jailRoot(spec.ID), vsockSockName), CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}, nil
+}
+
+// jailDir is <base>/<exec file name>/<id>, the jailer's layout.
+func (d *Driver) jailDir(id string) string {
+	return filepath.Join(d.cfg.ChrootBaseDir, filepath.Base(d.cfg.Binary), id)
+}
+
+func (d *Driver) jailRoot(id string) string { return filepath.Join(d.jailDir(id), "root") }
+
+// BuildConfig turns spec into the SDK's configuration, jailer included.
+func (d *Driver) BuildConfig(spec vmm.Spec) sdk.Config {
+	cmdline := BaseCmdline
+	if spec.Kernel.Cmdline != "" {
+		cmdline += " " + spec.Kernel.Cmdline
+	}
+	drives := make([]models.Drive, len(spec.Disks))
+	for i, disk := range spec.Disks {
+		drives[i] = models.Drive{
+			DriveID:      sdk.String(disk.ID),
+			PathOnHost:   sdk.String(disk.Path),
+			IsRootDevice: sdk.Bool(i == 0),
+			IsReadOnly:   sdk.Bool(disk.ReadOnly),
+		}
+	}
+	var nics sdk.NetworkInterfaces
+	if spec.Net != nil {
+		nics = sdk.NetworkInterfaces{{StaticConfiguration: &sdk.StaticNetworkConfiguration{
+			HostDevName: spec.Net.Tap, MacAddress: spec.Net.MAC}}}
+	}
+	uid, gid, numa := d.cfg.UID, d.cfg.GID, 0
+	return sdk.Config{
+		SocketPath:        apiSockName,
+		KernelImagePath:   spec.Kernel.VMLinux,
+		InitrdPath:        spec.Initrd,
+		KernelArgs:        cmdline,
+		Drives:            drives,
+		NetworkInterfaces: nics,
+		VsockDevices:      []sdk.VsockDevice{{ID: "agent", Path: vsockSockName, CID: spec.Agent.VsockCID}},
+		MachineCfg: models.MachineConfiguration{
+			VcpuCount:  sdk.Int64(int64(spec.CPUs)),
+			MemSizeMib: sdk.Int64(int64(spec.MemoryMiB)),
+		},
+		VMID:    spec.ID,
+		Seccomp: sdk.SeccompConfig{Enabled: true},
+		// Empty but not nil: nil means "forward SIGINT, SIGTERM, ..." and a
+		// restarting helper would pass its own signals to every running VM.
+		ForwardSignals: []os.Signal{},
+		JailerCfg: &sdk.JailerConfig{
+			ID:             spec.ID,
+			UID:            &uid,
+			GID:            &gid,
+			NumaNode:       &numa,
+			ExecFile:       d.cfg.Binary,
+			JailerBinary:   d.cfg.JailerBinary,
+			ChrootBaseDir:  d.cfg.ChrootBaseDir,
+			CgroupVersion:  d.cfg.CgroupVersion,
+			ChrootStrategy: sdk.NewNaiveChrootStrategy(spec.Kernel.VMLinux),
+			Stdout:         io.Discard,
+			Stderr:         io.Discard,
+		},
+	}
+}
+
+// jailerArgs mirrors the SDK's jailer command line (its builder) so that
+// banger can launch the process itself, detached.
+func (d *Driver) jailerArgs(cfg sdk.Config) []string {
+	j := cfg.JailerCfg
+	return sdk.NewJailerCommandBuilder().
+		WithID(j.ID).WithUID(*j.UID).WithGID(*j.GID).WithNumaNode(*j.NumaNode).
+		WithExecFile(j.ExecFile).WithChrootBaseDir(j.ChrootBaseDir).
+		WithCgroupVersion(j.CgroupVersion).
+		WithFirecrackerArgs("--api-sock", apiSockName).
+		Args()
+}
+
+// sdkLogger bridges the SDK's logrus output to slog at debug level.
+func (d *Driver) sdkLogger(vmID string) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(slogWriter{log: d.log.With("vm_id", vmID, "vmm", vmm.Firecracker)})
+	l.SetLevel(logrus.DebugLevel)
+	return logrus.NewEntry(l)
+}
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug(string(bytes.TrimSpace(p)))
+	return len(p), nil
+}
+
+func lookPath(bin string) (string, error) {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", vmm.ErrUnavailable, err)
+	}
+	return p, nil
+}
