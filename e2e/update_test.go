@@ -392,7 +392,7 @@ func updateToGood(t *testing.T, s *sysInstall, installed installmeta.Meta) {
 	if code != 0 || !strings.Contains(out, "updated v0.0.0-e2e → "+smokeGood) {
 		t.Fatalf("update: exit %d\n%s%s\ndaemon log:\n%s", code, out, errOut, readFile(s.sys.User().DaemonLog()))
 	}
-	for _, step := range []string{"swapping binaries", "restarting root helper", "restarting daemon"} {
+	for _, step := range []string{"swapping binaries", "restarting root helper", "restarting daemon", "checking the new install (doctor)"} {
 		if !strings.Contains(errOut, step) {
 			t.Fatalf("update did not report %q:\n%s", step, errOut)
 		}
@@ -453,6 +453,13 @@ func TestUpdateKeepsVMAlive(t *testing.T) {
 	testutil.RequireQEMU(t)
 	if !testutil.InNetNS(t) {
 		return
+	}
+	// The owner daemon's QEMU opens /dev/net/tun itself to attach to the tap
+	// the root helper made: a host where only root may open it (mode 0600,
+	// as in some containers) cannot run a system install's VMs until the
+	// helper hands the tap's descriptor over.
+	if st, err := os.Stat("/dev/net/tun"); err != nil || st.Mode().Perm()&0o006 != 0o006 {
+		t.Fatalf("/dev/net/tun is not usable by the unprivileged owner (%v, %v): system-install VMs cannot attach to their tap here", st.Mode(), err)
 	}
 	s := installSystem(t)
 	installed := s.meta()

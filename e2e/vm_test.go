@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/testutil"
 )
@@ -277,13 +278,11 @@ func ReadPidOrFail(t *testing.T, path string) int {
 	return pid
 }
 
+// waitGone waits until every thread of pid has exited (a pidfd event; a
+// zombie leader alone does not count, its threads may still hold files).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for processAlive(pid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if processAlive(pid) {
+	if !detach.WaitExit(pid, 10*time.Second) {
 		t.Fatalf("pid %d still alive", pid)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
@@ -21,7 +22,23 @@ import (
 	"github.com/bangerdev/banger/internal/store"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	ensureSbinOnPath()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// ensureSbinOnPath adds the sbin directories to PATH: a daemon started from a
+// regular user's shell (Debian leaves them out) must still find mkfs.ext4,
+// e2fsck, resize2fs and debugfs.
+func ensureSbinOnPath() {
+	path := os.Getenv("PATH")
+	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
+		if !strings.Contains(":"+path+":", ":"+d+":") {
+			path += ":" + d
+		}
+	}
+	os.Setenv("PATH", strings.TrimPrefix(path, ":"))
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)

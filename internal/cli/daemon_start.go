@@ -3,10 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -20,12 +22,23 @@ until it answers. Starting a running daemon is not an error.`,
   BANGER_HOME=/tmp/b banger daemon start   # an isolated instance`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if handled, err := a.startSystemDaemon(cmd.Context(), cmd.OutOrStdout()); handled {
+				return err
+			}
 			p, err := a.paths()
 			if err != nil {
 				return err
 			}
 			var st api.DaemonStatus
 			err = rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodDaemonStatus, nil, &st)
+			if err != nil && !errors.Is(err, rpc.ErrNotRunning) {
+				// A daemon that is dying (killed, its threads still exiting)
+				// resets connections and still holds the state lock: wait
+				// for it to be gone, then look again.
+				if pid := detach.ReadPid(p.PidFile()); pid > 0 && detach.WaitExit(pid, 10*time.Second) {
+					err = rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodDaemonStatus, nil, &st)
+				}
+			}
 			if err == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "daemon already running (pid %d, %s)\n", st.PID, p.Socket())
 				return nil

@@ -31,7 +31,11 @@ func (a *app) client(ctx context.Context) (*rpc.Client, error) {
 	if err := c.Call(ctx, api.MethodDaemonPing, nil, nil); err == nil {
 		return c, nil
 	} else if !errors.Is(err, rpc.ErrNotRunning) {
-		return nil, err
+		// Possibly a daemon still exiting: wait for it, then start anew.
+		pid := detach.ReadPid(p.PidFile())
+		if pid <= 0 || !detach.WaitExit(pid, 10*time.Second) {
+			return nil, err
+		}
 	}
 	pid, err := a.startDaemon(ctx)
 	if err != nil {
@@ -61,6 +65,14 @@ func (a *app) bangerdPath() (string, error) {
 
 // startDaemon spawns bangerd in its own session and waits until it serves.
 func (a *app) startDaemon(ctx context.Context) (int, error) {
+	// Under a system install the services run the daemon, never this CLI.
+	if handled, err := a.startSystemDaemon(ctx, a.env.Stderr); handled {
+		if err != nil {
+			return 0, err
+		}
+		p, _ := a.paths()
+		return detach.ReadPid(p.PidFile()), nil
+	}
 	p, err := a.paths()
 	if err != nil {
 		return 0, err

@@ -34,7 +34,14 @@ type app struct {
 	log   *slog.Logger
 }
 
-func (a *app) paths() (paths.User, error) { return paths.ResolveUser(a.env.Getenv) }
+// paths resolves the per-user layout; under a system install (and for its
+// owner or root) that is the installed daemon's.
+func (a *app) paths() (paths.User, error) {
+	if p, ok := a.systemPaths(); ok {
+		return p, nil
+	}
+	return paths.ResolveUser(a.env.Getenv)
+}
 
 // UsageError marks errors caused by how the command was called (exit 2).
 type UsageError struct{ Err error }

@@ -163,10 +163,12 @@ area. The owner daemon's state (VMs, images, kernels, store) stays unless
 				case err != nil:
 					errs = append(errs, err)
 				default:
-					if err := a.newSupervisor(sys, meta).Stop(cmd.Context()); err != nil {
+					sup := a.newSupervisor(sys, meta)
+					if err := sup.Stop(cmd.Context()); err != nil {
 						errs = append(errs, err)
 					} else {
 						fmt.Fprintln(w, "stopped the daemon and the root helper")
+						_ = os.Remove(sup.RunDir()) // only when empty
 					}
 				}
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/doctor"
 	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/progress"
@@ -142,6 +143,7 @@ func (a *app) runUpdate(ctx context.Context, w io.Writer, f updateFlags) error {
 		deps.Services = a.newSupervisor(sys, meta)
 		fmt.Fprintln(w, "services: banger's supervisor (systemd is not running this host)")
 	}
+	deps.Doctor = installDoctor(sys, a)
 	res, err = updater.Run(ctx, opts, deps)
 	renderer.Close()
 	if err != nil {
@@ -178,6 +180,25 @@ func (a *app) confirm(w io.Writer, question string) error {
 		return nil
 	}
 	return errors.New("update cancelled")
+}
+
+// installDoctor is the updater's post-restart health check: banger
+// doctor's verdict on the install itself (store, daemon, root helper). Host
+// findings (a missing debootstrap, disk space) do not roll an update back.
+func installDoctor(sys paths.System, a *app) func(context.Context) error {
+	return func(ctx context.Context) error {
+		rep := doctor.Run(ctx, doctor.Config{Paths: sys.User(), Logger: a.log})
+		var failed []string
+		for _, name := range []string{doctor.CheckStore, doctor.CheckDaemon, doctor.CheckHelper} {
+			if c, ok := rep.Find(name); ok && c.Status == doctor.Fail {
+				failed = append(failed, fmt.Sprintf("%s: %s", c.Name, c.Detail))
+			}
+		}
+		if len(failed) > 0 {
+			return errors.New(strings.Join(failed, "; "))
+		}
+		return nil
+	}
 }
 
 // daemonProbe reports whether the owner daemon answers on its socket.

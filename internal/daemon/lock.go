@@ -51,13 +51,3 @@ func writePidFile(path string) error {
 	}
 	return nil
 }
-
-// ReadPid returns the pid recorded in a pid file, or 0.
-func ReadPid(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}

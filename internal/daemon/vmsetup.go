@@ -60,6 +60,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 		},
 		Initramfs:       d.initramfsFor,
 		DialAgent:       d.dialAgent,
+		AuthorizedKeys:  d.guestAuthorizedKeys,
 		HostCPUs:        runtime.NumCPU(),
 		HostMemoryMiB:   hostMemoryMiB(),
 		ConsoleMaxBytes: 8 << 20,

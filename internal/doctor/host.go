@@ -63,7 +63,7 @@ func (r *runner) checkKVM(context.Context) Check {
 	}
 	c.Status = Warn
 	reason := r.kvm.Reason
-	if strings.Contains(reason, "PVM") {
+	if strings.HasPrefix(reason, "KVM is PVM") {
 		// The probe's wording, said plainly for people who never heard of PVM.
 		reason = "KVM is PVM (paravirtual nested): a standard kernel cannot run under it"
 	}

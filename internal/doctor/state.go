@@ -39,7 +39,7 @@ func (r *runner) checkStore(ctx context.Context) Check {
 		c.Status = Fail
 		c.Detail = fmt.Sprintf("%s (schema %d, this banger knows up to %d) cannot be opened: %s", res.Path, res.Current, res.Target, res.Reason)
 		if res.Current > res.Target {
-			c.Fix = "a newer banger wrote this store: install that release (or later), or restore the store from a backup"
+			c.Fix = "a newer banger wrote this store: install that release or later (banger update), or restore the store from a backup"
 		} else {
 			c.Fix = "restore the store from a backup, or move it aside to start empty (VM records are lost)"
 		}

@@ -39,6 +39,7 @@ type Options struct {
 type Helper struct {
 	opts     Options
 	log      *slog.Logger
+	life     context.Context // ends when the helper stops
 	shutdown context.CancelFunc
 }
 
@@ -53,7 +54,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	h := &Helper{opts: opts, log: lg, shutdown: cancel}
+	h := &Helper{opts: opts, log: lg, life: ctx, shutdown: cancel}
 
 	ln, err := listen(opts.Socket, opts.OwnerUID)
 	if err != nil {
@@ -86,6 +87,7 @@ func (h *Helper) methods() map[string]rpc.Handler {
 		api.MethodHelperShutdown: h.stop,
 	}
 	h.networkMethods(m)
+	h.dnsMethods(m) // after networkMethods: it wraps network.up/down
 	return m
 }
 

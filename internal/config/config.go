@@ -1,0 +1,162 @@
+// Package config reads the owner's banger settings from config.toml
+// (paths.User.ConfigFile). Every key is optional; a missing file means the
+// defaults. Unknown keys are an error naming the key, so a typo never
+// silently falls back to a default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/bangerdev/banger/internal/guestnet"
+	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/vmdns"
+)
+
+// Defaults.
+const (
+	DefaultVMM    = "auto"
+	DefaultBridge = hostnat.DefaultBridge
+	DefaultDomain = vmdns.DefaultDomain
+)
+
+// ErrInvalid is wrapped by every load or validation failure.
+var ErrInvalid = errors.New("invalid banger config")
+
+// maxFileBytes bounds what Load reads: a config file is a few lines.
+const maxFileBytes = 1 << 20
+
+// Config is the owner's settings.
+type Config struct {
+	// VMM is the default VMM for new VMs: auto, qemu or firecracker.
+	VMM     string  `toml:"vmm" json:"vmm"`
+	Network Network `toml:"network" json:"network"`
+	DNS     DNS     `toml:"dns" json:"dns"`
+	Debian  Debian  `toml:"debian" json:"debian"`
+}
+
+// Network is the host side of the guest network (the root helper's).
+type Network struct {
+	Subnet string `toml:"subnet" json:"subnet"` // guest pool CIDR
+	Bridge string `toml:"bridge" json:"bridge"` // bridge device, must start with "banger"
+}
+
+// DNS configures VM name resolution.
+type DNS struct {
+	Domain string `toml:"domain" json:"domain"` // VMs answer as NAME.<domain>
+}
+
+// Debian configures Debian archive access (kernels, images).
+type Debian struct {
+	Mirror string `toml:"mirror" json:"mirror"` // "" = the host's apt sources
+}
+
+// Default returns the built-in settings.
+func Default() Config {
+	return Config{
+		VMM:     DefaultVMM,
+		Network: Network{Subnet: guestnet.DefaultSubnet.String(), Bridge: DefaultBridge},
+		DNS:     DNS{Domain: DefaultDomain},
+	}
+}
+
+// Load reads path over the defaults and validates the result. A missing
+// file gives the defaults.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("read config %s: %w", path, err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxFileBytes+1)); err != nil {
+		return Config{}, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if buf.Len() > maxFileBytes {
+		return Config{}, fmt.Errorf("%w: %s is larger than %d bytes", ErrInvalid, path, maxFileBytes)
+	}
+	if err := Parse(buf.Bytes(), &cfg); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes TOML over cfg (keys absent from data keep cfg's values) and
+// validates the result.
+func Parse(data []byte, cfg *Config) error {
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			keys := make([]string, 0, len(strict.Errors))
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror)", ErrInvalid, strings.Join(keys, ", "))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return fmt.Errorf("%w: line %d column %d: %s", ErrInvalid, row, col, de.Error())
+		}
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return cfg.Validate()
+}
+
+// Validate checks every setting.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.VMM {
+	case "auto", "qemu", "firecracker":
+	default:
+		errs = append(errs, fmt.Errorf("vmm %q must be auto, qemu or firecracker", c.VMM))
+	}
+	if _, err := c.Subnet(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := hostnat.ValidateBridgeName(c.Network.Bridge); err != nil {
+		errs = append(errs, fmt.Errorf("network.bridge: %w", err))
+	}
+	if err := vmdns.ValidateDomain(c.DNS.Domain); err != nil {
+		errs = append(errs, fmt.Errorf("dns.domain: %w", err))
+	}
+	if c.Debian.Mirror != "" {
+		u, err := url.Parse(c.Debian.Mirror)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("debian.mirror %q must be an http(s) URL without credentials, query or fragment", c.Debian.Mirror))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// Subnet parses network.subnet and checks it is a usable guest pool.
+func (c Config) Subnet() (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("network.subnet %q: %w", c.Network.Subnet, err)
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("network.subnet %q has host bits set (did you mean %s?)", c.Network.Subnet, p.Masked())
+	}
+	if _, err := guestnet.NewPlan(p); err != nil {
+		return netip.Prefix{}, fmt.Errorf("network.subnet: %w", err)
+	}
+	return p, nil
+}

@@ -1,0 +1,126 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadMissingFileGivesDefaults(t *testing.T) {
+	cfg, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg != Default() {
+		t.Fatalf("got %+v, want defaults %+v", cfg, Default())
+	}
+	if cfg.VMM != "auto" || cfg.Network.Subnet != "10.213.77.0/24" || cfg.Network.Bridge != "banger0" || cfg.DNS.Domain != "banger" || cfg.Debian.Mirror != "" {
+		t.Fatalf("defaults changed: %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+}
+
+func TestLoadOverridesOnlyGivenKeys(t *testing.T) {
+	cfg, err := Load(write(t, `
+vmm = "qemu"
+[network]
+subnet = "10.99.0.0/16"
+[debian]
+mirror = "https://deb.example.org/debian"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.VMM = "qemu"
+	want.Network.Subnet = "10.99.0.0/16"
+	want.Debian.Mirror = "https://deb.example.org/debian"
+	if cfg != want {
+		t.Fatalf("got %+v, want %+v", cfg, want)
+	}
+	if p, err := cfg.Subnet(); err != nil || p.String() != "10.99.0.0/16" {
+		t.Fatalf("Subnet() = %v, %v", p, err)
+	}
+}
+
+func TestLoadRejectsUnknownKeysByName(t *testing.T) {
+	for text, key := range map[string]string{
+		"vmn = \"qemu\"\n":                       "vmn",
+		"[network]\nsubnett = \"10.0.0.0/24\"\n": "network.subnett",
+		"[dns]\ndomain = \"x\"\nttl = 5\n":       "dns.ttl",
+	} {
+		_, err := Load(write(t, text))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "unknown key "+key) {
+			t.Errorf("%q: error %v, want unknown key %s", text, err, key)
+		}
+	}
+}
+
+func TestLoadRejectsBadSyntaxAndTypes(t *testing.T) {
+	for _, text := range []string{"vmm = \n", "vmm = 3\n", "[network\n"} {
+		if _, err := Load(write(t, text)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q: error %v, want ErrInvalid", text, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := map[string]func(*Config){
+		"vmm":              func(c *Config) { c.VMM = "kvmtool" },
+		"empty vmm":        func(c *Config) { c.VMM = "" },
+		"subnet syntax":    func(c *Config) { c.Network.Subnet = "10.0.0.0/33" },
+		"subnet host bits": func(c *Config) { c.Network.Subnet = "10.0.0.5/24" },
+		"subnet ipv6":      func(c *Config) { c.Network.Subnet = "fd00::/64" },
+		"subnet too small": func(c *Config) { c.Network.Subnet = "10.0.0.0/31" },
+		"bridge not ours":  func(c *Config) { c.Network.Bridge = "eth0" },
+		"bridge injection": func(c *Config) { c.Network.Bridge = "banger0; rm -rf /" },
+		"domain dotted":    func(c *Config) { c.DNS.Domain = "vm.local" },
+		"domain upper":     func(c *Config) { c.DNS.Domain = "Banger" },
+		"mirror scheme":    func(c *Config) { c.Debian.Mirror = "ftp://deb.debian.org/debian" },
+		"mirror creds":     func(c *Config) { c.Debian.Mirror = "https://u:p@deb.debian.org/debian" },
+		"mirror no host":   func(c *Config) { c.Debian.Mirror = "https:///debian" },
+	}
+	for name, mut := range bad {
+		c := Default()
+		mut(&c)
+		if err := c.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Validate() = %v, want ErrInvalid", name, err)
+		}
+	}
+	good := Default()
+	good.VMM, good.Network.Bridge, good.DNS.Domain = "firecracker", "banger-dev", "vm"
+	good.Debian.Mirror = "http://deb.debian.org/debian"
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.VMM, c.DNS.Domain = "nope", "a.b"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "vmm") || !strings.Contains(err.Error(), "dns.domain") {
+		t.Fatalf("Validate() = %v, want both vmm and dns.domain named", err)
+	}
+}
+
+func TestLoadFromFileReportsPath(t *testing.T) {
+	p := write(t, "vmm = \"bogus\"\n")
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("error %v does not name %s", err, p)
+	}
+}
