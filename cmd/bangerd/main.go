@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/daemon"
 	"github.com/bangerdev/banger/internal/detach"
+	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/store"
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		managed         = fs.Bool("managed", false, "root helper: spawned by a development daemon, which may stop it")
 		ownerUID        = fs.Int("owner-uid", -1, "root helper: the uid allowed besides root")
 		socket          = fs.String("socket", "", "root helper: socket path (default: the owner's runtime dir)")
+		subnet          = fs.String("subnet", "", "root helper: guest subnet CIDR (default 10.213.77.0/24)")
+		bridge          = fs.String("bridge", "", "root helper: bridge device (default banger0)")
 		checkMigrations = fs.Bool("check-migrations", false, "check that the store can be migrated to this binary's schema; change nothing")
 		system          = fs.Bool("system", false, "with --check-migrations: check the system-install store")
 		readyFD         = fs.Int("ready-fd", 0, "write \"ready\" to this descriptor once serving")
@@ -112,8 +116,17 @@ Flags:
 			}
 			sock = p.HelperSocket()
 		}
+		netCfg := hostnat.Config{Bridge: *bridge}
+		if *subnet != "" {
+			p, err := netip.ParsePrefix(*subnet)
+			if err != nil {
+				fmt.Fprintf(stderr, "bangerd: --subnet %q: %v\n", *subnet, err)
+				return 2
+			}
+			netCfg.Subnet = p
+		}
 		err := roothelper.Run(ctx, roothelper.Options{
-			Socket: sock, OwnerUID: *ownerUID, Managed: *managed,
+			Socket: sock, OwnerUID: *ownerUID, Managed: *managed, NetworkConfig: netCfg,
 			Logger: logger.With("component", "root-helper"),
 			Ready:  func() { detach.SignalReady(*readyFD) },
 		})

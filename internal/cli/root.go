@@ -115,6 +115,8 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newDoctorCommand(a),
 		newSystemCommand(a),
 		newUpdateCommand(a),
+		newDNSCommand(a),
+		newConfigCommand(a),
 	)
 	return root
 }

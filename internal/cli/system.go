@@ -33,7 +33,7 @@ supervisor (banger daemon start). BANGER_SYSTEM_ROOT prefixes every path.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(newSystemInstallCommand(a), newSystemUninstallCommand(a))
+	cmd.AddCommand(newSystemInstallCommand(a), newSystemUninstallCommand(a), newSystemNetworkCommand(a))
 	return cmd
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
@@ -48,6 +49,8 @@ type Daemon struct {
 	helper    *roothelper.Client
 	helperPID int // set when this daemon spawned the helper (dev mode)
 	vms       *vmlife.Manager
+	cfg       config.Config // the owner's config.toml, read at start
+	dns       dnsState      // last table pushed to the helper's VM DNS
 	kvm       kvmprobe.Result
 	startedAt time.Time
 	stop      context.CancelFunc
@@ -84,9 +87,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	defer st.Close()
 
+	cfg, err := config.Load(p.ConfigFile())
+	if err != nil {
+		return err
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d := &Daemon{
+		cfg:  cfg,
 		opts: opts, log: lg, paths: p, store: st,
 		ops:       opstate.New(opts.Now),
 		helper:    roothelper.NewClient(p.HelperSocket()),
@@ -96,6 +105,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	d.ensureHelper(ctx)
 	defer d.stopManagedHelper()
 	d.vms = d.newVMManager(ctx)
+	go d.syncDNS(ctx)
 	defer d.vms.Close() // VMs keep running: the next daemon re-adopts them
 	if err := d.vms.Adopt(ctx); err != nil {
 		lg.Error("re-adopt vms", "err", err)
@@ -144,6 +154,7 @@ var untracked = map[string]bool{
 	api.MethodDaemonStatus:   true,
 	api.MethodOperationsList: true,
 	api.MethodDaemonShutdown: true,
+	api.MethodNetworkState:   true,
 }
 
 func (d *Daemon) trackOperation(c *rpc.Call) func(error) {

@@ -29,7 +29,8 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 	args := []string{"--root-helper", "--managed",
 		"--owner-uid", strconv.Itoa(os.Getuid()),
 		"--socket", d.paths.HelperSocket(),
-		"--ready-fd", strconv.Itoa(detach.ReadyFD)}
+		"--ready-fd", strconv.Itoa(detach.ReadyFD),
+		"--subnet", d.cfg.Network.Subnet, "--bridge", d.cfg.Network.Bridge}
 	if d.opts.Debug {
 		args = append(args, "--debug")
 	}

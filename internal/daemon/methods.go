@@ -24,6 +24,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.vmMethods(m)
 	d.artifactMethods(m)
 	d.artifactMakeMethods(m)
+	d.networkMethods(m)
 	d.guestAccessMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep

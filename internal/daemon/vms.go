@@ -33,6 +33,9 @@ func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, err
 	}
 	c.SetTarget(p.Name)
+	if p.VMM == "" || p.VMM == "auto" {
+		p.VMM = d.cfg.VMM // config.toml's default (itself "auto" unless set)
+	}
 	return d.vms.Create(ctx, vmlife.CreateRequest(p), c.ProgressFunc())
 }
 

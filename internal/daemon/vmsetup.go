@@ -77,7 +77,13 @@ func (d *Daemon) initramfsFor(ctx context.Context, k model.Kernel) (string, erro
 	if k.ModulesDir == "" {
 		return "", fmt.Errorf("kernel %q has no modules directory: banger's initramfs needs its virtio modules", k.Name)
 	}
-	path, _, err := initramfs.Build(ctx, initramfs.Inputs{AgentPath: agent, ModulesDir: k.ModulesDir}, d.paths.InitramfsDir())
+	in := initramfs.Inputs{AgentPath: agent, ModulesDir: k.ModulesDir}
+	// The kernel store keeps the kernel's config beside it; it says which
+	// initramfs compressions the kernel can unpack.
+	if cfg := filepath.Join(filepath.Dir(k.Path), "config"); fileExists(cfg) {
+		in.KernelConfig = cfg
+	}
+	path, _, err := initramfs.Build(ctx, in, d.paths.InitramfsDir())
 	if err != nil {
 		return "", fmt.Errorf("build initramfs for kernel %q: %w", k.Name, err)
 	}
@@ -115,4 +121,9 @@ func hostMemoryMiB() int {
 		}
 	}
 	return 0
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

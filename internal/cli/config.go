@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/internal/config"
+)
+
+// loadConfig reads the owner's config.toml (defaults when it is absent).
+func (a *app) loadConfig() (config.Config, string, error) {
+	p, err := a.paths()
+	if err != nil {
+		return config.Config{}, "", err
+	}
+	path := p.ConfigFile()
+	cfg, err := config.Load(path)
+	return cfg, path, err
+}
+
+func newConfigCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Show banger's settings (config.toml)",
+		Long: `banger reads optional settings from config.toml in its config directory
+($BANGER_HOME/config/config.toml, or ~/.config/banger/config.toml). Every key
+is optional; unknown keys are an error. The daemon reads the file when it
+starts: restart it (banger daemon stop && banger daemon start) after a change.
+
+  vmm = "auto"                  # default VMM for new VMs: auto, qemu, firecracker
+  [network]
+  subnet = "10.213.77.0/24"     # guest address pool (the bridge takes the first address)
+  bridge = "banger0"            # bridge device, must start with "banger"
+  [dns]
+  domain = "banger"             # VMs resolve as NAME.<domain>
+  [debian]
+  mirror = ""                   # Debian archive URL; "" uses the host's apt sources`,
+		Example: `  banger config show
+  banger config show --json`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(newConfigShowCommand(a))
+	return cmd
+}
+
+func newConfigShowCommand(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Print the effective settings (the file over the defaults)",
+		Example: `  banger config show
+  banger config show --json | jq -r .network.subnet`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, path, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), cfg)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "# %s\n", path)
+			fmt.Fprintf(w, "vmm = %q\n\n[network]\nsubnet = %q\nbridge = %q\n\n[dns]\ndomain = %q\n\n[debian]\nmirror = %q\n",
+				cfg.VMM, cfg.Network.Subnet, cfg.Network.Bridge, cfg.DNS.Domain, cfg.Debian.Mirror)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+func newVMForwardCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "forward NAME GUEST_PORT[:HOST_PORT]",
+		Short: "Forward a port on 127.0.0.1 to a TCP port in a VM",
+		Long: `Listen on 127.0.0.1:HOST_PORT (default: the guest port; 0 picks a free one)
+and carry every connection to GUEST_PORT on the guest's loopback through the
+guest agent, so it works without a routable bridge. Prints the local address,
+then runs until Ctrl-C.`,
+		Example: `  banger vm forward dev 8080
+  banger vm forward dev 8080:18080
+  banger vm forward dev 5432:0`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: a.completeVMNames,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			guest, host, err := parsePortPair(args[1])
+			if err != nil {
+				return &UsageError{Err: err}
+			}
+			return a.forward(cmd.Context(), args[0], guest, host)
+		},
+	}
+	return cmd
+}
+
+// parsePortPair reads GUEST_PORT[:HOST_PORT]; the host port defaults to
+// the guest's.
+func parsePortPair(s string) (guest, host int, err error) {
+	g, h, pair := strings.Cut(s, ":")
+	guest, err = strconv.Atoi(g)
+	if err != nil || guest < 1 || guest > 65535 {
+		return 0, 0, fmt.Errorf("guest port %q is not within 1..65535", g)
+	}
+	host = guest
+	if pair {
+		host, err = strconv.Atoi(h)
+		if err != nil || host < 0 || host > 65535 {
+			return 0, 0, fmt.Errorf("host port %q is not within 0..65535", h)
+		}
+	}
+	return guest, host, nil
+}
+
+func (a *app) forward(ctx context.Context, name string, guestPort, hostPort int) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	var vm model.VM
+	if err := c.Call(ctx, api.MethodVMGet, api.VMRef{Name: name}, &vm); err != nil {
+		return err
+	}
+	if vm.State != model.StateRunning {
+		return fmt.Errorf("vm %q is %s, not running: start it with banger vm start %s", vm.Name, vm.State, vm.Name)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(hostPort)))
+	if err != nil {
+		return fmt.Errorf("listen for forwarding: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
+	fmt.Fprintf(a.env.Stdout, "forwarding %s -> %s:%d (Ctrl-C to stop)\n", ln.Addr(), vm.Name, guestPort)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept forwarded connection: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := forwardConn(ctx, c, conn, api.VMForward{Name: vm.Name, Port: guestPort}); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(a.env.Stderr, "banger: forward %s: %v\n", conn.RemoteAddr(), err)
+			}
+		}()
+	}
+}
+
+// forwardConn carries one accepted connection over a vm.forward call.
+func forwardConn(ctx context.Context, c *rpc.Client, conn net.Conn, p api.VMForward) error {
+	defer conn.Close()
+	s, err := c.Open(ctx, api.MethodVMForward, p)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if n > 0 && s.Send(api.KindBytes, buf[:n]) != nil {
+				return
+			}
+			if err != nil {
+				_ = s.CloseSend() // half-close: the guest side sees EOF
+				return
+			}
+		}
+	}()
+	for {
+		f, err := s.Next()
+		if err != nil {
+			return err
+		}
+		switch f.Type {
+		case rpc.FrameResult:
+			return nil // the guest side closed
+		case rpc.FrameData:
+			var b []byte
+			if err := json.Unmarshal(f.Payload, &b); err != nil {
+				return fmt.Errorf("decode forwarded data: %w", err)
+			}
+			if _, err := conn.Write(b); err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("write to local connection: %w", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
+)
+
+func newVMPortsCommand(a *app) *cobra.Command {
+	var asJSON, watch bool
+	cmd := &cobra.Command{
+		Use:   "ports NAME",
+		Short: "List the TCP and UDP sockets listening in a VM",
+		Long: `List the guest's listening TCP and UDP sockets with the process that owns
+each, as the guest agent finds them in /proc. -w keeps watching and prints
+the full list again whenever it changes (with --json: one JSON object per
+line) until Ctrl-C.`,
+		Example: `  banger vm ports dev
+  banger vm ports dev --json | jq '.ports[] | select(.port == 8080)'
+  banger vm ports -w dev`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeVMNames,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			if !watch {
+				var res api.PortList
+				if err := a.call(cmd.Context(), api.MethodVMPorts, api.VMPorts{Name: args[0]}, &res); err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(w, res)
+				}
+				return portsTable(w, res.Ports)
+			}
+			return a.watchPorts(cmd.Context(), args[0], w, asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing the list whenever it changes")
+	return cmd
+}
+
+func (a *app) watchPorts(ctx context.Context, name string, w io.Writer, asJSON bool) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := c.Open(ctx, api.MethodVMPorts, api.VMPorts{Name: name, Watch: true})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_ = s.CloseSend()
+	for {
+		f, err := s.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C
+			}
+			return err
+		}
+		switch f.Type {
+		case rpc.FrameResult:
+			return nil
+		case rpc.FrameData:
+			if f.Kind != api.KindPorts {
+				continue
+			}
+			var ports []api.Port
+			if err := json.Unmarshal(f.Payload, &ports); err != nil {
+				return fmt.Errorf("decode ports: %w", err)
+			}
+			if asJSON {
+				b, _ := json.Marshal(api.PortList{Ports: ports})
+				fmt.Fprintf(w, "%s\n", b)
+				continue
+			}
+			fmt.Fprintf(w, "# %s\n", time.Now().Format(time.TimeOnly))
+			if err := portsTable(w, ports); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func portsTable(w io.Writer, ports []api.Port) error {
+	sort.SliceStable(ports, func(i, j int) bool {
+		if ports[i].Port != ports[j].Port {
+			return ports[i].Port < ports[j].Port
+		}
+		return ports[i].Proto < ports[j].Proto
+	})
+	rows := make([][]string, 0, len(ports))
+	for _, p := range ports {
+		pid, command := "-", p.Command
+		if p.PID > 0 {
+			pid = fmt.Sprint(p.PID)
+		}
+		if len(p.Cmdline) > 0 {
+			command = strings.Join(p.Cmdline, " ")
+		}
+		rows = append(rows, []string{p.Proto, p.Address, fmt.Sprint(p.Port), pid, command})
+	}
+	return table(w, []string{"PROTO", "ADDRESS", "PORT", "PID", "COMMAND"}, rows)
+}
