@@ -6,90 +6,96 @@ import (
 	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
 	"github.com/bangerdev/banger/internal/progress"
 )
 
-// progressRenderer shows a call's progress events: a bar per item on a
-// terminal (bytes with rate and ETA), plain lines otherwise (logs, CI).
+// progressRenderer shows a call's progress events. On a terminal every item
+// (each layer, each download, the overall pull) gets its own bar with rate
+// and ETA, and stage messages print above them; otherwise (logs, CI) plain
+// lines, at most one a second per item.
 type progressRenderer struct {
 	w       io.Writer
-	tty     bool
-	bar     *progressbar.ProgressBar
-	barKey  string
+	p       *mpb.Progress // nil when not a terminal
+	bars    map[string]*mpb.Bar
 	lastMsg string
-	lastLog time.Time
+	lastLog map[string]time.Time
 }
 
 func newProgressRenderer(w io.Writer) *progressRenderer {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
+	r := &progressRenderer{w: w, bars: map[string]*mpb.Bar{}, lastLog: map[string]time.Time{}}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		r.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(30), mpb.WithRefreshRate(120*time.Millisecond))
 	}
-	return &progressRenderer{w: w, tty: tty}
+	return r
 }
 
 // Handle renders one event.
 func (r *progressRenderer) Handle(ev progress.Event) {
-	key := ev.Stage + " " + ev.Item
 	if ev.Total == 0 && ev.Done == 0 {
-		r.finishBar()
 		msg := ev.Message
 		if msg == "" {
-			msg = key
+			msg = ev.Item
 		}
-		if msg != r.lastMsg {
-			fmt.Fprintf(r.w, "%s: %s\n", ev.Stage, msg)
-			r.lastMsg = msg
+		line := ev.Stage + ": " + msg
+		if line == r.lastMsg {
+			return
 		}
-		return
-	}
-	if !r.tty {
-		// Plain lines: at most one a second per item, and the final one.
-		if key != r.barKey || time.Since(r.lastLog) >= time.Second || (ev.Total > 0 && ev.Done >= ev.Total) {
-			fmt.Fprintf(r.w, "%s %s: %s\n", ev.Stage, ev.Item, counter(ev))
-			r.lastLog = time.Now()
-			r.barKey = key
-		}
-		return
-	}
-	if key != r.barKey || r.bar == nil {
-		r.finishBar()
-		total := ev.Total
-		if total <= 0 {
-			total = -1 // spinner
-		}
-		opts := []progressbar.Option{
-			progressbar.OptionSetWriter(r.w),
-			progressbar.OptionSetDescription(key),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionThrottle(100 * time.Millisecond),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionShowCount(),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(r.w) }),
-		}
-		if ev.Unit == "" || ev.Unit == "bytes" {
-			opts = append(opts, progressbar.OptionShowBytes(true))
+		r.lastMsg = line
+		if r.p != nil {
+			fmt.Fprintln(r.p, line)
 		} else {
-			opts = append(opts, progressbar.OptionSetItsString(ev.Unit))
+			fmt.Fprintln(r.w, line)
 		}
-		r.bar = progressbar.NewOptions64(total, opts...)
-		r.barKey = key
+		return
 	}
-	_ = r.bar.Set64(ev.Done)
+	key := ev.Stage + " " + ev.Item
+	if r.p == nil {
+		done := ev.Total > 0 && ev.Done >= ev.Total
+		if done || time.Since(r.lastLog[key]) >= time.Second {
+			fmt.Fprintf(r.w, "%s: %s\n", key, counter(ev))
+			r.lastLog[key] = time.Now()
+		}
+		return
+	}
+	bar := r.bars[key]
+	if bar == nil {
+		bytes := ev.Unit == "" || ev.Unit == "bytes"
+		counters := decor.CountersNoUnit("%d / %d")
+		speed := decor.Name("")
+		if bytes {
+			counters = decor.Counters(decor.SizeB1024(0), "% .1f / % .1f")
+			speed = decor.AverageSpeed(decor.SizeB1024(0), "% .1f")
+		}
+		bar = r.p.AddBar(max(ev.Total, 0),
+			mpb.PrependDecorators(decor.Name(key, decor.WCSyncSpaceR)),
+			mpb.AppendDecorators(counters, decor.Name(" "), speed, decor.Name(" "), decor.OnComplete(decor.AverageETA(decor.ET_STYLE_GO), "done")))
+		r.bars[key] = bar
+	}
+	if ev.Total > 0 {
+		bar.SetTotal(ev.Total, false)
+	}
+	bar.SetCurrent(ev.Done)
+	if ev.Total > 0 && ev.Done >= ev.Total {
+		bar.SetTotal(ev.Total, true)
+	}
 }
 
-func (r *progressRenderer) finishBar() {
-	if r.bar != nil {
-		_ = r.bar.Finish()
-		r.bar = nil
+// Close completes every bar and stops drawing.
+func (r *progressRenderer) Close() {
+	if r.p == nil {
+		return
 	}
+	for _, b := range r.bars {
+		if !b.Completed() {
+			b.Abort(false)
+		}
+	}
+	r.p.Wait()
 }
-
-// Close finishes any bar still drawn.
-func (r *progressRenderer) Close() { r.finishBar() }
 
 func counter(ev progress.Event) string {
 	unit := ev.Unit
