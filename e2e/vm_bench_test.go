@@ -29,13 +29,9 @@ func BenchmarkVMRunVsBareQEMU(b *testing.B) {
 	if os.Getenv(testutil.EnvInNetNS) != "1" {
 		b.Skip("run inside a network namespace: scripts/bench.sh does (unshare -n)")
 	}
-	testutil.RequireQEMU(b)
+	in := vmInstance(b)
 	kernel, modules := testutil.Kernel(b)
 	image := testutil.Image(b)
-	in := newInstanceFromHome(b, b.TempDir())
-	b.Cleanup(in.cleanup)
-	in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
-	in.ok("banger", "image", "import", "debian-bookworm", image)
 	initrd, _, err := initramfs.Build(context.Background(), initramfs.Inputs{AgentPath: filepath.Join(binDir, "banger-vsock-agent"), ModulesDir: modules}, b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -125,13 +121,7 @@ func tscArg(accel string) string {
 // BenchmarkVMListWith20VMs times `banger vm ls --json` as a whole process
 // with 20 VMs in the store (target: median under 50 ms).
 func BenchmarkVMListWith20VMs(b *testing.B) {
-	testutil.RequireQEMU(b)
-	kernel, modules := testutil.Kernel(b)
-	image := testutil.Image(b)
-	in := newInstanceFromHome(b, b.TempDir())
-	b.Cleanup(in.cleanup)
-	in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
-	in.ok("banger", "image", "import", "debian-bookworm", image)
+	in := vmInstance(b)
 	for i := 0; i < 20; i++ {
 		in.ok("banger", "vm", "create", "--name", fmt.Sprintf("vm%02d", i))
 	}
@@ -155,13 +145,7 @@ func BenchmarkDaemonMemoryPerVM(b *testing.B) {
 	if os.Getenv(testutil.EnvInNetNS) != "1" {
 		b.Skip("run inside a network namespace: scripts/bench.sh does (unshare -n)")
 	}
-	testutil.RequireQEMU(b)
-	kernel, modules := testutil.Kernel(b)
-	image := testutil.Image(b)
-	in := newInstanceFromHome(b, b.TempDir())
-	b.Cleanup(in.cleanup)
-	in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
-	in.ok("banger", "image", "import", "debian-bookworm", image)
+	in := vmInstance(b)
 	const n = 3
 	for i := 0; i < b.N; i++ {
 		pid := ReadPidOrFailB(b, in.p.PidFile())

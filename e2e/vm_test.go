@@ -21,12 +21,13 @@ import (
 
 // vmInstance is an isolated banger with the test kernel and default image
 // imported, ready to boot real VMs (QEMU; TCG where KVM cannot run them).
-func vmInstance(t *testing.T) *instance {
+func vmInstance(t testing.TB) *instance {
 	t.Helper()
 	testutil.RequireQEMU(t)
 	kernel, modules := testutil.Kernel(t)
 	image := testutil.Image(t)
-	in := newInstance(t)
+	in := newInstanceFromHome(t, t.TempDir())
+	t.Cleanup(in.cleanup)
 	in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
 	in.ok("banger", "image", "import", "debian-bookworm", image)
 	t.Cleanup(func() {
