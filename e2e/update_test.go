@@ -454,13 +454,8 @@ func TestUpdateKeepsVMAlive(t *testing.T) {
 	if !testutil.InNetNS(t) {
 		return
 	}
-	// The owner daemon's QEMU opens /dev/net/tun itself to attach to the tap
-	// the root helper made: a host where only root may open it (mode 0600,
-	// as in some containers) cannot run a system install's VMs until the
-	// helper hands the tap's descriptor over.
-	if st, err := os.Stat("/dev/net/tun"); err != nil || st.Mode().Perm()&0o006 != 0o006 {
-		t.Fatalf("/dev/net/tun is not usable by the unprivileged owner (%v, %v): system-install VMs cannot attach to their tap here", st.Mode(), err)
-	}
+	// The owner daemon runs unprivileged: its QEMU gets the tap as a
+	// descriptor opened by the root helper, so /dev/net/tun may stay 0600.
 	s := installSystem(t)
 	installed := s.meta()
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sourced by scripts/test.sh and scripts/bench.sh: prepares the test kernel
-# and the default image with banger itself (kernel pull from the Debian
-# archive, image build with debootstrap), in a cache that survives between
-# runs, and exports the BANGER_TEST_* variables the real-VM tests read.
+# Sourced by scripts/test.sh and scripts/bench.sh: prepares the test kernel,
+# the default image and the systemd image (for --init image) with banger
+# itself (kernel pull from the Debian archive, image builds with
+# debootstrap), in a cache that survives between runs, and exports the
+# BANGER_TEST_* variables the real-VM tests read.
 fixture_home=${BANGER_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/banger-test}
 mkdir -p "$fixture_home"
 export BANGER_TEST_CACHE=$fixture_home
@@ -20,5 +21,10 @@ if ! ijson=$(fix image inspect debian-bookworm --json 2>/dev/null); then
   ijson=$(fix image inspect debian-bookworm --json)
 fi
 export BANGER_TEST_IMAGE=$(jsonfield path <<<"$ijson")
+if ! sjson=$(fix image inspect debian-bookworm-systemd --json 2>/dev/null); then
+  fix image build debian-bookworm-systemd
+  sjson=$(fix image inspect debian-bookworm-systemd --json)
+fi
+export BANGER_TEST_IMAGE_SYSTEMD=$(jsonfield path <<<"$sjson")
 fix daemon stop >/dev/null
-echo "kernel=$BANGER_TEST_KERNEL image=$BANGER_TEST_IMAGE"
+echo "kernel=$BANGER_TEST_KERNEL image=$BANGER_TEST_IMAGE systemd image=$BANGER_TEST_IMAGE_SYSTEMD"

@@ -9,6 +9,10 @@ const (
 	MethodNetworkState = "network.state" // → NetworkState
 	MethodTapCreate    = "tap.create"    // TapCreate; idempotent for the same owner
 	MethodTapDelete    = "tap.delete"    // TapRef; a missing tap is not an error
+	// MethodTapOpen opens an existing tap (TapRef) in the helper and passes
+	// the descriptor back (rpc SendFile): for VMMs of an owner that may not
+	// open /dev/net/tun itself. Result: Empty.
+	MethodTapOpen = "tap.open"
 )
 
 // NetworkInfo is the helper's network config (network.up's result and part
@@ -28,7 +32,7 @@ type TapCreate struct {
 	OwnerGID int    `json:"owner_gid"`
 }
 
-// TapRef is tap.delete's params.
+// TapRef is tap.delete's and tap.open's params.
 type TapRef struct {
 	Name string `json:"name"`
 }

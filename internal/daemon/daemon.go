@@ -143,6 +143,9 @@ func authorizeOwner(p rpc.Peer) error {
 // untracked methods are instant reads that would only clutter the
 // operations list.
 var untracked = map[string]bool{
+	api.MethodVMSSHInfo:      true,
+	api.MethodVMPorts:        true,
+	api.MethodVMSessions:     true,
 	api.MethodVMList:         true,
 	api.MethodVMGet:          true,
 	api.MethodVMLogs:         true,

@@ -72,7 +72,14 @@ func (d *Daemon) vmRemove(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, err
 	}
 	c.SetTarget(p.Name)
-	return api.Empty{}, d.vms.Remove(ctx, p.Name, p.Force)
+	if err := d.vms.Remove(ctx, p.Name, p.Force); err != nil {
+		return nil, err
+	}
+	// Drop the removed VM from the ssh_config include and known_hosts.
+	if err := d.refreshSSHFiles(ctx); err != nil {
+		c.Log.Warn("refresh ssh files after rm", "err", err)
+	}
+	return api.Empty{}, nil
 }
 
 func (d *Daemon) vmList(ctx context.Context, c *rpc.Call) (any, error) {

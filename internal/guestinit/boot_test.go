@@ -76,9 +76,16 @@ type vm struct {
 // port; no network device.
 func startVM(t *testing.T, cfg *guestconfig.Config, corrupt func(path string), extraArgs ...string) *vm {
 	t.Helper()
+	testutil.RequireQEMU(t)
+	testutil.Kernel(t)
+	return startVMWithImage(t, testutil.Image(t), cfg, corrupt, extraArgs...)
+}
+
+// startVMWithImage is startVM with image as the root disk's source.
+func startVMWithImage(t *testing.T, image string, cfg *guestconfig.Config, corrupt func(path string), extraArgs ...string) *vm {
+	t.Helper()
 	qemu := testutil.RequireQEMU(t)
 	vmlinuz, modules := testutil.Kernel(t)
-	image := testutil.Image(t)
 	agent := buildAgent(t)
 
 	dir := t.TempDir()

@@ -44,6 +44,7 @@ const (
 	modulesOrderFile = "/etc/banger/modules.order" // written by internal/initramfs
 	imageAgentPath   = "/usr/local/lib/banger/banger-vsock-agent"
 	imageAgentUnit   = "/etc/systemd/system/banger-agent.service"
+	imageHostKeyUnit = "/etc/systemd/system/banger-ssh-host-keys.service"
 	sshdPath         = "/usr/sbin/sshd"
 	guestPATH        = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -143,6 +144,7 @@ func (b *boot) run() {
 	if b.cfg.InitMode == guestconfig.InitImage {
 		late = append(late,
 			step{"install agent service", b.installAgentService},
+			step{"install ssh host key service", b.installHostKeyService},
 			step{"exec image init", b.execImageInit},
 		)
 	} else {
@@ -380,15 +382,8 @@ func (b *boot) startSSHD(ctx context.Context) error {
 		b.printf("banger-init: no %s in the image, skipping ssh", sshdPath)
 		return nil
 	}
-	keys, _ := filepath.Glob("/etc/ssh/ssh_host_*_key")
-	if len(keys) == 0 {
-		cmd := exec.Command("ssh-keygen", "-A")
-		cmd.Stdout, cmd.Stderr = b.stdio, b.stdio
-		kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		if err := b.reaper.run(kctx, cmd); err != nil {
-			return fmt.Errorf("generate ssh host keys: %w", err)
-		}
+	if err := b.ensureHostKeys(ctx); err != nil {
+		return err
 	}
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return err
@@ -402,6 +397,26 @@ func (b *boot) startSSHD(ctx context.Context) error {
 		return err
 	}
 	b.addChild(s)
+	return nil
+}
+
+// ensureHostKeys makes the SSH host keys on a VM's first boot: images ship
+// without them so that every VM gets its own. An image without sshd needs
+// none.
+func (b *boot) ensureHostKeys(ctx context.Context) error {
+	if _, err := os.Stat(sshdPath); err != nil {
+		return nil
+	}
+	if keys, _ := filepath.Glob("/etc/ssh/ssh_host_*_key"); len(keys) > 0 {
+		return nil
+	}
+	cmd := exec.Command("ssh-keygen", "-A")
+	cmd.Stdout, cmd.Stderr = b.stdio, b.stdio
+	kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := b.reaper.run(kctx, cmd); err != nil {
+		return fmt.Errorf("generate ssh host keys: %w", err)
+	}
 	return nil
 }
 

@@ -125,8 +125,10 @@ func TestBridgeTapsNATLifecycle(t *testing.T) {
 	}
 	ctx := context.Background()
 	n := mustNew(t, Config{})
-	if got := readForwarding(t); got != "0" {
-		t.Fatalf("fresh namespace has ip_forward=%s", got)
+	// A new namespace inherits the host's ip_forward (devconf_inherit_init_net):
+	// start from 0 so the test sees Up turn it on and Teardown restore it.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0\n"), 0o644); err != nil {
+		t.Fatalf("reset ip_forward in the test namespace: %v", err)
 	}
 	if err := n.Up(ctx); err != nil {
 		t.Fatalf("Up: %v", err)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 
@@ -206,6 +207,20 @@ func (a *Attacher) createTap(ctx context.Context, tap string) error {
 		return errors.Join(err, uerr)
 	}
 	return a.cfg.Helper.CreateTap(ctx, tap, a.cfg.OwnerUID, a.cfg.OwnerGID)
+}
+
+// OpenTap has the root helper open the VM's tap and pass the descriptor
+// back, for a VMM that must not need /dev/net/tun itself. The caller owns
+// the file.
+func (a *Attacher) OpenTap(ctx context.Context, vm model.VM) (*os.File, error) {
+	if vm.Tap == "" {
+		return nil, fmt.Errorf("open tap of vm %q: it is not attached to the network", vm.Name)
+	}
+	f, err := a.cfg.Helper.OpenTap(ctx, vm.Tap)
+	if err != nil {
+		return nil, fmt.Errorf("open tap %q of vm %q: %w", vm.Tap, vm.Name, err)
+	}
+	return f, nil
 }
 
 // setMAC stores mac on the VM's row unless it is there already.

@@ -38,6 +38,7 @@ func (h *Helper) networkMethods(m map[string]rpc.Handler) {
 	m[api.MethodNetworkState] = s.state
 	m[api.MethodTapCreate] = s.createTap
 	m[api.MethodTapDelete] = s.deleteTap
+	m[api.MethodTapOpen] = s.openTap
 }
 
 func (s *netService) ready() error {
@@ -130,6 +131,36 @@ func (s *netService) createTap(ctx context.Context, c *rpc.Call) (any, error) {
 	return api.Empty{}, nil
 }
 
+// openTap opens an existing banger tap and passes its descriptor to the
+// caller, whose VMM then needs no access to /dev/net/tun. Authorised like
+// tap.create: the owner only opens taps owned by its own uid; root any.
+func (s *netService) openTap(ctx context.Context, c *rpc.Call) (any, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	var p api.TapRef
+	if err := decodeStrict(c, &p); err != nil {
+		return nil, err
+	}
+	if err := hostnat.ValidateTapName(p.Name); err != nil {
+		return nil, netError("open tap", err)
+	}
+	owner := -1
+	if c.Peer.UID != 0 {
+		owner = int(c.Peer.UID)
+	}
+	f, err := s.net.OpenTap(ctx, p.Name, owner)
+	if err != nil {
+		return nil, netError(fmt.Sprintf("open tap %q", p.Name), err)
+	}
+	defer f.Close() // the caller gets its own copy
+	if err := c.SendFile(f); err != nil {
+		return nil, api.Errorf(api.CodeInternal, "open tap %q: pass its descriptor: %v", p.Name, err)
+	}
+	c.Log.Info("tap opened and passed", "tap", p.Name, "peer_uid", c.Peer.UID, "peer_pid", c.Peer.PID)
+	return api.Empty{}, nil
+}
+
 // deleteTap removes any banger tap. The owner is not limited to its own
 // taps: it may tear the whole network down anyway, and taps carry banger's
 // reserved prefix.
@@ -175,7 +206,9 @@ func netError(doing string, err error) error {
 	switch {
 	case errors.Is(err, hostnat.ErrInvalidName), errors.Is(err, hostnat.ErrInvalidOwner), errors.Is(err, hostnat.ErrOutOfPool):
 		code = api.CodeInvalidArgument
-	case errors.Is(err, hostnat.ErrNotOurs), errors.Is(err, hostnat.ErrNoBridge),
+	case errors.Is(err, hostnat.ErrNoTap):
+		code = api.CodeNotFound
+	case errors.Is(err, hostnat.ErrNotOurs), errors.Is(err, hostnat.ErrNoBridge), errors.Is(err, hostnat.ErrTapBusy),
 		errors.Is(err, hostnat.ErrSubnetOverlap), errors.Is(err, hostnat.ErrInvalidConfig):
 		code = api.CodeFailedPrecondition
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -2,6 +2,7 @@ package roothelper
 
 import (
 	"context"
+	"os"
 
 	"github.com/bangerdev/banger/internal/api"
 )
@@ -35,4 +36,11 @@ func (c *Client) CreateTap(ctx context.Context, name string, ownerUID, ownerGID 
 // DeleteTap removes tap name; a missing tap is not an error.
 func (c *Client) DeleteTap(ctx context.Context, name string) error {
 	return c.rpc.Call(ctx, api.MethodTapDelete, api.TapRef{Name: name}, nil)
+}
+
+// OpenTap has the helper open the existing tap name and returns the open
+// descriptor, to hand to a VMM that cannot open /dev/net/tun itself. The
+// caller owns the file and closes it once the VMM holds its copy.
+func (c *Client) OpenTap(ctx context.Context, name string) (*os.File, error) {
+	return c.rpc.CallWithFile(ctx, api.MethodTapOpen, api.TapRef{Name: name}, nil)
 }

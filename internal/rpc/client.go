@@ -77,11 +77,17 @@ type Stream struct {
 	mu     sync.Mutex
 	enc    *json.Encoder
 	stop   func() bool
+	files  *fileReader // non-nil: descriptors passed with the frames are kept
 }
 
 // Open sends the request and returns the stream; the caller reads frames with
 // Next until a result or error, and may Send data frames meanwhile.
 func (c *Client) Open(ctx context.Context, method string, params any) (*Stream, error) {
+	return c.open(ctx, method, params, false)
+}
+
+// open is Open; withFiles keeps the descriptors the server passes (SendFile).
+func (c *Client) open(ctx context.Context, method string, params any, withFiles bool) (*Stream, error) {
 	opID := OpIDFrom(ctx)
 	if opID == "" {
 		opID = NewOpID()
@@ -104,8 +110,14 @@ func (c *Client) Open(ctx context.Context, method string, params any) (*Stream, 
 			return nil, fmt.Errorf("encode %s params: %w", method, err)
 		}
 	}
-	s := &Stream{OpID: opID, method: method, conn: conn,
-		dec: json.NewDecoder(bufio.NewReaderSize(conn, 64<<10)), enc: json.NewEncoder(conn)}
+	var src io.Reader = conn
+	var files *fileReader
+	if uc, ok := conn.(*net.UnixConn); ok && withFiles {
+		files = newFileReader(uc)
+		src = files
+	}
+	s := &Stream{OpID: opID, method: method, conn: conn, files: files,
+		dec: json.NewDecoder(bufio.NewReaderSize(src, 64<<10)), enc: json.NewEncoder(conn)}
 	s.stop = context.AfterFunc(ctx, func() { conn.Close() })
 	if err := s.enc.Encode(Request{V: api.Version, Method: method, OpID: opID, Params: raw}); err != nil {
 		// A server that refuses us (peer credentials) answers and hangs up
@@ -164,5 +176,9 @@ func (s *Stream) CloseSend() error { return s.Send(KindEOF, nil) }
 // Close ends the call.
 func (s *Stream) Close() error {
 	s.stop()
-	return s.conn.Close()
+	err := s.conn.Close()
+	if s.files != nil {
+		s.files.closeUntaken()
+	}
+	return err
 }

@@ -34,9 +34,10 @@ type Call struct {
 	Peer   Peer
 	Log    *slog.Logger // carries op_id and method
 
-	mu  sync.Mutex
-	enc *json.Encoder
-	in  <-chan Frame
+	mu   sync.Mutex
+	enc  *json.Encoder
+	conn *net.UnixConn // nil when not on a unix socket: SendFile fails
+	in   <-chan Frame
 
 	observer Observer
 }
@@ -224,7 +225,8 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 	ctx, cancel := context.WithCancel(WithOpID(parent, opID))
 	defer cancel()
 	in := make(chan Frame, 16)
-	call := &Call{Method: req.Method, OpID: opID, Params: req.Params, Peer: peer, Log: lg, enc: enc, in: in}
+	uc, _ := conn.(*net.UnixConn)
+	call := &Call{Method: req.Method, OpID: opID, Params: req.Params, Peer: peer, Log: lg, enc: enc, conn: uc, in: in}
 	// Reader: data frames from the client until its "eof" frame; a read error
 	// or a bare EOF means the client went away, which cancels the call.
 	go func() {

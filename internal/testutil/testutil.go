@@ -18,6 +18,9 @@ const (
 	EnvModules = "BANGER_TEST_MODULES" // its /lib/modules/<version> directory
 	EnvImage   = "BANGER_TEST_IMAGE"   // ext4 rootfs of the default image (Debian with sshd)
 	EnvInNetNS = "BANGER_TEST_IN_NETNS"
+	// EnvImageSystemd is the ext4 rootfs of debian-bookworm-systemd, an
+	// image whose own init (systemd) boots it in --init image mode.
+	EnvImageSystemd = "BANGER_TEST_IMAGE_SYSTEMD"
 )
 
 // InCI reports whether the tests run under CI, where no gate may skip.
@@ -69,6 +72,15 @@ func Image(t testing.TB) string {
 	t.Helper()
 	img := os.Getenv(EnvImage)
 	Require(t, fileExists(img), EnvImage+" must name the default test image (scripts/test sets it)")
+	return img
+}
+
+// SystemdImage returns the systemd test image prepared by scripts/test
+// (banger image build debian-bookworm-systemd).
+func SystemdImage(t testing.TB) string {
+	t.Helper()
+	img := os.Getenv(EnvImageSystemd)
+	Require(t, fileExists(img), EnvImageSystemd+" must name the systemd test image (scripts/test sets it)")
 	return img
 }
 

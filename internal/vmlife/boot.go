@@ -171,7 +171,27 @@ func (m *Manager) stepInitramfs(ctx context.Context, s *bootState, _ *vmm.Undo) 
 
 func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) error {
 	s.report.Stage("vmm", "starting "+s.driver.Name())
-	inst, err := s.driver.Start(ctx, s.spec)
+	spec := s.spec
+	if spec.Net != nil && m.d.Network != nil && s.driver.Capabilities().TapFile {
+		f, err := m.d.Network.OpenTap(ctx, s.vm)
+		switch {
+		case api.CodeOf(err) == api.CodeUnimplemented:
+			// A root helper older than tap.open: the VMM opens the tap by
+			// name, as it did before.
+			m.d.Log.Warn("root helper cannot pass the tap: the vmm opens it itself", "vm", s.vm.Name, "err", err)
+		case err != nil:
+			return err
+		default:
+			// The VMM inherits its own copy and keeps the tap open for the
+			// VM's life (a re-adopted VM needs nothing); ours goes once it
+			// started.
+			defer f.Close()
+			n := *spec.Net
+			n.File = f
+			spec.Net = &n
+		}
+	}
+	inst, err := s.driver.Start(ctx, spec)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ package vmlife
 import (
 	"context"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/bangerdev/banger/internal/guestconfig"
@@ -32,6 +33,10 @@ type Network interface {
 	Attach(ctx context.Context, vm model.VM) (Attachment, error)
 	// Detach frees the tap and lease; idempotent.
 	Detach(ctx context.Context, vm model.VM) error
+	// OpenTap opens the attached VM's tap (the root helper does: an
+	// unprivileged owner may not open /dev/net/tun) for a VMM that takes
+	// an open descriptor. The caller closes it once the VMM has started.
+	OpenTap(ctx context.Context, vm model.VM) (*os.File, error)
 }
 
 // Attachment is a VM's network identity.

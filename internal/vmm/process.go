@@ -38,6 +38,9 @@ type Command struct {
 	Env     []string // nil: inherit
 	LogPath string   // stdout and stderr appended here; "" means /dev/null
 	Cred    *syscall.Credential
+	// ExtraFiles are inherited as descriptors 3, 4, …; the caller keeps
+	// (and closes) its own copies.
+	ExtraFiles []*os.File
 }
 
 // StartDetached launches cmd in its own session with stdin on /dev/null and
@@ -61,6 +64,7 @@ func StartDetached(cmd Command) (*Process, error) {
 	c := exec.Command(cmd.Path, cmd.Args...)
 	c.Env = cmd.Env
 	c.Stdin, c.Stdout, c.Stderr = devnull, out, out
+	c.ExtraFiles = cmd.ExtraFiles
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cmd.Cred}
 	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)

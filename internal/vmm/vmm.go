@@ -11,6 +11,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 )
 
@@ -76,6 +77,11 @@ type Disk struct {
 type Net struct {
 	Tap string
 	MAC string
+	// File, when set, is the tap already opened (by the root helper: an
+	// unprivileged owner may not open /dev/net/tun). A driver with
+	// Capabilities.TapFile hands it to the VMM instead of the name; the
+	// caller still owns it and closes it once Start returns.
+	File *os.File
 }
 
 // Agent tells the driver how the guest agent listens.
@@ -115,6 +121,7 @@ type Capabilities struct {
 	NeedsVMLinux      bool // Spec.Kernel.VMLinux (ELF) is required
 	NeedsKVM          bool // cannot fall back to software emulation
 	NeedsRootHelper   bool // launch needs root (jailer)
+	TapFile           bool // the VMM takes an open tap (Net.File) instead of opening it by name
 }
 
 // Lifecycle starts, stops and watches VMM processes.

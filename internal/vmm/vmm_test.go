@@ -118,6 +118,34 @@ func TestDetachedProcessLifecycle(t *testing.T) {
 	}
 }
 
+// TestStartDetachedExtraFiles: ExtraFiles reach the process as
+// descriptors 3, 4, … (how QEMU gets an already opened tap).
+func TestStartDetachedExtraFiles(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p, err := StartDetached(Command{Path: "/bin/sh", Args: []string{"-c", "echo through-fd3 >&3"}, ExtraFiles: []*os.File{w}})
+	w.Close() // the child holds its own copy
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Exited():
+	case <-time.After(10 * time.Second):
+		_ = unix.Kill(p.PID, unix.SIGKILL)
+		t.Fatal("child did not exit within 10s")
+	}
+	if p.ExitErr() != nil {
+		t.Fatalf("child: %v", p.ExitErr())
+	}
+	out, err := io.ReadAll(r)
+	if err != nil || string(out) != "through-fd3\n" {
+		t.Fatalf("read %q (%v) from the pipe, want what the child wrote to fd 3", out, err)
+	}
+}
+
 func TestStartDetachedMissingBinary(t *testing.T) {
 	if _, err := StartDetached(Command{Path: filepath.Join(t.TempDir(), "nope")}); err == nil {
 		t.Fatal("started a missing binary")

@@ -103,6 +103,7 @@ func (s *Server) ServePort(ctx context.Context, open func() (io.ReadWriteCloser,
 	wait := portBackoffMin
 	for ctx.Err() == nil {
 		port, err := open()
+		s.log.Info("SCRATCH open", "err", err)
 		if err != nil {
 			s.log.Debug("open agent channel", "err", err)
 		} else {
@@ -138,7 +139,7 @@ func (s *Server) serveConn(ctx context.Context, rwc io.ReadWriteCloser) (establi
 	defer stop()
 	defer rwc.Close()
 	br := bufio.NewReaderSize(rwc, 64<<10)
-	if err := guestHandshake(br, rwc); err != nil {
+	if err := guestHandshake(br, rwc, s.log); err != nil {
 		return false, err
 	}
 	sess, err := yamux.Server(bufferedRWC{br, rwc}, yamuxConfig(s.log, false))
@@ -157,7 +158,7 @@ func (s *Server) serveConn(ctx context.Context, rwc io.ReadWriteCloser) (establi
 // bytes), answers READY once per nonce, and returns after START. A host that
 // says HELLO but never START (it died mid-way) makes the call fail after
 // handshakeTimeout, by closing rwc.
-func guestHandshake(br *bufio.Reader, rwc io.ReadWriteCloser) error {
+func guestHandshake(br *bufio.Reader, rwc io.ReadWriteCloser, lg *slog.Logger) error {
 	nonce := ""
 	var timer *time.Timer
 	defer func() {
@@ -167,6 +168,7 @@ func guestHandshake(br *bufio.Reader, rwc io.ReadWriteCloser) error {
 	}()
 	for {
 		line, err := br.ReadSlice('\n')
+		_ = lg // SCRATCH
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue // garbage without newlines: keep scanning
 		}
@@ -210,7 +212,7 @@ func handshakeField(line []byte, prefix string) (string, bool) {
 
 // hostHandshake opens a session on conn: HELLO (repeated) until READY with
 // our nonce, then START. Returns a reader holding any byte read past READY.
-func hostHandshake(ctx context.Context, conn net.Conn) (io.Reader, error) {
+func hostHandshake(ctx context.Context, conn net.Conn, logger *slog.Logger) (io.Reader, error) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	nonce := hex.EncodeToString(b[:])
@@ -234,10 +236,12 @@ func hostHandshake(ctx context.Context, conn net.Conn) (io.Reader, error) {
 		if _, err := conn.Write([]byte(helloPrefix + nonce + "\n")); err != nil {
 			return nil, fmt.Errorf("%w: send hello: %w", ErrHandshake, err)
 		}
+		logger.Debug("SCRATCH hello sent", "nonce", nonce)
 		next := time.Now().Add(helloInterval)
 		_ = conn.SetReadDeadline(minTime(next, deadline))
 		for {
 			n, err := conn.Read(chunk)
+			logger.Debug("SCRATCH read", "data", string(chunk[:n]), "err", err)
 			buf = append(buf, chunk[:n]...)
 			if i := bytes.Index(buf, want); i >= 0 {
 				_ = conn.SetDeadline(time.Time{})
@@ -318,7 +322,7 @@ func (d *YamuxDialer) session(ctx context.Context) (*yamux.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to agent channel: %w", err)
 	}
-	rest, err := hostHandshake(ctx, conn)
+	rest, err := hostHandshake(ctx, conn, d.log)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -25,6 +26,19 @@ type Paths struct {
 // escape makes a value safe inside QEMU's comma-separated option syntax,
 // where a literal comma is written twice.
 func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
+// tapFD is the descriptor QEMU inherits an opened tap on: the first of
+// ExtraFiles.
+const tapFD = 3
+
+// ExtraFiles are the descriptors QEMU inherits for spec, in the order Args
+// numbers them from 3.
+func ExtraFiles(spec vmm.Spec) []*os.File {
+	if spec.Net != nil && spec.Net.File != nil {
+		return []*os.File{spec.Net.File}
+	}
+	return nil
+}
 
 // Args builds QEMU's argument list for spec. vhostVsock says whether the
 // agent uses vhost-vsock; otherwise it gets a virtio-serial port.
@@ -60,8 +74,13 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 		a = append(a, "-drive", drive, "-device", "virtio-blk-device,drive="+d.ID)
 	}
 	if spec.Net != nil {
+		netdev := "tap,id=net0,ifname=" + spec.Net.Tap + ",script=no,downscript=no"
+		if spec.Net.File != nil {
+			// Already open (ExtraFiles): QEMU needs no access to /dev/net/tun.
+			netdev = "tap,id=net0,fd=" + strconv.Itoa(tapFD)
+		}
 		a = append(a,
-			"-netdev", "tap,id=net0,ifname="+spec.Net.Tap+",script=no,downscript=no",
+			"-netdev", netdev,
 			"-device", "virtio-net-device,netdev=net0,mac="+spec.Net.MAC)
 	}
 	if vhostVsock {

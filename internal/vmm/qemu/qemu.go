@@ -99,7 +99,7 @@ func (d *Driver) Name() string { return vmm.QEMU }
 
 // Capabilities of QEMU microvm.
 func (d *Driver) Capabilities() vmm.Capabilities {
-	return vmm.Capabilities{SupportsVsock: d.cfg.VhostVsock(), SupportsSnapshots: true}
+	return vmm.Capabilities{SupportsVsock: d.cfg.VhostVsock(), SupportsSnapshots: true, TapFile: true}
 }
 
 // Available checks that the QEMU binary can be found.
@@ -321,7 +321,7 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 		return fmt.Errorf("find qemu: %w", err)
 	}
 	d.log.Debug("spawn qemu", "vm", b.Spec.Name, "args", strings.Join(b.Args, " "))
-	p, err := vmm.StartDetached(vmm.Command{Path: bin, Args: b.Args, LogPath: b.Paths.StderrLog})
+	p, err := vmm.StartDetached(vmm.Command{Path: bin, Args: b.Args, LogPath: b.Paths.StderrLog, ExtraFiles: ExtraFiles(b.Spec)})
 	if err != nil {
 		return err
 	}

@@ -201,6 +201,29 @@ func TestArgs(t *testing.T) {
 	if strings.Contains(line, "vhost-vsock") || strings.Contains(line, "daemonize") {
 		t.Errorf("unexpected option in %s", line)
 	}
+	if files := ExtraFiles(spec); files != nil {
+		t.Errorf("ExtraFiles without an open tap = %v, want none", files)
+	}
+
+	// An open tap goes by descriptor: no ifname, so no /dev/net/tun open.
+	tapFile, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tapFile.Close()
+	withFD := spec
+	withFD.Net = &vmm.Net{Tap: "tap-a1", MAC: "52:54:00:12:34:56", File: tapFile}
+	fdLine := strings.Join(Args(withFD, p, "tcg", false), " ")
+	if want := "-netdev tap,id=net0,fd=3 -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"; !strings.Contains(fdLine, want) {
+		t.Errorf("command line lacks %q:\n%s", want, fdLine)
+	}
+	if strings.Contains(fdLine, "ifname=") {
+		t.Errorf("command line with an open tap still names it: %s", fdLine)
+	}
+	if files := ExtraFiles(withFD); len(files) != 1 || files[0] != tapFile {
+		t.Errorf("ExtraFiles = %v, want the tap file as descriptor 3", files)
+	}
+
 	kvm := strings.Join(Args(spec, p, "kvm", true), " ")
 	if !strings.Contains(kvm, "accel=kvm") || !strings.Contains(kvm, "-cpu host") ||
 		!strings.Contains(kvm, "-device vhost-vsock-device,guest-cid=7") || strings.Contains(kvm, "virtserialport") {
