@@ -87,12 +87,15 @@ type VMExec struct {
 
 // Data frame kinds of streaming methods.
 const (
-	KindStdin  = "stdin"  // client → daemon: []byte
-	KindStdout = "stdout" // daemon → client: []byte
-	KindStderr = "stderr" // daemon → client: []byte
-	KindSignal = "signal" // client → daemon: signal number
-	KindResize = "resize" // client → daemon: WinSize
-	KindLog    = "log"    // daemon → client: []byte of console output
+	KindStdin = "stdin" // client → daemon: []byte
+	// KindStdinEOF ends stdin; the stream stays open for signals and resizes
+	// (the rpc-level end of input would close it for them too).
+	KindStdinEOF = "stdin_eof"
+	KindStdout   = "stdout" // daemon → client: []byte
+	KindStderr   = "stderr" // daemon → client: []byte
+	KindSignal   = "signal" // client → daemon: signal number
+	KindResize   = "resize" // client → daemon: WinSize
+	KindLog      = "log"    // daemon → client: []byte of console output
 )
 
 // WinSize is a terminal size.

@@ -110,13 +110,11 @@ func (a *app) execIn(ctx context.Context, name string, o execOptions) error {
 					}
 				}
 				if err != nil {
-					_ = s.CloseSend()
+					_ = s.Send(api.KindStdinEOF, nil)
 					return
 				}
 			}
 		}()
-	} else {
-		_ = s.CloseSend()
 	}
 	for {
 		f, err := s.Next()

@@ -70,6 +70,8 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 				return
 			}
 			switch f.Kind {
+			case api.KindStdinEOF:
+				stdinW.Close()
 			case api.KindStdin:
 				var b []byte
 				if json.Unmarshal(f.Payload, &b) == nil {

@@ -20,6 +20,11 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 	defer cancel()
 	if id, err := d.helper.Identity(cctx); err == nil {
 		d.log.Info("using running root helper", "pid", id.PID, "version", id.Build.Version, "managed", id.Managed)
+		if id.Managed {
+			// A helper a previous daemon of this state directory spawned (it
+			// died without stopping it): this daemon owns it now.
+			d.helperPID = id.PID
+		}
 		return
 	}
 	if os.Geteuid() != 0 || d.opts.Executable == "" {

@@ -149,8 +149,10 @@ func (b *boot) run() {
 		)
 	} else {
 		late = append(late,
-			step{"start sshd", b.startSSHD},
+			// The agent first: "ready" is the agent answering, and nothing
+			// it needs waits on sshd.
 			step{"start agent", b.startAgent},
+			step{"start sshd", b.startSSHD},
 		)
 	}
 	b.runSteps(ctx, late, sigs)
@@ -410,12 +412,16 @@ func (b *boot) ensureHostKeys(ctx context.Context) error {
 	if keys, _ := filepath.Glob("/etc/ssh/ssh_host_*_key"); len(keys) > 0 {
 		return nil
 	}
-	cmd := exec.Command("ssh-keygen", "-A")
-	cmd.Stdout, cmd.Stderr = b.stdio, b.stdio
+	// ed25519 (the key banger pins) and ecdsa only: RSA generation takes
+	// seconds under software emulation and would hold up every boot.
 	kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := b.reaper.run(kctx, cmd); err != nil {
-		return fmt.Errorf("generate ssh host keys: %w", err)
+	for _, typ := range []string{"ed25519", "ecdsa"} {
+		cmd := exec.Command("ssh-keygen", "-q", "-t", typ, "-N", "", "-C", "", "-f", "/etc/ssh/ssh_host_"+typ+"_key")
+		cmd.Stdout, cmd.Stderr = b.stdio, b.stdio
+		if err := b.reaper.run(kctx, cmd); err != nil {
+			return fmt.Errorf("generate ssh %s host key: %w", typ, err)
+		}
 	}
 	return nil
 }

@@ -37,6 +37,27 @@ func TestEmbeddedCatalogDefaultImage(t *testing.T) {
 	}
 }
 
+// The systemd image is what --init image boots (and its e2e test uses):
+// systemd must be its /sbin/init.
+func TestEmbeddedCatalogSystemdImage(t *testing.T) {
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.Lookup("debian-bookworm-systemd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != KindDebootstrap || e.Suite != "bookworm" || e.Variant != "minbase" {
+		t.Fatalf("systemd entry = %+v", e)
+	}
+	for _, pkg := range []string{"systemd-sysv", "udev", "openssh-server"} {
+		if !slices.Contains(e.Include, pkg) {
+			t.Errorf("systemd entry include %v lacks %s", e.Include, pkg)
+		}
+	}
+}
+
 func TestParseRejectsBadCatalogs(t *testing.T) {
 	deb := func(extra string) string {
 		return `{"version":1,"images":[{"name":"d","kind":"debootstrap","suite":"bookworm"` + extra + `}]}`

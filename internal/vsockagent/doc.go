@@ -34,7 +34,12 @@
 // HELLO as a yamux protocol error, drops the session and finds the next
 // HELLO. While the host is away virtio-serial reads return EOF: ServePort
 // reopens the port with a backoff of 50 ms doubling to 500 ms, never
-// spinning. The host closes a session whose guest stops answering
+// spinning. QEMU holds the host's bytes while the guest's port is closed
+// and delivers them in one burst once it opens, so a host that connected
+// early is answered as soon as the guest serves. When a session ends its
+// handlers are cancelled but not waited for before the port is reopened:
+// a busy handler (an exec in its kill grace, a forward to an idle TCP
+// peer) must not keep the next host out. The host closes a session whose guest stops answering
 // (keepalive, stream-open timeout) and YamuxDialer makes a new one on the
 // next Dial.
 //

@@ -125,6 +125,10 @@ func (s *Server) handleForward(ctx context.Context, st *stream, log *slog.Logger
 		return fail(st, errorf(CodeDialFailed, "dial %s: %v", addr, err))
 	}
 	defer conn.Close()
+	// The session may end while the TCP peer keeps its side open: ctx
+	// ending (handle closes st then) must end both copies.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
 	if err := respond(st, struct{}{}); err != nil {
 		return err
 	}

@@ -55,10 +55,15 @@ func NewServer(opts ServerOptions) *Server {
 // fails; ln is closed when Serve returns. Handlers still running when ctx
 // ends are stopped (their processes killed) and waited for.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	return s.serve(ctx, ln, &handlers)
+}
+
+// serve is Serve without the final wait: handlers counts the running ones.
+func (s *Server) serve(ctx context.Context, ln net.Listener, handlers *sync.WaitGroup) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
-	var wg sync.WaitGroup // running handlers
-	defer wg.Wait()
 	defer ln.Close()
 	for {
 		conn, err := ln.Accept()
@@ -68,9 +73,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accept agent connection: %w", err)
 		}
-		wg.Add(1)
+		handlers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer handlers.Done()
 			s.handle(ctx, conn)
 		}()
 	}

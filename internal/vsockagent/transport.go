@@ -100,14 +100,15 @@ func OpenVirtioPort(name string) func() (io.ReadWriteCloser, error) {
 // backoff, until ctx ends. This is what the guest's init calls when there
 // is no vsock: srv.ServePort(ctx, OpenVirtioPort(VirtioPortName)).
 func (s *Server) ServePort(ctx context.Context, open func() (io.ReadWriteCloser, error)) error {
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
 	wait := portBackoffMin
 	for ctx.Err() == nil {
 		port, err := open()
-		s.log.Info("SCRATCH open", "err", err)
 		if err != nil {
 			s.log.Debug("open agent channel", "err", err)
 		} else {
-			established, err := s.serveConn(ctx, port)
+			established, err := s.serveConn(ctx, port, &handlers)
 			if established {
 				wait = portBackoffMin
 			}
@@ -124,22 +125,30 @@ func (s *Server) ServePort(ctx context.Context, open func() (io.ReadWriteCloser,
 
 // ServeConn runs one session on rwc: it waits for the host's handshake,
 // then serves a yamux session (the guest accepts the streams) until it ends
-// or ctx does (a host hanging up is a normal end: nil). rwc is closed on return. Reads that return EOF while the host
-// is disconnected end the call; ServePort is the loop that reconnects.
+// or ctx does (a host hanging up is a normal end: nil). rwc is closed on
+// return. Reads that return EOF while the host is disconnected end the
+// call; ServePort is the loop that reconnects.
 func (s *Server) ServeConn(ctx context.Context, rwc io.ReadWriteCloser) error {
-	_, err := s.serveConn(ctx, rwc)
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	_, err := s.serveConn(ctx, rwc, &handlers)
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
 
-func (s *Server) serveConn(ctx context.Context, rwc io.ReadWriteCloser) (established bool, err error) {
+// serveConn returns as soon as the session ends. Its handlers are told to
+// stop (their ctx is cancelled) but not waited for: the caller waits on
+// handlers. A handler slow to wind down (an exec in its kill grace, a
+// forward whose TCP peer keeps its side open) must not keep the port
+// closed, or every later handshake of a reconnecting host goes unanswered.
+func (s *Server) serveConn(ctx context.Context, rwc io.ReadWriteCloser, handlers *sync.WaitGroup) (established bool, err error) {
 	stop := context.AfterFunc(ctx, func() { _ = rwc.Close() })
 	defer stop()
 	defer rwc.Close()
 	br := bufio.NewReaderSize(rwc, 64<<10)
-	if err := guestHandshake(br, rwc, s.log); err != nil {
+	if err := guestHandshake(br, rwc); err != nil {
 		return false, err
 	}
 	sess, err := yamux.Server(bufferedRWC{br, rwc}, yamuxConfig(s.log, false))
@@ -147,7 +156,10 @@ func (s *Server) serveConn(ctx context.Context, rwc io.ReadWriteCloser) (establi
 		return false, fmt.Errorf("start agent session: %w", err)
 	}
 	s.log.Info("agent session established")
-	err = s.Serve(ctx, sess)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err = s.serve(sctx, sess, handlers)
+	_ = sess.Close()
 	if errors.Is(err, io.EOF) || errors.Is(err, yamux.ErrSessionShutdown) {
 		return true, nil // the host hung up: a normal end
 	}
@@ -158,7 +170,7 @@ func (s *Server) serveConn(ctx context.Context, rwc io.ReadWriteCloser) (establi
 // bytes), answers READY once per nonce, and returns after START. A host that
 // says HELLO but never START (it died mid-way) makes the call fail after
 // handshakeTimeout, by closing rwc.
-func guestHandshake(br *bufio.Reader, rwc io.ReadWriteCloser, lg *slog.Logger) error {
+func guestHandshake(br *bufio.Reader, rwc io.ReadWriteCloser) error {
 	nonce := ""
 	var timer *time.Timer
 	defer func() {
@@ -168,7 +180,6 @@ func guestHandshake(br *bufio.Reader, rwc io.ReadWriteCloser, lg *slog.Logger) e
 	}()
 	for {
 		line, err := br.ReadSlice('\n')
-		_ = lg // SCRATCH
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue // garbage without newlines: keep scanning
 		}
@@ -212,7 +223,7 @@ func handshakeField(line []byte, prefix string) (string, bool) {
 
 // hostHandshake opens a session on conn: HELLO (repeated) until READY with
 // our nonce, then START. Returns a reader holding any byte read past READY.
-func hostHandshake(ctx context.Context, conn net.Conn, logger *slog.Logger) (io.Reader, error) {
+func hostHandshake(ctx context.Context, conn net.Conn) (io.Reader, error) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	nonce := hex.EncodeToString(b[:])
@@ -236,12 +247,10 @@ func hostHandshake(ctx context.Context, conn net.Conn, logger *slog.Logger) (io.
 		if _, err := conn.Write([]byte(helloPrefix + nonce + "\n")); err != nil {
 			return nil, fmt.Errorf("%w: send hello: %w", ErrHandshake, err)
 		}
-		logger.Debug("SCRATCH hello sent", "nonce", nonce)
 		next := time.Now().Add(helloInterval)
 		_ = conn.SetReadDeadline(minTime(next, deadline))
 		for {
 			n, err := conn.Read(chunk)
-			logger.Debug("SCRATCH read", "data", string(chunk[:n]), "err", err)
 			buf = append(buf, chunk[:n]...)
 			if i := bytes.Index(buf, want); i >= 0 {
 				_ = conn.SetDeadline(time.Time{})
@@ -322,9 +331,11 @@ func (d *YamuxDialer) session(ctx context.Context) (*yamux.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to agent channel: %w", err)
 	}
-	rest, err := hostHandshake(ctx, conn, d.log)
+	start := time.Now()
+	rest, err := hostHandshake(ctx, conn)
 	if err != nil {
 		_ = conn.Close()
+		d.log.Debug("agent handshake failed", "err", err, "duration", time.Since(start))
 		return nil, err
 	}
 	sess, err := yamux.Client(bufferedRWC{io.MultiReader(rest, conn), conn}, yamuxConfig(d.log, true))
@@ -332,7 +343,7 @@ func (d *YamuxDialer) session(ctx context.Context) (*yamux.Session, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("start agent session: %w", err)
 	}
-	d.log.Debug("agent session established")
+	d.log.Debug("agent session established", "handshake", time.Since(start))
 	d.sess = sess
 	return sess, nil
 }
