@@ -13,8 +13,10 @@ bench:
 run:
 	scripts/run.sh
 
+# make release VERSION=v0.2.0 → dist/manifest.json, dist/v0.2.0/{tarball,SHA256SUMS,SHA256SUMS.sig}.
+# Signed with KEY (a PEM EC P-256 key) or a development key made beside dist/.
 release:
-	scripts/release.sh
+	go run ./tools/mkrelease --version $${VERSION:?set VERSION=vX.Y.Z} --out dist $${KEY:+--key $$KEY}
 
 docs:
 	go run ./tools/clidoc > docs/cli.md

@@ -482,15 +482,18 @@ func TestUpdateKeepsVMAlive(t *testing.T) {
 	if vm.BootID == "" || vm.PID <= 0 || !processAlive(vm.PID) {
 		t.Fatalf("booted VM: %+v", vm)
 	}
-	s.ok("vm", "exec", "smoke", "--", "true")
+	// The guest kernel's own boot id: it changes if the guest reboots.
+	guestBoot := strings.TrimSpace(s.ok("vm", "exec", "smoke", "--", "cat", "/proc/sys/kernel/random/boot_id"))
+	// SSH answers before the update (this pins the guest's host key).
+	s.ok("vm", "ssh", "smoke", "--", "true")
 
 	t.Run("update_keeps_vm_alive", func(t *testing.T) {
 		updateToGood(t, s, installed)
-		s.requireSameVM(vm)
+		s.requireSameVM(vm, guestBoot)
 	})
 	t.Run("update_rollback_keeps_vm_alive", func(t *testing.T) {
 		updateToBrokenRollsBack(t, s)
-		s.requireSameVM(vm)
+		s.requireSameVM(vm, guestBoot)
 	})
 }
 
@@ -503,7 +506,7 @@ func (s *sysInstall) inspect(name string) model.VM {
 	return vm
 }
 
-func (s *sysInstall) requireSameVM(before model.VM) {
+func (s *sysInstall) requireSameVM(before model.VM, guestBoot string) {
 	s.t.Helper()
 	if !processAlive(before.PID) {
 		s.t.Fatalf("QEMU (pid %d) of vm %s died", before.PID, before.Name)
@@ -513,10 +516,12 @@ func (s *sysInstall) requireSameVM(before model.VM) {
 		s.t.Fatalf("vm %s changed: before boot_id %s pid %d %s, after boot_id %s pid %d %s",
 			before.Name, before.BootID, before.PID, before.State, after.BootID, after.PID, after.State)
 	}
-	s.ok("vm", "exec", before.Name, "--", "true")
 	out := s.ok("vm", "exec", before.Name, "--", "cat", "/proc/sys/kernel/random/boot_id")
-	if strings.TrimSpace(out) == "" {
-		s.t.Fatal("guest boot_id is empty")
+	if got := strings.TrimSpace(out); got == "" || got != guestBoot {
+		s.t.Fatalf("guest kernel boot_id %q, want %q: the guest rebooted", got, guestBoot)
+	}
+	if host := strings.TrimSpace(s.ok("vm", "ssh", before.Name, "--", "hostname")); host != before.Name {
+		s.t.Fatalf("vm ssh %s -- hostname said %q", before.Name, host)
 	}
 }
 
