@@ -142,7 +142,9 @@ func openPidfd(pid int, startTime uint64) (int, error) {
 		}
 		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
-	if ok, _ := ProcessAlive(pid, startTime); !ok {
+	// Identity only: a zombie leader may still have threads exiting that hold
+	// its files (a tap, a socket), and the pidfd reports when they are gone.
+	if _, start, err := procStat(pid); err != nil || start != startTime {
 		unix.Close(fd)
 		return -1, ErrNotRunning
 	}
