@@ -83,10 +83,11 @@ guest agent, and torn down as easily.
 
 The banger CLI talks to bangerd, the owner daemon, over a unix socket; it
 starts the daemon when needed. BANGER_HOME moves all state under one directory.`,
-		Example: `  banger daemon start
-  banger daemon status --json
-  banger ops ls
-  banger version --json`,
+		Example: `  banger vm run --rm -- uname -a          # a fresh VM, one command, gone
+  banger vm create --name dev --start && banger vm ssh dev
+  banger image pull docker.io/library/alpine:3.20
+  banger vm ls --json
+  banger doctor`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {

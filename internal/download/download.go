@@ -40,20 +40,9 @@ type Spec struct {
 // FetchVerified downloads spec.URL into dst. The body streams into a staging
 // file beside dst while its SHA-256 is computed; dst appears only when the
 // size and hash match. On any failure no file is left behind.
-func FetchVerified(ctx context.Context, client *http.Client, spec Spec, dst string, report progress.Func) (err error) {
-	if spec.MaxBytes <= 0 {
-		return fmt.Errorf("fetch %s: no size cap given", spec.URL)
-	}
-	want := strings.ToLower(strings.TrimSpace(spec.SHA256))
-	if len(want) != sha256.Size*2 {
-		return fmt.Errorf("fetch %s: expected sha256 %q is not 64 hex digits", spec.URL, spec.SHA256)
-	}
-	if spec.Size > spec.MaxBytes {
-		return fmt.Errorf("fetch %s: expected size %d: %w (%d)", spec.URL, spec.Size, ErrTooLarge, spec.MaxBytes)
-	}
-	label := spec.Label
-	if label == "" {
-		label = filepath.Base(spec.URL)
+func FetchVerified(ctx context.Context, client *http.Client, spec Spec, dst string, report progress.Func) error {
+	if err := spec.check(); err != nil {
+		return fmt.Errorf("fetch %s: %w", spec.URL, err)
 	}
 	body, length, err := open(ctx, client, spec.URL)
 	if err != nil {
@@ -63,17 +52,56 @@ func FetchVerified(ctx context.Context, client *http.Client, spec Spec, dst stri
 	if length > spec.MaxBytes {
 		return fmt.Errorf("fetch %s: server announces %d bytes: %w (%d)", spec.URL, length, ErrTooLarge, spec.MaxBytes)
 	}
+	if err := save(ctx, body, length, spec, dst, report); err != nil {
+		return fmt.Errorf("fetch %s: %w", spec.URL, err)
+	}
+	return nil
+}
+
+// Save is FetchVerified for a body the caller opened itself (a registry
+// blob): the same cap, streaming hash, staging file and rename, and nothing
+// left behind on failure. spec.URL only names the source in errors.
+func Save(ctx context.Context, body io.Reader, spec Spec, dst string, report progress.Func) error {
+	if err := spec.check(); err != nil {
+		return fmt.Errorf("save %s: %w", spec.URL, err)
+	}
+	if err := save(ctx, body, 0, spec, dst, report); err != nil {
+		return fmt.Errorf("save %s: %w", spec.URL, err)
+	}
+	return nil
+}
+
+func (spec Spec) check() error {
+	if spec.MaxBytes <= 0 {
+		return errors.New("no size cap given")
+	}
+	if want := strings.TrimSpace(spec.SHA256); len(want) != sha256.Size*2 {
+		return fmt.Errorf("expected sha256 %q is not 64 hex digits", spec.SHA256)
+	}
+	if spec.Size > spec.MaxBytes {
+		return fmt.Errorf("expected size %d: %w (%d)", spec.Size, ErrTooLarge, spec.MaxBytes)
+	}
+	return nil
+}
+
+// save streams body (length bytes when known, else 0) into a staging file
+// beside dst, verifies size and hash, and renames it into place.
+func save(ctx context.Context, body io.Reader, length int64, spec Spec, dst string, report progress.Func) (err error) {
+	want := strings.ToLower(strings.TrimSpace(spec.SHA256))
+	label := spec.Label
+	if label == "" {
+		label = filepath.Base(spec.URL)
+	}
 	total := spec.Size
 	if total == 0 && length > 0 {
 		total = length
 	}
-
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("fetch %s: create directory: %w", spec.URL, err)
+		return fmt.Errorf("create directory: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".partial-*")
 	if err != nil {
-		return fmt.Errorf("fetch %s: create staging file: %w", spec.URL, err)
+		return fmt.Errorf("create staging file: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -84,33 +112,48 @@ func FetchVerified(ctx context.Context, client *http.Client, spec Spec, dst stri
 
 	h := sha256.New()
 	pw := &progressWriter{report: report, label: label, total: total}
-	n, err := io.Copy(io.MultiWriter(tmp, h, pw), io.LimitReader(body, spec.MaxBytes+1))
-	if err != nil {
-		return fmt.Errorf("fetch %s: after %d bytes: %w", spec.URL, n, truncation(err))
-	}
+	n, copyErr := io.Copy(io.MultiWriter(tmp, h, pw), io.LimitReader(ctxReader{ctx, body}, spec.MaxBytes+1))
 	pw.flush()
-	if n > spec.MaxBytes {
-		return fmt.Errorf("fetch %s: %w (%d bytes)", spec.URL, ErrTooLarge, spec.MaxBytes)
-	}
-	if length > 0 && n != length {
-		return fmt.Errorf("fetch %s: got %d of %d bytes: %w", spec.URL, n, length, ErrTruncated)
-	}
-	if spec.Size > 0 && n != spec.Size {
-		return fmt.Errorf("fetch %s: got %d bytes, expected %d: %w", spec.URL, n, spec.Size, ErrTruncated)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("fetch %s: got %s, expected %s: %w", spec.URL, got, want, ErrHashMismatch)
+	got := hex.EncodeToString(h.Sum(nil))
+	switch {
+	case n > spec.MaxBytes:
+		return fmt.Errorf("%w (%d bytes)", ErrTooLarge, spec.MaxBytes)
+	case spec.Size > 0 && n == spec.Size && got != want:
+		// Checked before copyErr: a source that verifies its own digest
+		// (a registry client) fails the read at EOF with its own error.
+		return fmt.Errorf("got %s, expected %s: %w", got, want, ErrHashMismatch)
+	case copyErr != nil:
+		return fmt.Errorf("after %d bytes: %w", n, truncation(copyErr))
+	case length > 0 && n != length:
+		return fmt.Errorf("got %d of %d bytes: %w", n, length, ErrTruncated)
+	case spec.Size > 0 && n != spec.Size:
+		return fmt.Errorf("got %d bytes, expected %d: %w", n, spec.Size, ErrTruncated)
+	case got != want:
+		return fmt.Errorf("got %s, expected %s: %w", got, want, ErrHashMismatch)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("fetch %s: sync staging file: %w", spec.URL, err)
+		return fmt.Errorf("sync staging file: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("fetch %s: close staging file: %w", spec.URL, err)
+		return fmt.Errorf("close staging file: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("fetch %s: move into place: %w", spec.URL, err)
+		return fmt.Errorf("move into place: %w", err)
 	}
 	return nil
+}
+
+// ctxReader ends a read loop when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // GetBounded fetches a small document (manifest, index, sums file, signature)

@@ -27,6 +27,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/bangerdev/banger/internal/download"
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/flatten"
 	"github.com/bangerdev/banger/internal/progress"
@@ -346,86 +347,31 @@ func short(digest string) string {
 
 // download streams the compressed blob into a staging file while hashing
 // it, and renames it into the cache only when size and digest match.
-func (c *cache) download(ctx context.Context, l v1.Layer, info Layer, dst string, report progress.Func, overall func(int64)) (err error) {
+func (c *cache) download(ctx context.Context, l v1.Layer, info Layer, dst string, report progress.Func, overall func(int64)) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".fetch-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	h := sha256.New()
+	// The shared verified-download path: capped at the announced size,
+	// hashed while streaming, renamed into the cache only on a match.
 	stage := "layer " + short(info.Digest)
-	pw := &progressWriter{report: report, stage: stage, total: info.Size, overall: overall}
-	// One byte more than announced shows an oversized blob.
-	n, copyErr := io.CopyBuffer(io.MultiWriter(tmp, h, pw), io.LimitReader(ctxReader{ctx, rc}, info.Size+1), make([]byte, 1<<20))
-	pw.flush()
-	got := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	switch {
-	case n == info.Size && got != info.Digest:
-		// Checked before copyErr: the registry client's own verification
-		// fails the read at EOF with an unexported error type.
-		return fmt.Errorf("%w: got %s", ErrDigestMismatch, got)
-	case copyErr != nil:
-		return copyErr
-	case n != info.Size:
-		return fmt.Errorf("blob is not %d bytes long (read %d): %w", info.Size, n, ErrDigestMismatch)
+	var last int64
+	err = download.Save(ctx, rc, download.Spec{
+		URL:      info.Digest,
+		SHA256:   strings.TrimPrefix(info.Digest, "sha256:"),
+		Size:     info.Size,
+		MaxBytes: info.Size,
+		Label:    stage,
+	}, dst, func(ev progress.Event) {
+		report.Report(progress.Event{Stage: stage, Done: ev.Done, Total: info.Size, Unit: "bytes"})
+		overall(ev.Done - last)
+		last = ev.Done
+	})
+	if errors.Is(err, download.ErrHashMismatch) || errors.Is(err, download.ErrTruncated) || errors.Is(err, download.ErrTooLarge) {
+		return fmt.Errorf("%w: %w", ErrDigestMismatch, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-// progressWriter turns bytes written into per-layer and overall events,
-// at most one per MiB.
-type progressWriter struct {
-	report        progress.Func
-	stage         string
-	total         int64
-	done, pending int64
-	overall       func(int64)
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	p.done += int64(len(b))
-	p.pending += int64(len(b))
-	if p.pending >= 1<<20 {
-		p.flush()
-	}
-	return len(b), nil
-}
-
-func (p *progressWriter) flush() {
-	if p.pending == 0 {
-		return
-	}
-	p.report.Report(progress.Event{Stage: p.stage, Done: p.done, Total: p.total, Unit: "bytes"})
-	p.overall(p.pending)
-	p.pending = 0
+	return err
 }
 
 // apply decompresses a cached blob into the flattener. With verify, the
