@@ -92,6 +92,13 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatal("a new boot kept the old boot_id")
 	}
 	in.ok("banger", "vm", "exec", "life", "--", "true")
+	in.ok("banger", "vm", "restart", "life")
+	third := in.inspect("life")
+	if third.State != model.StateRunning || third.BootID == second.BootID || third.PID == second.PID || processAlive(second.PID) {
+		t.Fatalf("restart: %+v (previous boot_id %s, pid %d)", third, second.BootID, second.PID)
+	}
+	in.ok("banger", "vm", "exec", "life", "--", "true")
+	second = third
 	in.ok("banger", "vm", "rm", "-f", "life")
 	if processAlive(second.PID) {
 		t.Fatalf("qemu pid %d still runs after rm", second.PID)
