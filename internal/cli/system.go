@@ -39,6 +39,7 @@ supervisor (banger daemon start). BANGER_SYSTEM_ROOT prefixes every path.`,
 
 func newSystemInstallCommand(a *app) *cobra.Command {
 	var owner string
+	var network sysinstall.Network
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install this banger system-wide for an owner user and start its services",
@@ -47,11 +48,21 @@ func newSystemInstallCommand(a *app) *cobra.Command {
 the systemd units, then start the root helper and the owner daemon: with
 systemctl where systemd is PID 1, else with banger's supervisor. Running it
 again refreshes the install and restarts the services; running VMs survive.
-The owner defaults to the user who ran sudo.`,
+The owner defaults to the user who ran sudo.
+
+--subnet and --bridge set the root helper's host network (recorded in
+install.toml and passed to the helper); a reinstall without them keeps the
+recorded values. Set the same values as network.subnet and network.bridge in
+the owner's config.toml.`,
 		Example: `  sudo banger system install
-  sudo banger system install --owner alice`,
+  sudo banger system install --owner alice
+  sudo banger system install --owner alice --subnet 10.50.0.0/24 --bridge banger1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Bad values are refused before anything else, so nothing is installed.
+			if err := network.Validate(); err != nil {
+				return &UsageError{Err: fmt.Errorf("banger system install: --subnet/--bridge: %w", err)}
+			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("banger system install %w: sudo banger system install --owner USER", errSystemNeedsRoot)
 			}
@@ -73,7 +84,7 @@ The owner defaults to the user who ran sudo.`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "installing banger %s for %s (uid %d) under %s\n", buildinfo.Version, o.User, o.UID, sys.Root)
 			res, err := sysinstall.Install(cmd.Context(), sysinstall.Options{
-				Owner: o, Source: src, System: sys,
+				Owner: o, Source: src, System: sys, Network: network,
 				Version: buildinfo.Version, Commit: buildinfo.Commit, BuiltAt: buildinfo.BuiltAt,
 				Logger: a.log,
 			})
@@ -111,6 +122,8 @@ The owner defaults to the user who ran sudo.`,
 		},
 	}
 	cmd.Flags().StringVar(&owner, "owner", "", "user whose daemon the install runs (default: $SUDO_USER)")
+	cmd.Flags().StringVar(&network.Subnet, "subnet", "", "root helper's guest subnet CIDR (default: kept, else 10.213.77.0/24)")
+	cmd.Flags().StringVar(&network.Bridge, "bridge", "", "root helper's bridge device, banger* (default: kept, else banger0)")
 	return cmd
 }
 

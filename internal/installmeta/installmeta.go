@@ -33,6 +33,24 @@ type Meta struct {
 	Commit      string    `toml:"commit"`
 	BuiltAt     string    `toml:"built_at"`
 	InstalledAt time.Time `toml:"installed_at"`
+	// The root helper's host network (its --subnet and --bridge); empty
+	// means the helper's defaults. Files written before these existed
+	// lack them.
+	NetworkSubnet string `toml:"network_subnet,omitempty"`
+	NetworkBridge string `toml:"network_bridge,omitempty"`
+}
+
+// HelperNetworkArgs returns the root helper flags for the recorded network
+// settings: none when both are empty.
+func (m Meta) HelperNetworkArgs() []string {
+	var args []string
+	if m.NetworkSubnet != "" {
+		args = append(args, "--subnet", m.NetworkSubnet)
+	}
+	if m.NetworkBridge != "" {
+		args = append(args, "--bridge", m.NetworkBridge)
+	}
+	return args
 }
 
 // Validate checks the fields every reader relies on.
@@ -86,7 +104,7 @@ func Write(path string, m Meta) error {
 }
 
 // UpdateBuildInfo refreshes only Version, Commit and BuiltAt, keeping the
-// owner fields and the original InstalledAt.
+// owner fields, the network settings and the original InstalledAt.
 func UpdateBuildInfo(path, version, commit, builtAt string) error {
 	m, err := Read(path)
 	if err != nil {

@@ -43,7 +43,7 @@ const (
 // Supervisor starts and stops the two services of a system install.
 type Supervisor struct {
 	System paths.System
-	Owner  installmeta.Meta // owner_user/uid/gid of install.toml
+	Owner  installmeta.Meta // install.toml: owner and the helper's network
 	// Bangerd is the program to run; "" means System.BangerdBin().
 	Bangerd string
 	// Env is added to every service's environment (after BANGER_HOME and
@@ -179,6 +179,8 @@ func (s *Supervisor) StartHelper(ctx context.Context) error {
 	}
 	args := []string{"--root-helper", "--owner-uid", strconv.Itoa(s.Owner.OwnerUID),
 		"--socket", u.HelperSocket(), "--ready-fd", strconv.Itoa(detach.ReadyFD)}
+	// The network install.toml records, as bangerd-root.service passes it.
+	args = append(args, s.Owner.HelperNetworkArgs()...)
 	proc, err := detach.Start(detach.Spec{Path: s.bangerd(), Args: args, Env: s.env(), LogPath: u.HelperLog()},
 		orDefault(s.StartTimeout, DefaultStartTimeout))
 	if err != nil {

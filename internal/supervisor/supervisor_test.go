@@ -151,6 +151,36 @@ func (f *fixture) read(t *testing.T, name string) string {
 	return string(b)
 }
 
+// install.toml's network settings reach the helper's command line, as the
+// systemd unit passes them; the daemon gets none.
+func TestHelperGetsTheInstalledNetwork(t *testing.T) {
+	f := newFixture(t, "ok")
+	f.sup.Owner.NetworkSubnet, f.sup.Owner.NetworkBridge = "10.50.0.0/24", "bangertest"
+	ctx := context.Background()
+	if err := f.sup.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("uid=0 args=--root-helper --owner-uid 65534 --socket %s --ready-fd 3 --subnet 10.50.0.0/24 --bridge bangertest env_home=%s root=%s",
+		f.sup.Layout().HelperSocket(), f.home, f.sup.System.Root)
+	if got := f.read(t, "helper.args"); got != want {
+		t.Fatalf("helper started as\n %s\nwant\n %s", got, want)
+	}
+	if got := f.read(t, "daemon.args"); !strings.HasPrefix(got, "uid=65534 args=--ready-fd 3 env_home=") {
+		t.Fatalf("daemon started as %s", got)
+	}
+	// New, as the CLI builds it, reads the settings from install.toml.
+	if err := installmeta.Write(f.sup.System.InstallMeta(), f.sup.Owner); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(f.sup.System, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Owner.NetworkSubnet != "10.50.0.0/24" || s.Owner.NetworkBridge != "bangertest" {
+		t.Fatalf("New read network %q/%q", s.Owner.NetworkSubnet, s.Owner.NetworkBridge)
+	}
+}
+
 func TestStartRunsTheLayoutAsInstalled(t *testing.T) {
 	f := newFixture(t, "ok")
 	ctx := context.Background()

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/system"
@@ -56,6 +58,37 @@ func LookupOwner(name string) (Owner, error) {
 	return Owner{User: u.Username, UID: uid, GID: gid, Home: u.HomeDir}, nil
 }
 
+// Network is the root helper's host network, recorded in install.toml and
+// passed to the helper as --subnet and --bridge. Empty fields mean the
+// helper's defaults (config.Default).
+type Network struct {
+	Subnet string // guest pool CIDR, e.g. 10.213.77.0/24
+	Bridge string // bridge device, must start with "banger"
+}
+
+// Validate checks the set fields with the rules config.toml's network
+// settings follow.
+func (n Network) Validate() error {
+	var errs []error
+	if n.Subnet != "" {
+		cfg := config.Default()
+		cfg.Network.Subnet = n.Subnet
+		if _, err := cfg.Subnet(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.Bridge != "" {
+		if err := hostnat.ValidateBridgeName(n.Bridge); err != nil {
+			errs = append(errs, fmt.Errorf("network.bridge: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (n Network) helperArgs() []string {
+	return installmeta.Meta{NetworkSubnet: n.Subnet, NetworkBridge: n.Bridge}.HelperNetworkArgs()
+}
+
 // Binaries are the three banger programs to install.
 type Binaries struct{ Banger, Bangerd, Agent string }
 
@@ -64,6 +97,9 @@ type Options struct {
 	Owner  Owner
 	Source Binaries
 	System paths.System
+	// Network's empty fields keep the previous install's settings (so a
+	// reinstall does not silently move the bridge), else the defaults.
+	Network Network
 	// Build describes Source (normally the installing binary's buildinfo).
 	Version, Commit, BuiltAt string
 	IsSystemd                func() bool           // nil means SystemdRunning
@@ -122,7 +158,17 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("install: owner home %q is not an absolute path", opts.Owner.Home)
 	}
 	sys := opts.System
-	units, err := RenderUnits(sys, opts.Owner)
+	prev, prevErr := installmeta.Read(sys.InstallMeta())
+	network := opts.Network
+	if prevErr == nil {
+		if network.Subnet == "" {
+			network.Subnet = prev.NetworkSubnet
+		}
+		if network.Bridge == "" {
+			network.Bridge = prev.NetworkBridge
+		}
+	}
+	units, err := RenderUnits(sys, opts.Owner, network)
 	if err != nil {
 		return res, fmt.Errorf("install: %w", err)
 	}
@@ -148,12 +194,13 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("install: %w", err)
 	}
 	installedAt := opts.Now()
-	if prev, err := installmeta.Read(sys.InstallMeta()); err == nil && prev.OwnerUID == opts.Owner.UID {
+	if prevErr == nil && prev.OwnerUID == opts.Owner.UID {
 		installedAt = prev.InstalledAt // a reinstall keeps the first install's date
 	}
 	meta := installmeta.Meta{
 		OwnerUser: opts.Owner.User, OwnerUID: opts.Owner.UID, OwnerGID: opts.Owner.GID, OwnerHome: opts.Owner.Home,
 		Version: opts.Version, Commit: opts.Commit, BuiltAt: opts.BuiltAt, InstalledAt: installedAt,
+		NetworkSubnet: network.Subnet, NetworkBridge: network.Bridge,
 	}
 	if err := installmeta.Write(sys.InstallMeta(), meta); err != nil {
 		return res, fmt.Errorf("install: %w", err)

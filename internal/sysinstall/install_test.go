@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,6 +72,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	opts := Options{
 		Owner: owner, Source: sourceBinaries(t), System: sys,
 		Version: "v0.2.0", Commit: "abc", BuiltAt: "2026-05-01T00:00:00Z",
+		Network:   Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"},
 		IsSystemd: func() bool { return false }, Run: sc.run, Now: func() time.Time { return now },
 	}
 	res, err := Install(context.Background(), opts)
@@ -98,7 +100,8 @@ func TestInstallWithoutSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := installmeta.Meta{OwnerUser: owner.User, OwnerUID: owner.UID, OwnerGID: owner.GID, OwnerHome: owner.Home,
-		Version: "v0.2.0", Commit: "abc", BuiltAt: "2026-05-01T00:00:00Z", InstalledAt: now}
+		Version: "v0.2.0", Commit: "abc", BuiltAt: "2026-05-01T00:00:00Z", InstalledAt: now,
+		NetworkSubnet: "10.50.0.0/24", NetworkBridge: "bangertest"}
 	if meta != want {
 		t.Fatalf("install.toml %+v, want %+v", meta, want)
 	}
@@ -106,6 +109,10 @@ func TestInstallWithoutSystemd(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(sys.UnitDir(), u)); err != nil {
 			t.Fatalf("unit %s not written: %v", u, err)
 		}
+	}
+	wantExec := "ExecStart=" + sys.BangerdBin() + " --root-helper --owner-uid " + strconv.Itoa(owner.UID) + " --subnet 10.50.0.0/24 --bridge bangertest\n"
+	if b, _ := os.ReadFile(filepath.Join(sys.UnitDir(), updater.HelperUnit)); !strings.Contains(string(b), wantExec) {
+		t.Fatalf("helper unit lacks %q:\n%s", wantExec, b)
 	}
 	st, err := os.Stat(sys.User().Runtime)
 	if err != nil {
@@ -115,15 +122,29 @@ func TestInstallWithoutSystemd(t *testing.T) {
 		t.Fatalf("owner runtime dir uid %d mode %v", s.Uid, st.Mode().Perm())
 	}
 
-	// A reinstall keeps the first install date and refreshes the build.
+	// A reinstall keeps the first install date and refreshes the build;
+	// without network settings it keeps the recorded ones, and a new
+	// setting replaces only its own field.
 	opts.Version = "v0.3.0"
 	opts.Now = func() time.Time { return now.Add(time.Hour) }
+	opts.Network = Network{}
 	if _, err := Install(context.Background(), opts); err != nil {
 		t.Fatal(err)
 	}
 	meta, _ = installmeta.Read(sys.InstallMeta())
-	if meta.Version != "v0.3.0" || !meta.InstalledAt.Equal(now) {
+	if meta.Version != "v0.3.0" || !meta.InstalledAt.Equal(now) || meta.NetworkSubnet != "10.50.0.0/24" || meta.NetworkBridge != "bangertest" {
 		t.Fatalf("after reinstall: %+v", meta)
+	}
+	if b, _ := os.ReadFile(filepath.Join(sys.UnitDir(), updater.HelperUnit)); !strings.Contains(string(b), wantExec) {
+		t.Fatalf("reinstalled helper unit lacks %q:\n%s", wantExec, b)
+	}
+	opts.Network = Network{Subnet: "10.60.0.0/16"}
+	if _, err := Install(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	meta, _ = installmeta.Read(sys.InstallMeta())
+	if meta.NetworkSubnet != "10.60.0.0/16" || meta.NetworkBridge != "bangertest" {
+		t.Fatalf("after reinstall with --subnet: %+v", meta)
 	}
 
 	if err := Uninstall(context.Background(), UninstallOptions{System: sys, IsSystemd: func() bool { return false }, Run: sc.run}); err != nil {
@@ -199,6 +220,19 @@ func TestInstallRefuses(t *testing.T) {
 	if _, err := Install(context.Background(), missing); err == nil {
 		t.Fatal("missing source binary accepted")
 	}
+	for _, n := range []Network{
+		{Subnet: "10.50.0.1/24"},       // host bits set
+		{Subnet: "not-a-cidr"},         // not a prefix
+		{Subnet: "10.50.0.0/24 --x y"}, // an extra argument
+		{Bridge: "eth0"},               // not banger's
+		{Bridge: "banger0 --debug"},    // an extra argument
+	} {
+		bad := base
+		bad.Network = n
+		if _, err := Install(context.Background(), bad); err == nil {
+			t.Fatalf("network %+v accepted", n)
+		}
+	}
 	if entries, _ := os.ReadDir(sys.Root); len(entries) != 0 {
 		t.Fatalf("failed installs wrote %v", entries)
 	}
@@ -206,7 +240,8 @@ func TestInstallRefuses(t *testing.T) {
 
 func TestRenderedUnits(t *testing.T) {
 	sys := paths.System{Root: "/"}
-	units, err := RenderUnits(sys, Owner{User: "alice", UID: 1000, GID: 1001, Home: "/home/alice"})
+	alice := Owner{User: "alice", UID: 1000, GID: 1001, Home: "/home/alice"}
+	units, err := RenderUnits(sys, alice, Network{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +268,30 @@ func TestRenderedUnits(t *testing.T) {
 	if strings.Contains(daemon, "Requires=") {
 		t.Error("daemon unit Requires= the helper: restarting the helper would restart the daemon")
 	}
+
+	for _, tc := range []struct {
+		net  Network
+		exec string
+	}{
+		{Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"}, " --subnet 10.50.0.0/24 --bridge bangertest\n"},
+		{Network{Subnet: "10.50.0.0/24"}, " --subnet 10.50.0.0/24\n"},
+		{Network{Bridge: "bangertest"}, " --bridge bangertest\n"},
+	} {
+		units, err := RenderUnits(sys, alice, tc.net)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000" + tc.exec
+		if h := string(units[updater.HelperUnit]); !strings.Contains(h, want) {
+			t.Errorf("helper unit for %+v lacks %q:\n%s", tc.net, want, h)
+		}
+		if d := string(units[updater.DaemonUnit]); !strings.Contains(d, "ExecStart=/usr/local/bin/bangerd\n") {
+			t.Errorf("daemon unit for %+v got helper flags:\n%s", tc.net, d)
+		}
+	}
+	if _, err := RenderUnits(sys, alice, Network{Bridge: "banger%n"}); err == nil {
+		t.Error("bridge with a systemd specifier rendered")
+	}
 }
 
 // TestUnitsPassSystemdAnalyze renders the units under a scratch root whose
@@ -253,12 +312,15 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	units, err := RenderUnits(sys, owner)
+	units, err := RenderUnits(sys, owner, Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(units[updater.HelperUnit]), "Environment=BANGER_SYSTEM_ROOT="+root+"\n") {
 		t.Fatalf("scratch-root unit lacks BANGER_SYSTEM_ROOT:\n%s", units[updater.HelperUnit])
+	}
+	if !strings.Contains(string(units[updater.HelperUnit]), " --subnet 10.50.0.0/24 --bridge bangertest\n") {
+		t.Fatalf("helper unit lacks the network flags:\n%s", units[updater.HelperUnit])
 	}
 	dir := t.TempDir()
 	var files []string

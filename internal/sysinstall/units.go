@@ -30,7 +30,7 @@ Environment=BANGER_HOME={{.Home}}
 {{- if .SystemRoot}}
 Environment=BANGER_SYSTEM_ROOT={{.SystemRoot}}
 {{- end}}
-ExecStart={{.Bangerd}} --root-helper --owner-uid {{.UID}}
+ExecStart={{.Bangerd}} --root-helper --owner-uid {{.UID}}{{range .HelperArgs}} {{.}}{{end}}
 Restart=on-failure
 RestartSec=1
 KillMode=process
@@ -73,27 +73,31 @@ var (
 )
 
 // RenderUnits renders bangerd-root.service and bangerd.service for owner,
-// keyed by unit file name.
-func RenderUnits(sys paths.System, owner Owner) (map[string][]byte, error) {
+// keyed by unit file name. The helper's ExecStart carries network's flags.
+func RenderUnits(sys paths.System, owner Owner, network Network) (map[string][]byte, error) {
 	if !userName.MatchString(owner.User) {
 		return nil, fmt.Errorf("render units: owner user name %q is not a plain user name", owner.User)
 	}
 	if owner.UID < 0 || owner.GID < 0 {
 		return nil, fmt.Errorf("render units: owner uid/gid %d/%d is negative", owner.UID, owner.GID)
 	}
+	if err := network.Validate(); err != nil {
+		return nil, fmt.Errorf("render units: %w", err)
+	}
 	data := struct {
 		User, Home, Bangerd, SystemRoot, HelperUnit string
 		UID, GID                                    string
+		HelperArgs                                  []string
 	}{
 		User: owner.User, Home: sys.Home(), Bangerd: sys.BangerdBin(), HelperUnit: updater.HelperUnit,
-		UID: strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID),
+		UID: strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID), HelperArgs: network.helperArgs(),
 	}
 	if root := filepath.Clean(sys.Root); root != "/" {
 		data.SystemRoot = root
 	}
-	for _, v := range []string{data.Home, data.Bangerd, data.SystemRoot} {
+	for _, v := range append([]string{data.Home, data.Bangerd, data.SystemRoot}, data.HelperArgs...) {
 		if v != "" && !safeUnitValue.MatchString(v) {
-			return nil, fmt.Errorf("render units: path %q has characters a unit file cannot hold unquoted", v)
+			return nil, fmt.Errorf("render units: value %q has characters a unit file cannot hold unquoted", v)
 		}
 	}
 	out := map[string][]byte{}
