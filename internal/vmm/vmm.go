@@ -11,6 +11,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 )
@@ -169,4 +170,20 @@ type Driver interface {
 type Snapshotter interface {
 	Save(ctx context.Context, inst Instance, statePath string) error
 	Restore(ctx context.Context, spec Spec, statePath string) (Instance, error)
+}
+
+// RegularFile checks that a path a driver hands to its VMM (kernel, initrd,
+// disk) names an existing regular file.
+func RegularFile(p string) error {
+	if p == "" {
+		return errors.New("no path given")
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", p)
+	}
+	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -178,7 +177,7 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 		return bad("kernel: %v", err)
 	}
 	if spec.Initrd != "" {
-		if err := regularFile(spec.Initrd); err != nil {
+		if err := vmm.RegularFile(spec.Initrd); err != nil {
 			return bad("initrd: %v", err)
 		}
 	}
@@ -192,7 +191,7 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 			return bad("disk %d: id %q and file name %q must be unique", i, disk.ID, base)
 		}
 		seenID[disk.ID], seenBase[base] = true, true
-		if err := regularFile(disk.Path); err != nil {
+		if err := vmm.RegularFile(disk.Path); err != nil {
 			return bad("disk %q: %v", disk.ID, err)
 		}
 	}
@@ -214,24 +213,10 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	return err
 }
 
-func regularFile(p string) error {
-	if p == "" {
-		return errors.New("no path given")
-	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", p)
-	}
-	return nil
-}
-
 // checkVMLinux insists on an x86-64 ELF image: Firecracker cannot boot a
 // compressed bzImage.
 func checkVMLinux(p string) error {
-	if err := regularFile(p); err != nil {
+	if err := vmm.RegularFile(p); err != nil {
 		return fmt.Errorf("vmlinux: %w", err)
 	}
 	f, err := os.Open(p)

@@ -134,11 +134,11 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	if p := d.paths(spec); len(p.QMP) > maxSocketPath || len(p.Agent) > maxSocketPath {
 		return bad("vm dir %q is too long for unix sockets", spec.Dir)
 	}
-	if err := regularFile(spec.Kernel.Path); err != nil {
+	if err := vmm.RegularFile(spec.Kernel.Path); err != nil {
 		return bad("kernel: %v", err)
 	}
 	if spec.Initrd != "" {
-		if err := regularFile(spec.Initrd); err != nil {
+		if err := vmm.RegularFile(spec.Initrd); err != nil {
 			return bad("initrd: %v", err)
 		}
 	}
@@ -148,7 +148,7 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 			return bad("disk %d: id %q must be unique letters, digits, '-' or '_'", i, disk.ID)
 		}
 		seen[disk.ID] = true
-		if err := regularFile(disk.Path); err != nil {
+		if err := vmm.RegularFile(disk.Path); err != nil {
 			return bad("disk %q: %v", disk.ID, err)
 		}
 	}
@@ -171,20 +171,6 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	}
 	if d.cfg.Accel != kvmprobe.AccelKVM && d.cfg.Accel != kvmprobe.AccelTCG {
 		return bad("accel %q: want kvm or tcg", d.cfg.Accel)
-	}
-	return nil
-}
-
-func regularFile(p string) error {
-	if p == "" {
-		return errors.New("no path given")
-	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", p)
 	}
 	return nil
 }
