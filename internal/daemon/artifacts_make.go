@@ -93,8 +93,12 @@ func (d *Daemon) recordKernel(ctx context.Context, k kernelcat.Kernel) (model.Ke
 
 func (d *Daemon) imageStore() imagecat.Store { return imagecat.Store{Dir: d.paths.ImagesDir()} }
 
-// imageBuild runs a catalog build. debootstrap needs root: on a root daemon
-// (development on a root machine) it runs here; otherwise the user is told.
+// imageBuild runs a catalog build. debootstrap needs root: a root daemon
+// (development on a root machine) builds in-process, as it needs no helper
+// for it; an unprivileged daemon has the root helper build into this
+// daemon's store (the helper finds the store from the BANGER_HOME/XDG
+// environment it shares with the daemon, and hands the rootfs to the owner),
+// then records the result here.
 func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 	var p api.ImageBuild
 	if err := c.Decode(&p); err != nil {
@@ -112,20 +116,33 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 	if e.Kind != imagecat.KindDebootstrap {
 		return nil, api.Errorf(api.CodeInvalidArgument, "image %q is a registry image: use banger image pull %s", e.Name, e.Name)
 	}
-	if os.Geteuid() != 0 {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "building %q runs debootstrap, which needs root: run banger as root, or import a prepared rootfs (banger image import)", e.Name)
-	}
 	st := d.imageStore()
 	out, done, err := d.prepareImage(st, e.Name)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { done(err) }()
-	res, err := imagecat.BuildDebootstrap(ctx, e, imagecat.BuildOptions{Out: out, WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
-	if err != nil {
-		return nil, fmt.Errorf("build image %q: %w", e.Name, err)
+	if os.Geteuid() == 0 {
+		var res imagecat.Result
+		res, err = imagecat.BuildDebootstrap(ctx, e, imagecat.BuildOptions{Out: out, WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
+		if err != nil {
+			return nil, fmt.Errorf("build image %q: %w", e.Name, err)
+		}
+		return d.recordImage(ctx, st, res)
 	}
-	return d.recordImage(ctx, st, res)
+	built, err := d.helper.BuildImage(ctx, e.Name, c.ProgressFunc())
+	if err != nil {
+		// The helper's typed errors keep their code through %w.
+		return nil, fmt.Errorf("build image %q through the root helper (debootstrap needs root): %w", e.Name, err)
+	}
+	if want, _ := filepath.Abs(out); built.Path != want {
+		err = api.Errorf(api.CodeFailedPrecondition, "build image %q: the root helper wrote %s, not this daemon's %s: the helper and the daemon disagree on BANGER_HOME", e.Name, built.Path, want)
+		return nil, err
+	}
+	return d.recordImage(ctx, st, imagecat.Result{
+		Name: built.Name, Source: built.Source, Digest: built.Digest,
+		SizeBytes: built.SizeBytes, Path: built.Path, CreatedAt: built.CreatedAt,
+	})
 }
 
 func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call) (any, error) {
