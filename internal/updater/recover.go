@@ -224,6 +224,11 @@ func (u *run) revert(ctx context.Context, j *Journal, restart bool) error {
 		if cur == s.OldSHA256 {
 			continue
 		}
+		if cur != s.NewSHA256 {
+			// Neither version: someone else put it there; not ours to replace.
+			errs = append(errs, fmt.Errorf("roll back %s: it is neither the old nor the new binary, left as is", s.Target))
+			continue
+		}
 		prev, err := fileSHA256(system.PreviousPath(s.Target))
 		if err != nil || prev != s.OldSHA256 {
 			errs = append(errs, fmt.Errorf("roll back %s: %s does not hold the previous binary", s.Target, system.PreviousPath(s.Target)))
