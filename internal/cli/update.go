@@ -120,6 +120,9 @@ func (a *app) runUpdate(ctx context.Context, w io.Writer, f updateFlags) error {
 		} else {
 			fmt.Fprintf(w, "newest signed release: %s (its signed SHA256SUMS carries no release date)\n", ls.Version)
 		}
+		if updater.JournalExists(sys.StagingDir()) {
+			fmt.Fprintln(w, "an interrupted update is pending: sudo banger update or sudo banger doctor completes or reverts it")
+		}
 		if res.UpdateAvailable {
 			fmt.Fprintf(w, "update available: %s (%s)\n", res.Target, res.Reason)
 		} else {
@@ -127,13 +130,24 @@ func (a *app) runUpdate(ctx context.Context, w io.Writer, f updateFlags) error {
 		}
 		return nil
 	}
-	if !res.UpdateAvailable {
+	// An interrupted update is settled by the run below even when there
+	// is nothing new to install.
+	pending := updater.JournalExists(sys.StagingDir())
+	if !res.UpdateAvailable && !pending {
 		fmt.Fprintf(w, "nothing to do: %s\n", res.Reason)
 		return nil
 	}
-	fmt.Fprintf(w, "update %s → %s (%s)\n", res.Current, res.Target, res.Reason)
+	if res.UpdateAvailable {
+		fmt.Fprintf(w, "update %s → %s (%s)\n", res.Current, res.Target, res.Reason)
+	} else {
+		fmt.Fprintln(w, "an interrupted update is pending: completing or reverting it")
+	}
 	if !f.dryRun && !f.yes {
-		if err := a.confirm(w, fmt.Sprintf("install %s and restart the root helper and the daemon (running VMs keep running)?", res.Target)); err != nil {
+		question := fmt.Sprintf("install %s and restart the root helper and the daemon (running VMs keep running)?", res.Target)
+		if !res.UpdateAvailable {
+			question = "complete or revert the interrupted update and restart the root helper and the daemon (running VMs keep running)?"
+		}
+		if err := a.confirm(w, question); err != nil {
 			return err
 		}
 	}

@@ -446,3 +446,40 @@ func TestRunSwapFailureInsideRun(t *testing.T) {
 	}
 	e.assertUntouched(t)
 }
+
+// A staging directory others may write to cannot vouch for the staged
+// files: the update is reverted, not completed from it.
+func TestJournalWritableStagingIsReverted(t *testing.T) {
+	e := newUpdateEnv(t)
+	killedUpdate(t, e, 1)
+	if err := os.Chmod(filepath.Join(e.sys.StagingDir(), "release"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := Recover(context.Background(), e.opts, e.deps)
+	if err != nil || !rec.Reverted || !strings.Contains(rec.Reason, "writable") {
+		t.Fatalf("recovery %+v, %v", rec, err)
+	}
+	e.assertUntouched(t)
+}
+
+// With nothing new to install, `banger update` still settles a pending
+// journal; a dry run refuses to, changing nothing.
+func TestJournalSettledWhenNothingToUpdate(t *testing.T) {
+	e := newUpdateEnv(t)
+	killedUpdate(t, e, 1)
+	e.rs.set("/manifest.json", []byte(`{"schema":1,"latest":"v0.1.0","releases":[{"version":"v0.1.0","tarball":"v0.1.0/banger_v0.1.0_linux_amd64.tar.gz","sha256sums":"v0.1.0/SHA256SUMS","signature":"v0.1.0/SHA256SUMS.sig"}]}`))
+	mixed := snapshot(t, e.tg)
+	dry := e.opts
+	dry.DryRun = true
+	if _, err := Run(context.Background(), dry, e.deps); err == nil || !strings.Contains(err.Error(), "interrupted update is pending") {
+		t.Fatalf("dry run over a pending journal: %v", err)
+	}
+	if got := snapshot(t, e.tg); !reflect.DeepEqual(got, mixed) || !JournalExists(e.sys.StagingDir()) {
+		t.Fatal("dry run changed the install")
+	}
+	res, err := Run(context.Background(), e.opts, e.deps)
+	if err != nil || res.UpdateAvailable || !res.Recovery.Completed {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	e.assertAllNew(t)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/system"
@@ -73,7 +74,7 @@ func (u *run) recoverJournal(ctx context.Context) (Recovery, error) {
 		return u.revertRecovery(ctx, j, rec)
 	}
 
-	if reason := completable(j); reason != "" {
+	if reason := completable(j, u.opts.StagingDir); reason != "" {
 		rec.Reason = reason
 		return u.revertRecovery(ctx, j, rec)
 	}
@@ -97,7 +98,10 @@ func (u *run) recoverJournal(ctx context.Context) (Recovery, error) {
 // target must hold its old or its new binary, and each target still to
 // swap needs its staged copy intact (the hash recorded after the signed
 // tarball was verified and unpacked).
-func completable(j *Journal) string {
+func completable(j *Journal, stagingDir string) string {
+	if err := checkPrivateDirs(filepath.Dir(stagingDir), stagingDir, filepath.Join(stagingDir, "release")); err != nil {
+		return err.Error()
+	}
 	for i := range j.Steps {
 		s := &j.Steps[i]
 		cur, err := fileSHA256(s.Target)
@@ -119,6 +123,23 @@ func completable(j *Journal) string {
 		}
 	}
 	return ""
+}
+
+// checkPrivateDirs checks that each directory is a real directory owned by
+// us and writable by nobody else, so the staged files recovery hashes are
+// the ones it then installs.
+func checkPrivateDirs(dirs ...string) error {
+	for _, d := range dirs {
+		st, err := os.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("staging: %w", err)
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !st.IsDir() || !ok || int(sys.Uid) != os.Geteuid() || st.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("staging directory %s is not a directory owned by uid %d and writable only by it", d, os.Geteuid())
+		}
+	}
+	return nil
 }
 
 // swapRemaining swaps in the staged binaries not swapped yet, journalling

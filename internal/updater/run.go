@@ -165,15 +165,23 @@ func (u *run) do(ctx context.Context) (Result, error) {
 		}
 		return res, nil
 	}
-	if !res.UpdateAvailable {
+	pending := JournalExists(u.opts.StagingDir)
+	if !res.UpdateAvailable && !pending {
 		return res, nil
+	}
+	if pending && u.opts.DryRun {
+		// A dry run changes nothing, and its download would wipe the
+		// staged release the journal may need.
+		return res, fmt.Errorf("update --dry-run: an interrupted update is pending (%s): settle it first with sudo banger update or sudo banger doctor", JournalPath(u.opts.StagingDir))
 	}
 	if u.deps.Services == nil {
 		return res, errors.New("update: no service manager to restart banger with")
 	}
-	rel, err := m.Find(res.Target)
-	if err != nil {
-		return res, fmt.Errorf("update: %w", err)
+	var rel Release
+	if res.UpdateAvailable {
+		if rel, err = m.Find(res.Target); err != nil {
+			return res, fmt.Errorf("update: %w", err)
+		}
 	}
 
 	unlock, err := lockUpdates(u.opts.StagingDir + ".lock")
@@ -190,13 +198,16 @@ func (u *run) do(ctx context.Context) (Result, error) {
 	}
 	if res.Recovery.Completed {
 		res.Current = res.Recovery.To
-		if res.Recovery.To == rel.Version {
+		if res.Recovery.To == rel.Version || !res.UpdateAvailable {
 			res.Installed = true
 			if meta, err := installmeta.Read(metaPath); err == nil {
 				res.Build = BuildInfo{Version: meta.Version, Commit: meta.Commit, BuiltAt: meta.BuiltAt}
 			}
 			return res, nil
 		}
+	}
+	if !res.UpdateAvailable {
+		return res, nil // only the interrupted update was to settle
 	}
 
 	u.stage(fmt.Sprintf("downloading and verifying %s", rel.Version))
