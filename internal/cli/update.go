@@ -49,8 +49,15 @@ in it is trusted, and the tarball is downloaded with its hash checked while
 streaming. The staged bangerd must pass --check-migrations --system. Then the
 vsock agent, bangerd and banger are swapped in that order (each keeping a
 .previous copy), and the root helper and the owner daemon are restarted;
-running VMs are not touched. If anything after the first swap fails, the
-previous binaries are restored and restarted.
+running VMs are not touched. The new banger's own doctor then checks the
+install. If anything after the first swap fails, the previous binaries are
+restored and restarted. Every swap is journalled first: an update killed
+half way is completed (staged release intact) or reverted by the next
+update, by sudo banger doctor, or when the services start.
+
+Every URL must be https (plain http only to a loopback host). --check also
+prints the release date signed into the newest release's SHA256SUMS: a
+manifest frozen on an old release shows its age.
 
 Without --to only a newer release is installed; --to installs exactly that
 version (also an older one). --check only says whether an update is
