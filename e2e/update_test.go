@@ -26,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/supervisor"
 	"github.com/bangerdev/banger/internal/system"
 	"github.com/bangerdev/banger/internal/testutil"
+	"github.com/bangerdev/banger/internal/updater"
 )
 
 // The smoke scenarios of `banger update`: releases built and signed here
@@ -309,6 +310,10 @@ func TestUpdateSmoke(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "installed: v0.0.0-e2e") || !strings.Contains(out, "update available: "+smokeGood) {
 			t.Fatalf("update --check: exit %d\n%s%s", code, out, errOut)
 		}
+		// The date comes from the newest release's signed SHA256SUMS.
+		if !strings.Contains(out, "newest signed release: "+smokeGood+", released 20") {
+			t.Fatalf("update --check does not report the signed release date:\n%s", out)
+		}
 		if s.installTree() != before {
 			t.Fatal("update --check changed the install")
 		}
@@ -416,11 +421,17 @@ func updateToGood(t *testing.T, s *sysInstall, installed installmeta.Meta) {
 }
 
 // updateToBrokenRollsBack updates to the broken release: the daemon restart
-// fails, the previous binaries are restored and restarted.
+// fails, the previous binaries are restored and restarted, the root helper
+// included (a new pid, answering).
 func updateToBrokenRollsBack(t *testing.T, s *sysInstall) {
 	t.Helper()
 	bins := s.binaries()
 	before := s.meta()
+	sup := &supervisor.Supervisor{System: s.sys, Owner: before}
+	oldHelper := sup.HelperPID()
+	if oldHelper == 0 {
+		t.Fatal("root helper not running before the update")
+	}
 	out, errOut, code := s.update("--to", smokeBroken, "--yes")
 	if code == 0 || !strings.Contains(out+errOut, "rolled back") || !strings.Contains(out+errOut, "broken on purpose") {
 		t.Fatalf("update to the broken release: exit %d\n%s%s", code, out, errOut)
@@ -432,6 +443,18 @@ func updateToBrokenRollsBack(t *testing.T, s *sysInstall) {
 	}
 	if m := s.meta(); m.Version != before.Version {
 		t.Fatalf("install.toml after the rollback: %s, want %s", m.Version, before.Version)
+	}
+	if _, err := os.Lstat(updater.JournalPath(s.sys.StagingDir())); err == nil {
+		t.Fatal("update journal left after a complete rollback")
+	}
+	helper := sup.HelperPID()
+	if helper == 0 || helper == oldHelper || processAlive(oldHelper) {
+		t.Fatalf("root helper not restarted by the rollback (pid %d, old %d alive: %v)", helper, oldHelper, processAlive(oldHelper))
+	}
+	// It answers: the daemon reaches it and doctor reports its new pid.
+	c, ok := s.journalDoctor()["root helper"]
+	if !ok || c.Status != "ok" || !strings.Contains(c.Detail, fmt.Sprintf("pid %d,", helper)) {
+		t.Fatalf("root helper after the rollback: %+v, want ok with pid %d", c, helper)
 	}
 }
 

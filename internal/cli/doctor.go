@@ -34,7 +34,14 @@ It never starts the daemon.`,
 			if path := a.env.Getenv("PATH"); path != "" {
 				cfg.LookPath = doctor.PathLookup(path)
 			}
+			// An interrupted update is settled first, so the checks see
+			// one version's binaries.
+			journal, replayed := a.updateJournalCheck(cmd.Context())
 			rep := doctor.Run(cmd.Context(), cfg)
+			if replayed {
+				rep.Checks = append(rep.Checks, journal)
+				rep.OK = rep.Count(doctor.Fail) == 0
+			}
 			if asJSON {
 				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
 					return err

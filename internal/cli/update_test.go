@@ -3,6 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,8 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/updater"
 )
 
 const testManifest = `{"schema": 1, "latest": "v0.9.0", "releases": [
@@ -32,33 +41,64 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (string, string
 	return stdout.String(), stderr.String(), code
 }
 
-func manifestServer(t *testing.T) string {
+// testReleasedAt is the date v0.9.0's signed SHA256SUMS carries.
+var testReleasedAt = time.Date(2026, 4, 30, 8, 0, 0, 0, time.UTC)
+
+// manifestServer serves testManifest and v0.9.0's SHA256SUMS, signed with a
+// fresh key, from 127.0.0.1. It returns the manifest URL and the public key
+// file for --pubkey-file.
+func manifestServer(t *testing.T) (string, string) {
 	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubFile := filepath.Join(t.TempDir(), "release.pub")
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sums := []byte(updater.SumsHeader(testReleasedAt) + strings.Repeat("0", 64) + "  " + updater.TarballName("v0.9.0") + "\n")
+	digest := sha256.Sum256(sums)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"/manifest.json":         []byte(testManifest),
+		"/v0.9.0/SHA256SUMS":     sums,
+		"/v0.9.0/SHA256SUMS.sig": []byte(base64.StdEncoding.EncodeToString(sig)),
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/manifest.json" {
+		body, ok := files[r.URL.Path]
+		if !ok {
 			http.NotFound(w, r)
 			return
 		}
-		w.Write([]byte(testManifest))
+		w.Write(body)
 	}))
 	t.Cleanup(srv.Close)
-	return srv.URL + "/manifest.json"
+	return srv.URL + "/manifest.json", pubFile
 }
 
 func TestUpdateCheckWithoutInstallUsesThisBuild(t *testing.T) {
-	url := manifestServer(t)
+	url, pub := manifestServer(t)
 	env := map[string]string{paths.EnvSystemRoot: t.TempDir(), "HOME": t.TempDir()}
-	out, errOut, code := runCLI(t, env, "update", "--check", "--manifest-url", url)
-	if code != 0 || !strings.Contains(out, "installed: v0.0.0-dev") || !strings.Contains(out, "update available: v0.9.0") {
+	out, errOut, code := runCLI(t, env, "update", "--check", "--manifest-url", url, "--pubkey-file", pub)
+	if code != 0 || !strings.Contains(out, "installed: v0.0.0-dev") || !strings.Contains(out, "update available: v0.9.0") ||
+		!strings.Contains(out, "newest signed release: v0.9.0, released 2026-04-30T08:00:00Z") {
 		t.Fatalf("update --check: exit %d\n%s%s", code, out, errOut)
 	}
 }
 
 func TestUpdateToUnknownVersionFailsNamingIt(t *testing.T) {
-	url := manifestServer(t)
+	url, pub := manifestServer(t)
 	root := t.TempDir()
 	env := map[string]string{paths.EnvSystemRoot: root, "HOME": t.TempDir()}
-	out, errOut, code := runCLI(t, env, "update", "--check", "--to", "v9.9.9", "--manifest-url", url)
+	out, errOut, code := runCLI(t, env, "update", "--check", "--to", "v9.9.9", "--manifest-url", url, "--pubkey-file", pub)
 	if code == 0 || !strings.Contains(errOut, "v9.9.9") || !strings.Contains(errOut, "v0.9.0") {
 		t.Fatalf("update --to v9.9.9: exit %d\n%s%s", code, out, errOut)
 	}
@@ -77,10 +117,10 @@ func TestUpdateWithoutTerminalNeedsYes(t *testing.T) {
 		}
 		return
 	}
-	url := manifestServer(t)
+	url, pub := manifestServer(t)
 	root := t.TempDir()
 	env := map[string]string{paths.EnvSystemRoot: root, "HOME": t.TempDir()}
-	out, errOut, code := runCLI(t, env, "update", "--manifest-url", url)
+	out, errOut, code := runCLI(t, env, "update", "--manifest-url", url, "--pubkey-file", pub)
 	if code == 0 || !strings.Contains(errOut, "pass --yes") || !strings.Contains(out, "update v0.0.0-dev → v0.9.0") {
 		t.Fatalf("update without --yes: exit %d\n%s%s", code, out, errOut)
 	}
@@ -94,7 +134,7 @@ func TestUpdateTestFlagsAreHidden(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "--dry-run") {
 		t.Fatalf("update --help: exit %d\n%s", code, out)
 	}
-	for _, hidden := range []string{"--manifest-url", "--pubkey-file"} {
+	for _, hidden := range []string{"--manifest-url", "--pubkey-file", "--test-kill-after-swap"} {
 		if strings.Contains(out, hidden) {
 			t.Fatalf("update --help shows the test flag %s", hidden)
 		}

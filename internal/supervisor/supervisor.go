@@ -277,6 +277,13 @@ func (s *Supervisor) RestartDaemon(ctx context.Context) error {
 // follows (bangerd.service is After= bangerd-root.service).
 func (s *Supervisor) Start(ctx context.Context) error {
 	if s.euid() == 0 {
+		// An update killed between swaps is completed or reverted before
+		// the services start on a mix of two versions' binaries.
+		if _, err := updater.Recover(ctx, updater.Options{System: s.System}, updater.Deps{
+			Services: s, Doctor: updater.InstalledDoctor(s.System.BangerBin(), nil), Euid: s.euid, Logger: s.log(),
+		}); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
 		if err := s.StartHelper(ctx); err != nil {
 			return err
 		}

@@ -190,6 +190,11 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 		}
 		res.Files = append(res.Files, b.dst)
 	}
+	// One version's binaries are in place: an interrupted update's journal
+	// no longer describes them and must not be replayed over them.
+	if err := os.Remove(updater.JournalPath(sys.StagingDir())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return res, fmt.Errorf("install: discard the interrupted update's journal: %w", err)
+	}
 	if err := ensureOwnerState(sys, opts.Owner); err != nil {
 		return res, fmt.Errorf("install: %w", err)
 	}
@@ -303,7 +308,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 			errs = append(errs, fmt.Errorf("uninstall: %w", err))
 		}
 	}
-	for _, p := range []string{sys.StagingDir(), sys.StagingDir() + ".lock"} {
+	for _, p := range []string{sys.StagingDir(), sys.StagingDir() + ".lock", updater.JournalPath(sys.StagingDir())} {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, fmt.Errorf("uninstall: %w", err))
 		}

@@ -138,8 +138,20 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(sys.UnitDir(), updater.HelperUnit)); !strings.Contains(string(b), wantExec) {
 		t.Fatalf("reinstalled helper unit lacks %q:\n%s", wantExec, b)
 	}
+	// A reinstall over an interrupted update discards its journal: the
+	// binaries are now one version's and must not be "recovered".
+	journal := updater.JournalPath(sys.StagingDir())
+	if err := os.WriteFile(journal, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	opts.Network = Network{Subnet: "10.60.0.0/16"}
 	if _, err := Install(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(journal); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reinstall kept the update journal: %v", err)
+	}
+	if err := os.WriteFile(journal, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	meta, _ = installmeta.Read(sys.InstallMeta())
@@ -150,7 +162,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	if err := Uninstall(context.Background(), UninstallOptions{System: sys, IsSystemd: func() bool { return false }, Run: sc.run}); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{tg.Banger, tg.Bangerd, tg.Agent, sys.InstallMeta(), filepath.Join(sys.UnitDir(), updater.DaemonUnit), filepath.Dir(tg.Agent)} {
+	for _, p := range []string{tg.Banger, tg.Bangerd, tg.Agent, sys.InstallMeta(), filepath.Join(sys.UnitDir(), updater.DaemonUnit), filepath.Dir(tg.Agent), journal} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s survived uninstall: %v", p, err)
 		}

@@ -1,8 +1,9 @@
 // Package updater implements `banger update`: find a release in the release
 // manifest, download and verify it, stage it, check it with the staged
 // bangerd, swap the three installed binaries, restart the root helper and the
-// owner daemon (VMs keep running: the units use KillMode=process), and roll
-// everything back when any step after the first swap fails.
+// owner daemon (VMs keep running: the units use KillMode=process), check
+// the result with the new banger's own doctor, and roll everything back
+// when any step after the first swap fails.
 //
 // # Release manifest (schema 1)
 //
@@ -20,12 +21,20 @@
 //	  ]
 //	}
 //
-// URLs are absolute http(s) URLs or relative to the manifest's own URL.
-// "latest" must name a listed release; versions are unique. The manifest
-// is not signed. Trust comes from each release's SHA256SUMS, signed with the
-// release key: the tarball must be listed there under exactly
+// URLs are absolute or relative to the manifest's own URL. Every URL the
+// updater fetches, redirects included, must be https, or plain http to a
+// loopback host (127.0.0.0/8, ::1, localhost: local test servers); anything
+// else is refused naming the URL (ErrInsecureURL). "latest" must name a
+// listed release; versions are unique. The manifest is not signed. Trust
+// comes from each release's SHA256SUMS, signed with the release key: the
+// tarball must be listed there under exactly
 // banger_<version>_linux_amd64.tar.gz, so a tampered manifest can at most
-// point at another genuine release under its true name.
+// point at another genuine release under its true name, or hide newer ones
+// (a freeze). Against the freeze, SHA256SUMS carries the release date as
+// its first line, "# released: <RFC 3339>", under the signature; `update
+// --check` verifies the latest release's SHA256SUMS and prints that date,
+// so a manifest stuck on an old release shows its age. published_at in the
+// manifest is informational only.
 //
 // # Signature
 //
@@ -51,4 +60,42 @@
 // whenever they differ. Without --to only a newer latest is installed; an
 // older version (a downgrade) or a development build needs --to, which must
 // name a listed release before anything on the host changes.
+//
+// # Interrupted updates (the journal)
+//
+// Before the first swap, Run writes a journal beside the staging directory
+// (<staging>.journal, root-owned 0600, written through a fsynced temporary
+// file and a rename): the versions, the new build, and per binary its
+// target, its staged copy, the SHA-256 of the old and the new binary and
+// whether it was swapped. It is rewritten after every swap and at every
+// phase change: swapping → swapped → committing, or → rolling-back. It is
+// removed only when the update is committed (after the new banger's own
+// `doctor --json` judged the store, daemon and root helper healthy; then
+// the .previous backups are dropped and install.toml updated) or fully
+// rolled back and the services restarted. While it exists nothing deletes
+// the .previous backups: the next update replays it before downloading.
+//
+// The journal is replayed (Recover) by the next `banger update` (under the
+// update lock, before anything else), by `banger doctor` run as root, and
+// by the supervisor's service start. A journal that is not a regular file
+// owned by root and writable only by it, or whose paths are not exactly
+// the install's three binaries and their staged copies, is refused and
+// kept: recovery acts on nothing it says. Policy, per phase:
+//
+//   - swapping or swapped: the update is completed when every target holds
+//     either its old or its new binary (by hash) and every staged copy
+//     still to swap has the hash recorded after the signed tarball was
+//     verified. The remaining binaries are swapped, the services
+//     restarted, the new doctor run; healthy → committed, else reverted.
+//     A staged copy missing or altered, or a target that is neither
+//     version, means revert.
+//   - rolling-back: reverted.
+//   - committing: the commit is finished.
+//
+// Revert restores, in reverse swap order, every target that holds the new
+// binary from its .previous (whose hash must be the old one), leaves
+// targets already old alone, refuses to touch a target holding neither
+// version, then restarts the services. A replay that cannot finish keeps
+// the journal, so the next one retries. A reinstall (`banger system
+// install`) discards the journal, uninstall removes it.
 package updater

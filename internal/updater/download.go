@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/bangerdev/banger/internal/download"
 	"github.com/bangerdev/banger/internal/paths"
@@ -24,13 +25,14 @@ var ErrNotInSums = errors.New("tarball not listed in SHA256SUMS")
 
 // ParseSHA256SUMS parses `sha256sum` output ("<64 hex>  <name>" or
 // "<64 hex> *<name>" per line) into name → lower-case hex. Malformed lines
-// and duplicate names are errors.
+// and duplicate names are errors; lines starting with "#" are comments
+// (see ReleasedAt).
 func ParseSHA256SUMS(data []byte) (map[string]string, error) {
 	sums := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), "\r")
-		if strings.TrimSpace(line) == "" {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		hash, name, ok := strings.Cut(line, " ")
@@ -47,6 +49,53 @@ func ParseSHA256SUMS(data []byte) (map[string]string, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("parse SHA256SUMS: %w", err)
+	}
+	return sums, nil
+}
+
+// releasedPrefix starts the comment line of SHA256SUMS that dates the
+// release. SHA256SUMS is the signed document, so the date is as trustworthy
+// as the hashes; the manifest's published_at is not.
+const releasedPrefix = "# released: "
+
+// ReleasedAt returns the release date a SHA256SUMS carries ("# released:
+// <RFC 3339>"); ok is false when it has none (releases made before the line
+// existed). A malformed or repeated date line is an error. Only call it on
+// a SHA256SUMS whose signature verified.
+func ReleasedAt(sums []byte) (at time.Time, ok bool, err error) {
+	sc := bufio.NewScanner(bytes.NewReader(sums))
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		rest, found := strings.CutPrefix(line, releasedPrefix)
+		if !found {
+			continue
+		}
+		if ok {
+			return time.Time{}, false, errors.New("SHA256SUMS dates the release twice")
+		}
+		at, err = time.Parse(time.RFC3339, strings.TrimSpace(rest))
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("SHA256SUMS release date: %w", err)
+		}
+		ok = true
+	}
+	return at, ok, sc.Err()
+}
+
+// SumsHeader is the comment line tools/mkrelease puts first in SHA256SUMS.
+func SumsHeader(releasedAt time.Time) string {
+	return releasedPrefix + releasedAt.UTC().Format(time.RFC3339) + "\n"
+}
+
+// FetchSignedSums fetches rel's SHA256SUMS and returns it once its
+// signature verifies with pubPEM; nothing in it may be trusted before.
+func FetchSignedSums(ctx context.Context, client *http.Client, rel Release, pubPEM []byte) ([]byte, error) {
+	sums, err := download.GetBounded(ctx, client, rel.SHA256Sums, maxSumsBytes)
+	if err != nil {
+		return nil, fmt.Errorf("fetch SHA256SUMS of %s: %w", rel.Version, err)
+	}
+	if err := FetchAndVerifySignatureWithKey(ctx, client, rel.Signature, sums, pubPEM); err != nil {
+		return nil, fmt.Errorf("SHA256SUMS of %s: %w", rel.Version, err)
 	}
 	return sums, nil
 }
@@ -99,12 +148,9 @@ type Downloaded struct {
 // is written to stagingDir before the signature verifies, and a tarball
 // whose hash does not match is never left there.
 func DownloadRelease(ctx context.Context, client *http.Client, rel Release, pubPEM []byte, stagingDir string, report progress.Func) (Downloaded, error) {
-	sums, err := download.GetBounded(ctx, client, rel.SHA256Sums, maxSumsBytes)
+	sums, err := FetchSignedSums(ctx, client, rel, pubPEM)
 	if err != nil {
-		return Downloaded{}, fmt.Errorf("download %s: fetch SHA256SUMS: %w", rel.Version, err)
-	}
-	if err := FetchAndVerifySignatureWithKey(ctx, client, rel.Signature, sums, pubPEM); err != nil {
-		return Downloaded{}, fmt.Errorf("download %s: SHA256SUMS: %w", rel.Version, err)
+		return Downloaded{}, fmt.Errorf("download %s: %w", rel.Version, err)
 	}
 	table, err := ParseSHA256SUMS(sums)
 	if err != nil {

@@ -174,12 +174,15 @@ func (rs *releaseServer) totalHits() int {
 	return n
 }
 
+// fixtureReleasedAt is the signed release date of every fixture release.
+var fixtureReleasedAt = time.Date(2026, 4, 30, 9, 15, 0, 0, time.UTC)
+
 // addRelease publishes version with the given tarball, signed SHA256SUMS,
 // and a manifest entry with relative URLs; latest makes it the latest.
 func (rs *releaseServer) addRelease(version string, tarball []byte, latest bool) {
 	name := TarballName(version)
 	sum := sha256.Sum256(tarball)
-	sums := []byte(hex.EncodeToString(sum[:]) + "  " + name + "\n")
+	sums := []byte(SumsHeader(fixtureReleasedAt) + hex.EncodeToString(sum[:]) + "  " + name + "\n")
 	rs.set("/"+version+"/"+name, tarball)
 	rs.set("/"+version+"/SHA256SUMS", sums)
 	rs.set("/"+version+"/SHA256SUMS.sig", signBlob(rs.t, rs.key, sums))

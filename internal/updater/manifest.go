@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/bangerdev/banger/internal/download"
@@ -178,13 +180,66 @@ func tarballBase(rawURL string) string {
 	return path.Base(u.Path)
 }
 
+// ErrInsecureURL reports a manifest or artefact URL that is not https and
+// not on a loopback host.
+var ErrInsecureURL = errors.New("only https URLs are allowed (plain http only on a loopback host: 127.0.0.0/8, ::1, localhost)")
+
 func parseHTTPURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("url %q: %w", raw, err)
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("url %q: only absolute http(s) URLs are allowed", raw)
+	if err := CheckURL(u); err != nil {
+		return nil, err
 	}
 	return u, nil
+}
+
+// CheckURL enforces the transport rule of every updater request: https, or
+// plain http to a loopback host (local test servers). The manifest is not
+// signed, so over plain http anyone on the path could hide new releases
+// from the updater; https at least binds it to the release host.
+func CheckURL(u *url.URL) error {
+	if u.Host == "" || u.User != nil {
+		return fmt.Errorf("url %q: want an absolute https URL without credentials", u.Redacted())
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("url %q: %w", u.Redacted(), ErrInsecureURL)
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// SecureClient returns a copy of c (nil: a default client) that refuses
+// redirects breaking CheckURL: an https manifest must not bounce to plain
+// http elsewhere.
+func SecureClient(c *http.Client) *http.Client {
+	out := &http.Client{}
+	if c != nil {
+		*out = *c
+	}
+	prev := out.CheckRedirect
+	out.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := CheckURL(req.URL); err != nil {
+			return fmt.Errorf("redirect refused: %w", err)
+		}
+		if prev != nil {
+			return prev(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return out
 }

@@ -55,6 +55,9 @@ type Deps struct {
 	Euid     func() int // nil means os.Geteuid
 	Logger   *slog.Logger
 	Progress progress.Func
+	// AfterSwap, a test hook, runs after swap n (1-based) is done and
+	// journalled; tests kill the process there.
+	AfterSwap func(n int)
 }
 
 // BuildInfo is what the staged bangerd reports about itself.
@@ -71,6 +74,17 @@ type Result struct {
 	Staged     StagedRelease // where the release was staged (removed afterwards)
 	Build      BuildInfo     // the installed build, when Installed
 	Warnings   []string      // non-fatal problems after a successful install
+	Recovery   Recovery      // what the replay of an interrupted update did
+	// LatestSigned is the manifest's latest release as its signed
+	// SHA256SUMS dates it (--check); a frozen manifest shows as an old date.
+	LatestSigned SignedRelease
+}
+
+// SignedRelease is a release whose SHA256SUMS signature verified.
+type SignedRelease struct {
+	Version    string
+	ReleasedAt time.Time
+	Dated      bool // SHA256SUMS carries a release date
 }
 
 // Run performs `banger update`: require root → fetch the manifest → pick
@@ -107,6 +121,7 @@ func (u *run) defaults() {
 	if u.deps.Run == nil {
 		u.deps.Run = ExecRunner
 	}
+	u.deps.HTTP = SecureClient(u.deps.HTTP)
 	u.log = u.deps.Logger
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -144,17 +159,29 @@ func (u *run) do(ctx context.Context) (Result, error) {
 	}
 	if u.opts.Check {
 		res.Checked = true
+		res.LatestSigned, err = u.latestSigned(ctx, m)
+		if err != nil {
+			return res, fmt.Errorf("update --check: %w", err)
+		}
 		return res, nil
 	}
-	if !res.UpdateAvailable {
+	pending := JournalExists(u.opts.StagingDir)
+	if !res.UpdateAvailable && !pending {
 		return res, nil
+	}
+	if pending && u.opts.DryRun {
+		// A dry run changes nothing, and its download would wipe the
+		// staged release the journal may need.
+		return res, fmt.Errorf("update --dry-run: an interrupted update is pending (%s): settle it first with sudo banger update or sudo banger doctor", JournalPath(u.opts.StagingDir))
 	}
 	if u.deps.Services == nil {
 		return res, errors.New("update: no service manager to restart banger with")
 	}
-	rel, err := m.Find(res.Target)
-	if err != nil {
-		return res, fmt.Errorf("update: %w", err)
+	var rel Release
+	if res.UpdateAvailable {
+		if rel, err = m.Find(res.Target); err != nil {
+			return res, fmt.Errorf("update: %w", err)
+		}
 	}
 
 	unlock, err := lockUpdates(u.opts.StagingDir + ".lock")
@@ -163,9 +190,30 @@ func (u *run) do(ctx context.Context) (Result, error) {
 	}
 	defer unlock()
 
+	// An interrupted update comes first: it is completed or reverted before
+	// anything touches the staging area or the backups its journal needs.
+	res.Recovery, err = u.recoverJournal(ctx)
+	if err != nil {
+		return res, fmt.Errorf("update: an interrupted update could not be recovered, nothing else was changed: %w", err)
+	}
+	if res.Recovery.Completed {
+		res.Current = res.Recovery.To
+		if res.Recovery.To == rel.Version || !res.UpdateAvailable {
+			res.Installed = true
+			if meta, err := installmeta.Read(metaPath); err == nil {
+				res.Build = BuildInfo{Version: meta.Version, Commit: meta.Commit, BuiltAt: meta.BuiltAt}
+			}
+			return res, nil
+		}
+	}
+	if !res.UpdateAvailable {
+		return res, nil // only the interrupted update was to settle
+	}
+
 	u.stage(fmt.Sprintf("downloading and verifying %s", rel.Version))
 	dl, err := DownloadRelease(ctx, u.deps.HTTP, rel, u.opts.PublicKey, u.opts.StagingDir, u.deps.Progress)
-	// The staging directory is transient: cleared on every outcome.
+	// The staging directory is transient: cleared on every outcome (a
+	// killed update leaves it for the journal's replay).
 	defer os.RemoveAll(u.opts.StagingDir)
 	if err != nil {
 		return res, fmt.Errorf("update: %w", err)
@@ -185,40 +233,86 @@ func (u *run) do(ctx context.Context) (Result, error) {
 	}
 
 	targets := InstallTargets(u.opts.System)
-	u.stage("swapping binaries")
-	swap, err := Swap(res.Staged, targets)
-	res.Swapped = swap.SwappedTargets
+	j, err := newJournal(res.Current, build, res.Staged, targets)
 	if err != nil {
-		return res, u.rollback(ctx, &res, swap, false, err)
+		return res, fmt.Errorf("update: %w", err)
 	}
-	u.stage("restarting root helper")
-	if err := u.deps.Services.RestartHelper(ctx); err != nil {
-		return res, u.rollback(ctx, &res, swap, true, err)
+	// The journal is on disk before the first swap: from here on a killed
+	// update is replayed, never left mixed.
+	if err := writeJournal(JournalPath(u.opts.StagingDir), j); err != nil {
+		return res, fmt.Errorf("update: %w", err)
 	}
-	u.stage("restarting daemon")
-	if err := u.deps.Services.RestartDaemon(ctx); err != nil {
-		return res, u.rollback(ctx, &res, swap, true, err)
-	}
-	if err := u.deps.Services.WaitDaemonReady(ctx); err != nil {
-		return res, u.rollback(ctx, &res, swap, true, err)
-	}
-	if u.deps.Doctor != nil {
-		u.stage("checking the new install (doctor)")
-		if err := u.deps.Doctor(ctx); err != nil {
-			return res, u.rollback(ctx, &res, swap, true, fmt.Errorf("doctor: %w", err))
+	u.stage("swapping binaries")
+	_, err = swapWith(res.Staged, targets, func(n int, target string) error {
+		u.stage(fmt.Sprintf("swapped %s (%d of %d)", target, n, len(j.Steps)))
+		j.Steps[n-1].Swapped = true
+		res.Swapped = append(res.Swapped, target)
+		if err := writeJournal(JournalPath(u.opts.StagingDir), j); err != nil {
+			return err
 		}
+		if u.deps.AfterSwap != nil {
+			u.deps.AfterSwap(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, u.rollback(ctx, &res, j, false, err)
+	}
+	j.Phase = PhaseSwapped
+	if err := writeJournal(JournalPath(u.opts.StagingDir), j); err != nil {
+		return res, u.rollback(ctx, &res, j, false, err)
+	}
+	if err := u.restartAndCheck(ctx); err != nil {
+		return res, u.rollback(ctx, &res, j, true, err)
 	}
 
+	if err := u.commit(j); err != nil {
+		return res, fmt.Errorf("update: %w", err)
+	}
 	res.Installed = true
 	res.Build = build
-	if err := CleanupBackups(targets); err != nil {
-		res.Warnings = append(res.Warnings, err.Error())
-	}
-	if err := installmeta.UpdateBuildInfo(metaPath, build.Version, build.Commit, build.BuiltAt); err != nil {
-		return res, fmt.Errorf("update: %s is installed but %w", build.Version, err)
-	}
 	u.stage(fmt.Sprintf("updated %s → %s", res.Current, build.Version))
 	return res, nil
+}
+
+// newJournal records the swap about to happen: every target's current and
+// staged hash. Every target must exist: an update replaces an install.
+func newJournal(from string, build BuildInfo, staged StagedRelease, t Targets) (*Journal, error) {
+	j := &Journal{Schema: journalSchema, From: from, To: build.Version, Build: build, Phase: PhaseSwapping}
+	for i, src := range []string{staged.Agent, staged.Bangerd, staged.Banger} {
+		dst := t.all()[i]
+		oldSum, err := fileSHA256(dst)
+		if err == nil && oldSum == "" {
+			err = fmt.Errorf("%s is not installed (reinstall with sudo banger system install)", dst)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("journal the swap: %w", err)
+		}
+		newSum, err := fileSHA256(src)
+		if err != nil || newSum == "" {
+			return nil, fmt.Errorf("journal the swap: staged %s unreadable: %w", src, err)
+		}
+		j.Steps = append(j.Steps, SwapEntry{Target: dst, Staged: src, OldSHA256: oldSum, NewSHA256: newSum})
+	}
+	return j, nil
+}
+
+// latestSigned verifies the SHA256SUMS of the manifest's latest release
+// and reads its release date.
+func (u *run) latestSigned(ctx context.Context, m *Manifest) (SignedRelease, error) {
+	rel, err := m.Find(m.Latest)
+	if err != nil {
+		return SignedRelease{}, err
+	}
+	sums, err := FetchSignedSums(ctx, u.deps.HTTP, rel, u.opts.PublicKey)
+	if err != nil {
+		return SignedRelease{}, err
+	}
+	at, ok, err := ReleasedAt(sums)
+	if err != nil {
+		return SignedRelease{}, fmt.Errorf("release %s: %w", rel.Version, err)
+	}
+	return SignedRelease{Version: rel.Version, ReleasedAt: at, Dated: ok}, nil
 }
 
 // versionLine parses `bangerd --version`: "bangerd v0.2.0 (commit abc,
@@ -249,31 +343,17 @@ func (u *run) preSwapCheck(ctx context.Context, staged StagedRelease, version st
 	return b, nil
 }
 
-// rollback restores the previous binaries after a failure. When a restart
-// was already attempted (restart=true) the rolled-back helper and daemon are
-// restarted and awaited too, so the old version is running again.
-func (u *run) rollback(ctx context.Context, res *Result, swap SwapResult, restart bool, cause error) error {
+// rollback restores the previous binaries after a failure in Run. When a
+// restart was already attempted (restart=true) the rolled-back helper and
+// daemon are restarted and awaited too, so the old version is running
+// again. On an incomplete rollback the journal stays for the next replay.
+func (u *run) rollback(ctx context.Context, res *Result, j *Journal, restart bool, cause error) error {
 	u.log.Error("update failed; rolling back", "component", "updater", "err", cause)
 	u.deps.Progress.Stage("update", "failed; rolling back: "+cause.Error())
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
-	defer cancel()
-	errs := []error{cause}
-	if err := Rollback(swap); err != nil {
-		errs = append(errs, err)
-	}
-	if restart {
-		if err := u.deps.Services.RestartHelper(rctx); err != nil {
-			errs = append(errs, fmt.Errorf("after rollback: %w", err))
-		}
-		if err := u.deps.Services.RestartDaemon(rctx); err != nil {
-			errs = append(errs, fmt.Errorf("after rollback: %w", err))
-		} else if err := u.deps.Services.WaitDaemonReady(rctx); err != nil {
-			errs = append(errs, fmt.Errorf("after rollback: %w", err))
-		}
-	}
 	res.RolledBack = true
-	if len(errs) > 1 {
-		return fmt.Errorf("update to %s failed and rollback was incomplete (fix by hand: restore the *.previous binaries): %w", res.Target, errors.Join(errs...))
+	if err := u.revert(ctx, j, restart); err != nil {
+		return fmt.Errorf("update to %s failed and rollback was incomplete (the journal %s is kept: the next sudo banger update, sudo banger doctor or service start retries it): %w",
+			res.Target, JournalPath(u.opts.StagingDir), errors.Join(cause, err))
 	}
 	res.Swapped = nil
 	return fmt.Errorf("update to %s: %w: %w", res.Target, ErrRolledBack, cause)

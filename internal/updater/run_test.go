@@ -151,6 +151,9 @@ func (e *updateEnv) assertUntouched(t *testing.T) {
 	if _, err := os.Stat(e.sys.StagingDir()); err == nil {
 		t.Fatalf("staging directory %s left behind", e.sys.StagingDir())
 	}
+	if _, err := os.Lstat(JournalPath(e.sys.StagingDir())); err == nil {
+		t.Fatal("update journal left behind")
+	}
 }
 
 func TestRunUpdates(t *testing.T) {
@@ -189,6 +192,9 @@ func TestRunUpdates(t *testing.T) {
 	}
 	if _, err := os.Stat(e.sys.StagingDir()); err == nil {
 		t.Fatal("staging directory left behind")
+	}
+	if _, err := os.Lstat(JournalPath(e.sys.StagingDir())); err == nil {
+		t.Fatal("update journal left behind after a committed update")
 	}
 	if len(stages) == 0 {
 		t.Fatal("no progress reported")
@@ -341,8 +347,12 @@ func TestRunCheck(t *testing.T) {
 	if !res.Checked || !res.UpdateAvailable || res.Target != "v0.2.0" || res.Current != "v0.1.0" {
 		t.Fatalf("result %+v", res)
 	}
-	if n := e.rs.totalHits(); n != 1 {
-		t.Fatalf("%d requests, want only the manifest", n)
+	// The newest release's date comes from its verified SHA256SUMS.
+	if ls := res.LatestSigned; ls.Version != "v0.2.0" || !ls.Dated || !ls.ReleasedAt.Equal(fixtureReleasedAt) {
+		t.Fatalf("latest signed release %+v, want v0.2.0 released %s", ls, fixtureReleasedAt)
+	}
+	if n, tb := e.rs.totalHits(), e.rs.hitsOf("/v0.2.0/"+TarballName("v0.2.0")); n != 3 || tb != 0 {
+		t.Fatalf("%d requests (tarball %d), want the manifest, SHA256SUMS and its signature", n, tb)
 	}
 	e.assertUntouched(t)
 

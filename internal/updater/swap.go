@@ -35,6 +35,12 @@ type SwapResult struct {
 // .previous). It stops at the first failure; the result lists what was
 // swapped so far, for Rollback.
 func Swap(staged StagedRelease, t Targets) (SwapResult, error) {
+	return swapWith(staged, t, nil)
+}
+
+// swapWith is Swap calling after(n, target) once swap n (1-based) is done;
+// an error from after stops the swap like a failed step.
+func swapWith(staged StagedRelease, t Targets, after func(n int, target string) error) (SwapResult, error) {
 	var res SwapResult
 	steps := []struct{ src, dst string }{
 		{staged.Agent, t.Agent},
@@ -46,6 +52,11 @@ func Swap(staged StagedRelease, t Targets) (SwapResult, error) {
 			return res, fmt.Errorf("swap binaries (%d of %d done): %w", len(res.SwappedTargets), len(steps), err)
 		}
 		res.SwappedTargets = append(res.SwappedTargets, s.dst)
+		if after != nil {
+			if err := after(len(res.SwappedTargets), s.dst); err != nil {
+				return res, fmt.Errorf("swap binaries (%d of %d done): %w", len(res.SwappedTargets), len(steps), err)
+			}
+		}
 	}
 	return res, nil
 }

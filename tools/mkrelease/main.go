@@ -11,7 +11,7 @@
 //	manifest.json
 //	release.pub                       public key that verifies the signatures
 //	<version>/banger_<version>_linux_amd64.tar.gz
-//	<version>/SHA256SUMS
+//	<version>/SHA256SUMS               "# released: <RFC 3339>" line, then the hash
 //	<version>/SHA256SUMS.sig
 //
 // Real releases are signed with the maintainers' key (--key; a PEM EC
@@ -59,6 +59,7 @@ type config struct {
 	version, out, key, baseURL, binDir, src string
 	banger, bangerd, agent                  string
 	commit, builtAt                         string
+	releasedAt                              string
 	latest                                  bool
 }
 
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.src, "src", ".", "module root to build the binaries from")
 	fs.StringVar(&c.commit, "commit", "", "commit stamped into built binaries (default: git rev-parse)")
 	fs.StringVar(&c.builtAt, "built-at", "", "build time stamped into built binaries, RFC 3339 (default: now)")
+	fs.StringVar(&c.releasedAt, "released-at", "", "release date signed into SHA256SUMS, RFC 3339 (default: now)")
 	fs.BoolVar(&c.latest, "latest", true, "make this version the manifest's latest")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,6 +109,12 @@ func build(ctx context.Context, c config, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--built-at %q: %w", c.builtAt, err)
 	}
+	releasedAt := time.Now().UTC().Truncate(time.Second)
+	if c.releasedAt != "" {
+		if releasedAt, err = time.Parse(time.RFC3339, c.releasedAt); err != nil {
+			return fmt.Errorf("--released-at %q: %w", c.releasedAt, err)
+		}
+	}
 	if c.commit == "" {
 		c.commit = gitCommit(ctx, c.src)
 	}
@@ -130,7 +138,9 @@ func build(ctx context.Context, c config, stdout io.Writer) error {
 	}
 	name := updater.TarballName(c.version)
 	sum := sha256.Sum256(tarball)
-	sums := []byte(hex.EncodeToString(sum[:]) + "  " + name + "\n")
+	// The release date rides in the signed SHA256SUMS: `update --check`
+	// reports it, so a manifest frozen on an old release shows its age.
+	sums := []byte(updater.SumsHeader(releasedAt) + hex.EncodeToString(sum[:]) + "  " + name + "\n")
 	digest := sha256.Sum256(sums)
 	der, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
 	if err != nil {

@@ -130,9 +130,14 @@ func TestReleaseSignedWithOpenSSLKey(t *testing.T) {
 		t.Fatalf("openssl: %v\n%s", err, out)
 	}
 	out := filepath.Join(dir, "releases")
-	mkrelease(t, "--version", "v1.0.0", "--out", out, "--key", key, "--bin-dir", dummyBins(t, "one"), "--base-url", "http://127.0.0.1:1/ignored")
+	mkrelease(t, "--version", "v1.0.0", "--out", out, "--key", key, "--bin-dir", dummyBins(t, "one"),
+		"--base-url", "http://127.0.0.1:1/ignored", "--released-at", "2026-03-04T05:06:07Z")
 
 	sums, _ := os.ReadFile(filepath.Join(out, "v1.0.0", "SHA256SUMS"))
+	// The release date is part of the signed document.
+	if at, ok, err := updater.ReleasedAt(sums); err != nil || !ok || at.Format(time.RFC3339) != "2026-03-04T05:06:07Z" {
+		t.Fatalf("SHA256SUMS release date: %v %v %v\n%s", at, ok, err, sums)
+	}
 	sig, _ := os.ReadFile(filepath.Join(out, "v1.0.0", "SHA256SUMS.sig"))
 	pub, _ := os.ReadFile(pubFile)
 	if err := updater.VerifyBlobSignatureWithKey(pub, sums, sig); err != nil {
