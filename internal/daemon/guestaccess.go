@@ -330,7 +330,7 @@ func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	case api.CopyOut:
 		c.Log.Info("copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
-		if err := ga.CopyPathOut(ctx, p.Guest, local); err != nil {
+		if err := ga.CopyPathOut(ctx, p.Guest, local, vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}); err != nil {
 			return nil, fmt.Errorf("copy %s from vm %q into %s: %w", p.Guest, vm.Name, local, err)
 		}
 	default:
