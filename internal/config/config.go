@@ -19,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/vmdns"
+	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 // Defaults.
@@ -45,7 +46,7 @@ type Config struct {
 }
 
 // Copy bounds what `vm cp` accepts from a guest (whose archive is hostile
-// input); 0 means vsockagent's defaults (64 GiB, 1,000,000 entries).
+// input); 0 means vsockagent's defaults.
 type Copy struct {
 	MaxBytes   int64 `toml:"max_bytes" json:"max_bytes"`     // total file bytes of one copy out
 	MaxEntries int   `toml:"max_entries" json:"max_entries"` // entries of one copy out
@@ -73,6 +74,7 @@ func Default() Config {
 		VMM:     DefaultVMM,
 		Network: Network{Subnet: guestnet.DefaultSubnet.String(), Bridge: DefaultBridge},
 		DNS:     DNS{Domain: DefaultDomain},
+		Copy:    Copy{MaxBytes: vsockagent.DefaultCopyMaxBytes, MaxEntries: vsockagent.DefaultCopyMaxEntries},
 	}
 }
 
