@@ -63,7 +63,7 @@ func TestHostileGuestOutputIsInert(t *testing.T) {
 		api.MethodVMPorts: func(context.Context, *rpc.Call) (any, error) { return ports, nil },
 		api.MethodVMLogs: func(_ context.Context, c *rpc.Call) (any, error) {
 			// Cut in the middle of the escape and of a CRLF, as a stream may be.
-			for _, part := range []string{console[:12], console[12:len(console)-1], console[len(console)-1:]} {
+			for _, part := range []string{console[:12], console[12 : len(console)-1], console[len(console)-1:]} {
 				if err := c.Send(api.KindLog, []byte(part)); err != nil {
 					return nil, err
 				}

@@ -369,8 +369,13 @@ func (c *Client) CopyPathOut(ctx context.Context, guestPath, localDir string, li
 	}()
 	err := c.CopyOut(ctx, guestPath, pw)
 	pw.CloseWithError(err)
-	if xerr := <-done; xerr != nil && err == nil {
-		err = fmt.Errorf("extract into %s: %w", localDir, xerr)
+	xerr := <-done
+	switch {
+	case errors.Is(xerr, ErrUnsafePath), errors.Is(xerr, ErrUnsafeEntry), errors.Is(xerr, ErrArchiveLimit):
+		// The cause, rather than the failed write it made of the transfer.
+		return fmt.Errorf("refused the guest's archive of %s (nothing of it was kept in %s): %w", guestPath, localDir, xerr)
+	case xerr != nil && err == nil:
+		return fmt.Errorf("extract into %s: %w", localDir, xerr)
 	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -102,6 +103,9 @@ func TestCopyPathOutFromHostileAgent(t *testing.T) {
 			}
 			if errors.Is(err, io.EOF) {
 				t.Fatalf("error hides the cause: %v", err)
+			}
+			if tc.want != nil && !strings.Contains(err.Error(), "refused the guest's archive of /root/result.txt") {
+				t.Errorf("error does not say the guest's archive was refused: %v", err)
 			}
 			sameExcept(t, before, snapshot(t, parent), "")
 		})

@@ -186,6 +186,9 @@ func TestExtractTarRefusesHostileArchives(t *testing.T) {
 			if strings.ContainsAny(err.Error(), "\x1b\a") {
 				t.Errorf("error carries raw control bytes: %q", err.Error())
 			}
+			if bad := tc.archive[len(tc.archive)-1].Name; tc.want != ErrArchiveLimit && !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+				t.Errorf("error does not name the entry %q: %v", bad, err)
+			}
 			// Refused as a whole: nothing anywhere changed, not even beneath
 			// the name asked for (what was made before the bad entry is gone).
 			sameExcept(t, before, snapshot(t, parent), "")
