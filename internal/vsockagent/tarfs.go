@@ -159,15 +159,24 @@ func writeTarEntry(tw *tar.Writer, fsys fs.FS, fsPath, name string, info fs.File
 // refused. Set-uid, set-gid and sticky bits are dropped; directories that
 // already existed keep their mode and times; ownership is not applied
 // (files belong to the extracting user). The archive is bounded by lim. On
-// any error, what this call created is removed again (a file it replaced
-// stays replaced), and the error names the offending entry, quoted.
+// any error, what this call created is removed again, dir included if this
+// call made it (a file it replaced stays replaced), and the error names the
+// offending entry, quoted.
 func ExtractTar(ctx context.Context, r io.Reader, dir, base string, lim CopyLimits) (err error) {
 	if err := checkBase(base); err != nil {
 		return err
 	}
+	made := missingDirs(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
+	defer func() {
+		if err != nil {
+			for _, d := range made { // deepest first; only if left empty
+				_ = os.Remove(d)
+			}
+		}
+	}()
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dir, err)
@@ -393,6 +402,21 @@ func (x *extractor) removeNonDir(name string) error {
 func (x *extractor) undo() {
 	for _, name := range slices.Backward(x.created) {
 		_ = x.root.Remove(name)
+	}
+}
+
+// missingDirs lists dir and those of its parents that do not exist yet,
+// deepest first: what MkdirAll(dir) is about to make.
+func missingDirs(dir string) []string {
+	var out []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return out
+		}
+		out = append(out, d)
+		if filepath.Dir(d) == d {
+			return out
+		}
 	}
 }
 

@@ -199,6 +199,17 @@ func TestExtractTarRefusesHostileArchives(t *testing.T) {
 	}
 }
 
+func TestExtractTarRefusalRemovesTheDestinationItMade(t *testing.T) {
+	parent, home := hostileHome(t)
+	before := snapshot(t, parent)
+	dest := filepath.Join(home, "new", "dest")
+	archive := tarOf(t, reg("result.txt", 0o644), reg(".bashrc", 0o644))
+	if err := ExtractTar(context.Background(), bytes.NewReader(archive), dest, "result.txt", CopyLimits{}); !errors.Is(err, ErrUnsafePath) {
+		t.Fatalf("got %v", err)
+	}
+	sameExcept(t, before, snapshot(t, parent), "")
+}
+
 func TestExtractTarAcceptsButDefuses(t *testing.T) {
 	t.Run("special bits dropped", func(t *testing.T) {
 		parent, home := hostileHome(t)
