@@ -11,6 +11,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -131,4 +132,14 @@ func TestHostileGuestOutputIsInert(t *testing.T) {
 			t.Fatalf("error printed with raw control bytes: %q", errOut)
 		}
 	})
+}
+
+func TestProgressLinesAreInert(t *testing.T) {
+	var out strings.Builder
+	r := newProgressRenderer(&out)
+	r.Handle(progress.Event{Stage: "boot", Message: "console: " + guestEscapes})
+	r.Handle(progress.Event{Stage: "layer", Item: guestEscapes, Done: 1, Total: 1})
+	if hasControl(out.String()) || !strings.Contains(out.String(), `\x1b]52`) {
+		t.Fatalf("progress output: %q", out.String())
+	}
 }
