@@ -34,6 +34,10 @@ const (
 	DefaultCopyMaxEntries       = 1_000_000
 )
 
+// maxEntryName is PATH_MAX: os.Root would create deeper trees than any
+// tool could open by path.
+const maxEntryName = 4096
+
 // CopyLimits bound what one extracted archive may write; zero fields mean
 // the defaults.
 type CopyLimits struct {
@@ -341,6 +345,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 // entryName cleans a tar entry name and checks it is base or beneath it,
 // with no ".." element at all (WriteTar never writes one).
 func (x *extractor) entryName(raw string) (string, error) {
+	if len(raw) > maxEntryName {
+		return "", fmt.Errorf("%w: a name of %d bytes (at most %d): %.64q…", ErrUnsafePath, len(raw), maxEntryName, raw)
+	}
 	if raw == "" || strings.ContainsRune(raw, 0) || path.IsAbs(raw) || strings.HasPrefix(raw, `\`) {
 		return "", fmt.Errorf("%w: %q is empty or absolute", ErrUnsafePath, raw)
 	}
@@ -364,6 +371,12 @@ func (x *extractor) parents(name string) error {
 		fi, err := x.root.Lstat(p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
+			// Implied directories count as entries: one deep name must
+			// not make a million of them.
+			x.entries++
+			if x.entries > x.lim.MaxEntries {
+				return fmt.Errorf("%w: more than %d entries (at %q)", ErrArchiveLimit, x.lim.MaxEntries, name)
+			}
 			if err := x.root.Mkdir(p, 0o700); err != nil {
 				return fmt.Errorf("create %s: %w", p, err)
 			}

@@ -173,6 +173,8 @@ func TestExtractTarRefusesHostileArchives(t *testing.T) {
 		{"huge file", "result.txt", CopyLimits{}, []tar.Header{huge}, ErrArchiveLimit},
 		{"over the byte limit", "new", CopyLimits{MaxBytes: 20}, []tar.Header{reg("new/a", 0o644), reg("new/b", 0o644)}, ErrArchiveLimit},
 		{"too many entries", "result", CopyLimits{MaxEntries: 3}, dirs(5), ErrArchiveLimit},
+		{"deep implied directories", "result", CopyLimits{MaxEntries: 50}, []tar.Header{reg("result/"+strings.Repeat("d/", 100)+"f", 0o644)}, ErrArchiveLimit},
+		{"name longer than PATH_MAX", "result", CopyLimits{}, []tar.Header{reg("result/"+strings.Repeat("d/", 3000)+"f", 0o644)}, ErrUnsafePath},
 		{"escape in the name", "result.txt", CopyLimits{}, []tar.Header{reg("\x1b]52;c;cHduZWQ=\a\x1b[2J", 0o644)}, ErrUnsafePath},
 	}
 	for _, tc := range cases {
@@ -186,7 +188,7 @@ func TestExtractTarRefusesHostileArchives(t *testing.T) {
 			if strings.ContainsAny(err.Error(), "\x1b\a") {
 				t.Errorf("error carries raw control bytes: %q", err.Error())
 			}
-			if bad := tc.archive[len(tc.archive)-1].Name; tc.want != ErrArchiveLimit && !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			if bad := tc.archive[len(tc.archive)-1].Name; tc.want != ErrArchiveLimit && len(bad) <= maxEntryName && !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
 				t.Errorf("error does not name the entry %q: %v", bad, err)
 			}
 			// Refused as a whole: nothing anywhere changed, not even beneath
