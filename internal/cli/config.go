@@ -35,7 +35,10 @@ starts: restart it (banger daemon stop && banger daemon start) after a change.
   [dns]
   domain = "banger"             # VMs resolve as NAME.<domain>
   [debian]
-  mirror = ""                   # Debian archive URL; "" uses the host's apt sources`,
+  mirror = ""                   # Debian archive URL; "" uses the host's apt sources
+  [copy]                        # bounds on what vm cp accepts from a guest (0 = default)
+  max_bytes = 68719476736       # total file bytes of one copy out of a VM (64 GiB)
+  max_entries = 1000000         # files, directories and links of one copy out`,
 		Example: `  banger config show
   banger config show --json`,
 		Args: cobra.ArbitraryArgs,
@@ -63,8 +66,8 @@ func newConfigShowCommand(a *app) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "# %s\n", path)
-			fmt.Fprintf(w, "vmm = %q\n\n[network]\nsubnet = %q\nbridge = %q\n\n[dns]\ndomain = %q\n\n[debian]\nmirror = %q\n",
-				cfg.VMM, cfg.Network.Subnet, cfg.Network.Bridge, cfg.DNS.Domain, cfg.Debian.Mirror)
+			fmt.Fprintf(w, "vmm = %q\n\n[network]\nsubnet = %q\nbridge = %q\n\n[dns]\ndomain = %q\n\n[debian]\nmirror = %q\n\n[copy]\nmax_bytes = %d\nmax_entries = %d\n",
+				cfg.VMM, cfg.Network.Subnet, cfg.Network.Bridge, cfg.DNS.Domain, cfg.Debian.Mirror, cfg.Copy.MaxBytes, cfg.Copy.MaxEntries)
 			return nil
 		},
 	}

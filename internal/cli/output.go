@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,13 +9,23 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 // printJSON writes v as indented JSON, the --json form of every listing.
+// encoding/json escapes C0 controls but leaves DEL, C1 and bidi controls
+// raw; termsafe.JSON escapes those too, so guest-made strings (process
+// names, paths) reach the terminal inert and decode to the same values.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(termsafe.JSON(buf.Bytes()))
+	return err
 }
 
 // table writes aligned columns.

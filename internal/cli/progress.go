@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 // progressRenderer shows a call's progress events. On a terminal every item
@@ -40,7 +41,8 @@ func (r *progressRenderer) Handle(ev progress.Event) {
 		if msg == "" {
 			msg = ev.Item
 		}
-		line := ev.Stage + ": " + msg
+		// Messages may quote a guest or a registry: shown inert.
+		line := termsafe.Line(ev.Stage + ": " + msg)
 		if line == r.lastMsg {
 			return
 		}
@@ -52,7 +54,7 @@ func (r *progressRenderer) Handle(ev progress.Event) {
 		}
 		return
 	}
-	key := ev.Stage + " " + ev.Item
+	key := termsafe.Line(ev.Stage + " " + ev.Item)
 	if r.p == nil {
 		done := ev.Total > 0 && ev.Done >= ev.Total
 		if done || time.Since(r.lastLog[key]) >= time.Second {

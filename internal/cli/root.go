@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 // Env is what the CLI needs from the outside world, injected for tests.
@@ -131,7 +132,9 @@ func Execute(ctx context.Context, env Env, args []string) int {
 	if err != nil {
 		var ee *ExitError
 		if !errors.As(err, &ee) {
-			fmt.Fprintf(env.Stderr, "banger: %v\n", err)
+			// Errors quote guest text (agent messages, console lines):
+			// printed inert, newlines kept.
+			fmt.Fprintf(env.Stderr, "banger: %s\n", termsafe.Text(err.Error()))
 		}
 		code := ExitCode(err)
 		if code == 1 && isUsage(cmd, err) {

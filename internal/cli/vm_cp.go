@@ -19,7 +19,14 @@ func newVMCpCommand(a *app) *cobra.Command {
 the guest agent; one side is NAME:/absolute/path. SRC is copied under its own
 name into the directory DST, which is created if missing (like cp -r SRC
 DST/). Modes and modification times are kept, symlinks are copied as links
-and never followed out of the source, and nothing is written outside DST.`,
+and never followed out of the source, and nothing is written outside DST.
+
+A guest is not trusted: copying out of it creates only SRC's name in DST
+and what is beneath it, never writes through a symlink, drops set-uid,
+set-gid and sticky bits, skips or refuses devices, fifos and sockets, leaves
+the mode of directories that already exist alone, and stops at
+copy.max_bytes / copy.max_entries (config.toml). An archive that breaks a
+rule is refused as a whole and what it had written is removed.`,
 		Example: `  banger vm cp ./src dev:/root/work        # makes /root/work/src
   banger vm cp dev:/var/log/syslog ./logs   # makes ./logs/syslog`,
 		Args: cobra.ExactArgs(2),

@@ -8,16 +8,23 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 func newVMLogsCommand(a *app) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	var lines int
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a VM's serial console (boot messages, init errors)",
+		Long: `Print a VM's serial console. Anything in the guest may write there, so
+control characters a terminal would act on (escape sequences that set the
+clipboard, retitle the window or redraw the screen) are shown as visible
+escapes such as \x1b, and CRLF line ends as plain newlines. --raw writes the
+console's bytes unchanged.`,
 		Example: `  banger vm logs dev
-  banger vm logs -f --lines 50 dev`,
+  banger vm logs -f --lines 50 dev
+  banger vm logs --raw dev > console.bin`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -30,6 +37,15 @@ func newVMLogsCommand(a *app) *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			// Escaped whether or not stdout is a terminal: a file or a pipe
+			// into less -R reaches one later, and --raw is the explicit way
+			// to get the bytes.
+			out := cmd.OutOrStdout()
+			if !raw {
+				tw := termsafe.NewWriter(out)
+				defer tw.Flush()
+				out = tw
+			}
 			for {
 				f, err := s.Next()
 				if err != nil {
@@ -44,7 +60,9 @@ func newVMLogsCommand(a *app) *cobra.Command {
 					if err := json.Unmarshal(f.Payload, &b); err != nil {
 						return fmt.Errorf("decode console data: %w", err)
 					}
-					cmd.OutOrStdout().Write(b)
+					if _, err := out.Write(b); err != nil {
+						return fmt.Errorf("write console output: %w", err)
+					}
 				case rpc.FrameResult:
 					return nil
 				}
@@ -52,6 +70,7 @@ func newVMLogsCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the guest writes")
+	cmd.Flags().BoolVar(&raw, "raw", false, "write the console's bytes unchanged, control characters included")
 	cmd.Flags().IntVarP(&lines, "lines", "n", 0, "start with only the last N lines")
 	return cmd
 }

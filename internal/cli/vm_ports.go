@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 func newVMPortsCommand(a *app) *cobra.Command {
@@ -80,8 +81,11 @@ func (a *app) watchPorts(ctx context.Context, name string, w io.Writer, asJSON b
 				return fmt.Errorf("decode ports: %w", err)
 			}
 			if asJSON {
-				b, _ := json.Marshal(api.PortList{Ports: ports})
-				fmt.Fprintf(w, "%s\n", b)
+				b, err := json.Marshal(api.PortList{Ports: ports})
+				if err != nil {
+					return fmt.Errorf("encode ports: %w", err)
+				}
+				fmt.Fprintf(w, "%s\n", termsafe.JSON(b))
 				continue
 			}
 			fmt.Fprintf(w, "# %s\n", time.Now().Format(time.TimeOnly))
@@ -109,7 +113,9 @@ func portsTable(w io.Writer, ports []api.Port) error {
 		if len(p.Cmdline) > 0 {
 			command = strings.Join(p.Cmdline, " ")
 		}
-		rows = append(rows, []string{p.Proto, p.Address, fmt.Sprint(p.Port), pid, command})
+		// Every field but the numbers came from the guest: escaped, so a
+		// process named after an escape sequence shows as text.
+		rows = append(rows, []string{termsafe.Line(p.Proto), termsafe.Line(p.Address), fmt.Sprint(p.Port), pid, termsafe.Line(command)})
 	}
 	return table(w, []string{"PROTO", "ADDRESS", "PORT", "PID", "COMMAND"}, rows)
 }

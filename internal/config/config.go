@@ -19,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/vmdns"
+	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 // Defaults.
@@ -41,6 +42,14 @@ type Config struct {
 	Network Network `toml:"network" json:"network"`
 	DNS     DNS     `toml:"dns" json:"dns"`
 	Debian  Debian  `toml:"debian" json:"debian"`
+	Copy    Copy    `toml:"copy" json:"copy"`
+}
+
+// Copy bounds what `vm cp` accepts from a guest (whose archive is hostile
+// input); 0 means vsockagent's defaults.
+type Copy struct {
+	MaxBytes   int64 `toml:"max_bytes" json:"max_bytes"`     // total file bytes of one copy out
+	MaxEntries int   `toml:"max_entries" json:"max_entries"` // entries of one copy out
 }
 
 // Network is the host side of the guest network (the root helper's).
@@ -65,6 +74,7 @@ func Default() Config {
 		VMM:     DefaultVMM,
 		Network: Network{Subnet: guestnet.DefaultSubnet.String(), Bridge: DefaultBridge},
 		DNS:     DNS{Domain: DefaultDomain},
+		Copy:    Copy{MaxBytes: vsockagent.DefaultCopyMaxBytes, MaxEntries: vsockagent.DefaultCopyMaxEntries},
 	}
 }
 
@@ -105,7 +115,7 @@ func Parse(data []byte, cfg *Config) error {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror)", ErrInvalid, strings.Join(keys, ", "))
+			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries)", ErrInvalid, strings.Join(keys, ", "))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
@@ -139,6 +149,9 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			errs = append(errs, fmt.Errorf("debian.mirror %q must be an http(s) URL without credentials, query or fragment", c.Debian.Mirror))
 		}
+	}
+	if c.Copy.MaxBytes < 0 || c.Copy.MaxEntries < 0 {
+		errs = append(errs, fmt.Errorf("copy.max_bytes and copy.max_entries must not be negative (0 means the default)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)

@@ -124,3 +124,13 @@ func TestLoadFromFileReportsPath(t *testing.T) {
 		t.Fatalf("error %v does not name %s", err, p)
 	}
 }
+
+func TestCopyLimits(t *testing.T) {
+	cfg, err := Load(write(t, "[copy]\nmax_bytes = 1048576\n"))
+	if err != nil || cfg.Copy.MaxBytes != 1<<20 || cfg.Copy.MaxEntries != Default().Copy.MaxEntries || cfg.Copy.MaxEntries <= 0 {
+		t.Fatalf("copy limits: %+v %v", cfg.Copy, err)
+	}
+	if _, err := Load(write(t, "[copy]\nmax_entries = -1\n")); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "copy.max_entries") {
+		t.Fatalf("negative limit: %v", err)
+	}
+}

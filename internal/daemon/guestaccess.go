@@ -330,8 +330,12 @@ func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	case api.CopyOut:
 		c.Log.Info("copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
-		if err := ga.CopyPathOut(ctx, p.Guest, local); err != nil {
-			return nil, fmt.Errorf("copy %s from vm %q into %s: %w", p.Guest, vm.Name, local, err)
+		if err := ga.CopyPathOut(ctx, p.Guest, local, vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}); err != nil {
+			hint := ""
+			if errors.Is(err, vsockagent.ErrArchiveLimit) {
+				hint = " (if a copy this big is expected, raise copy.max_bytes or copy.max_entries in config.toml and restart the daemon)"
+			}
+			return nil, fmt.Errorf("copy %s from vm %q into %s: %w%s", p.Guest, vm.Name, local, err, hint)
 		}
 	default:
 		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -304,9 +305,9 @@ func (c *Client) CopyOut(ctx context.Context, guestPath string, w io.Writer) err
 }
 
 // CopyIn streams the tar archive r into guestDir (created if missing);
-// extraction in the guest never writes outside guestDir.
-func (c *Client) CopyIn(ctx context.Context, guestDir string, r io.Reader) error {
-	st, err := c.call(ctx, MethodCopyIn, copyInParams{Dir: guestDir}, nil)
+// the guest extracts only name and what is beneath it (see ExtractTar).
+func (c *Client) CopyIn(ctx context.Context, guestDir, name string, r io.Reader) error {
+	st, err := c.call(ctx, MethodCopyIn, copyInParams{Dir: guestDir, Name: name}, nil)
 	if err != nil {
 		return err
 	}
@@ -347,18 +348,19 @@ func (c *Client) CopyIn(ctx context.Context, guestDir string, r io.Reader) error
 func (c *Client) CopyPathIn(ctx context.Context, localPath, guestDir string) error {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(WriteTar(ctx, pw, localPath)) }()
-	err := c.CopyIn(ctx, guestDir, pr)
+	err := c.CopyIn(ctx, guestDir, BaseName(filepath.ToSlash(localPath)), pr)
 	_ = pr.Close()
 	return err
 }
 
-// CopyPathOut copies guestPath into the local directory localDir, safely
-// (see ExtractTar).
-func (c *Client) CopyPathOut(ctx context.Context, guestPath, localDir string) error {
+// CopyPathOut copies guestPath into the local directory localDir. The
+// guest's archive is hostile input: only guestPath's base name and what is
+// beneath it are written, within lim (see ExtractTar).
+func (c *Client) CopyPathOut(ctx context.Context, guestPath, localDir string, lim CopyLimits) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := ExtractTar(ctx, pr, localDir)
+		err := ExtractTar(ctx, pr, localDir, BaseName(guestPath), lim)
 		if err == nil {
 			_, err = io.Copy(io.Discard, pr)
 		}
@@ -367,8 +369,13 @@ func (c *Client) CopyPathOut(ctx context.Context, guestPath, localDir string) er
 	}()
 	err := c.CopyOut(ctx, guestPath, pw)
 	pw.CloseWithError(err)
-	if xerr := <-done; xerr != nil && err == nil {
-		err = fmt.Errorf("extract into %s: %w", localDir, xerr)
+	xerr := <-done
+	switch {
+	case errors.Is(xerr, ErrUnsafePath), errors.Is(xerr, ErrUnsafeEntry), errors.Is(xerr, ErrArchiveLimit):
+		// The cause, rather than the failed write it made of the transfer.
+		return fmt.Errorf("refused the guest's archive of %s (nothing of it was kept in %s): %w", guestPath, localDir, xerr)
+	case xerr != nil && err == nil:
+		return fmt.Errorf("extract into %s: %w", localDir, xerr)
 	}
 	return err
 }

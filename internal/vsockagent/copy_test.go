@@ -105,16 +105,16 @@ func TestCopyInOut(t *testing.T) {
 		sameTree(t, src, filepath.Join(guestDir, "src"))
 
 		back := filepath.Join(t.TempDir(), "back")
-		must(t, c.CopyPathOut(ctx, filepath.Join(guestDir, "src"), back))
+		must(t, c.CopyPathOut(ctx, filepath.Join(guestDir, "src"), back, CopyLimits{}))
 		sameTree(t, src, filepath.Join(back, "src"))
 
 		// A single file, and a top-level symlink (copied as a link).
 		one := t.TempDir()
-		must(t, c.CopyPathOut(ctx, filepath.Join(src, "sub", "run.sh"), one))
+		must(t, c.CopyPathOut(ctx, filepath.Join(src, "sub", "run.sh"), one, CopyLimits{}))
 		if fi, err := os.Stat(filepath.Join(one, "run.sh")); err != nil || fi.Mode().Perm() != 0o755 {
 			t.Fatalf("single file: %v %v", fi, err)
 		}
-		must(t, c.CopyPathOut(ctx, filepath.Join(src, "abs-link"), one))
+		must(t, c.CopyPathOut(ctx, filepath.Join(src, "abs-link"), one, CopyLimits{}))
 		if fi, err := os.Lstat(filepath.Join(one, "abs-link")); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 			t.Fatalf("top-level symlink was not copied as a symlink: %v %v", fi, err)
 		}
@@ -165,7 +165,7 @@ func TestCopyInRefusesEscapes(t *testing.T) {
 				outside := filepath.Join(parent, "outside")
 				must(t, os.WriteFile(outside, []byte("keep"), 0o644))
 				dest := filepath.Join(parent, "dest")
-				err := c.CopyIn(ctx, dest, bytes.NewReader(archive))
+				err := c.CopyIn(ctx, dest, "escaped", bytes.NewReader(archive))
 				if err == nil {
 					t.Fatal("malicious archive accepted")
 				}
@@ -198,12 +198,13 @@ func TestExtractTarLocal(t *testing.T) {
 		tar.Header{Name: "a", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"},
 		tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o600},
 	)
-	must(t, ExtractTar(context.Background(), bytes.NewReader(archive), dir))
+	must(t, ExtractTar(context.Background(), bytes.NewReader(archive), dir, "a", CopyLimits{}))
 	fi, err := os.Lstat(filepath.Join(dir, "a"))
 	if err != nil || !fi.Mode().IsRegular() {
 		t.Fatalf("last entry should replace the link with a file: %v %v", fi, err)
 	}
-	if _, err := safeName("a/../../b"); !errors.Is(err, ErrUnsafePath) {
-		t.Fatalf("safeName accepted an escape: %v", err)
+	x := &extractor{base: "a"}
+	if _, err := x.entryName("a/../../b"); !errors.Is(err, ErrUnsafePath) {
+		t.Fatalf("entryName accepted an escape: %v", err)
 	}
 }

@@ -67,8 +67,14 @@
 //	ports.watch  guest: 'p' JSON []Port, a full snapshot first and on every
 //	             change (polled every 500 ms) until the host closes.
 //	fs.copy_out  guest: 'd' tar bytes…, then 'z', or '!'.
-//	fs.copy_in   host: 'd' tar bytes…, then 'z' (or '!' to abort).
-//	             guest: 'k' once all is extracted, or '!'.
+//	fs.copy_in   params {"dir","name"}; host: 'd' tar bytes…, then 'z'
+//	             (or '!' to abort). guest: 'k' once all is extracted, or '!'.
+//
+// Archives are extracted with ExtractTar on either side, the host's
+// (copy_out: the guest is hostile) like the guest's: only the one name
+// asked for and what is beneath it, never through a symlink, no devices
+// or fifos, no set-uid/set-gid/sticky bits, existing directories' modes
+// kept, bounded by CopyLimits; a refused archive is undone.
 //
 // net.forward is not framed: after the response line the stream carries the
 // TCP connection's bytes both ways, and a half-close on either side is

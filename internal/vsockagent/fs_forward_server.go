@@ -45,6 +45,9 @@ func (s *Server) handleCopyIn(ctx context.Context, st *stream, _ *slog.Logger, r
 	if !filepath.IsAbs(p.Dir) {
 		return fail(st, errorf(CodeBadRequest, "copy_in directory %q is not absolute", p.Dir))
 	}
+	if err := checkBase(p.Name); err != nil {
+		return fail(st, errorf(CodeBadRequest, "copy_in: %v", err))
+	}
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
 		return fail(st, fmt.Errorf("create %s: %w", p.Dir, err))
 	}
@@ -75,7 +78,7 @@ func (s *Server) handleCopyIn(ctx context.Context, st *stream, _ *slog.Logger, r
 			}
 		}
 	}()
-	err := ExtractTar(ctx, pr, p.Dir)
+	err := ExtractTar(ctx, pr, p.Dir, p.Name, s.opts.CopyLimits)
 	if err == nil {
 		// Consume the archive's trailing padding up to the host's EOF frame.
 		_, err = io.Copy(io.Discard, pr)

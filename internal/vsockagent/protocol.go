@@ -143,7 +143,8 @@ type copyOutParams struct {
 }
 
 type copyInParams struct {
-	Dir string `json:"dir"`
+	Dir  string `json:"dir"`
+	Name string `json:"name"` // the archive's one top-level name (see ExtractTar)
 }
 
 type forwardParams struct {

@@ -26,6 +26,8 @@ type ServerOptions struct {
 	KillGrace time.Duration
 	// PortsInterval is the ports.watch poll period (default 500ms).
 	PortsInterval time.Duration
+	// CopyLimits bound an fs.copy_in archive (zero: the defaults).
+	CopyLimits CopyLimits
 }
 
 // Server answers agent requests inside the guest.
