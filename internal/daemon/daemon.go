@@ -121,6 +121,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Logger:    lg,
 		Authorize: authorizeOwner,
 		Hooks:     rpc.Hooks{Start: d.trackOperation},
+		// Requests are small; data frames carry 64 KiB of bytes at most.
+		MaxRequestBytes: 4 << 20,
+		MaxFrameBytes:   1 << 20,
+		RequestTimeout:  10 * time.Second,
+		MaxConns:        128,
 	})
 	lg.Info("bangerd listening", "socket", p.Socket(), "pid", os.Getpid(), "store", p.StoreFile())
 	if opts.Ready != nil {

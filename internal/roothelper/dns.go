@@ -31,8 +31,9 @@ import (
 // dnsPort is where guests (and systemd-resolved) send queries.
 const dnsPort = 53
 
-// maxDNSRecords bounds a dns.update: more than a /16 of VMs is not a table.
-const maxDNSRecords = 1 << 16
+// maxDNSRecords bounds a dns.update. A full table must fit in one helper
+// request (MaxRequestBytes): 4096 VMs with the longest names do.
+const maxDNSRecords = 4096
 
 // dnsTable is the pushed name table; vmdns reads it at query time.
 type dnsTable struct {
