@@ -14,24 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/rpc"
-)
-
-// Limits of the helper's socket, which its owner uid can reach: a hostile
-// owner must not be able to stop root's process or grow it without bound.
-const (
-	// MaxRequestBytes caps one request. The largest legitimate one is a
-	// full dns.update (maxDNSRecords records of 63-character names, about
-	// 400 KiB).
-	MaxRequestBytes = 512 << 10
-	maxFrameBytes   = 64 << 10 // no helper method reads data frames
-	requestTimeout  = 5 * time.Second
-	maxConns        = 64
 )
 
 // Options configure the helper.
@@ -74,11 +61,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer os.Remove(opts.Socket)
-	srv := rpc.NewServer(h.methods(), rpc.ServerOptions{
-		Logger: lg, Authorize: h.authorize,
-		MaxRequestBytes: MaxRequestBytes, MaxFrameBytes: maxFrameBytes,
-		RequestTimeout: requestTimeout, MaxConns: maxConns,
-	})
+	srv := rpc.NewServer(h.methods(), h.serverOptions(lg))
 	lg.Info("root helper listening", "socket", opts.Socket, "owner_uid", opts.OwnerUID, "pid", os.Getpid(), "version", buildinfo.Version)
 	if opts.Ready != nil {
 		opts.Ready()
