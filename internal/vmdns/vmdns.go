@@ -65,7 +65,6 @@ type Server struct {
 	RatePerSource  float64 // queries (and TCP connections) per second per source address
 	BurstPerSource int
 	MaxTCPConns    int
-	Now            func() time.Time // the rate limiter's clock (tests)
 }
 
 // Listener is a Server bound to its UDP and TCP sockets.
@@ -170,11 +169,7 @@ func (s *Server) activate(pc net.PacketConn, ln net.Listener) (*Listener, error)
 	if tcp <= 0 {
 		tcp = DefaultMaxTCPConns
 	}
-	now := s.Now
-	if now == nil {
-		now = time.Now
-	}
-	l.limit = newRateLimiter(rate, burst, now)
+	l.limit = newRateLimiter(rate, burst, time.Now)
 	l.inFlight = make(chan struct{}, inFlight)
 	l.tcpSlots = tcp
 	return l, nil
