@@ -24,11 +24,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
+	"github.com/bangerdev/banger/internal/vmdns"
 )
 
 // The attacker is this test binary re-run as the other user; init runs
@@ -41,12 +44,14 @@ func init() {
 
 // hostileDoSReport is what an attacker run prints (one JSON line).
 type hostileDoSReport struct {
-	Opened  int      `json:"opened"`           // connections established
-	Busy    int      `json:"busy"`             // refused: all connections in use
-	Timeout int      `json:"timeout"`          // cut off: no request within the deadline
-	TooBig  int      `json:"too_big"`          // refused: request over the cap
-	Other   int      `json:"other"`            // anything else (e.g. still queued when the attack ended)
-	Sample  []string `json:"sample,omitempty"` // a few of those
+	Opened  int            `json:"opened"`            // connections established
+	Busy    int            `json:"busy"`              // refused: all connections in use
+	Timeout int            `json:"timeout"`           // cut off: no request within the deadline
+	TooBig  int            `json:"too_big"`           // refused: request over the cap
+	Other   int            `json:"other"`             // anything else (e.g. still queued when the attack ended)
+	Sample  []string       `json:"sample,omitempty"`  // a few of those
+	Sent    int            `json:"sent,omitempty"`    // dns: queries sent
+	Answers map[string]int `json:"answers,omitempty"` // dns: replies by rcode
 }
 
 func hostileDoSAttackMain(mode string) int {
@@ -134,6 +139,55 @@ func hostileDoSAttackMain(mode string) int {
 				classify(hostileDoSReadError(c, hold))
 			}()
 		}
+	case "dnsflood": // conns queries over UDP to the DNS server at sock, alternating a vm name and an outside name
+		rep.Answers = map[string]int{}
+		c, err := net.Dial("udp", sock)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer c.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 4096)
+			for {
+				_ = c.SetReadDeadline(time.Now().Add(hold))
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				var m dns.Msg
+				if m.Unpack(buf[:n]) == nil {
+					mu.Lock()
+					rep.Answers[dns.RcodeToString[m.Rcode]]++
+					mu.Unlock()
+				}
+			}
+		}()
+		for i := range conns {
+			name := "alpha.banger."
+			if i%2 == 1 {
+				name = "example.org."
+			}
+			q := new(dns.Msg).SetQuestion(name, dns.TypeA)
+			q.Id = uint16(i)
+			b, _ := q.Pack()
+			if _, err := c.Write(b); err == nil {
+				rep.Sent++
+			}
+		}
+		<-done
+	case "dnsquery": // not an attack: one query, from a guest's namespace
+		cl := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+		r, _, err := cl.Exchange(new(dns.Msg).SetQuestion(os.Getenv("BANGER_E2E_DOS_NAME"), dns.TypeA), sock)
+		rep.Sent = 1
+		if err != nil {
+			rep.Other, rep.Sample = 1, []string{err.Error()}
+			break
+		}
+		rep.Answers = map[string]int{dns.RcodeToString[r.Rcode]: 1}
+		rep.Opened = len(r.Answer)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown attack %q\n", mode)
 		return 2
@@ -251,11 +305,11 @@ func hostileDoSStatus(t *testing.T, pid int, field string) int64 {
 }
 
 // hostileDoSRun runs an attack as uid:gid in the background.
-func hostileDoSRun(t *testing.T, exe string, uid, gid uint32, mode, sock string, conns int, hold time.Duration) func() hostileDoSReport {
+func hostileDoSRun(t *testing.T, exe string, uid, gid uint32, mode, sock string, conns int, hold time.Duration, env ...string) func() hostileDoSReport {
 	t.Helper()
 	cmd := exec.Command(exe)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "BANGER_E2E_DOS_ATTACK=" + mode, "BANGER_E2E_DOS_SOCKET=" + sock,
-		"BANGER_E2E_DOS_CONNS=" + strconv.Itoa(conns), "BANGER_E2E_DOS_HOLD=" + hold.String()}
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "BANGER_E2E_DOS_ATTACK=" + mode, "BANGER_E2E_DOS_SOCKET=" + sock,
+		"BANGER_E2E_DOS_CONNS=" + strconv.Itoa(conns), "BANGER_E2E_DOS_HOLD=" + hold.String()}, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -386,4 +440,118 @@ func TestHostileDoSRootHelperSurvivesItsOwner(t *testing.T) {
 		t.Fatalf("helper VmRSS grew from %d KiB to %d KiB over the attacks", baseRSS, rss)
 	}
 	h.checkAlive(t, 5*time.Second, "at the end")
+}
+
+// The helper's VM DNS server, which every local user can reach on the
+// bridge address, under a flood from the owner uid: the flood is cut to its
+// per-source rate, names outside the VM domain are REFUSED to it (it is not
+// a guest), a guest address is still answered meanwhile, and the helper
+// stays the same process with flat memory.
+func TestHostileDoSHelperDNSFlood(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	testutil.RequireBinary(t, "useradd")
+	testutil.RequireBinary(t, "nsenter")
+	uid, gid := ensureTestUser(t, "banger-e2e-dos")
+	exe := filepath.Join(binDir, "dosattack.test")
+	copyFile(t, mustExecutable(t), exe, 0o755)
+	h := hostileDoSStartHelper(t, uid)
+	c := roothelper.NewClient(h.sock)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.NetworkUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.NetworkDown(context.Background())
+	st, err := c.UpdateDNS(ctx, api.DNSUpdate{Domain: "banger", Records: []api.DNSRecord{{Name: "alpha", IP: "10.213.77.2"}}})
+	if err != nil || !st.Serving {
+		t.Fatalf("dns.update: %+v %v", st, err)
+	}
+	// A guest: its own network namespace on a veth port of the bridge, so
+	// its queries arrive from the guest subnet as a VM's do (a local
+	// address would not do: local traffic from the subnet is masqueraded).
+	guest := exec.Command("unshare", "-n", "sleep", "600")
+	if err := guest.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { guest.Process.Kill(); guest.Wait() }()
+	gpid := strconv.Itoa(guest.Process.Pid)
+	for _, args := range [][]string{
+		{"ip", "link", "add", "dosg0", "type", "veth", "peer", "name", "eth0", "netns", gpid},
+		{"ip", "link", "set", "dosg0", "master", "banger0", "up"},
+		{"nsenter", "-t", gpid, "-n", "ip", "link", "set", "lo", "up"},
+		{"nsenter", "-t", gpid, "-n", "ip", "addr", "add", "10.213.77.50/24", "dev", "eth0"},
+		{"nsenter", "-t", gpid, "-n", "ip", "link", "set", "eth0", "up"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	guestQuery := func(name string) (rcode string, answers int) {
+		t.Helper()
+		cmd := exec.Command("nsenter", "-t", gpid, "-n", exe)
+		cmd.Env = []string{"BANGER_E2E_DOS_ATTACK=dnsquery", "BANGER_E2E_DOS_SOCKET=" + vmDNS, "BANGER_E2E_DOS_NAME=" + name}
+		out, err := cmd.Output()
+		var rep hostileDoSReport
+		if err == nil {
+			err = json.Unmarshal(out, &rep)
+		}
+		if err != nil || len(rep.Answers) != 1 {
+			t.Fatalf("guest query %s: %v %+v", name, err, rep)
+		}
+		for rc := range rep.Answers {
+			rcode = rc
+		}
+		return rcode, rep.Opened
+	}
+	// The bridge port may take a moment to forward.
+	waitFor(t, 10*time.Second, "guest reaches the vm dns", func() (bool, string) {
+		cmd := exec.Command("nsenter", "-t", gpid, "-n", exe)
+		cmd.Env = []string{"BANGER_E2E_DOS_ATTACK=dnsquery", "BANGER_E2E_DOS_SOCKET=" + vmDNS, "BANGER_E2E_DOS_NAME=alpha.banger."}
+		out, err := cmd.Output()
+		return err == nil && strings.Contains(string(out), `"NOERROR":1`), string(out)
+	})
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", h.pid), []byte("5"), 0); err != nil {
+		t.Fatal(err)
+	}
+	before := hostileDoSStatus(t, h.pid, "VmRSS")
+
+	const flood = 20000
+	start := time.Now()
+	// The attacker is a local user: its queries come from the host side.
+	wait := hostileDoSRun(t, exe, uid, gid, "dnsflood", vmDNS, flood, 2*time.Second)
+	// The guest is answered during the flood, and its outside names are
+	// forwarded (SERVFAIL here: no upstream is reachable from this
+	// namespace), not REFUSED.
+	for i := range 3 {
+		if rc, n := guestQuery("alpha.banger."); rc != "NOERROR" || n != 1 {
+			t.Fatalf("guest query %d during the flood: %s with %d answers", i, rc, n)
+		}
+	}
+	if rc, _ := guestQuery("example.org."); rc == "REFUSED" {
+		t.Fatal("the guest's outside name was refused, want it forwarded")
+	}
+	rep := wait()
+	// The reader stops 2 s after the last reply.
+	elapsed := time.Since(start).Seconds()
+	got := 0
+	for _, n := range rep.Answers {
+		got += n
+	}
+	allowed := vmdns.DefaultBurstPerSource + int(vmdns.DefaultRatePerSource*elapsed) + 5
+	t.Logf("flood: %d sent, replies %v (%d in %.1fs, at most %d allowed)", rep.Sent, rep.Answers, got, elapsed, allowed)
+	if rep.Sent < flood/2 || got == 0 || got > allowed {
+		t.Fatalf("flood of %d from one source got %d replies, want 1..%d", rep.Sent, got, allowed)
+	}
+	if rep.Answers["REFUSED"] == 0 || rep.Answers["NOERROR"] == 0 || got != rep.Answers["REFUSED"]+rep.Answers["NOERROR"] {
+		t.Fatalf("the host-side flood should see its vm names answered and outside names refused: %v", rep.Answers)
+	}
+	if peak := hostileDoSStatus(t, h.pid, "VmHWM"); peak > before+32<<10 {
+		t.Fatalf("helper memory grew from %d KiB to a peak of %d KiB under the flood", before, peak)
+	}
+	h.checkAlive(t, 5*time.Second, "after the dns flood")
+	if rc, n := guestQuery("alpha.banger."); rc != "NOERROR" || n != 1 {
+		t.Fatalf("guest query after the flood: %s with %d answers", rc, n)
+	}
 }
