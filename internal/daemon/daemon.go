@@ -121,6 +121,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Logger:    lg,
 		Authorize: authorizeOwner,
 		Hooks:     rpc.Hooks{Start: d.trackOperation},
+		// Requests are small; data frames carry 64 KiB of bytes at most.
+		// Every stream (exec, logs -f, ports -w) and every connection
+		// through vm forward holds a connection: room for plenty.
+		MaxRequestBytes: 4 << 20,
+		MaxFrameBytes:   1 << 20,
+		RequestTimeout:  10 * time.Second,
+		MaxConns:        512,
 	})
 	lg.Info("bangerd listening", "socket", p.Socket(), "pid", os.Getpid(), "store", p.StoreFile())
 	if opts.Ready != nil {

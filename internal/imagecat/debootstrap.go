@@ -62,15 +62,22 @@ func BuildDebootstrap(ctx context.Context, e Entry, opts BuildOptions) (Result, 
 	if opts.Out == "" {
 		return Result{}, fmt.Errorf("build image %q: no output path", e.Name)
 	}
+	// The archive and its keyring first: without a keyring nothing is
+	// created at all.
+	mirror, err := ResolveMirror(opts.HostRoot, opts.Mirror, e)
+	if err != nil {
+		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
+	}
 	if os.Geteuid() != 0 {
 		return Result{}, fmt.Errorf("build image %q: %w", e.Name, ErrNeedRoot)
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
-		return Result{}, fmt.Errorf("build image %q: debootstrap is not installed: %w", e.Name, err)
+		return Result{}, fmt.Errorf("build image %q: debootstrap is not installed (apt-get install debootstrap): %w", e.Name, err)
 	}
-	mirror, err := ResolveMirror(opts.HostRoot, opts.Mirror, e)
-	if err != nil {
-		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
+	// debootstrap checks Release signatures with gpgv; without it,
+	// --force-check-gpg makes it fail late and obscurely.
+	if _, err := exec.LookPath("gpgv"); err != nil {
+		return Result{}, fmt.Errorf("build image %q: gpgv is not installed, so the archive's signature cannot be checked (apt-get install gpgv): %w", e.Name, err)
 	}
 	work, err := makeWorkDir(opts.WorkDir, "banger-debootstrap-")
 	if err != nil {
@@ -84,7 +91,7 @@ func BuildDebootstrap(ctx context.Context, e Entry, opts BuildOptions) (Result, 
 	rootfs := filepath.Join(work, "rootfs")
 
 	start := time.Now()
-	log.Info("debootstrap", "image", e.Name, "suite", e.Suite, "mirror", mirror.URI, "mirror_from", mirror.From)
+	log.Info("debootstrap", "image", e.Name, "suite", e.Suite, "mirror", mirror.URI, "mirror_from", mirror.From, "keyring", mirror.Keyring)
 	if err := runDebootstrap(ctx, e, mirror, rootfs, log, opts.Progress); err != nil {
 		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
 	}
@@ -127,9 +134,10 @@ func debootstrapArgs(e Entry, m Mirror, target string) []string {
 	if len(e.Include) > 0 {
 		args = append(args, "--include="+strings.Join(e.Include, ","))
 	}
-	if m.Keyring != "" {
-		args = append(args, "--keyring="+m.Keyring)
-	}
+	// Always verify: without a usable keyring debootstrap would only warn
+	// and install unsigned packages, whose maintainer scripts run as root.
+	// --force-check-gpg makes any failure to verify the Release file fatal.
+	args = append(args, "--keyring="+m.Keyring, "--force-check-gpg")
 	// debootstrap knows no "--"; suite, target and mirror are validated not
 	// to start with '-'.
 	return append(args, e.Suite, target, m.URI)

@@ -1,6 +1,7 @@
 package imagecat
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/progress"
@@ -188,8 +192,90 @@ func TestBuildDebootstrapRejectsBadInput(t *testing.T) {
 	if _, err := BuildDebootstrap(ctx, def, BuildOptions{Out: filepath.Join(t.TempDir(), "x"), Mirror: "--foreign"}); err == nil {
 		t.Fatal("an option-like mirror was accepted")
 	}
-	want := []string{"--variant=minbase", "--include=openssh-server,iproute2,ca-certificates", "--keyring=/k.gpg", "bookworm", "/t", "http://m/debian"}
+	want := []string{"--variant=minbase", "--include=openssh-server,iproute2,ca-certificates", "--keyring=/k.gpg", "--force-check-gpg", "bookworm", "/t", "http://m/debian"}
 	if got := debootstrapArgs(def, Mirror{URI: "http://m/debian", Keyring: "/k.gpg"}, "/t"); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("args = %q, want %q", got, want)
 	}
+}
+
+// TestBuildDebootstrapRefusesWithoutKeyring: with no keyring to verify the
+// archive (no Signed-By file, no debian-archive-keyring) a build refuses
+// before anything is created, and says how to fix it.
+func TestBuildDebootstrapRefusesWithoutKeyring(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	c, _ := Load()
+	def, _ := c.DefaultEntry()
+	for name, mirror := range map[string]string{"host or default mirror": "", "configured mirror": "http://mirror.example/debian"} {
+		t.Run(name, func(t *testing.T) {
+			hostRoot, work, outDir := t.TempDir(), t.TempDir(), t.TempDir()
+			// The host lists the archive, but with an inline key block
+			// debootstrap cannot use, and no keyring file exists.
+			writeFile(t, filepath.Join(hostRoot, "etc/apt/sources.list.d/debian.sources"),
+				"Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\nSigned-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n x\n -----END PGP PUBLIC KEY BLOCK-----\n")
+			_, err := BuildDebootstrap(ctx, def, BuildOptions{HostRoot: hostRoot, Mirror: mirror, WorkDir: work, Out: filepath.Join(outDir, "rootfs.ext4")})
+			if !errors.Is(err, ErrNoKeyring) {
+				t.Fatalf("build without a keyring: %v, want ErrNoKeyring", err)
+			}
+			for _, want := range []string{"apt-get install debian-archive-keyring", "http://mirror.example/debian", DefaultKeyring} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not say %q: %v", want, err)
+				}
+			}
+			assertDirHolds(t, work)
+			assertDirHolds(t, outDir)
+		})
+	}
+}
+
+// TestBuildDebootstrapRejectsWrongKeyring proves the keyring passed is the
+// one checked: against the real archive, a host source whose Signed-By
+// holds only a key that never signed it makes debootstrap stop at the
+// Release file, before any package is fetched, leaving nothing behind.
+func TestBuildDebootstrapRejectsWrongKeyring(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireBinary(t, "debootstrap")
+	testutil.RequireBinary(t, "gpgv")
+	ctx := testCtx(t, 3*time.Minute)
+	c, _ := Load()
+	def, _ := c.DefaultEntry()
+	host, err := ResolveMirror("/", "", def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := openpgp.NewEntity("not-debian", "test", "nobody@example.org", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := key.Serialize(&buf); err != nil {
+		t.Fatal(err)
+	}
+	hostRoot, work, outDir := t.TempDir(), t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(hostRoot, "usr/share/keyrings/wrong.gpg"), buf.String())
+	writeFile(t, filepath.Join(hostRoot, "etc/apt/sources.list.d/debian.sources"),
+		fmt.Sprintf("Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/wrong.gpg\n", host.URI, def.Suite))
+	var lines []string
+	var mu sync.Mutex
+	_, err = BuildDebootstrap(ctx, def, BuildOptions{HostRoot: hostRoot, WorkDir: work, Out: filepath.Join(outDir, "rootfs.ext4"),
+		Progress: func(ev progress.Event) {
+			mu.Lock()
+			lines = append(lines, ev.Message)
+			mu.Unlock()
+		}})
+	if err == nil {
+		t.Fatal("debootstrap accepted an archive its keyring does not sign")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range lines {
+		if strings.Contains(l, "Retrieving Packages") || strings.Contains(l, "Installing") || strings.Contains(l, "Extracting") {
+			t.Fatalf("debootstrap went on past the unverified Release file: %q", l)
+		}
+	}
+	if !strings.Contains(err.Error(), "debootstrap") {
+		t.Fatalf("error does not say what failed: %v", err)
+	}
+	t.Logf("expected failure: %v", err)
+	assertDirHolds(t, work)
+	assertDirHolds(t, outDir)
 }

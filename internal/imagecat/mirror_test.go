@@ -1,8 +1,10 @@
 package imagecat
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -79,6 +81,7 @@ deb [arch=amd64 signed-by=/missing.gpg] http://legacy.example/debian bookworm ma
 func TestResolveMirrorPrecedence(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list"), "deb http://host.example/debian bookworm main\n")
+	writeFile(t, filepath.Join(root, DefaultKeyring), "key")
 	e := Entry{Name: "d", Kind: KindDebootstrap, Suite: "bookworm"}
 
 	m, err := ResolveMirror(root, "http://config.example/debian/", e)
@@ -105,5 +108,60 @@ func TestResolveMirrorPrecedence(t *testing.T) {
 	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/bad.sources"), "Types: deb\nnot a field\n")
 	if _, err := ResolveMirror(root, "", e); err == nil {
 		t.Fatal("malformed host sources were accepted")
+	}
+}
+
+// Every resolved mirror comes with a keyring: the Signed-By file of a host
+// source for the same archive, else Debian's archive keyring; none is an
+// error naming the fix.
+func TestResolveMirrorKeyring(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/apt/sources.list.d/debian.sources"), `Types: deb
+URIs: http://host.example/debian/
+Suites: bookworm
+Components: main
+Signed-By: /etc/apt/keyrings/host.gpg
+
+Types: deb
+URIs: http://inline.example/debian
+Suites: trixie
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ x
+ -----END PGP PUBLIC KEY BLOCK-----
+`)
+	writeFile(t, filepath.Join(root, "etc/apt/keyrings/host.gpg"), "host key")
+	e := Entry{Name: "d", Kind: KindDebootstrap, Suite: "bookworm"}
+	hostKey, defKey := filepath.Join(root, "etc/apt/keyrings/host.gpg"), filepath.Join(root, DefaultKeyring)
+
+	// No default keyring yet: only archives with their own keyring resolve.
+	if m, err := ResolveMirror(root, "", e); err != nil || m.Keyring != hostKey {
+		t.Fatalf("host mirror: %+v %v", m, err)
+	}
+	if m, err := ResolveMirror(root, "http://host.example/debian", e); err != nil || m.From != "config" || m.Keyring != hostKey {
+		t.Fatalf("configured mirror the host lists: %+v %v", m, err)
+	}
+	for _, configured := range []string{"http://other.example/debian", "http://inline.example/debian"} {
+		if m, err := ResolveMirror(root, configured, e); !errors.Is(err, ErrNoKeyring) || !strings.Contains(err.Error(), "apt-get install debian-archive-keyring") {
+			t.Fatalf("%s without a keyring: %+v %v", configured, m, err)
+		}
+	}
+	// An empty keyring file is no keyring.
+	writeFile(t, defKey, "")
+	if _, err := ResolveMirror(root, "http://other.example/debian", e); !errors.Is(err, ErrNoKeyring) {
+		t.Fatalf("empty default keyring accepted: %v", err)
+	}
+	writeFile(t, defKey, "debian key")
+	for _, configured := range []string{"http://other.example/debian", "http://inline.example/debian"} {
+		if m, err := ResolveMirror(root, configured, e); err != nil || m.Keyring != defKey {
+			t.Fatalf("%s: %+v %v, want the default keyring", configured, m, err)
+		}
+	}
+	other := e
+	other.Suite = "sid"
+	if m, err := ResolveMirror(root, "", other); err != nil || m.From != "default" || m.Keyring != defKey {
+		t.Fatalf("default mirror: %+v %v", m, err)
 	}
 }

@@ -26,13 +26,17 @@ import (
 // the helper's own guest subnet. The server starts when the network comes up
 // (network.up, or dns.update finding the bridge already there, as after a
 // helper restart) and stops on network.down. Names outside the VM domain are
-// forwarded to the host's resolvers (/etc/resolv.conf).
+// forwarded to the host's resolvers (/etc/resolv.conf) for guests only
+// (sources in the guest subnet); local users reaching the bridge address
+// get REFUSED for them. vmdns rate-limits every source and caps the work in
+// flight: every guest and local user can reach this root-run server.
 
 // dnsPort is where guests (and systemd-resolved) send queries.
 const dnsPort = 53
 
-// maxDNSRecords bounds a dns.update: more than a /16 of VMs is not a table.
-const maxDNSRecords = 1 << 16
+// maxDNSRecords bounds a dns.update. A full table must fit in one helper
+// request (MaxRequestBytes): 4096 VMs with the longest names do.
+const maxDNSRecords = 4096
 
 // dnsTable is the pushed name table; vmdns reads it at query time.
 type dnsTable struct {
@@ -220,7 +224,7 @@ func (s *dnsService) ensure() {
 		}
 	}
 	addr := netip.AddrPortFrom(s.plan.Gateway, dnsPort)
-	srv := &vmdns.Server{Domain: s.domain, Pool: s.plan.Subnet, Lookup: &s.table, Logger: s.log}
+	srv := &vmdns.Server{Domain: s.domain, Pool: s.plan.Subnet, ForwardFrom: s.plan.Subnet, Lookup: &s.table, Logger: s.log}
 	l, err := srv.Listen(addr.String())
 	if err != nil {
 		s.lastErr = err.Error()

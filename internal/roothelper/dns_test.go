@@ -96,6 +96,11 @@ func TestDNSServesPushedNamesOnTheBridge(t *testing.T) {
 	if len(r.Answer) != 1 || r.Answer[0].(*dns.PTR).Ptr != "alpha.banger." {
 		t.Fatalf("reverse of 10.213.77.2: %v", r)
 	}
+	// Other names are not forwarded for the host's own queries (they come
+	// from the bridge address, not from a guest).
+	if r, err = query(t, "example.org", dns.TypeA); err != nil || r.Rcode != dns.RcodeRefused {
+		t.Fatalf("example.org from the host: %v %v, want REFUSED", r, err)
+	}
 	// A removed VM stops resolving with the next push.
 	push(api.DNSRecord{Name: "alpha", IP: "10.213.77.2"})
 	if r, err = query(t, "beta.banger", dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {

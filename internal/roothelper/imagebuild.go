@@ -86,6 +86,12 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, api.Errorf(api.CodeFailedPrecondition, "build image %q: the owner's images dir %q is not absolute (set BANGER_HOME for the root helper)", e.Name, store.Dir)
 	}
 
+	// No keyring to verify the archive with: refuse before any work (and
+	// before queueing behind another build).
+	if _, err := imagecat.ResolveMirror("", "", e); err != nil {
+		return nil, buildError(fmt.Sprintf("build image %q", e.Name), err)
+	}
+
 	select {
 	case b.busy <- struct{}{}:
 		defer func() { <-b.busy }()
@@ -359,7 +365,7 @@ func buildError(doing string, err error) error {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		code = api.CodeCanceled
-	case errors.Is(err, imagecat.ErrNeedRoot), errors.Is(err, fs.ErrPermission):
+	case errors.Is(err, imagecat.ErrNeedRoot), errors.Is(err, imagecat.ErrNoKeyring), errors.Is(err, fs.ErrPermission):
 		code = api.CodeFailedPrecondition
 	case errors.Is(err, imagecat.ErrInvalidName):
 		code = api.CodeInvalidArgument

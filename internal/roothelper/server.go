@@ -61,7 +61,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer os.Remove(opts.Socket)
-	srv := rpc.NewServer(h.methods(), rpc.ServerOptions{Logger: lg, Authorize: h.authorize})
+	srv := rpc.NewServer(h.methods(), h.serverOptions(lg))
 	lg.Info("root helper listening", "socket", opts.Socket, "owner_uid", opts.OwnerUID, "pid", os.Getpid(), "version", buildinfo.Version)
 	if opts.Ready != nil {
 		opts.Ready()

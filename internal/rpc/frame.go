@@ -11,9 +11,6 @@ import (
 	"github.com/bangerdev/banger/internal/progress"
 )
 
-// MaxFrame bounds one JSON line in either direction.
-const MaxFrame = 16 << 20
-
 // Request is the first line a client sends.
 type Request struct {
 	V      int             `json:"v"`

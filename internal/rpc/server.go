@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -130,8 +132,28 @@ type Server struct {
 	log       *slog.Logger
 	authorize func(Peer) error
 	hooks     Hooks
+	limits    limits
 	wg        sync.WaitGroup
 }
+
+// Defaults for ServerOptions' zero limits: an owner daemon's. The root
+// helper sets its own, much smaller, request cap.
+const (
+	DefaultMaxRequestBytes = 4 << 20
+	DefaultMaxFrameBytes   = 1 << 20 // a data frame: 64 KiB of bytes is ~88 KiB of JSON
+	DefaultRequestTimeout  = 10 * time.Second
+	DefaultMaxConns        = 128
+)
+
+// Accept back-off after a transient error (EMFILE, ENFILE, ENOBUFS…):
+// doubling from the first to the last, reset by the next good accept.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// refuseWriteTimeout bounds writing a refusal frame: the client may not read.
+const refuseWriteTimeout = time.Second
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
@@ -140,6 +162,29 @@ type ServerOptions struct {
 	// non-nil error refuses it with permission_denied.
 	Authorize func(Peer) error
 	Hooks     Hooks
+
+	// Limits against a hostile or broken client; zero means the default.
+	//
+	// MaxRequestBytes caps the request (the first frame); MaxFrameBytes
+	// caps each data frame a streaming call receives after it. A bigger
+	// frame gets an invalid_argument error frame and the connection ends.
+	MaxRequestBytes int64
+	MaxFrameBytes   int64
+	// RequestTimeout is how long a connection may take to send its whole
+	// request. It covers the request only: a stream (exec, logs -f,
+	// forward) may then stay quiet for as long as it likes.
+	RequestTimeout time.Duration
+	// MaxConns caps connections served at once. One more is refused at once
+	// with an unavailable error frame rather than queued: the descriptors
+	// and goroutines a client can pin stay bounded, and a caller gets a
+	// clear answer instead of a hang.
+	MaxConns int
+}
+
+type limits struct {
+	request, frame int64
+	timeout        time.Duration
+	conns          int
 }
 
 // NewServer serves the given method table.
@@ -148,37 +193,141 @@ func NewServer(methods map[string]Handler, opts ServerOptions) *Server {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	return &Server{methods: methods, log: lg, authorize: opts.Authorize, hooks: opts.Hooks}
+	l := limits{request: opts.MaxRequestBytes, frame: opts.MaxFrameBytes, timeout: opts.RequestTimeout, conns: opts.MaxConns}
+	if l.request <= 0 {
+		l.request = DefaultMaxRequestBytes
+	}
+	if l.frame <= 0 {
+		l.frame = DefaultMaxFrameBytes
+	}
+	if l.timeout <= 0 {
+		l.timeout = DefaultRequestTimeout
+	}
+	if l.conns <= 0 {
+		l.conns = DefaultMaxConns
+	}
+	return &Server{methods: methods, log: lg, authorize: opts.Authorize, hooks: opts.Hooks, limits: l}
 }
 
 // Serve accepts connections until ctx ends or ln is closed, then waits for
-// in-flight calls to finish.
+// in-flight calls to finish. A transient accept error (out of descriptors
+// or memory) backs off and retries: a client that exhausts the process's
+// descriptors must not end the server.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	slots := make(chan struct{}, s.limits.conns)
+	var backoff time.Duration
+	var refused refusalLog
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			s.wg.Wait()
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				s.wg.Wait()
 				return nil
 			}
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			if !transientAcceptError(err) {
+				s.wg.Wait()
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			s.log.Warn("accept failed, retrying", "addr", ln.Addr().String(), "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			if refused.note(time.Now()) {
+				s.log.Warn("refusing connections: too many in use", "limit", s.limits.conns, "refused", refused.count)
+			}
+			refuse(conn, api.Errorf(api.CodeUnavailable, "server busy: all %d connections are in use; retry shortly", s.limits.conns))
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-slots }()
 			s.serveConn(ctx, conn)
 		}()
 	}
 }
 
+// transientAcceptError reports accept errors that pass: resources run out
+// (often because of a client) or the pending connection went away.
+func transientAcceptError(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// refusalLog keeps refusals from flooding the log: one line per second.
+type refusalLog struct {
+	last  time.Time
+	count int
+}
+
+func (r *refusalLog) note(now time.Time) bool {
+	r.count++
+	if now.Sub(r.last) < time.Second {
+		return false
+	}
+	r.last = now
+	return true
+}
+
+// refuse answers a connection that will not be served with e, bounded in
+// time, and closes it.
+func refuse(conn net.Conn, e *api.Error) {
+	_ = conn.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
+	_ = json.NewEncoder(conn).Encode(Frame{Type: FrameError, Error: e})
+	conn.Close()
+}
+
 // Wait blocks until every in-flight call has returned.
 func (s *Server) Wait() { s.wg.Wait() }
+
+// errFrameTooLarge ends a read that passed a frame's byte budget.
+var errFrameTooLarge = errors.New("frame too large")
+
+// frameBudget lets the JSON decoder read at most n more bytes from the
+// connection; reset before each frame, it caps one frame at about n bytes
+// (plus what the decoder had already read ahead, itself bounded) without
+// capping the whole stream.
+type frameBudget struct {
+	r io.Reader
+	n int64
+}
+
+func (b *frameBudget) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, errFrameTooLarge
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	return n, err
+}
 
 func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 	defer conn.Close()
 	enc := json.NewEncoder(conn)
+	// Frames written before the request is accepted go to a client that may
+	// not read: bounded, like the request itself.
+	_ = conn.SetDeadline(time.Now().Add(s.limits.timeout))
 	peer, err := PeerOf(conn)
 	if err != nil {
 		s.log.Warn("refusing connection: cannot read peer credentials", "err", err)
@@ -193,11 +342,20 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 		}
 	}
 
-	br := bufio.NewReaderSize(conn, 64<<10)
-	dec := json.NewDecoder(io.LimitReader(br, MaxFrame*64))
+	budget := &frameBudget{r: bufio.NewReaderSize(conn, 64<<10), n: s.limits.request}
+	dec := json.NewDecoder(budget)
 	var req Request
 	if err := dec.Decode(&req); err != nil {
-		_ = enc.Encode(Frame{Type: FrameError, Error: api.Errorf(api.CodeInvalidArgument, "read request: %v", err)})
+		e := api.Errorf(api.CodeInvalidArgument, "read request: %v", err)
+		switch {
+		case errors.Is(err, errFrameTooLarge):
+			e = api.Errorf(api.CodeInvalidArgument, "request is larger than the %s limit of this server", byteSize(s.limits.request))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			e = api.Errorf(api.CodeInvalidArgument, "no complete request within %s: send the request as soon as you connect", s.limits.timeout)
+		}
+		s.log.Debug("bad request", "uid", peer.UID, "pid", peer.PID, "err", e.Message)
+		_ = conn.SetWriteDeadline(time.Now().Add(refuseWriteTimeout)) // the old one may have passed
+		_ = enc.Encode(Frame{Type: FrameError, Error: e})
 		return
 	}
 	opID := req.OpID
@@ -221,14 +379,18 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 		fail(api.Errorf(api.CodeUnimplemented, "unknown method %q", req.Method))
 		return
 	}
+	// The request is in: from here on the call (and any stream) has no
+	// deadline of its own.
+	_ = conn.SetDeadline(time.Time{})
 
-	ctx, cancel := context.WithCancel(WithOpID(parent, opID))
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(WithOpID(parent, opID))
+	defer cancel(nil)
 	in := make(chan Frame, 16)
 	uc, _ := conn.(*net.UnixConn)
 	call := &Call{Method: req.Method, OpID: opID, Params: req.Params, Peer: peer, Log: lg, enc: enc, conn: uc, in: in}
 	// Reader: data frames from the client until its "eof" frame; a read error
-	// or a bare EOF means the client went away, which cancels the call.
+	// or a bare EOF means the client went away, which cancels the call. An
+	// over-long frame cancels it with a typed error.
 	go func() {
 		inOpen := true
 		defer func() {
@@ -238,8 +400,13 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 		}()
 		for {
 			var f Frame
+			budget.n = s.limits.frame
 			if err := dec.Decode(&f); err != nil {
-				cancel()
+				if errors.Is(err, errFrameTooLarge) {
+					cancel(api.Errorf(api.CodeInvalidArgument, "%s: data frame larger than the %s limit of this server", req.Method, byteSize(s.limits.frame)))
+					return
+				}
+				cancel(nil)
 				return
 			}
 			if !inOpen {
@@ -265,6 +432,10 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 	start := time.Now()
 	lg.Debug("call started", "uid", peer.UID)
 	res, herr := safeCall(ctx, h, call)
+	var cause *api.Error
+	if errors.As(context.Cause(ctx), &cause) {
+		herr = cause // the call was ended for a reason the client must see
+	}
 	if end != nil {
 		end(herr)
 	}
@@ -293,6 +464,17 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 	}
 	lg.Debug("call finished", "duration", time.Since(start))
 	_ = call.write(Frame{Type: FrameResult, OpID: opID, Result: raw})
+}
+
+// byteSize renders a limit for an error message: "512 KiB", "4 MiB".
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func safeCall(ctx context.Context, h Handler, c *Call) (res any, err error) {

@@ -1,8 +1,14 @@
 // Package vmdns answers DNS for VM names: NAME.banger. resolves to the VM's
 // address and the guest subnet's reverse names resolve back, read live from
-// the store at query time. Every other query is forwarded to the host's
-// upstream resolvers, so guests can use this server (on the bridge address)
-// as their only resolver. Queries for banger's own zones are never forwarded.
+// the store at query time. Other queries from the guest subnet are
+// forwarded to the host's upstream resolvers, so guests can use this server
+// (on the bridge address) as their only resolver; from anywhere else they
+// are REFUSED. Queries for banger's own zones are never forwarded.
+//
+// The server is reachable by every guest and every local user, so it
+// bounds what they can make it do: a token bucket per source address
+// (floods are dropped before any goroutine starts), a cap on queries
+// handled at once and on open TCP connections.
 package vmdns
 
 import (
@@ -48,6 +54,17 @@ type Server struct {
 	Timeout   time.Duration // per upstream exchange, default 2s
 	TTL       uint32        // answer TTL, default 5s
 	Logger    *slog.Logger
+	// ForwardFrom is where queries for other names may come from (the
+	// guest subnet); the server's own address is never in it, as local
+	// users' queries to the bridge address come from there. Everyone else
+	// gets REFUSED for names outside banger's zones. Zero: nobody.
+	ForwardFrom netip.Prefix
+
+	// Limits; zero means the Default* value.
+	MaxInFlight    int     // queries handled at once; more are dropped (UDP) or SERVFAIL (TCP)
+	RatePerSource  float64 // queries (and TCP connections) per second per source address
+	BurstPerSource int
+	MaxTCPConns    int
 }
 
 // Listener is a Server bound to its UDP and TCP sockets.
@@ -58,6 +75,10 @@ type Listener struct {
 	log       *slog.Logger
 	pc        net.PacketConn
 	ln        net.Listener
+	self      netip.Addr // the bound address: never a forwarding client
+	limit     *rateLimiter
+	inFlight  chan struct{}
+	tcpSlots  int
 
 	baseMu sync.Mutex
 	base   context.Context // bounds forwarded exchanges; cancelled by Serve's ctx
@@ -133,7 +154,24 @@ func (s *Server) activate(pc net.PacketConn, ln net.Listener) (*Listener, error)
 		}
 	}
 	l := &Listener{s: s, zone: dns.Fqdn(domain), log: lg, pc: pc, ln: ln, base: context.Background()}
+	l.self = l.Addr().Addr().Unmap()
 	l.upstreams = l.withoutSelf(ups)
+	rate, burst, inFlight, tcp := s.RatePerSource, s.BurstPerSource, s.MaxInFlight, s.MaxTCPConns
+	if rate <= 0 {
+		rate = DefaultRatePerSource
+	}
+	if burst <= 0 {
+		burst = DefaultBurstPerSource
+	}
+	if inFlight <= 0 {
+		inFlight = DefaultMaxInFlight
+	}
+	if tcp <= 0 {
+		tcp = DefaultMaxTCPConns
+	}
+	l.limit = newRateLimiter(rate, burst, time.Now)
+	l.inFlight = make(chan struct{}, inFlight)
+	l.tcpSlots = tcp
 	return l, nil
 }
 
@@ -174,9 +212,10 @@ func (l *Listener) Serve(ctx context.Context) error {
 	l.baseMu.Unlock()
 
 	handler := dns.HandlerFunc(l.serveDNS)
+	idle := func() time.Duration { return tcpIdleTimeout }
 	servers := []*dns.Server{
-		{PacketConn: l.pc, Handler: handler},
-		{Listener: l.ln, Handler: handler},
+		{PacketConn: l.pc, Handler: handler, DecorateReader: func(r dns.Reader) dns.Reader { return limitedReader{Reader: r, limit: l.limit} }},
+		{Listener: &limitedListener{Listener: l.ln, limit: l.limit, slots: make(chan struct{}, l.tcpSlots)}, Handler: handler, IdleTimeout: idle},
 	}
 	started := make(chan struct{}, len(servers))
 	errc := make(chan error, len(servers))
@@ -236,8 +275,26 @@ func (l *Listener) timeout() time.Duration {
 }
 
 func (l *Listener) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
-	resp := l.answer(req, isTCP(w))
-	if !isTCP(w) {
+	tcp := isTCP(w)
+	src := sourceOf(w.RemoteAddr())
+	// UDP queries were rate-limited as they were read; a TCP connection
+	// pays per query here.
+	if tcp && !l.limit.allow(src) {
+		_ = w.Close()
+		return
+	}
+	select {
+	case l.inFlight <- struct{}{}:
+		defer func() { <-l.inFlight }()
+	default:
+		if tcp { // an answer, so the client does not wait; UDP just drops
+			m := new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+			_ = w.WriteMsg(m)
+		}
+		return
+	}
+	resp := l.answer(req, tcp, src)
+	if !tcp {
 		size := dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
 			size = int(opt.UDPSize())
@@ -254,8 +311,9 @@ func isTCP(w dns.ResponseWriter) bool {
 	return ok
 }
 
-// answer decides: our zone, our reverse zone, or forward.
-func (l *Listener) answer(req *dns.Msg, tcp bool) *dns.Msg {
+// answer decides: our zone, our reverse zone, forward (for the guest
+// subnet) or refuse.
+func (l *Listener) answer(req *dns.Msg, tcp bool, src netip.Addr) *dns.Msg {
 	if req.Opcode != dns.OpcodeQuery {
 		return new(dns.Msg).SetRcode(req, dns.RcodeNotImplemented)
 	}
@@ -270,7 +328,15 @@ func (l *Listener) answer(req *dns.Msg, tcp bool) *dns.Msg {
 	if p, extra, ok := reversePrefix(name); ok && l.s.Pool.IsValid() && p.Bits() >= l.s.Pool.Bits() && l.s.Pool.Contains(p.Addr()) {
 		return l.answerReverse(req, q, p, extra)
 	}
+	if !l.mayForward(src) {
+		return new(dns.Msg).SetRcode(req, dns.RcodeRefused)
+	}
 	return l.forward(req, tcp)
+}
+
+// mayForward: only guests use this server as their resolver.
+func (l *Listener) mayForward(src netip.Addr) bool {
+	return src.IsValid() && src != l.self && l.s.ForwardFrom.IsValid() && l.s.ForwardFrom.Contains(src)
 }
 
 func (l *Listener) reply(req *dns.Msg, rcode int) *dns.Msg {

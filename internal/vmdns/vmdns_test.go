@@ -123,7 +123,13 @@ func startUpstream(t *testing.T) *fakeUpstream {
 // startServer runs a vmdns server on 127.0.0.1 with the given upstreams.
 func startServer(t *testing.T, store *fakeStore, upstreams []string) string {
 	t.Helper()
-	s := &Server{Pool: pool, Lookup: store, Upstreams: upstreams, Timeout: 500 * time.Millisecond}
+	return startServerWith(t, &Server{Pool: pool, Lookup: store, Upstreams: upstreams, Timeout: 500 * time.Millisecond,
+		ForwardFrom: netip.MustParsePrefix("127.0.0.0/8")})
+}
+
+// startServerWith runs s on 127.0.0.1 until the test ends.
+func startServerWith(t *testing.T, s *Server) string {
+	t.Helper()
 	l, err := s.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -145,15 +151,29 @@ func startServer(t *testing.T, store *fakeStore, upstreams []string) string {
 	return l.Addr().String()
 }
 
+// guestSrc is the source of test queries: in ForwardFrom, and not the
+// server's own address (127.0.0.1), which never gets forwarding.
+const guestSrc = "127.0.0.2"
+
 func query(t *testing.T, server, netw, name string, qtype uint16) *dns.Msg {
 	t.Helper()
-	m := new(dns.Msg).SetQuestion(name, qtype)
-	c := &dns.Client{Net: netw, Timeout: 3 * time.Second}
-	r, _, err := c.Exchange(m, server)
+	r, err := queryFrom(server, netw, guestSrc, name, qtype)
 	if err != nil {
 		t.Fatalf("%s query %s %s: %v", netw, name, dns.TypeToString[qtype], err)
 	}
 	return r
+}
+
+// queryFrom asks server from the loopback address src.
+func queryFrom(server, netw, src, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg).SetQuestion(name, qtype)
+	var local net.Addr = &net.UDPAddr{IP: net.ParseIP(src)}
+	if netw == "tcp" {
+		local = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c := &dns.Client{Net: netw, Timeout: 3 * time.Second, Dialer: &net.Dialer{LocalAddr: local, Timeout: 3 * time.Second}}
+	r, _, err := c.Exchange(m, server)
+	return r, err
 }
 
 func expectRcode(t *testing.T, r *dns.Msg, rcode int, what string) {
