@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(
   qemu-system-x86   # the VMM that runs on machines without usable KVM (TCG)
   debootstrap       # builds the default debian-bookworm image
+  debian-archive-keyring  # debootstrap verifies the archive with it (--force-check-gpg)
+  gpgv              # the signature check debootstrap runs
   e2fsprogs         # mkfs.ext4 -d, debugfs, resize2fs, e2fsck
   nftables          # nft, to inspect banger's NAT table in tests
   iproute2          # ip, for network namespaces in tests
