@@ -77,20 +77,18 @@ func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.
 	var undo vmm.Undo
 	lg := m.d.Log.With("vm", vm.Name)
 	if err := chain.Run(ctx, lg, s, &undo); err != nil {
+		serr := &StartError{VM: vm.Name, Err: err, Console: m.consoleTail(s, 15)}
 		reason := err.Error()
 		var se *vmm.StepError
 		if errors.As(err, &se) {
+			serr.Step = se.Step
 			reason = fmt.Sprintf("start failed at step %s: %v", se.Step, se.Err)
 		}
 		bg := context.WithoutCancel(ctx)
 		if cur, gerr := m.d.Store.GetVM(bg, vm.ID); gerr == nil && cur.State != model.StateStopped {
 			_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
 		}
-		msg := fmt.Sprintf("start vm %q: %v", vm.Name, err)
-		if tail := m.consoleTail(s, 15); tail != "" {
-			msg += "\nlast console lines:\n" + tail
-		}
-		return vm, errors.New(msg)
+		return vm, apiError(serr)
 	}
 	undo.Discard()
 	return s.vm, nil

@@ -128,7 +128,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, report progress
 	}
 	lg := m.d.Log.With("vm", s.vm.Name)
 	if err := chain.Run(ctx, lg, s, &undo); err != nil {
-		return model.VM{}, fmt.Errorf("create vm %q: %w", s.vm.Name, err)
+		return model.VM{}, apiError(fmt.Errorf("create vm %q: %w", s.vm.Name, err))
 	}
 	undo.Discard()
 	if !req.Start {

@@ -157,7 +157,7 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 	}
 	if stopErr != nil {
 		_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateError, "stop failed: "+stopErr.Error())
-		return vm, fmt.Errorf("stop vm %q: %w", vm.Name, stopErr)
+		return vm, apiError(fmt.Errorf("stop vm %q: %w", vm.Name, stopErr))
 	}
 	r.cancel()
 	r.agent.Close()
@@ -240,7 +240,7 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 		errs = append(errs, fmt.Errorf("delete vm record: %w", err))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("remove vm %q: %w", vm.Name, errors.Join(errs...))
+		return apiError(fmt.Errorf("remove vm %q: %w", vm.Name, errors.Join(errs...)))
 	}
 	m.mu.Lock()
 	delete(m.locks, vm.ID)
