@@ -51,13 +51,9 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "vm exec: no command given")
 	}
 	c.SetTarget(p.Name)
-	vm, agent, err := d.vms.AgentFor(ctx, p.Name)
+	vm, ga, err := d.agentOf(ctx, p.Name, "exec")
 	if err != nil {
 		return nil, err
-	}
-	ga, ok := agent.(*guestAgent)
-	if !ok {
-		return nil, fmt.Errorf("vm %q: agent does not support exec", vm.Name)
 	}
 	stdinR, stdinW := io.Pipe()
 	resize := make(chan vsockagent.WinSize, 4)
@@ -111,7 +107,7 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	endSession(code, err)
 	stdinR.Close()
 	if err != nil {
-		return nil, fmt.Errorf("exec in vm %q: %w", vm.Name, err)
+		return nil, agentError(fmt.Errorf("exec in vm %q: %w", vm.Name, err))
 	}
 	return api.ExecResult{ExitCode: code}, nil
 }

@@ -204,7 +204,7 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
 	if !p.Watch {
 		ports, err := ga.Ports(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list ports of vm %q: %w", vm.Name, err)
+			return nil, agentError(fmt.Errorf("list ports of vm %q: %w", vm.Name, err))
 		}
 		return api.PortList{Ports: portsFrom(ports)}, nil
 	}
@@ -218,7 +218,7 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("watch ports of vm %q: %w", vm.Name, err)
+		return nil, agentError(fmt.Errorf("watch ports of vm %q: %w", vm.Name, err))
 	}
 	if sendErr != nil && ctx.Err() == nil {
 		return nil, sendErr
@@ -250,7 +250,7 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 	addr := net.JoinHostPort(host, strconv.Itoa(p.Port))
 	conn, err := ga.Forward(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err)
+		return nil, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))
 	}
 	defer conn.Close()
 	c.Log.Debug("forwarding", "vm", vm.Name, "addr", addr)
@@ -324,23 +324,43 @@ func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call) (any, error) {
 		if _, err := os.Lstat(local); err != nil {
 			return nil, api.Errorf(api.CodeNotFound, "vm cp: %v", err)
 		}
-		c.Log.Info("copy into guest", "vm", vm.Name, "local", local, "guest_dir", p.Guest)
-		if err := ga.CopyPathIn(ctx, local, p.Guest); err != nil {
-			return nil, fmt.Errorf("copy %s into %s in vm %q: %w", local, p.Guest, vm.Name, err)
+		c.Log.InfoContext(ctx, "copy into guest", "vm", vm.Name, "local", local, "guest_dir", p.Guest)
+	case api.CopyOut:
+		c.Log.InfoContext(ctx, "copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
+	default:
+		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
+	}
+	p.Local = local
+	limits := vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}
+	return api.Empty{}, guestCopy(ctx, ga, vm.Name, p, limits)
+}
+
+// guestCopy runs a checked vm.cp through the VM's agent; agent errors get
+// their wire codes.
+func guestCopy(ctx context.Context, ga *guestAgent, vmName string, p api.VMCopy, limits vsockagent.CopyLimits) error {
+	switch p.Direction {
+	case api.CopyIn:
+		if err := ga.CopyPathIn(ctx, p.Local, p.Guest); err != nil {
+			return agentError(fmt.Errorf("copy %s into %s in vm %q: %w", p.Local, p.Guest, vmName, err))
 		}
 	case api.CopyOut:
-		c.Log.Info("copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
-		if err := ga.CopyPathOut(ctx, p.Guest, local, vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}); err != nil {
+		_, lerr := os.Lstat(p.Local)
+		if err := ga.CopyPathOut(ctx, p.Guest, p.Local, limits); err != nil {
+			if errors.Is(lerr, os.ErrNotExist) {
+				// The extraction made the destination before the guest
+				// answered: a failed copy leaves no empty directory behind.
+				_ = os.Remove(p.Local)
+			}
 			hint := ""
 			if errors.Is(err, vsockagent.ErrArchiveLimit) {
 				hint = " (if a copy this big is expected, raise copy.max_bytes or copy.max_entries in config.toml and restart the daemon)"
 			}
-			return nil, fmt.Errorf("copy %s from vm %q into %s: %w%s", p.Guest, vm.Name, local, err, hint)
+			return agentError(fmt.Errorf("copy %s from vm %q into %s: %w%s", p.Guest, vmName, p.Local, err, hint))
 		}
 	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
+		return api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
 	}
-	return api.Empty{}, nil
+	return nil
 }
 
 func (d *Daemon) vmSessions(ctx context.Context, c *rpc.Call) (any, error) {
