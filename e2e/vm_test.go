@@ -21,13 +21,17 @@ import (
 
 // vmInstance is an isolated banger with the test kernel and default image
 // imported, ready to boot real VMs (QEMU; TCG where KVM cannot run them).
-func vmInstance(t testing.TB) *instance {
+// With daemonFlags the daemon is started first with them (e.g. --debug).
+func vmInstance(t testing.TB, daemonFlags ...string) *instance {
 	t.Helper()
 	testutil.RequireQEMU(t)
 	kernel, modules := testutil.Kernel(t)
 	image := testutil.Image(t)
 	in := newInstanceFromHome(t, t.TempDir())
 	t.Cleanup(in.cleanup)
+	if len(daemonFlags) > 0 {
+		in.startDaemonWith(daemonFlags...)
+	}
 	in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
 	in.ok("banger", "image", "import", "debian-bookworm", image)
 	t.Cleanup(func() {

@@ -100,7 +100,7 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	out := &frameWriter{c: c, kind: api.KindStdout}
 	errw := &frameWriter{c: c, kind: api.KindStderr}
-	c.Log.Info("exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
+	c.Log.InfoContext(ctx, "exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
 	endSession := d.startSession(ctx, c, vm, p.Argv)
 	code, err := ga.Exec(ctx, vsockagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
 		stdin, out, errw, resize, signals)

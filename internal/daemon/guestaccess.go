@@ -42,14 +42,14 @@ func (d *Daemon) sshFiles() sshkeys.Files { return sshkeys.FilesFor(d.paths) }
 // first boot. Every boot is also when a VM's address becomes live, so the
 // ssh_config include is refreshed here too (best effort: a failure only
 // costs `ssh NAME.banger` a stale entry until the next vm ssh).
-func (d *Daemon) guestAuthorizedKeys() []string {
+func (d *Daemon) guestAuthorizedKeys(ctx context.Context) []string {
 	line, err := sshkeys.EnsureKey(d.sshFiles())
 	if err != nil {
-		d.log.Error("banger ssh key unavailable: guests get no authorized key", "err", err)
+		d.log.ErrorContext(ctx, "banger ssh key unavailable: guests get no authorized key", "err", err)
 		return nil
 	}
-	if err := d.refreshSSHFiles(context.Background()); err != nil {
-		d.log.Warn("refresh ssh_config include", "err", err)
+	if err := d.refreshSSHFiles(context.WithoutCancel(ctx)); err != nil {
+		d.log.WarnContext(ctx, "refresh ssh_config include", "err", err)
 	}
 	return []string{line}
 }
@@ -114,7 +114,7 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 					}
 				}
 			}
-			c.Log.Warn("guest host key changed: refusing", "vm", vm.Name, "pinned", changed.Pinned, "presented", changed.Presented)
+			c.Log.WarnContext(ctx, "guest host key changed: refusing", "vm", vm.Name, "pinned", changed.Pinned, "presented", changed.Presented)
 			return api.Errorf(api.CodeFailedPrecondition, "%s", changed.Error())
 		}
 		if err != nil {
@@ -139,7 +139,7 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	}
 	if first {
-		c.Log.Info("pinned guest host key on first use", "vm", vm.Name, "algorithm", pinned.Algorithm)
+		c.Log.InfoContext(ctx, "pinned guest host key on first use", "vm", vm.Name, "algorithm", pinned.Algorithm)
 	}
 	if err := d.refreshSSHFiles(ctx); err != nil {
 		return nil, err
@@ -164,7 +164,7 @@ func (d *Daemon) vmForgetHostKey(ctx context.Context, c *rpc.Call) (any, error) 
 	if err := d.store.ForgetHostKeys(ctx, vm.ID); err != nil {
 		return nil, err
 	}
-	c.Log.Warn("forgot pinned host keys at the user's request", "vm", vm.Name)
+	c.Log.WarnContext(ctx, "forgot pinned host keys at the user's request", "vm", vm.Name)
 	return api.Empty{}, d.refreshSSHFiles(ctx)
 }
 
@@ -253,7 +253,7 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))
 	}
 	defer conn.Close()
-	c.Log.Debug("forwarding", "vm", vm.Name, "addr", addr)
+	c.Log.DebugContext(ctx, "forwarding", "vm", vm.Name, "addr", addr)
 	// Client → guest until the client's eof, which half-closes the guest side.
 	go func() {
 		for {
@@ -391,7 +391,7 @@ const sessionLost = -1
 func (d *Daemon) startSession(ctx context.Context, c *rpc.Call, vm model.VM, argv []string) func(code int, err error) {
 	gs, err := d.store.StartGuestSession(ctx, model.GuestSession{VMID: vm.ID, OpID: c.OpID, Command: argv})
 	if err != nil {
-		c.Log.Warn("record guest session", "vm", vm.Name, "err", err)
+		c.Log.WarnContext(ctx, "record guest session", "vm", vm.Name, "err", err)
 		return func(int, error) {}
 	}
 	return func(code int, err error) {
@@ -399,7 +399,7 @@ func (d *Daemon) startSession(ctx context.Context, c *rpc.Call, vm model.VM, arg
 			code = sessionLost
 		}
 		if _, err := d.store.EndGuestSession(context.WithoutCancel(ctx), gs.ID, code); err != nil {
-			c.Log.Warn("record guest session end", "vm", vm.Name, "session", gs.ID, "err", err)
+			c.Log.WarnContext(ctx, "record guest session end", "vm", vm.Name, "session", gs.ID, "err", err)
 		}
 	}
 }

@@ -109,7 +109,7 @@ func Import(ctx context.Context, name, src, out string, opts ImportOptions) (Res
 		return Result{}, fmt.Errorf("import image %q: publish %s: %w", name, out, err)
 	}
 	res.Path, _ = filepath.Abs(out)
-	log.Info("image imported", "image", name, "source", source, "bytes", res.SizeBytes, "digest", res.Digest)
+	log.InfoContext(ctx, "image imported", "image", name, "source", source, "bytes", res.SizeBytes, "digest", res.Digest)
 	return res, nil
 }
 
@@ -178,7 +178,7 @@ func importTar(ctx context.Context, src, tmp string, opts ImportOptions, log *sl
 	}
 	defer func() {
 		if rerr := removeWorkDir(work); rerr != nil {
-			log.Error("remove import work dir", "dir", work, "err", rerr)
+			log.ErrorContext(ctx, "remove import work dir", "dir", work, "err", rerr)
 			err = errors.Join(err, rerr)
 		}
 	}()

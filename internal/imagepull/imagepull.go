@@ -225,7 +225,7 @@ func Pull(ctx context.Context, ref, dest string, opts Options) (*Result, error) 
 	}
 	res.ImageDigest = "sha256:" + sum
 	opts.Progress.Stage("done", res.Digest)
-	log.Info("pulled image", "ref", res.Ref, "digest", res.Digest, "layers", len(res.Layers), "image", dest, "size", size)
+	log.InfoContext(ctx, "pulled image", "ref", res.Ref, "digest", res.Digest, "layers", len(res.Layers), "image", dest, "size", size)
 	return res, nil
 }
 
@@ -304,7 +304,7 @@ func (c *cache) fetchAll(ctx context.Context, layers []v1.Layer, info []Layer, r
 			return nil, err
 		}
 		if _, err := os.Stat(p); err == nil {
-			c.log.Debug("layer cached", "digest", info[i].Digest)
+			c.log.DebugContext(ctx, "layer cached", "digest", info[i].Digest)
 			report.Report(progress.Event{Stage: "layer " + short(info[i].Digest), Message: "cached", Done: info[i].Size, Total: info[i].Size})
 			overall(info[i].Size)
 			continue

@@ -12,6 +12,7 @@ import (
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/vmdisk"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -56,6 +57,7 @@ func (m *Manager) Start(ctx context.Context, ref string, report progress.Func) (
 }
 
 func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.Func) (model.VM, error) {
+	ctx = opid.WithVM(ctx, vm.Name)
 	drv, ok := m.d.Drivers[vm.VMM]
 	if !ok {
 		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q uses vmm %q, which this daemon does not have", vm.Name, vm.VMM)
@@ -75,8 +77,7 @@ func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.
 		{Name: "running", Fn: m.stepRunning},
 	}
 	var undo vmm.Undo
-	lg := m.d.Log.With("vm", vm.Name)
-	if err := chain.Run(ctx, lg, s, &undo); err != nil {
+	if err := chain.Run(ctx, m.d.Log, s, &undo); err != nil {
 		serr := &StartError{VM: vm.Name, Err: err, Console: m.consoleTail(s, 15)}
 		reason := err.Error()
 		var se *vmm.StepError
@@ -124,7 +125,7 @@ func (m *Manager) stepConfig(ctx context.Context, s *bootState, _ *vmm.Undo) err
 		cfg.Agent = guestconfig.Agent{Transport: guestconfig.TransportVsock, VsockPort: AgentVsockPort}
 	}
 	if m.d.AuthorizedKeys != nil {
-		cfg.AuthorizedKeys = m.d.AuthorizedKeys()
+		cfg.AuthorizedKeys = m.d.AuthorizedKeys(ctx)
 	}
 	if m.d.Network != nil && s.vm.Tap != "" {
 		att, err := m.d.Network.Attach(ctx, s.vm) // idempotent: same lease and tap
@@ -176,7 +177,7 @@ func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) err
 		case api.CodeOf(err) == api.CodeUnimplemented:
 			// A root helper older than tap.open: the VMM opens the tap by
 			// name, as it did before.
-			m.d.Log.Warn("root helper cannot pass the tap: the vmm opens it itself", "vm", s.vm.Name, "err", err)
+			m.d.Log.WarnContext(ctx, "root helper cannot pass the tap: the vmm opens it itself", "err", err)
 		case err != nil:
 			return err
 		default:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/vmm"
 	"golang.org/x/sys/unix"
@@ -42,7 +43,7 @@ func (m *Manager) boundConsole(ctx context.Context, path string) {
 			return
 		case <-t.C:
 			if _, err := vmm.TrimConsole(path, m.d.ConsoleMaxBytes); err != nil {
-				m.d.Log.Debug("trim console", "path", path, "err", err)
+				m.d.Log.DebugContext(ctx, "trim console", "path", path, "err", err)
 			}
 		}
 	}
@@ -70,8 +71,10 @@ func (m *Manager) watch(ctx context.Context, vm model.VM, r *runningVM) {
 	if tail, err := vmm.TailFile(r.inst.ConsoleLog, 5); err == nil && tail != "" {
 		reason += "; console: " + compact(tail)
 	}
-	m.d.Log.Warn("vm's vmm exited", "vm", vm.Name, "pid", r.inst.PID, "reason", reason)
-	bg := context.Background()
+	// No request caused this: it is an operation of its own, with its own
+	// op_id on its log lines.
+	bg := opid.WithVM(opid.With(context.Background(), opid.NewPrefixed("bg-watch")), vm.Name)
+	m.d.Log.WarnContext(bg, "vm's vmm exited", "pid", r.inst.PID, "reason", reason)
 	_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
 	m.clearRuntime(bg, vm.ID, r.inst)
 }
@@ -115,6 +118,7 @@ func (m *Manager) Stop(ctx context.Context, ref string, force bool, timeout time
 }
 
 func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeout time.Duration) (model.VM, error) {
+	ctx = opid.WithVM(ctx, vm.Name)
 	vm, err := m.d.Store.GetVM(ctx, vm.ID)
 	if err != nil {
 		return vm, err
@@ -202,6 +206,7 @@ func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
 }
 
 func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) error {
+	ctx = opid.WithVM(ctx, vm.Name)
 	vm, err := m.d.Store.GetVM(ctx, vm.ID)
 	if err != nil {
 		return err
