@@ -84,6 +84,7 @@ func checkRequestLines(t *testing.T, what string, lines []string, opID string, m
 	if own == 0 {
 		t.Errorf("%s log has no line for %s", what, opID)
 	}
+	t.Logf("%s log: %d lines during %s, %d of them its own", what, len(lines), opID, own)
 }
 
 // Every daemon and root helper log line of a request carries its op_id:
