@@ -64,7 +64,7 @@ func (c *Client) call(ctx context.Context, method string, params, result any) (*
 	}
 	if resp.Error != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("%s: %w", method, resp.Error)
+		return nil, fmt.Errorf("%s: %w", method, tame(resp.Error))
 	}
 	if result != nil && len(resp.Result) > 0 {
 		if err := json.Unmarshal(resp.Result, result); err != nil {
