@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/flatten"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/vmdisk"
 )
@@ -187,7 +188,7 @@ func importTar(ctx context.Context, src, tmp string, opts ImportOptions, log *sl
 		return err
 	}
 	opts.Progress.Stage(StageExtract, "extract "+src)
-	ap, err := flatten.New(rootfs, flatten.Options{Logger: log, RecordOwnership: os.Geteuid() != 0})
+	ap, err := flatten.New(rootfs, flatten.Options{Logger: opid.Logger(ctx, log), RecordOwnership: os.Geteuid() != 0})
 	if err != nil {
 		return err
 	}

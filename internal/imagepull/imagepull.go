@@ -30,6 +30,7 @@ import (
 	"github.com/bangerdev/banger/internal/download"
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/flatten"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 )
 
@@ -230,6 +231,7 @@ func Pull(ctx context.Context, ref, dest string, opts Options) (*Result, error) 
 }
 
 func applyLayers(ctx context.Context, c *cache, rootfs string, layers []Layer, fresh map[string]bool, fopts flatten.Options, report progress.Func) (*flatten.Result, error) {
+	fopts.Logger = opid.Logger(ctx, fopts.Logger) // the applier logs without a context
 	a, err := flatten.New(rootfs, fopts)
 	if err != nil {
 		return nil, err

@@ -80,3 +80,19 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 	c.inner = h.inner.WithGroup(name)
 	return &c
 }
+
+// Logger returns lg with the op_id and vm carried by ctx bound to it, for an
+// object that logs without a context and lives exactly as long as one
+// request (an image's layer applier).
+func Logger(ctx context.Context, lg *slog.Logger) *slog.Logger {
+	if lg == nil {
+		return nil
+	}
+	if id := From(ctx); id != "" {
+		lg = lg.With(KeyOpID, id)
+	}
+	if vm := VM(ctx); vm != "" {
+		lg = lg.With(KeyVM, vm)
+	}
+	return lg
+}

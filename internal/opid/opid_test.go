@@ -74,3 +74,18 @@ func TestNewAndValid(t *testing.T) {
 		t.Fatal("empty context carries values")
 	}
 }
+
+func TestLoggerBindsContext(t *testing.T) {
+	var buf bytes.Buffer
+	base := slog.New(slog.NewTextHandler(&buf, nil)) // no Handler: Logger binds the values itself
+	ctx := opid.WithVM(opid.With(context.Background(), "op-bound"), "dev")
+	opid.Logger(ctx, base).Info("applied")
+	opid.Logger(context.Background(), base).Info("plain")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "op_id=op-bound") || !strings.Contains(lines[0], "vm=dev") || strings.Contains(lines[1], "op_id") {
+		t.Fatalf("lines: %q", lines)
+	}
+	if opid.Logger(ctx, nil) != nil {
+		t.Fatal("Logger(ctx, nil) is not nil")
+	}
+}
