@@ -229,7 +229,12 @@ func (m *Manager) stepReady(ctx context.Context, s *bootState, undo *vmm.Undo) e
 		hcancel()
 		if err == nil {
 			if bootID != s.vm.BootID {
-				return fmt.Errorf("agent answered with boot_id %s, expected %s", bootID, s.vm.BootID)
+				// The guest chose this text: quoted and cut, it cannot
+				// reach a terminal or the store as anything but data.
+				if len(bootID) > 64 {
+					bootID = bootID[:64] + "…"
+				}
+				return fmt.Errorf("agent answered with boot_id %q, expected %s", bootID, s.vm.BootID)
 			}
 			s.agent = agent
 			return nil
