@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -269,8 +271,19 @@ func TestVMBadInputLeavesNothing(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "step ready") || !strings.Contains(errOut, "last console lines") || !strings.Contains(errOut, "banger-init: error: set hostname") {
 		t.Fatalf("boot of a broken image: exit %d, stderr %q (want the failed step and console lines)", code, errOut)
 	}
+	// Through the API the same failure keeps its code: the guest powered
+	// off before it was ready (failed_precondition), not internal.
+	err := in.client().Call(context.Background(), api.MethodVMCreate,
+		api.VMCreate{Name: "doomed2", Image: "broken", MemoryMiB: 384, Start: true}, nil)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "step ready") || ae.OpID == "" {
+		t.Fatalf("vm.create of a broken image: %#v, want failed_precondition naming step ready, with an op_id", err)
+	}
 	if d := in.vmDirs(); len(d) != 1 {
 		t.Fatalf("failed run left vm directories: %v", d)
+	}
+	if _, _, code := in.run("banger", "vm", "inspect", "doomed2"); code == 0 {
+		t.Fatal("failed create left a vm record")
 	}
 	if _, _, code := in.run("banger", "vm", "inspect", "doomed"); code == 0 {
 		t.Fatal("failed run left a vm record")

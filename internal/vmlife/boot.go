@@ -222,7 +222,7 @@ func (m *Manager) stepReady(ctx context.Context, s *bootState, undo *vmm.Undo) e
 	undo.Push(agent.Close)
 	for {
 		if alive, why := s.driver.Alive(s.inst); !alive {
-			return fmt.Errorf("vmm exited before the guest was ready: %s", why)
+			return fmt.Errorf("%w before it was ready: the vmm exited (%s)", ErrGuestExited, why)
 		}
 		hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
 		bootID, err := agent.Health(hctx)

@@ -8,6 +8,11 @@ import (
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
+// ErrGuestExited: the VMM exited while the guest booted (its init failed
+// and powered off, or the kernel panicked): retrying the same VM will not
+// help; the console's last lines say why.
+var ErrGuestExited = errors.New("guest exited during boot")
+
 // apiError gives a lifecycle error its wire code, in this one place: a
 // typed API error raised inside (the root helper's, a step's own) keeps
 // its code; the VMM drivers' sentinels and cancellation get theirs; the
@@ -34,7 +39,7 @@ func lifecycleCode(err error) string {
 		return api.CodeCanceled
 	case errors.Is(err, vmm.ErrInvalidSpec):
 		return api.CodeInvalidArgument
-	case errors.Is(err, vmm.ErrUnavailable):
+	case errors.Is(err, vmm.ErrUnavailable), errors.Is(err, ErrGuestExited):
 		return api.CodeFailedPrecondition
 	case errors.Is(err, vmm.ErrUnsupported):
 		return api.CodeUnimplemented
