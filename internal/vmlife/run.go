@@ -257,6 +257,8 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 // its VMM still lives (same pid and start time, control socket answers),
 // else marked stopped and what it held is freed.
 func (m *Manager) Adopt(ctx context.Context) error {
+	// Not a request: an operation of the daemon's own, with its own op_id.
+	ctx = opid.With(ctx, opid.NewPrefixed("bg-adopt"))
 	vms, err := m.d.Store.ListVMs(ctx)
 	if err != nil {
 		return fmt.Errorf("list vms to re-adopt: %w", err)
@@ -267,16 +269,17 @@ func (m *Manager) Adopt(ctx context.Context) error {
 		default:
 			continue
 		}
-		lg := m.d.Log.With("vm", vm.Name)
+		ctx := opid.WithVM(ctx, vm.Name)
+		lg := m.d.Log
 		drv := m.d.Drivers[vm.VMM]
 		inst, ierr := readInstance(vm)
 		if drv == nil || ierr != nil {
-			lg.Warn("cannot re-adopt vm", "err", ierr)
+			lg.WarnContext(ctx, "cannot re-adopt vm", "err", ierr)
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateError, "daemon restarted and could not re-adopt the vmm")
 			continue
 		}
 		if err := drv.Adopt(ctx, inst); err != nil {
-			lg.Info("vm's vmm is gone; marking it stopped", "err", err)
+			lg.InfoContext(ctx, "vm's vmm is gone; marking it stopped", "err", err)
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "vmm exited while the daemon was down")
 			m.clearRuntime(ctx, vm.ID, inst)
 			continue
@@ -286,7 +289,7 @@ func (m *Manager) Adopt(ctx context.Context) error {
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")
 		}
 		m.track(vm, drv, inst, agent)
-		lg.Info("re-adopted running vm", "pid", inst.PID)
+		lg.InfoContext(ctx, "re-adopted running vm", "pid", inst.PID)
 	}
 	return nil
 }
