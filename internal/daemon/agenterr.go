@@ -33,6 +33,11 @@ func agentError(err error) error {
 		code = api.CodeUnimplemented // an older or smaller agent
 	case errors.Is(err, vsockagent.ErrExecFailed):
 		code = api.CodeFailedPrecondition
+	case errors.Is(err, vsockagent.ErrUnsafePath), errors.Is(err, vsockagent.ErrUnsafeEntry):
+		// The host refused what the guest sent: nothing to retry.
+		code = api.CodePermissionDenied
+	case errors.Is(err, vsockagent.ErrArchiveLimit):
+		code = api.CodeFailedPrecondition // raise copy.max_* if expected
 	case errors.Is(err, vsockagent.ErrDialFailed), errors.Is(err, vsockagent.ErrConnectionLost),
 		errors.Is(err, context.DeadlineExceeded):
 		code = api.CodeUnavailable

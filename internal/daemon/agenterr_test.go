@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -117,6 +118,9 @@ func TestAgentErrorVocabulary(t *testing.T) {
 		{&vsockagent.Error{Code: vsockagent.CodeExecFailed, Message: "start: permission denied"}, api.CodeFailedPrecondition},
 		{&vsockagent.Error{Code: vsockagent.CodeIO, Message: "disk full"}, api.CodeInternal},
 		{vsockagent.ErrConnectionLost, api.CodeUnavailable},
+		{fmt.Errorf("extract: %w: etc/../../x", vsockagent.ErrUnsafePath), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: dev/sda", vsockagent.ErrUnsafeEntry), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: 2 GiB", vsockagent.ErrArchiveLimit), api.CodeFailedPrecondition},
 		{context.Canceled, api.CodeCanceled},
 		{errors.New("something else"), api.CodeInternal},
 	} {
