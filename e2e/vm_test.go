@@ -18,6 +18,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
@@ -273,12 +274,16 @@ func TestVMBadInputLeavesNothing(t *testing.T) {
 	}
 	// Through the API the same failure keeps its code: the guest powered
 	// off before it was ready (failed_precondition), not internal.
-	err := in.client().Call(context.Background(), api.MethodVMCreate,
+	// Every log line of the failure and its undo carries the request's op_id.
+	dmark, hmark := markLog(t, in.p.DaemonLog()), markLog(t, in.p.HelperLog())
+	err := in.client().Call(rpc.WithOpID(context.Background(), "op-doomed2"), api.MethodVMCreate,
 		api.VMCreate{Name: "doomed2", Image: "broken", MemoryMiB: 384, Start: true}, nil)
 	var ae *api.Error
-	if !errors.As(err, &ae) || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "step ready") || ae.OpID == "" {
-		t.Fatalf("vm.create of a broken image: %#v, want failed_precondition naming step ready, with an op_id", err)
+	if !errors.As(err, &ae) || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "step ready") || ae.OpID != "op-doomed2" {
+		t.Fatalf("vm.create of a broken image: %#v, want failed_precondition naming step ready, with its op_id", err)
 	}
+	checkRequestLines(t, "daemon", dmark.since(t), "op-doomed2", "vm boot step failed", "operation failed", "call failed")
+	checkRequestLines(t, "root helper", hmark.since(t), "op-doomed2", "tap ready", "tap deleted")
 	if d := in.vmDirs(); len(d) != 1 {
 		t.Fatalf("failed run left vm directories: %v", d)
 	}
