@@ -225,16 +225,17 @@ func (s *dnsService) ensure(ctx context.Context) {
 		}
 	}
 	addr := netip.AddrPortFrom(s.plan.Gateway, dnsPort)
-	srv := &vmdns.Server{Domain: s.domain, Pool: s.plan.Subnet, ForwardFrom: s.plan.Subnet, Lookup: &s.table, Logger: s.log}
+	// The server outlives the request that starts it: its own lines (upstream
+	// warnings, query errors) carry an op_id of their own.
+	runID := opid.NewPrefixed("bg-vmdns")
+	srv := &vmdns.Server{Domain: s.domain, Pool: s.plan.Subnet, ForwardFrom: s.plan.Subnet, Lookup: &s.table, Logger: s.log.With(opid.KeyOpID, runID)}
 	l, err := srv.Listen(addr.String())
 	if err != nil {
 		s.lastErr = err.Error()
 		s.log.ErrorContext(ctx, "vm dns not serving", "addr", addr.String(), "err", err)
 		return
 	}
-	// The server outlives the request that started it: its own lines carry
-	// an op_id of their own.
-	serveCtx, stop := context.WithCancel(opid.With(s.life, opid.NewPrefixed("bg-vmdns")))
+	serveCtx, stop := context.WithCancel(opid.With(s.life, runID))
 	r := &dnsRun{domain: s.domain, addr: l.Addr(), stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
