@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -384,5 +385,14 @@ func TestCopyBothWaysKeepsModes(t *testing.T) {
 	// A missing guest path is an error, not an empty copy.
 	if _, errOut, code := in.run("banger", "vm", "cp", "copy:/nonexistent", back); code == 0 || errOut == "" {
 		t.Fatalf("copying a missing guest path: exit %d, stderr %q", code, errOut)
+	}
+	// The guest agent's not_found reaches the client as not_found, not internal.
+	err := in.client().Call(context.Background(), api.MethodVMCopy,
+		api.VMCopy{Name: "copy", Direction: api.CopyOut, Guest: "/nonexistent", Local: filepath.Join(back, "missing")}, nil)
+	if got := api.CodeOf(err); got != api.CodeNotFound {
+		t.Fatalf("vm.cp of a missing guest path: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
+	}
+	if _, serr := os.Lstat(filepath.Join(back, "missing")); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("failed copy out left its destination behind (%v)", serr)
 	}
 }

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,18 +18,23 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
 // vmInstance is an isolated banger with the test kernel and default image
 // imported, ready to boot real VMs (QEMU; TCG where KVM cannot run them).
-func vmInstance(t testing.TB) *instance {
+// With daemonFlags the daemon is started first with them (e.g. --debug).
+func vmInstance(t testing.TB, daemonFlags ...string) *instance {
 	t.Helper()
 	testutil.RequireQEMU(t)
 	kernel, modules := testutil.Kernel(t)
 	image := testutil.Image(t)
 	in := newInstanceFromHome(t, t.TempDir())
 	t.Cleanup(in.cleanup)
+	if len(daemonFlags) > 0 {
+		in.startDaemonWith(daemonFlags...)
+	}
 	in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
 	in.ok("banger", "image", "import", "debian-bookworm", image)
 	t.Cleanup(func() {
@@ -265,8 +272,23 @@ func TestVMBadInputLeavesNothing(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "step ready") || !strings.Contains(errOut, "last console lines") || !strings.Contains(errOut, "banger-init: error: set hostname") {
 		t.Fatalf("boot of a broken image: exit %d, stderr %q (want the failed step and console lines)", code, errOut)
 	}
+	// Through the API the same failure keeps its code: the guest powered
+	// off before it was ready (failed_precondition), not internal.
+	// Every log line of the failure and its undo carries the request's op_id.
+	dmark, hmark := markLog(t, in.p.DaemonLog()), markLog(t, in.p.HelperLog())
+	err := in.client().Call(rpc.WithOpID(context.Background(), "op-doomed2"), api.MethodVMCreate,
+		api.VMCreate{Name: "doomed2", Image: "broken", MemoryMiB: 384, Start: true}, nil)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "step ready") || ae.OpID != "op-doomed2" {
+		t.Fatalf("vm.create of a broken image: %#v, want failed_precondition naming step ready, with its op_id", err)
+	}
+	checkRequestLines(t, "daemon", dmark.since(t), "op-doomed2", "vm boot step failed", "operation failed", "call failed")
+	checkRequestLines(t, "root helper", hmark.since(t), "op-doomed2", "tap ready", "tap deleted")
 	if d := in.vmDirs(); len(d) != 1 {
 		t.Fatalf("failed run left vm directories: %v", d)
+	}
+	if _, _, code := in.run("banger", "vm", "inspect", "doomed2"); code == 0 {
+		t.Fatal("failed create left a vm record")
 	}
 	if _, _, code := in.run("banger", "vm", "inspect", "doomed"); code == 0 {
 		t.Fatal("failed run left a vm record")

@@ -19,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/daemon"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/store"
@@ -94,7 +95,8 @@ Flags:
 	if *debug {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// Every line logged with a request's context carries its op_id and vm.
+	logger := slog.New(opid.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -45,6 +45,10 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	OpID    string `json:"op_id,omitempty"`
+
+	// cause is the error Wrap gave a code to: in-process callers still
+	// see it through errors.Is/As; only code and message cross the wire.
+	cause error
 }
 
 func (e *Error) Error() string {
@@ -58,6 +62,20 @@ func (e *Error) Error() string {
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
 	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+}
+
+// Unwrap returns the error Wrap was given (nil for errors built otherwise).
+func (e *Error) Unwrap() error { return e.cause }
+
+// Wrap gives err a wire code at a boundary (the place that knows which of
+// its sentinel errors means what), keeping err as the cause: errors.Is and
+// errors.As see through the result, and its message is err's. A nil err
+// gives nil.
+func Wrap(code string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Code: code, Message: err.Error(), cause: err}
 }
 
 // Errorf builds a typed error.

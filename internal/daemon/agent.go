@@ -51,13 +51,9 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "vm exec: no command given")
 	}
 	c.SetTarget(p.Name)
-	vm, agent, err := d.vms.AgentFor(ctx, p.Name)
+	vm, ga, err := d.agentOf(ctx, p.Name, "exec")
 	if err != nil {
 		return nil, err
-	}
-	ga, ok := agent.(*guestAgent)
-	if !ok {
-		return nil, fmt.Errorf("vm %q: agent does not support exec", vm.Name)
 	}
 	stdinR, stdinW := io.Pipe()
 	resize := make(chan vsockagent.WinSize, 4)
@@ -104,14 +100,14 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	out := &frameWriter{c: c, kind: api.KindStdout}
 	errw := &frameWriter{c: c, kind: api.KindStderr}
-	c.Log.Info("exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
+	c.Log.InfoContext(ctx, "exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
 	endSession := d.startSession(ctx, c, vm, p.Argv)
 	code, err := ga.Exec(ctx, vsockagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
 		stdin, out, errw, resize, signals)
 	endSession(code, err)
 	stdinR.Close()
 	if err != nil {
-		return nil, fmt.Errorf("exec in vm %q: %w", vm.Name, err)
+		return nil, agentError(fmt.Errorf("exec in vm %q: %w", vm.Name, err))
 	}
 	return api.ExecResult{ExitCode: code}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/opid"
 )
 
 // VM DNS is served by the root helper (see internal/roothelper/dns.go); the
@@ -65,18 +66,20 @@ func (d *Daemon) syncDNS(ctx context.Context) {
 				lastErr = err.Error()
 			}
 		case key != pushed || time.Since(pushedAt) >= dnsRefreshInterval:
-			cctx, cancel := context.WithTimeout(ctx, dnsCallTimeout)
+			// Each push is an operation of the daemon's own: its op_id
+			// (bg-dns-…) is on its lines here and in the helper's log.
+			cctx, cancel := context.WithTimeout(opid.With(ctx, opid.NewPrefixed("bg-dns")), dnsCallTimeout)
 			st, err := d.helper.UpdateDNS(cctx, api.DNSUpdate{Domain: d.cfg.DNS.Domain, Records: recs})
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil && err.Error() != lastErr {
-					lg.Warn("push vm names to the root helper's dns", "err", err)
+					lg.WarnContext(cctx, "push vm names to the root helper's dns", "err", err)
 					lastErr = err.Error()
 				}
 				break
 			}
 			if key != pushed {
-				lg.Info("vm dns table pushed", "names", len(recs), "serving", st.Serving, "addr", st.Addr, "dns_error", st.Error)
+				lg.InfoContext(cctx, "vm dns table pushed", "names", len(recs), "serving", st.Serving, "addr", st.Addr, "dns_error", st.Error)
 			}
 			d.dns.set(st)
 			pushed, pushedAt, lastErr = key, time.Now(), ""

@@ -42,14 +42,14 @@ func (d *Daemon) sshFiles() sshkeys.Files { return sshkeys.FilesFor(d.paths) }
 // first boot. Every boot is also when a VM's address becomes live, so the
 // ssh_config include is refreshed here too (best effort: a failure only
 // costs `ssh NAME.banger` a stale entry until the next vm ssh).
-func (d *Daemon) guestAuthorizedKeys() []string {
+func (d *Daemon) guestAuthorizedKeys(ctx context.Context) []string {
 	line, err := sshkeys.EnsureKey(d.sshFiles())
 	if err != nil {
-		d.log.Error("banger ssh key unavailable: guests get no authorized key", "err", err)
+		d.log.ErrorContext(ctx, "banger ssh key unavailable: guests get no authorized key", "err", err)
 		return nil
 	}
-	if err := d.refreshSSHFiles(context.Background()); err != nil {
-		d.log.Warn("refresh ssh_config include", "err", err)
+	if err := d.refreshSSHFiles(context.WithoutCancel(ctx)); err != nil {
+		d.log.WarnContext(ctx, "refresh ssh_config include", "err", err)
 	}
 	return []string{line}
 }
@@ -114,7 +114,7 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 					}
 				}
 			}
-			c.Log.Warn("guest host key changed: refusing", "vm", vm.Name, "pinned", changed.Pinned, "presented", changed.Presented)
+			c.Log.WarnContext(ctx, "guest host key changed: refusing", "vm", vm.Name, "pinned", changed.Pinned, "presented", changed.Presented)
 			return api.Errorf(api.CodeFailedPrecondition, "%s", changed.Error())
 		}
 		if err != nil {
@@ -139,7 +139,7 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	}
 	if first {
-		c.Log.Info("pinned guest host key on first use", "vm", vm.Name, "algorithm", pinned.Algorithm)
+		c.Log.InfoContext(ctx, "pinned guest host key on first use", "vm", vm.Name, "algorithm", pinned.Algorithm)
 	}
 	if err := d.refreshSSHFiles(ctx); err != nil {
 		return nil, err
@@ -164,7 +164,7 @@ func (d *Daemon) vmForgetHostKey(ctx context.Context, c *rpc.Call) (any, error) 
 	if err := d.store.ForgetHostKeys(ctx, vm.ID); err != nil {
 		return nil, err
 	}
-	c.Log.Warn("forgot pinned host keys at the user's request", "vm", vm.Name)
+	c.Log.WarnContext(ctx, "forgot pinned host keys at the user's request", "vm", vm.Name)
 	return api.Empty{}, d.refreshSSHFiles(ctx)
 }
 
@@ -204,7 +204,7 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
 	if !p.Watch {
 		ports, err := ga.Ports(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list ports of vm %q: %w", vm.Name, err)
+			return nil, agentError(fmt.Errorf("list ports of vm %q: %w", vm.Name, err))
 		}
 		return api.PortList{Ports: portsFrom(ports)}, nil
 	}
@@ -218,7 +218,7 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("watch ports of vm %q: %w", vm.Name, err)
+		return nil, agentError(fmt.Errorf("watch ports of vm %q: %w", vm.Name, err))
 	}
 	if sendErr != nil && ctx.Err() == nil {
 		return nil, sendErr
@@ -250,10 +250,10 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 	addr := net.JoinHostPort(host, strconv.Itoa(p.Port))
 	conn, err := ga.Forward(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err)
+		return nil, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))
 	}
 	defer conn.Close()
-	c.Log.Debug("forwarding", "vm", vm.Name, "addr", addr)
+	c.Log.DebugContext(ctx, "forwarding", "vm", vm.Name, "addr", addr)
 	// Client → guest until the client's eof, which half-closes the guest side.
 	go func() {
 		for {
@@ -324,23 +324,43 @@ func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call) (any, error) {
 		if _, err := os.Lstat(local); err != nil {
 			return nil, api.Errorf(api.CodeNotFound, "vm cp: %v", err)
 		}
-		c.Log.Info("copy into guest", "vm", vm.Name, "local", local, "guest_dir", p.Guest)
-		if err := ga.CopyPathIn(ctx, local, p.Guest); err != nil {
-			return nil, fmt.Errorf("copy %s into %s in vm %q: %w", local, p.Guest, vm.Name, err)
+		c.Log.InfoContext(ctx, "copy into guest", "vm", vm.Name, "local", local, "guest_dir", p.Guest)
+	case api.CopyOut:
+		c.Log.InfoContext(ctx, "copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
+	default:
+		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
+	}
+	p.Local = local
+	limits := vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}
+	return api.Empty{}, guestCopy(ctx, ga, vm.Name, p, limits)
+}
+
+// guestCopy runs a checked vm.cp through the VM's agent; agent errors get
+// their wire codes.
+func guestCopy(ctx context.Context, ga *guestAgent, vmName string, p api.VMCopy, limits vsockagent.CopyLimits) error {
+	switch p.Direction {
+	case api.CopyIn:
+		if err := ga.CopyPathIn(ctx, p.Local, p.Guest); err != nil {
+			return agentError(fmt.Errorf("copy %s into %s in vm %q: %w", p.Local, p.Guest, vmName, err))
 		}
 	case api.CopyOut:
-		c.Log.Info("copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
-		if err := ga.CopyPathOut(ctx, p.Guest, local, vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}); err != nil {
+		_, lerr := os.Lstat(p.Local)
+		if err := ga.CopyPathOut(ctx, p.Guest, p.Local, limits); err != nil {
+			if errors.Is(lerr, os.ErrNotExist) {
+				// The extraction made the destination before the guest
+				// answered: a failed copy leaves no empty directory behind.
+				_ = os.Remove(p.Local)
+			}
 			hint := ""
 			if errors.Is(err, vsockagent.ErrArchiveLimit) {
 				hint = " (if a copy this big is expected, raise copy.max_bytes or copy.max_entries in config.toml and restart the daemon)"
 			}
-			return nil, fmt.Errorf("copy %s from vm %q into %s: %w%s", p.Guest, vm.Name, local, err, hint)
+			return agentError(fmt.Errorf("copy %s from vm %q into %s: %w%s", p.Guest, vmName, p.Local, err, hint))
 		}
 	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
+		return api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
 	}
-	return api.Empty{}, nil
+	return nil
 }
 
 func (d *Daemon) vmSessions(ctx context.Context, c *rpc.Call) (any, error) {
@@ -371,7 +391,7 @@ const sessionLost = -1
 func (d *Daemon) startSession(ctx context.Context, c *rpc.Call, vm model.VM, argv []string) func(code int, err error) {
 	gs, err := d.store.StartGuestSession(ctx, model.GuestSession{VMID: vm.ID, OpID: c.OpID, Command: argv})
 	if err != nil {
-		c.Log.Warn("record guest session", "vm", vm.Name, "err", err)
+		c.Log.WarnContext(ctx, "record guest session", "vm", vm.Name, "err", err)
 		return func(int, error) {}
 	}
 	return func(code int, err error) {
@@ -379,7 +399,7 @@ func (d *Daemon) startSession(ctx context.Context, c *rpc.Call, vm model.VM, arg
 			code = sessionLost
 		}
 		if _, err := d.store.EndGuestSession(context.WithoutCancel(ctx), gs.ID, code); err != nil {
-			c.Log.Warn("record guest session end", "vm", vm.Name, "session", gs.ID, "err", err)
+			c.Log.WarnContext(ctx, "record guest session end", "vm", vm.Name, "session", gs.ID, "err", err)
 		}
 	}
 }

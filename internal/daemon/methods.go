@@ -39,7 +39,7 @@ func (d *Daemon) status(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read store schema version: %w", err)
 	}
-	c.Log.Debug("status requested")
+	c.Log.DebugContext(ctx, "status requested")
 	now := d.opts.Now()
 	return api.DaemonStatus{
 		PID:           os.Getpid(),
@@ -55,7 +55,7 @@ func (d *Daemon) status(ctx context.Context, c *rpc.Call) (any, error) {
 }
 
 func (d *Daemon) shutdown(ctx context.Context, c *rpc.Call) (any, error) {
-	c.Log.Info("shutdown requested", "peer_uid", c.Peer.UID, "peer_pid", c.Peer.PID)
+	c.Log.InfoContext(ctx, "shutdown requested", "peer_uid", c.Peer.UID, "peer_pid", c.Peer.PID)
 	// Stop after this reply is written: Serve waits for in-flight calls.
 	time.AfterFunc(10*time.Millisecond, d.stop)
 	return api.Empty{}, nil
@@ -76,9 +76,9 @@ func (d *Daemon) debugSleep(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "debug.sleep: milliseconds must be within 0..60000, got %d", p.Milliseconds)
 	}
 	c.SetTarget(p.Target)
-	c.Log.Info("debug sleep", "ms", p.Milliseconds, "target", p.Target)
+	c.Log.InfoContext(ctx, "debug sleep", "ms", p.Milliseconds, "target", p.Target)
 	if err := d.helper.Ping(ctx); err != nil {
-		c.Log.Info("debug sleep: helper unreachable", "err", err)
+		c.Log.InfoContext(ctx, "debug sleep: helper unreachable", "err", err)
 	}
 	const steps = 4
 	for i := 1; i <= steps; i++ {

@@ -77,7 +77,7 @@ func (d *Daemon) vmRemove(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	// Drop the removed VM from the ssh_config include and known_hosts.
 	if err := d.refreshSSHFiles(ctx); err != nil {
-		c.Log.Warn("refresh ssh files after rm", "err", err)
+		c.Log.WarnContext(ctx, "refresh ssh files after rm", "err", err)
 	}
 	return api.Empty{}, nil
 }

@@ -139,7 +139,7 @@ func (a *Archive) resolve(ctx context.Context, rel Relation, report progress.Fun
 	if !found {
 		return Package{}, fmt.Errorf("resolve %s: %w", relString(rel), ErrNotFound)
 	}
-	a.log.Debug("resolved package", "package", best.Name, "version", best.Version, "suite", best.Suite)
+	a.log.DebugContext(ctx, "resolved package", "package", best.Name, "version", best.Version, "suite", best.Suite)
 	return best, nil
 }
 

@@ -166,7 +166,7 @@ func Make(ctx context.Context, srcDir, dst string, opts Options) (int64, error) 
 		args = append(args, "-L", opts.Label)
 	}
 	args = append(args, tmpPath, strconv.FormatInt(size/1024, 10)+"k")
-	log.Debug("mkfs.ext4", "src", srcDir, "size", size, "inodes", inodes, "content_bytes", u.Bytes)
+	log.DebugContext(ctx, "mkfs.ext4", "src", srcDir, "size", size, "inodes", inodes, "content_bytes", u.Bytes)
 	if err := run(ctx, "mkfs.ext4", args...); err != nil {
 		return 0, fmt.Errorf("build image %q (content %d bytes, %d inodes, image %d bytes): %w", dst, u.Bytes, u.Inodes, size, err)
 	}

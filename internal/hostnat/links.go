@@ -21,10 +21,10 @@ func (n *Network) EnsureBridge(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return n.ensureBridge()
+	return n.ensureBridge(ctx)
 }
 
-func (n *Network) ensureBridge() error {
+func (n *Network) ensureBridge(ctx context.Context) error {
 	name := n.cfg.Bridge
 	br, err := n.bridgeLink()
 	if err != nil && !errors.Is(err, ErrNoBridge) {
@@ -43,7 +43,7 @@ func (n *Network) ensureBridge() error {
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
 			return fmt.Errorf("create bridge %q: %w", name, err)
 		}
-		n.log.Info("created bridge", "bridge", name)
+		n.log.InfoContext(ctx, "created bridge", "bridge", name)
 		if br, err = n.bridgeLink(); err != nil {
 			return err
 		}
@@ -62,7 +62,7 @@ func (n *Network) ensureBridge() error {
 		if err := netlink.AddrDel(br, &a); err != nil {
 			return fmt.Errorf("remove stale address %s from bridge %q: %w", a.IPNet, name, err)
 		}
-		n.log.Info("removed stale bridge address", "bridge", name, "addr", a.IPNet.String())
+		n.log.InfoContext(ctx, "removed stale bridge address", "bridge", name, "addr", a.IPNet.String())
 	}
 	if err := netlink.AddrReplace(br, &netlink.Addr{IPNet: ipNet(want)}); err != nil {
 		return fmt.Errorf("assign %s to bridge %q: %w", want, name, err)
@@ -227,7 +227,7 @@ func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID
 		if err := netlink.LinkAdd(tap); err != nil {
 			return fmt.Errorf("create tap %q: %w", name, err)
 		}
-		n.log.Info("created tap", "tap", name, "owner_uid", ownerUID)
+		n.log.InfoContext(ctx, "created tap", "tap", name, "owner_uid", ownerUID)
 		if link, err = netlink.LinkByName(name); err != nil {
 			return fmt.Errorf("look up new tap %q: %w", name, err)
 		}

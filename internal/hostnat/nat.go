@@ -38,7 +38,7 @@ func (n *Network) Up(ctx context.Context) error {
 	if err := n.EnsureBridge(ctx); err != nil {
 		return err
 	}
-	if _, err := n.EnsureForwarding(); err != nil {
+	if _, err := n.EnsureForwarding(ctx); err != nil {
 		return err
 	}
 	return n.EnsureNAT(ctx)
@@ -47,7 +47,7 @@ func (n *Network) Up(ctx context.Context) error {
 // EnsureForwarding turns on IPv4 forwarding and returns the value it found
 // ("0" or "1"). When it changed the value, the previous one is kept so
 // Teardown can restore it.
-func (n *Network) EnsureForwarding() (previous string, err error) {
+func (n *Network) EnsureForwarding(ctx context.Context) (previous string, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	b, err := os.ReadFile(ipForwardPath)
@@ -64,7 +64,7 @@ func (n *Network) EnsureForwarding() (previous string, err error) {
 	if n.forwardingWas == "" {
 		n.forwardingWas = previous
 	}
-	n.log.Info("enabled ip forwarding", "previous", previous)
+	n.log.InfoContext(ctx, "enabled ip forwarding", "previous", previous)
 	return previous, nil
 }
 

@@ -70,7 +70,7 @@ func (n *Network) OpenTap(ctx context.Context, name string, ownerUID int) (*os.F
 		f.Close()
 		return nil, fmt.Errorf("open tap %q: %w: it changed while being opened", name, ErrNotOurs)
 	}
-	n.log.Debug("opened tap", "tap", name, "owner_uid", before.Owner)
+	n.log.DebugContext(ctx, "opened tap", "tap", name, "owner_uid", before.Owner)
 	return f, nil
 }
 

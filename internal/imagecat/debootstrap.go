@@ -85,17 +85,17 @@ func BuildDebootstrap(ctx context.Context, e Entry, opts BuildOptions) (Result, 
 	}
 	defer func() {
 		if err := removeWorkDir(work); err != nil {
-			log.Error("remove image build work dir", "dir", work, "err", err)
+			log.ErrorContext(ctx, "remove image build work dir", "dir", work, "err", err)
 		}
 	}()
 	rootfs := filepath.Join(work, "rootfs")
 
 	start := time.Now()
-	log.Info("debootstrap", "image", e.Name, "suite", e.Suite, "mirror", mirror.URI, "mirror_from", mirror.From, "keyring", mirror.Keyring)
+	log.InfoContext(ctx, "debootstrap", "image", e.Name, "suite", e.Suite, "mirror", mirror.URI, "mirror_from", mirror.From, "keyring", mirror.Keyring)
 	if err := runDebootstrap(ctx, e, mirror, rootfs, log, opts.Progress); err != nil {
 		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
 	}
-	log.Info("debootstrap done", "image", e.Name, "took", time.Since(start).Round(time.Millisecond))
+	log.InfoContext(ctx, "debootstrap done", "image", e.Name, "took", time.Since(start).Round(time.Millisecond))
 
 	opts.Progress.Stage(StagePrepare, "prepare rootfs for banger")
 	if err := PrepareRootfs(rootfs); err != nil {
@@ -120,7 +120,7 @@ func BuildDebootstrap(ctx context.Context, e Entry, opts BuildOptions) (Result, 
 		return Result{}, fmt.Errorf("build image %q: publish %s: %w", e.Name, opts.Out, err)
 	}
 	res.Path, _ = filepath.Abs(opts.Out)
-	log.Info("image built", "image", e.Name, "bytes", res.SizeBytes, "digest", res.Digest, "took", time.Since(start).Round(time.Millisecond))
+	log.InfoContext(ctx, "image built", "image", e.Name, "bytes", res.SizeBytes, "digest", res.Digest, "took", time.Since(start).Round(time.Millisecond))
 	return res, nil
 }
 
@@ -172,7 +172,7 @@ func runDebootstrap(ctx context.Context, e Entry, m Mirror, target string, log *
 				continue
 			}
 			tail.add(line)
-			log.Debug("debootstrap", "line", line)
+			log.DebugContext(ctx, "debootstrap", "line", line)
 			report.Report(progress.Event{Stage: StageDebootstrap, Message: line})
 		}
 		io.Copy(io.Discard, pr) // keep draining after an over-long line

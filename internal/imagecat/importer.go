@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/flatten"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/vmdisk"
 )
@@ -109,7 +110,7 @@ func Import(ctx context.Context, name, src, out string, opts ImportOptions) (Res
 		return Result{}, fmt.Errorf("import image %q: publish %s: %w", name, out, err)
 	}
 	res.Path, _ = filepath.Abs(out)
-	log.Info("image imported", "image", name, "source", source, "bytes", res.SizeBytes, "digest", res.Digest)
+	log.InfoContext(ctx, "image imported", "image", name, "source", source, "bytes", res.SizeBytes, "digest", res.Digest)
 	return res, nil
 }
 
@@ -178,7 +179,7 @@ func importTar(ctx context.Context, src, tmp string, opts ImportOptions, log *sl
 	}
 	defer func() {
 		if rerr := removeWorkDir(work); rerr != nil {
-			log.Error("remove import work dir", "dir", work, "err", rerr)
+			log.ErrorContext(ctx, "remove import work dir", "dir", work, "err", rerr)
 			err = errors.Join(err, rerr)
 		}
 	}()
@@ -187,7 +188,7 @@ func importTar(ctx context.Context, src, tmp string, opts ImportOptions, log *sl
 		return err
 	}
 	opts.Progress.Stage(StageExtract, "extract "+src)
-	ap, err := flatten.New(rootfs, flatten.Options{Logger: log, RecordOwnership: os.Geteuid() != 0})
+	ap, err := flatten.New(rootfs, flatten.Options{Logger: opid.Logger(ctx, log), RecordOwnership: os.Geteuid() != 0})
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/bangerdev/banger/internal/download"
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/flatten"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 )
 
@@ -225,11 +226,12 @@ func Pull(ctx context.Context, ref, dest string, opts Options) (*Result, error) 
 	}
 	res.ImageDigest = "sha256:" + sum
 	opts.Progress.Stage("done", res.Digest)
-	log.Info("pulled image", "ref", res.Ref, "digest", res.Digest, "layers", len(res.Layers), "image", dest, "size", size)
+	log.InfoContext(ctx, "pulled image", "ref", res.Ref, "digest", res.Digest, "layers", len(res.Layers), "image", dest, "size", size)
 	return res, nil
 }
 
 func applyLayers(ctx context.Context, c *cache, rootfs string, layers []Layer, fresh map[string]bool, fopts flatten.Options, report progress.Func) (*flatten.Result, error) {
+	fopts.Logger = opid.Logger(ctx, fopts.Logger) // the applier logs without a context
 	a, err := flatten.New(rootfs, fopts)
 	if err != nil {
 		return nil, err
@@ -304,7 +306,7 @@ func (c *cache) fetchAll(ctx context.Context, layers []v1.Layer, info []Layer, r
 			return nil, err
 		}
 		if _, err := os.Stat(p); err == nil {
-			c.log.Debug("layer cached", "digest", info[i].Digest)
+			c.log.DebugContext(ctx, "layer cached", "digest", info[i].Digest)
 			report.Report(progress.Event{Stage: "layer " + short(info[i].Digest), Message: "cached", Done: info[i].Size, Total: info[i].Size})
 			overall(info[i].Size)
 			continue

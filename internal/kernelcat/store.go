@@ -110,7 +110,7 @@ func (s *Store) Pull(ctx context.Context, name string, report progress.Func) (Ke
 	if err != nil {
 		return Kernel{}, err
 	}
-	return s.stage(name, func(stage string) (Kernel, error) {
+	return s.stage(ctx, name, func(stage string) (Kernel, error) {
 		k := Kernel{Name: name, CatalogVersion: s.cfg.Catalog.Version}
 		switch entry.Source.Kind {
 		case KindDebian:
@@ -204,7 +204,7 @@ func (s *Store) Import(ctx context.Context, name, path, modulesDir string) (Kern
 	if err != nil {
 		return Kernel{}, err
 	}
-	return s.stage(name, func(stage string) (Kernel, error) {
+	return s.stage(ctx, name, func(stage string) (Kernel, error) {
 		k := Kernel{Name: name, Source: "local:" + abs}
 		tmp := filepath.Join(stage, "import")
 		if err := copyFile(abs, tmp, 0o644); err != nil {
@@ -349,7 +349,7 @@ func (s *Store) finish(stage string, k *Kernel, release string, declared []strin
 // stage runs build in a fresh staging dir inside the store and renames the
 // result to <Dir>/<name>, replacing an older copy only once the new one is
 // complete. On failure the staging dir is removed.
-func (s *Store) stage(name string, build func(stage string) (Kernel, error)) (k Kernel, err error) {
+func (s *Store) stage(ctx context.Context, name string, build func(stage string) (Kernel, error)) (k Kernel, err error) {
 	if err := ValidName(name); err != nil {
 		return Kernel{}, err
 	}
@@ -384,7 +384,7 @@ func (s *Store) stage(name string, build func(stage string) (Kernel, error)) (k 
 	if old != "" {
 		os.RemoveAll(old)
 	}
-	s.log.Info("kernel stored", "kernel", name)
+	s.log.InfoContext(ctx, "kernel stored", "kernel", name)
 	return s.Get(name)
 }
 

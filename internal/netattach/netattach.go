@@ -22,7 +22,6 @@ import (
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/roothelper"
-	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmlife"
 )
@@ -99,7 +98,7 @@ func (a *Attacher) ensureUp(ctx context.Context) (guestnet.Plan, error) {
 		return guestnet.Plan{}, fmt.Errorf("root helper reports gateway %q, want %s for subnet %s", info.Gateway, plan.Gateway, subnet)
 	}
 	a.plan, a.up = plan, true
-	a.log.Info("host network up", "op_id", rpc.OpIDFrom(ctx), "bridge", info.Bridge, "subnet", info.Subnet)
+	a.log.InfoContext(ctx, "host network up", "bridge", info.Bridge, "subnet", info.Subnet)
 	return plan, nil
 }
 
@@ -181,7 +180,7 @@ func (a *Attacher) attach(ctx context.Context, vm model.VM) (vmlife.Attachment, 
 		return fail(fmt.Errorf("create tap %q: %w", tap, err))
 	}
 
-	a.log.Info("vm attached", "op_id", rpc.OpIDFrom(ctx), "vm", vm.Name, "ip", addr.String(), "tap", tap)
+	a.log.InfoContext(ctx, "vm attached", "vm", vm.Name, "ip", addr.String(), "tap", tap)
 	return vmlife.Attachment{
 		Tap: tap,
 		MAC: mac,
@@ -317,6 +316,6 @@ func (a *Attacher) Detach(ctx context.Context, vm model.VM) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach vm %q from the network: %w", vm.Name, err)
 	}
-	a.log.Info("vm detached", "op_id", rpc.OpIDFrom(ctx), "vm", vm.Name, "taps", taps)
+	a.log.InfoContext(ctx, "vm detached", "vm", vm.Name, "taps", taps)
 	return nil
 }

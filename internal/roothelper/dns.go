@@ -13,6 +13,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/vmdns"
 )
@@ -111,18 +112,18 @@ func (h *Helper) dnsMethods(m map[string]rpc.Handler) {
 	m[api.MethodNetworkUp] = func(ctx context.Context, c *rpc.Call) (any, error) {
 		res, err := up(ctx, c)
 		if err == nil {
-			s.ensure()
+			s.ensure(ctx)
 		}
 		return res, err
 	}
 	m[api.MethodNetworkDown] = func(ctx context.Context, c *rpc.Call) (any, error) {
-		s.stopServing()
+		s.stopServing(ctx)
 		return down(ctx, c)
 	}
 	m[api.MethodDNSUpdate] = s.update
 	go func() { // a helper's ctx ending stops the server with it
 		<-h.life.Done()
-		s.stopServing()
+		s.stopServing(context.Background())
 	}()
 }
 
@@ -144,13 +145,13 @@ func (s *dnsService) update(ctx context.Context, c *rpc.Call) (any, error) {
 	s.domain = p.Domain
 	s.mu.Unlock()
 	if changedDomain {
-		s.stopServing() // vmdns fixes its zone at start
+		s.stopServing(ctx) // vmdns fixes its zone at start
 	}
 	if s.bridgeHasGateway() {
-		s.ensure()
+		s.ensure(ctx)
 	}
 	st := s.status()
-	c.Log.Debug("dns table updated", "names", len(names), "domain", p.Domain, "serving", st.Serving, "peer_uid", c.Peer.UID)
+	c.Log.DebugContext(ctx, "dns table updated", "names", len(names), "domain", p.Domain, "serving", st.Serving, "peer_uid", c.Peer.UID)
 	return st, nil
 }
 
@@ -209,7 +210,7 @@ func (s *dnsService) bridgeHasGateway() bool {
 
 // ensure starts the server on gateway:53 unless it runs. A failure is kept
 // for the status (and logged): VMs still work by address without DNS.
-func (s *dnsService) ensure() {
+func (s *dnsService) ensure(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.planErr != nil || s.life.Err() != nil {
@@ -224,31 +225,34 @@ func (s *dnsService) ensure() {
 		}
 	}
 	addr := netip.AddrPortFrom(s.plan.Gateway, dnsPort)
-	srv := &vmdns.Server{Domain: s.domain, Pool: s.plan.Subnet, ForwardFrom: s.plan.Subnet, Lookup: &s.table, Logger: s.log}
+	// The server outlives the request that starts it: its own lines (upstream
+	// warnings, query errors) carry an op_id of their own.
+	runID := opid.NewPrefixed("bg-vmdns")
+	srv := &vmdns.Server{Domain: s.domain, Pool: s.plan.Subnet, ForwardFrom: s.plan.Subnet, Lookup: &s.table, Logger: s.log.With(opid.KeyOpID, runID)}
 	l, err := srv.Listen(addr.String())
 	if err != nil {
 		s.lastErr = err.Error()
-		s.log.Error("vm dns not serving", "addr", addr.String(), "err", err)
+		s.log.ErrorContext(ctx, "vm dns not serving", "addr", addr.String(), "err", err)
 		return
 	}
-	ctx, stop := context.WithCancel(s.life)
+	serveCtx, stop := context.WithCancel(opid.With(s.life, runID))
 	r := &dnsRun{domain: s.domain, addr: l.Addr(), stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		if err := l.Serve(ctx); err != nil {
-			s.log.Error("vm dns stopped", "err", err)
+		if err := l.Serve(serveCtx); err != nil {
+			s.log.ErrorContext(serveCtx, "vm dns stopped", "err", err)
 			s.mu.Lock()
 			s.lastErr = err.Error()
 			s.mu.Unlock()
 		}
 	}()
 	s.run, s.lastErr = r, ""
-	s.log.Info("vm dns serving", "addr", r.addr.String(), "domain", s.domain, "upstreams", l.Upstreams())
+	s.log.InfoContext(ctx, "vm dns serving", "addr", r.addr.String(), "domain", s.domain, "upstreams", l.Upstreams())
 }
 
 // stopServing stops the server and waits (bounded) for its sockets to close,
 // so the address can be bound again at once.
-func (s *dnsService) stopServing() {
+func (s *dnsService) stopServing(ctx context.Context) {
 	s.mu.Lock()
 	r := s.run
 	s.run = nil
@@ -260,9 +264,9 @@ func (s *dnsService) stopServing() {
 	select {
 	case <-r.done:
 	case <-time.After(5 * time.Second):
-		s.log.Warn("vm dns server did not stop within 5s")
+		s.log.WarnContext(ctx, "vm dns server did not stop within 5s")
 	}
-	s.log.Info("vm dns stopped serving", "addr", r.addr.String())
+	s.log.InfoContext(ctx, "vm dns stopped serving", "addr", r.addr.String())
 }
 
 func (s *dnsService) status() api.DNSStatus {

@@ -235,7 +235,7 @@ func (l *Listener) Serve(ctx context.Context) error {
 			firstErr = fmt.Errorf("serve dns: %w", err)
 		}
 	}
-	l.log.Info("dns server listening", "addr", l.Addr().String(), "zone", l.zone, "upstreams", l.upstreams)
+	l.log.InfoContext(ctx, "dns server listening", "addr", l.Addr().String(), "zone", l.zone, "upstreams", l.upstreams)
 	if firstErr == nil {
 		select {
 		case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 	"github.com/bangerdev/banger/internal/ext4"
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/vmdisk"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -56,6 +57,7 @@ func (m *Manager) Start(ctx context.Context, ref string, report progress.Func) (
 }
 
 func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.Func) (model.VM, error) {
+	ctx = opid.WithVM(ctx, vm.Name)
 	drv, ok := m.d.Drivers[vm.VMM]
 	if !ok {
 		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q uses vmm %q, which this daemon does not have", vm.Name, vm.VMM)
@@ -75,22 +77,19 @@ func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.
 		{Name: "running", Fn: m.stepRunning},
 	}
 	var undo vmm.Undo
-	lg := m.d.Log.With("vm", vm.Name)
-	if err := chain.Run(ctx, lg, s, &undo); err != nil {
+	if err := chain.Run(ctx, m.d.Log, s, &undo); err != nil {
+		serr := &StartError{VM: vm.Name, Err: err, Console: m.consoleTail(s, 15)}
 		reason := err.Error()
 		var se *vmm.StepError
 		if errors.As(err, &se) {
+			serr.Step = se.Step
 			reason = fmt.Sprintf("start failed at step %s: %v", se.Step, se.Err)
 		}
 		bg := context.WithoutCancel(ctx)
 		if cur, gerr := m.d.Store.GetVM(bg, vm.ID); gerr == nil && cur.State != model.StateStopped {
 			_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
 		}
-		msg := fmt.Sprintf("start vm %q: %v", vm.Name, err)
-		if tail := m.consoleTail(s, 15); tail != "" {
-			msg += "\nlast console lines:\n" + tail
-		}
-		return vm, errors.New(msg)
+		return vm, apiError(serr)
 	}
 	undo.Discard()
 	return s.vm, nil
@@ -126,7 +125,7 @@ func (m *Manager) stepConfig(ctx context.Context, s *bootState, _ *vmm.Undo) err
 		cfg.Agent = guestconfig.Agent{Transport: guestconfig.TransportVsock, VsockPort: AgentVsockPort}
 	}
 	if m.d.AuthorizedKeys != nil {
-		cfg.AuthorizedKeys = m.d.AuthorizedKeys()
+		cfg.AuthorizedKeys = m.d.AuthorizedKeys(ctx)
 	}
 	if m.d.Network != nil && s.vm.Tap != "" {
 		att, err := m.d.Network.Attach(ctx, s.vm) // idempotent: same lease and tap
@@ -178,7 +177,7 @@ func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) err
 		case api.CodeOf(err) == api.CodeUnimplemented:
 			// A root helper older than tap.open: the VMM opens the tap by
 			// name, as it did before.
-			m.d.Log.Warn("root helper cannot pass the tap: the vmm opens it itself", "vm", s.vm.Name, "err", err)
+			m.d.Log.WarnContext(ctx, "root helper cannot pass the tap: the vmm opens it itself", "err", err)
 		case err != nil:
 			return err
 		default:
@@ -223,14 +222,19 @@ func (m *Manager) stepReady(ctx context.Context, s *bootState, undo *vmm.Undo) e
 	undo.Push(agent.Close)
 	for {
 		if alive, why := s.driver.Alive(s.inst); !alive {
-			return fmt.Errorf("vmm exited before the guest was ready: %s", why)
+			return fmt.Errorf("%w before it was ready: the vmm exited (%s)", ErrGuestExited, why)
 		}
 		hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
 		bootID, err := agent.Health(hctx)
 		hcancel()
 		if err == nil {
 			if bootID != s.vm.BootID {
-				return fmt.Errorf("agent answered with boot_id %s, expected %s", bootID, s.vm.BootID)
+				// The guest chose this text: quoted and cut, it cannot
+				// reach a terminal or the store as anything but data.
+				if len(bootID) > 64 {
+					bootID = bootID[:64] + "…"
+				}
+				return fmt.Errorf("agent answered with boot_id %q, expected %s", bootID, s.vm.BootID)
 			}
 			s.agent = agent
 			return nil

@@ -60,7 +60,7 @@ type Deps struct {
 	DialAgent func(ep vmm.AgentEndpoint) Agent
 	Network   Network
 	// AuthorizedKeys are put into every guest (banger's SSH key).
-	AuthorizedKeys func() []string
+	AuthorizedKeys func(ctx context.Context) []string
 	// DNS servers handed to guests.
 	Now func() time.Time
 	// ReadyTimeout bounds the wait for the agent after the VMM starts; TCG

@@ -15,6 +15,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/namegen"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -117,6 +118,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, report progress
 	if err := m.validateCreate(ctx, s); err != nil {
 		return model.VM{}, err
 	}
+	ctx = opid.WithVM(ctx, s.vm.Name)
 	unlock := m.lock(s.vm.ID)
 	defer unlock()
 	var undo vmm.Undo
@@ -126,9 +128,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, report progress
 		{Name: "network", Fn: m.stepNetwork},
 		{Name: "parked", Fn: m.stepParked},
 	}
-	lg := m.d.Log.With("vm", s.vm.Name)
-	if err := chain.Run(ctx, lg, s, &undo); err != nil {
-		return model.VM{}, fmt.Errorf("create vm %q: %w", s.vm.Name, err)
+	if err := chain.Run(ctx, m.d.Log, s, &undo); err != nil {
+		return model.VM{}, apiError(fmt.Errorf("create vm %q: %w", s.vm.Name, err))
 	}
 	undo.Discard()
 	if !req.Start {

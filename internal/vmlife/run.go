@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/vmm"
 	"golang.org/x/sys/unix"
@@ -42,7 +43,7 @@ func (m *Manager) boundConsole(ctx context.Context, path string) {
 			return
 		case <-t.C:
 			if _, err := vmm.TrimConsole(path, m.d.ConsoleMaxBytes); err != nil {
-				m.d.Log.Debug("trim console", "path", path, "err", err)
+				m.d.Log.DebugContext(ctx, "trim console", "path", path, "err", err)
 			}
 		}
 	}
@@ -70,8 +71,10 @@ func (m *Manager) watch(ctx context.Context, vm model.VM, r *runningVM) {
 	if tail, err := vmm.TailFile(r.inst.ConsoleLog, 5); err == nil && tail != "" {
 		reason += "; console: " + compact(tail)
 	}
-	m.d.Log.Warn("vm's vmm exited", "vm", vm.Name, "pid", r.inst.PID, "reason", reason)
-	bg := context.Background()
+	// No request caused this: it is an operation of its own, with its own
+	// op_id on its log lines.
+	bg := opid.WithVM(opid.With(context.Background(), opid.NewPrefixed("bg-watch")), vm.Name)
+	m.d.Log.WarnContext(bg, "vm's vmm exited", "pid", r.inst.PID, "reason", reason)
 	_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
 	m.clearRuntime(bg, vm.ID, r.inst)
 }
@@ -115,6 +118,7 @@ func (m *Manager) Stop(ctx context.Context, ref string, force bool, timeout time
 }
 
 func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeout time.Duration) (model.VM, error) {
+	ctx = opid.WithVM(ctx, vm.Name)
 	vm, err := m.d.Store.GetVM(ctx, vm.ID)
 	if err != nil {
 		return vm, err
@@ -157,7 +161,7 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 	}
 	if stopErr != nil {
 		_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateError, "stop failed: "+stopErr.Error())
-		return vm, fmt.Errorf("stop vm %q: %w", vm.Name, stopErr)
+		return vm, apiError(fmt.Errorf("stop vm %q: %w", vm.Name, stopErr))
 	}
 	r.cancel()
 	r.agent.Close()
@@ -202,6 +206,7 @@ func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
 }
 
 func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) error {
+	ctx = opid.WithVM(ctx, vm.Name)
 	vm, err := m.d.Store.GetVM(ctx, vm.ID)
 	if err != nil {
 		return err
@@ -240,7 +245,7 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 		errs = append(errs, fmt.Errorf("delete vm record: %w", err))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("remove vm %q: %w", vm.Name, errors.Join(errs...))
+		return apiError(fmt.Errorf("remove vm %q: %w", vm.Name, errors.Join(errs...)))
 	}
 	m.mu.Lock()
 	delete(m.locks, vm.ID)
@@ -252,6 +257,8 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 // its VMM still lives (same pid and start time, control socket answers),
 // else marked stopped and what it held is freed.
 func (m *Manager) Adopt(ctx context.Context) error {
+	// Not a request: an operation of the daemon's own, with its own op_id.
+	ctx = opid.With(ctx, opid.NewPrefixed("bg-adopt"))
 	vms, err := m.d.Store.ListVMs(ctx)
 	if err != nil {
 		return fmt.Errorf("list vms to re-adopt: %w", err)
@@ -262,16 +269,17 @@ func (m *Manager) Adopt(ctx context.Context) error {
 		default:
 			continue
 		}
-		lg := m.d.Log.With("vm", vm.Name)
+		ctx := opid.WithVM(ctx, vm.Name)
+		lg := m.d.Log
 		drv := m.d.Drivers[vm.VMM]
 		inst, ierr := readInstance(vm)
 		if drv == nil || ierr != nil {
-			lg.Warn("cannot re-adopt vm", "err", ierr)
+			lg.WarnContext(ctx, "cannot re-adopt vm", "err", ierr)
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateError, "daemon restarted and could not re-adopt the vmm")
 			continue
 		}
 		if err := drv.Adopt(ctx, inst); err != nil {
-			lg.Info("vm's vmm is gone; marking it stopped", "err", err)
+			lg.InfoContext(ctx, "vm's vmm is gone; marking it stopped", "err", err)
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "vmm exited while the daemon was down")
 			m.clearRuntime(ctx, vm.ID, inst)
 			continue
@@ -281,7 +289,7 @@ func (m *Manager) Adopt(ctx context.Context) error {
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")
 		}
 		m.track(vm, drv, inst, agent)
-		lg.Info("re-adopted running vm", "pid", inst.PID)
+		lg.InfoContext(ctx, "re-adopted running vm", "pid", inst.PID)
 	}
 	return nil
 }

@@ -88,14 +88,14 @@ func (l Steps[S]) Run(ctx context.Context, log *slog.Logger, s S, undo *Undo) er
 		err := step.Fn(ctx, s, undo)
 		took := time.Since(start).Round(time.Millisecond)
 		if err != nil {
-			log.Warn("vm boot step failed", "step", step.Name, "took", took, "err", err)
+			log.WarnContext(ctx, "vm boot step failed", "step", step.Name, "took", took, "err", err)
 			uerr := undo.Run()
 			if uerr != nil {
-				log.Warn("undo after failed boot step", "step", step.Name, "err", uerr)
+				log.WarnContext(ctx, "undo after failed boot step", "step", step.Name, "err", uerr)
 			}
 			return errors.Join(&StepError{Step: step.Name, Err: err}, uerr)
 		}
-		log.Debug("vm boot step done", "step", step.Name, "took", took)
+		log.DebugContext(ctx, "vm boot step done", "step", step.Name, "took", took)
 	}
 	return nil
 }

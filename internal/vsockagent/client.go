@@ -14,11 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/opid"
 )
 
 // Client talks to one guest's agent, opening one stream per request. The
-// op_id carried by ctx (rpc.WithOpID) is sent with every request.
+// op_id carried by ctx (opid.With) is sent with every request.
 type Client struct {
 	dial Dialer
 	log  *slog.Logger
@@ -43,7 +43,7 @@ func (c *Client) call(ctx context.Context, method string, params, result any) (*
 	// Until the response line is in, ctx bounds the exchange.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-	req := request{V: ProtocolVersion, Method: method, OpID: rpc.OpIDFrom(ctx)}
+	req := request{V: ProtocolVersion, Method: method, OpID: opid.From(ctx)}
 	if params != nil {
 		if req.Params, err = json.Marshal(params); err != nil {
 			_ = conn.Close()
@@ -64,7 +64,7 @@ func (c *Client) call(ctx context.Context, method string, params, result any) (*
 	}
 	if resp.Error != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("%s: %w", method, resp.Error)
+		return nil, fmt.Errorf("%s: %w", method, tame(resp.Error))
 	}
 	if result != nil && len(resp.Result) > 0 {
 		if err := json.Unmarshal(resp.Result, result); err != nil {

@@ -285,7 +285,7 @@ func (w frameWriter) Write(p []byte) (int, error) {
 func decodeErrorFrame(p []byte) error {
 	var e Error
 	if err := json.Unmarshal(p, &e); err != nil || e.Code == "" {
-		return errorf(CodeInternal, "undecodable error frame %q", p)
+		return errorf(CodeInternal, "undecodable error frame of %d bytes", len(p))
 	}
-	return &e
+	return tame(&e)
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/bangerdev/banger/internal/opid"
 )
 
 // VirtioPortName is the virtio-serial port name QEMU is given
@@ -335,15 +337,18 @@ func (d *YamuxDialer) session(ctx context.Context) (*yamux.Session, error) {
 	rest, err := hostHandshake(ctx, conn)
 	if err != nil {
 		_ = conn.Close()
-		d.log.Debug("agent handshake failed", "err", err, "duration", time.Since(start))
+		d.log.DebugContext(ctx, "agent handshake failed", "err", err, "duration", time.Since(start))
 		return nil, err
 	}
-	sess, err := yamux.Client(bufferedRWC{io.MultiReader(rest, conn), conn}, yamuxConfig(d.log, true))
+	// The session outlives the request that opened it: yamux's own lines
+	// carry the session's op_id (bg-agent-…), not that request's.
+	sessLog := d.log.With("op_id", opid.NewPrefixed("bg-agent"))
+	sess, err := yamux.Client(bufferedRWC{io.MultiReader(rest, conn), conn}, yamuxConfig(sessLog, true))
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("start agent session: %w", err)
 	}
-	d.log.Debug("agent session established", "handshake", time.Since(start))
+	d.log.DebugContext(ctx, "agent session established", "handshake", time.Since(start))
 	d.sess = sess
 	return sess, nil
 }

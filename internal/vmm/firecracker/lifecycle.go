@@ -50,7 +50,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 		return vmm.Instance{}, fmt.Errorf("start vm %q with firecracker: %w", spec.Name, err)
 	}
 	undo.Discard()
-	log.Info("vm started", "pid", b.Instance.PID)
+	log.InfoContext(ctx, "vm started", "pid", b.Instance.PID)
 	return b.Instance, nil
 }
 
@@ -174,7 +174,7 @@ func (d *Driver) Stop(ctx context.Context, inst vmm.Instance, graceful bool, tim
 		if err == nil && vmm.WaitGone(ctx, inst.PID, inst.PIDStartTime, timeout) == nil {
 			return d.cleanup(inst)
 		}
-		d.log.Info("vm did not power off in time; killing it", "vm_id", inst.ID, "err", err)
+		d.log.InfoContext(ctx, "vm did not power off in time; killing it", "vm_id", inst.ID, "err", err)
 	}
 	return d.Kill(ctx, inst)
 }

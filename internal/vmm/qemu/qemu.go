@@ -250,7 +250,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec, steps vmm.Steps[*Boot
 		return vmm.Instance{}, fmt.Errorf("start vm %q with qemu: %w", spec.Name, err)
 	}
 	undo.Discard()
-	log.Info("vm started", "pid", b.Instance.PID, "accel", b.Instance.Accel, "took", time.Since(begin).Round(time.Millisecond))
+	log.InfoContext(ctx, "vm started", "pid", b.Instance.PID, "accel", b.Instance.Accel, "took", time.Since(begin).Round(time.Millisecond))
 	return b.Instance, nil
 }
 
@@ -306,7 +306,7 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 	if err != nil {
 		return fmt.Errorf("find qemu: %w", err)
 	}
-	d.log.Debug("spawn qemu", "vm", b.Spec.Name, "args", strings.Join(b.Args, " "))
+	d.log.DebugContext(ctx, "spawn qemu", "vm", b.Spec.Name, "args", strings.Join(b.Args, " "))
 	p, err := vmm.StartDetached(vmm.Command{Path: bin, Args: b.Args, LogPath: b.Paths.StderrLog, ExtraFiles: ExtraFiles(b.Spec)})
 	if err != nil {
 		return err
@@ -424,7 +424,7 @@ func (d *Driver) Adopt(ctx context.Context, inst vmm.Instance) error {
 	if err != nil {
 		return fmt.Errorf("adopt vm %q: qmp does not answer: %w", inst.ID, err)
 	}
-	d.log.Info("vm adopted", "vm_id", inst.ID, "pid", inst.PID, "status", st.Status)
+	d.log.InfoContext(ctx, "vm adopted", "vm_id", inst.ID, "pid", inst.PID, "status", st.Status)
 	return nil
 }
 
@@ -441,19 +441,19 @@ func (d *Driver) Stop(ctx context.Context, inst vmm.Instance, graceful bool, tim
 	}
 	if graceful {
 		if err := d.command(ctx, inst, "system_powerdown"); err != nil {
-			log.Warn("acpi power-down failed", "err", err)
+			log.WarnContext(ctx, "acpi power-down failed", "err", err)
 		} else if gone(timeout) {
-			log.Info("vm powered off")
+			log.InfoContext(ctx, "vm powered off")
 			return d.cleanup(inst)
 		}
-		log.Info("vm did not power off in time; quitting qemu", "timeout", timeout)
+		log.InfoContext(ctx, "vm did not power off in time; quitting qemu", "timeout", timeout)
 	}
 	if err := d.quit(ctx, inst); err != nil {
-		log.Warn("qmp quit failed", "err", err)
+		log.WarnContext(ctx, "qmp quit failed", "err", err)
 	} else if gone(d.cfg.StopTimeout) {
 		return d.cleanup(inst)
 	}
-	log.Warn("qemu still running; killing it")
+	log.WarnContext(ctx, "qemu still running; killing it")
 	if err := vmm.KillAndWait(ctx, inst.PID, inst.PIDStartTime, d.cfg.StopTimeout); err != nil {
 		return fmt.Errorf("stop vm %q: %w", inst.ID, err)
 	}

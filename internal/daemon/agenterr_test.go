@@ -1,0 +1,137 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/vsockagent"
+)
+
+// agentOverUnix runs a real agent server on a unix socket (the transport
+// the guest serves on, minus the VM) and returns the daemon's client of it.
+func agentOverUnix(t *testing.T) *guestAgent {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := vsockagent.NewServer(vsockagent.ServerOptions{BootID: "boot-1", Version: "test"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("agent server did not stop")
+		}
+	})
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}
+	return &guestAgent{Client: vsockagent.NewClient(dial, nil), close: func() error { return nil }}
+}
+
+// The agent's own codes are translated: copying a missing guest path out
+// answers not_found (in-process and on the wire), and nothing is created on
+// the host side.
+func TestGuestCopyOfMissingPathIsNotFound(t *testing.T) {
+	ga := agentOverUnix(t)
+	ctx := context.Background()
+	guestDir := t.TempDir()
+	missing := filepath.Join(guestDir, "no-such-file")
+	local := filepath.Join(t.TempDir(), "dest")
+
+	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: missing, Local: local}, vsockagent.CopyLimits{})
+	if got := api.CodeOf(err); got != api.CodeNotFound {
+		t.Fatalf("copy out of a missing guest path: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
+	}
+	if !errors.Is(err, vsockagent.ErrNotFound) {
+		t.Fatalf("errors.Is(err, vsockagent.ErrNotFound) is false: %v", err)
+	}
+	if _, serr := os.Lstat(local); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("failed copy out left %s behind (%v)", local, serr)
+	}
+
+	// Over the daemon's wire the CLI gets the same code.
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := rpc.NewServer(map[string]rpc.Handler{
+		api.MethodVMCopy: func(ctx context.Context, c *rpc.Call) (any, error) {
+			var p api.VMCopy
+			if err := c.Decode(&p); err != nil {
+				return nil, err
+			}
+			return api.Empty{}, guestCopy(ctx, ga, p.Name, p, vsockagent.CopyLimits{})
+		},
+	}, rpc.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx, ln) }()
+	defer func() { cancel(); <-served }()
+	err = rpc.NewClient(sock).Call(ctx, api.MethodVMCopy, api.VMCopy{Name: "vm1", Direction: api.CopyOut, Guest: missing, Local: local}, nil)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
+		t.Fatalf("wire error = %#v, want not_found", err)
+	}
+}
+
+// Each agent code has its wire code; the agent client's own failures too.
+func TestAgentErrorVocabulary(t *testing.T) {
+	ga := agentOverUnix(t)
+	ctx := context.Background()
+	// A relative guest path is refused by the agent as bad_request.
+	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: "relative/path", Local: t.TempDir()}, vsockagent.CopyLimits{})
+	if got := api.CodeOf(err); got != api.CodeInvalidArgument {
+		t.Fatalf("copy out of a relative guest path: code %s, want %s (err: %v)", got, api.CodeInvalidArgument, err)
+	}
+	_, err = ga.Exec(ctx, vsockagent.ExecRequest{Argv: []string{"definitely-not-a-command-xyz"}}, nil, nil, nil, nil, nil)
+	if got := api.CodeOf(agentError(err)); got != api.CodeNotFound {
+		t.Fatalf("exec of a missing command: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
+	}
+	_, err = ga.Exec(ctx, vsockagent.ExecRequest{}, nil, nil, nil, nil, nil)
+	if got := api.CodeOf(agentError(err)); got != api.CodeInvalidArgument {
+		t.Fatalf("exec without argv: code %s, want %s (err: %v)", got, api.CodeInvalidArgument, err)
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&vsockagent.Error{Code: vsockagent.CodeUnknownMethod, Message: "unknown method"}, api.CodeUnimplemented},
+		{&vsockagent.Error{Code: vsockagent.CodeUnsupported, Message: "no poweroff"}, api.CodeUnimplemented},
+		{&vsockagent.Error{Code: vsockagent.CodeDialFailed, Message: "dial 127.0.0.1:1: refused"}, api.CodeUnavailable},
+		{&vsockagent.Error{Code: vsockagent.CodeExecFailed, Message: "start: permission denied"}, api.CodeFailedPrecondition},
+		{&vsockagent.Error{Code: vsockagent.CodeIO, Message: "disk full"}, api.CodeInternal},
+		{vsockagent.ErrConnectionLost, api.CodeUnavailable},
+		{fmt.Errorf("extract: %w: etc/../../x", vsockagent.ErrUnsafePath), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: dev/sda", vsockagent.ErrUnsafeEntry), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: 2 GiB", vsockagent.ErrArchiveLimit), api.CodeFailedPrecondition},
+		{context.Canceled, api.CodeCanceled},
+		{errors.New("something else"), api.CodeInternal},
+	} {
+		if got := api.CodeOf(agentError(tc.err)); got != tc.want {
+			t.Errorf("agentError(%v): code %s, want %s", tc.err, got, tc.want)
+		}
+		if !errors.Is(agentError(tc.err), tc.err) {
+			t.Errorf("agentError(%v) lost the cause", tc.err)
+		}
+	}
+	if agentError(nil) != nil {
+		t.Error("agentError(nil) is not nil")
+	}
+}
