@@ -5,13 +5,14 @@
 package system
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // PreviousSuffix names the backup AtomicReplace keeps of the replaced file.
@@ -107,10 +108,12 @@ func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: create directory: %w", path, err)
 	}
-	if err := replaceWith(path, bytes.NewReader(data), mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	dir, err := os.OpenFile(filepath.Dir(path), os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("write %s: open directory: %w", path, err)
 	}
-	return nil
+	defer dir.Close()
+	return WriteFileAt(dir, filepath.Base(path), data, mode)
 }
 
 // CopyFileAtomic installs a copy of src at dst with the given mode, creating
