@@ -158,10 +158,10 @@ func closeUnless(f, keep *os.File) {
 }
 
 // OpenAppendAt opens (creating with mode) the regular file name in dir for
-// appending, refusing a symlink, a non-regular file and a file with more
+// appending (and reading back, for error tails), refusing a symlink, a non-regular file and a file with more
 // than one link (a hard link planted to a file elsewhere).
 func OpenAppendAt(dir *os.File, name string, mode fs.FileMode) (*os.File, error) {
-	f, err := OpenBeneath(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_NONBLOCK, mode)
+	f, err := OpenBeneath(dir, name, unix.O_RDWR|unix.O_CREAT|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_NONBLOCK, mode)
 	if err != nil {
 		return nil, err
 	}
