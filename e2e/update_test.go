@@ -212,7 +212,8 @@ func (s *sysInstall) update(args ...string) (string, string, int) {
 }
 
 // installTree hashes every file of the install (binaries, install.toml,
-// units, staging area), not the owner's state, whose logs move on.
+// units, staging area), not the owner's state, the run directory or the
+// helper's log directory, which move on.
 func (s *sysInstall) installTree() string {
 	s.t.Helper()
 	var lines []string
@@ -221,7 +222,7 @@ func (s *sysInstall) installTree() string {
 		if err != nil {
 			return err
 		}
-		if p == home || p == filepath.Join(s.root, "run") {
+		if p == home || p == filepath.Join(s.root, "run") || p == s.sys.LogDir() {
 			return filepath.SkipDir
 		}
 		if d.Type().IsRegular() {

@@ -129,6 +129,12 @@ func MkdirBeneath(dir *os.File, rel string, mode fs.FileMode, uid, gid int) (*os
 			return nil, fmt.Errorf("create %s: %w", filepath.Join(cur.Name(), comp), err)
 		}
 		next, err := OpenBeneath(cur, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			var st unix.Stat_t
+			if serr := unix.Fstatat(int(cur.Fd()), comp, &st, unix.AT_SYMLINK_NOFOLLOW); serr == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				err = fmt.Errorf("%s is a symlink, refused: remove it (%w)", filepath.Join(cur.Name(), comp), ErrUntrustedDir)
+			}
+		}
 		closeUnless(cur, dir)
 		if err != nil {
 			return nil, fmt.Errorf("create %s beneath %s: %w", rel, dir.Name(), err)
