@@ -292,7 +292,8 @@ func TestHostileOwnerPidFileDoesNotAimSignals(t *testing.T) {
 
 // The owner swaps its run directory (where the helper's socket used to be)
 // and its state directory with symlinks to root's directory in a tight
-// RENAME_EXCHANGE loop while root restarts the helper 20 times: root's
+// RENAME_EXCHANGE loop while root restarts the helper 20 times and
+// reinstalls 4 times: root's
 // directory and file stay as they were and the socket is always the
 // owner's 0600 socket in the root-owned run directory.
 func TestHostileOwnerRacesDirectorySwapsDuringHelperRestarts(t *testing.T) {
@@ -330,9 +331,10 @@ func TestHostileOwnerRacesDirectorySwapsDuringHelperRestarts(t *testing.T) {
 	}
 	t.Cleanup(stopRacers)
 	for i := 0; i < 20; i++ {
-		if pid := h.sup().HelperPID(); pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-			waitGone(t, pid)
+		if i%5 == 4 {
+			// A reinstall makes the owner's layout and restarts both
+			// services; it may refuse a symlink the race hands it.
+			_, _, _ = h.runBin(filepath.Join(binDir, "banger"), "system", "install", "--owner", smokeOwner)
 		}
 		h.restartHelper()
 		h.requireHelperSocketSafe()
@@ -345,6 +347,7 @@ func TestHostileOwnerRacesDirectorySwapsDuringHelperRestarts(t *testing.T) {
 		if !strings.Contains(b.String(), "swaps=") || strings.Contains(b.String(), "swaps=0\n") {
 			t.Fatalf("a racer did not race: %q", b.String())
 		}
+		t.Logf("racer: %s", strings.TrimSpace(b.String()))
 	}
 	if after := hostileOwnerSnapshot(t, dir, file); after != before {
 		t.Fatalf("root's files changed:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -316,8 +316,10 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 		}
 	}
 	if opts.PurgeState {
-		if err := os.RemoveAll(sys.Home()); err != nil {
-			errs = append(errs, fmt.Errorf("uninstall: purge state: %w", err))
+		for _, d := range []string{sys.Home(), sys.LogDir()} {
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, fmt.Errorf("uninstall: purge %s: %w", d, err))
+			}
 		}
 	}
 	// Directories banger created, removed only when empty.

@@ -29,13 +29,15 @@ const resolveStrict = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RES
 // every component from / down is a real directory (no symlink), owned by
 // root and writable by root only (a root-owned sticky directory such as /tmp
 // is accepted: others cannot rename what root put there). With create set,
-// missing components are made root-owned with mode. The descriptor may be
-// read (O_RDONLY), so it can also be fsynced.
+// missing components are made root-owned with mode.
 func OpenRootDir(path string, create bool, mode fs.FileMode) (*os.File, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("open trusted directory %q: not an absolute path", path)
 	}
-	fd, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// O_PATH needs only search permission, so an unprivileged reader of a
+	// root-owned run directory can anchor on it too.
+	const dirFlags = unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Open("/", dirFlags, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /: %w", err)
 	}
@@ -49,17 +51,16 @@ func OpenRootDir(path string, create bool, mode fs.FileMode) (*os.File, error) {
 			continue
 		}
 		walked = filepath.Join(walked, comp)
-		next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		next, err := unix.Openat(fd, comp, dirFlags, 0)
 		if errors.Is(err, unix.ENOENT) && create {
 			if err = unix.Mkdirat(fd, comp, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 				unix.Close(fd)
 				return nil, fmt.Errorf("create %s: %w", walked, err)
 			}
-			next, err = unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err == nil {
-				// The parent is trusted, so the new directory is ours;
-				// set the mode through the descriptor, umask aside.
-				err = unix.Fchmod(next, uint32(mode.Perm()))
+			// The parent is trusted, so nobody can swap the new directory
+			// before its mode is set (umask aside).
+			if err = unix.Fchmodat(fd, comp, uint32(mode.Perm()), 0); err == nil {
+				next, err = unix.Openat(fd, comp, dirFlags, 0)
 			}
 		}
 		unix.Close(fd)
@@ -74,6 +75,12 @@ func OpenRootDir(path string, create bool, mode fs.FileMode) (*os.File, error) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("open trusted directory %s: %w", path, err)
 		}
+	}
+	// Readable when we may read it (so it can be fsynced), else the O_PATH
+	// descriptor, which serves every *at call.
+	if rd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+		fd = rd
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }
