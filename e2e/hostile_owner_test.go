@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/sha256"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -351,5 +352,47 @@ func TestHostileOwnerRacesDirectorySwapsDuringHelperRestarts(t *testing.T) {
 	}
 	if after := hostileOwnerSnapshot(t, dir, file); after != before {
 		t.Fatalf("root's files changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// The updater's pre-swap check (`bangerd --check-migrations --system`, run
+// by root) reads the owner's store. The owner points state/banger.db at a
+// root-only database: the check reads it as the owner, so it learns nothing
+// of root's file (its schema version, 777, never appears) and creates
+// nothing beside it.
+func TestHostileOwnerStoreLinkUnreadableByMigrationCheck(t *testing.T) {
+	h := hostileOwnerSetup(t)
+	dir, _ := hostileOwnerSentinels(t, h.root)
+	secret := filepath.Join(dir, "secret.db")
+	db, err := sql.Open("sqlite", "file:"+secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE t(x); PRAGMA user_version = 777"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.Chmod(secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := h.banger("daemon", "stop"); code != 0 {
+		t.Fatalf("daemon stop: exit %d\n%s%s", code, out, errOut)
+	}
+	store := h.sys.User().StoreFile()
+	h.asOwner(t, fmt.Sprintf(`mv %[1]s %[1]s.real && rm -f %[1]s-wal %[1]s-shm && ln -s %[2]s %[1]s`, store, secret))
+	before := hostileOwnerSnapshot(t, dir, secret)
+	out, errOut, _ := h.runBin(h.sys.BangerdBin(), "--check-migrations", "--system")
+	if strings.Contains(out+errOut, "777") {
+		t.Fatalf("the check read root's database through the owner's link:\n%s%s", out, errOut)
+	}
+	if !strings.Contains(out+errOut, "migrate: would fail") && !strings.Contains(out+errOut, "permission denied") {
+		t.Fatalf("the check did not report the unreadable store:\n%s%s", out, errOut)
+	}
+	if after := hostileOwnerSnapshot(t, dir, secret); after != before {
+		t.Fatalf("the check changed root's directory:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	h.asOwner(t, fmt.Sprintf(`rm %[1]s && mv %[1]s.real %[1]s`, store))
+	if out, errOut, code := h.runBin(h.sys.BangerdBin(), "--check-migrations", "--system"); code != 0 || !strings.Contains(out, "migrate: ok") {
+		t.Fatalf("check of the owner's real store: exit %d\n%s%s", code, out, errOut)
 	}
 }
