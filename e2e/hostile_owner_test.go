@@ -357,9 +357,9 @@ func TestHostileOwnerRacesDirectorySwapsDuringHelperRestarts(t *testing.T) {
 
 // The updater's pre-swap check (`bangerd --check-migrations --system`, run
 // by root) reads the owner's store. The owner points state/banger.db at a
-// root-only database: the check reads it as the owner, so it learns nothing
-// of root's file (its schema version, 777, never appears) and creates
-// nothing beside it.
+// root-only database: the check (and banger doctor as root, which uses it)
+// reads it as the owner, so it learns nothing of root's file (its schema
+// version, 777, never appears) and creates nothing beside it.
 func TestHostileOwnerStoreLinkUnreadableByMigrationCheck(t *testing.T) {
 	h := hostileOwnerSetup(t)
 	dir, _ := hostileOwnerSentinels(t, h.root)
@@ -387,6 +387,11 @@ func TestHostileOwnerStoreLinkUnreadableByMigrationCheck(t *testing.T) {
 	}
 	if !strings.Contains(out+errOut, "migrate: would fail") && !strings.Contains(out+errOut, "permission denied") {
 		t.Fatalf("the check did not report the unreadable store:\n%s%s", out, errOut)
+	}
+	// banger doctor as root checks the store the same way.
+	dout, derr, _ := h.banger("doctor", "--json")
+	if strings.Contains(dout+derr, "777") || !strings.Contains(dout, `"store"`) {
+		t.Fatalf("doctor as root read root's database through the owner's link (or has no store check):\n%s%s", dout, derr)
 	}
 	if after := hostileOwnerSnapshot(t, dir, secret); after != before {
 		t.Fatalf("the check changed root's directory:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -187,7 +187,7 @@ func (a *app) confirm(w io.Writer, question string) error {
 // findings (a missing debootstrap, disk space) do not roll an update back.
 func installDoctor(sys paths.System, a *app) func(context.Context) error {
 	return func(ctx context.Context) error {
-		rep := doctor.Run(ctx, doctor.Config{Paths: sys.User(), Logger: a.log})
+		rep := doctor.Run(ctx, a.ownerStateDoctor(doctor.Config{Paths: sys.User(), Logger: a.log}, sys))
 		var failed []string
 		for _, name := range []string{doctor.CheckStore, doctor.CheckDaemon, doctor.CheckHelper} {
 			if c, ok := rep.Find(name); ok && c.Status == doctor.Fail {
