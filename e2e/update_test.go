@@ -118,7 +118,7 @@ func installSystem(t *testing.T) *sysInstall {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "useradd")
-	ensureTestUser(t, smokeOwner)
+	ownerUID, ownerGID := ensureTestUser(t, smokeOwner)
 	rel := releases(t)
 	// Not t.TempDir: the owner must traverse it (0700 there).
 	root, err := os.MkdirTemp("", "banger-sysroot-")
@@ -132,7 +132,7 @@ func installSystem(t *testing.T) *sysInstall {
 	t.Cleanup(func() {
 		_, _, _ = s.runBin(filepath.Join(binDir, "banger"), "system", "uninstall", "--purge")
 		// Safety net: nothing started here may outlive the test.
-		sup := &supervisor.Supervisor{System: s.sys, Owner: installmeta.Meta{OwnerUser: smokeOwner}}
+		sup := &supervisor.Supervisor{System: s.sys, Owner: installmeta.Meta{OwnerUser: smokeOwner, OwnerUID: int(ownerUID), OwnerGID: int(ownerGID)}}
 		for _, pid := range []int{sup.DaemonPID(), sup.HelperPID()} {
 			if pid > 0 {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
