@@ -6,10 +6,12 @@ package system
 // beneath it with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS).
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -190,24 +192,48 @@ func OpenAppendAt(dir *os.File, name string, mode fs.FileMode) (*os.File, error)
 	return f, nil
 }
 
-// WriteFileAt writes data to name in dir atomically: a new file beside it
+// WriteFileAt writes data to name in dir atomically (see WriteAt).
+func WriteFileAt(dir *os.File, name string, data []byte, mode fs.FileMode) error {
+	return WriteAt(dir, name, bytes.NewReader(data), mode)
+}
+
+// WriteAt writes r to name in dir atomically: a new file beside it
 // (O_EXCL, never following a symlink), fsynced, with mode set through its
 // descriptor, renamed over name, then the directory is fsynced. Nothing
-// is looked up by path, so dir may be any trusted descriptor.
-func WriteFileAt(dir *os.File, name string, data []byte, mode fs.FileMode) error {
+// is looked up by path, so dir may be any trusted descriptor. This is
+// banger's one atomic writer: every other one goes through it.
+func WriteAt(dir *os.File, name string, r io.Reader, mode fs.FileMode) error {
+	tmp, err := writeTempAt(dir, name, r, mode)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir.Name(), name), err)
+	}
+	dfd := int(dir.Fd())
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+		_ = unix.Unlinkat(dfd, tmp, 0)
+		return fmt.Errorf("write %s: move into place: %w", filepath.Join(dir.Name(), name), err)
+	}
+	if err := syncDirFD(dir); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir.Name(), name), err)
+	}
+	return nil
+}
+
+// writeTempAt copies r into a new fsynced file with mode beside name in
+// dir and returns its name; nothing is left behind on failure.
+func writeTempAt(dir *os.File, name string, r io.Reader, mode fs.FileMode) (string, error) {
 	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
-		return fmt.Errorf("write %q in %s: not a plain file name", name, dir.Name())
+		return "", fmt.Errorf("%q is not a plain file name", name)
 	}
 	dfd := int(dir.Fd())
 	tmp := "." + name + ".new-" + randSuffix()
 	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("write %s: create temporary file: %w", filepath.Join(dir.Name(), name), err)
+		return "", fmt.Errorf("create temporary file: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), tmp)
 	werr := func() error {
-		if _, err := f.Write(data); err != nil {
-			return fmt.Errorf("write: %w", err)
+		if _, err := io.Copy(f, r); err != nil {
+			return fmt.Errorf("copy: %w", err)
 		}
 		if err := unix.Fchmod(fd, uint32(mode.Perm())); err != nil {
 			return fmt.Errorf("set mode: %w", err)
@@ -215,18 +241,31 @@ func WriteFileAt(dir *os.File, name string, data []byte, mode fs.FileMode) error
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("sync: %w", err)
 		}
-		return f.Close()
+		return nil
 	}()
-	if werr == nil {
-		werr = unix.Renameat(dfd, tmp, dfd, name)
+	if cerr := f.Close(); werr == nil && cerr != nil {
+		werr = fmt.Errorf("close: %w", cerr)
 	}
 	if werr != nil {
-		f.Close()
 		_ = unix.Unlinkat(dfd, tmp, 0)
-		return fmt.Errorf("write %s: %w", filepath.Join(dir.Name(), name), werr)
+		return "", werr
 	}
-	if err := unix.Fsync(dfd); err != nil && !errors.Is(err, unix.EBADF) {
-		return fmt.Errorf("write %s: sync directory: %w", filepath.Join(dir.Name(), name), err)
+	return tmp, nil
+}
+
+// syncDirFD fsyncs a directory descriptor; an O_PATH one cannot be synced
+// and is reopened for reading first.
+func syncDirFD(dir *os.File) error {
+	err := unix.Fsync(int(dir.Fd()))
+	if errors.Is(err, unix.EBADF) {
+		var fd int
+		if fd, err = unix.Openat(int(dir.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			err = unix.Fsync(fd)
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir.Name(), err)
 	}
 	return nil
 }
