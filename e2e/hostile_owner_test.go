@@ -401,3 +401,29 @@ func TestHostileOwnerStoreLinkUnreadableByMigrationCheck(t *testing.T) {
 		t.Fatalf("check of the owner's real store: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// `banger update` as root restarts both services, runs the pre-swap check
+// and the post-restart doctor: with the owner's links planted where root
+// used to write the helper's log and where the store is, root's files stay
+// as they were and the update still succeeds.
+func TestHostileOwnerUpdateWithPlantedLinks(t *testing.T) {
+	h := hostileOwnerSetup(t)
+	dir, file := hostileOwnerSentinels(t, h.root)
+	u := h.sys.User()
+	h.asOwner(t, fmt.Sprintf(`ln -sfn %s %s/root-helper.log`, file, u.LogDir()))
+	before := hostileOwnerSnapshot(t, dir, file)
+	out, errOut, code := h.update("--yes")
+	if code != 0 {
+		t.Fatalf("update: exit %d\n%s%s\ndaemon log:\n%s", code, out, errOut, readFile(u.DaemonLog()))
+	}
+	if got := h.meta().Version; got != smokeGood {
+		t.Fatalf("installed version after update %q, want %s", got, smokeGood)
+	}
+	if after := hostileOwnerSnapshot(t, dir, file); after != before {
+		t.Fatalf("update changed root's files through the owner's link:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	h.requireHelperSocketSafe()
+	if st, err := os.Lstat(filepath.Join(u.LogDir(), "root-helper.log")); err != nil || st.Mode().Type() != os.ModeSymlink {
+		t.Fatalf("the owner's planted link was replaced or followed: %v %v", st, err)
+	}
+}
