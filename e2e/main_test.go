@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv("BANGER_E2E_PEER_CLIENT"); addr != "" {
 		os.Exit(peerClientMain(addr))
 	}
+	if spec := os.Getenv(envHostileRacer); spec != "" {
+		os.Exit(hostileOwnerRacerMain(spec))
+	}
 	dir, err := os.MkdirTemp("", "banger-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -119,7 +119,7 @@ func installSystem(t *testing.T) *sysInstall {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "useradd")
-	ensureTestUser(t, smokeOwner)
+	ownerUID, ownerGID := ensureTestUser(t, smokeOwner)
 	rel := releases(t)
 	// Not t.TempDir: the owner must traverse it (0700 there).
 	root, err := os.MkdirTemp("", "banger-sysroot-")
@@ -133,7 +133,7 @@ func installSystem(t *testing.T) *sysInstall {
 	t.Cleanup(func() {
 		_, _, _ = s.runBin(filepath.Join(binDir, "banger"), "system", "uninstall", "--purge")
 		// Safety net: nothing started here may outlive the test.
-		sup := &supervisor.Supervisor{System: s.sys, Owner: installmeta.Meta{OwnerUser: smokeOwner}}
+		sup := &supervisor.Supervisor{System: s.sys, Owner: installmeta.Meta{OwnerUser: smokeOwner, OwnerUID: int(ownerUID), OwnerGID: int(ownerGID)}}
 		for _, pid := range []int{sup.DaemonPID(), sup.HelperPID()} {
 			if pid > 0 {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -213,7 +213,8 @@ func (s *sysInstall) update(args ...string) (string, string, int) {
 }
 
 // installTree hashes every file of the install (binaries, install.toml,
-// units, staging area), not the owner's state, whose logs move on.
+// units, staging area), not the owner's state, the run directory or the
+// helper's log directory, which move on.
 func (s *sysInstall) installTree() string {
 	s.t.Helper()
 	var lines []string
@@ -222,7 +223,7 @@ func (s *sysInstall) installTree() string {
 		if err != nil {
 			return err
 		}
-		if p == home || p == filepath.Join(s.root, "run") {
+		if p == home || p == filepath.Join(s.root, "run") || p == s.sys.LogDir() {
 			return filepath.SkipDir
 		}
 		if d.Type().IsRegular() {

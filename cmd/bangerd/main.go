@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/bangerdev/banger/internal/daemon"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
@@ -160,7 +162,15 @@ Flags:
 func runCheckMigrations(ctx context.Context, system bool, stdout, stderr io.Writer) int {
 	var p paths.User
 	if system {
-		p = paths.SystemFromEnv(os.Getenv).User()
+		sys := paths.SystemFromEnv(os.Getenv)
+		p = sys.User()
+		// The store lives in the owner's state, which the owner can
+		// change under us (symlinks to root's files): root reads it as
+		// the owner, never as itself.
+		if err := dropToOwner(sys); err != nil {
+			fmt.Fprintf(stderr, "bangerd: check migrations: %v\n", err)
+			return 1
+		}
 	} else {
 		var err error
 		if p, err = paths.FromEnv(); err != nil {
@@ -178,4 +188,33 @@ func runCheckMigrations(ctx context.Context, system bool, stdout, stderr io.Writ
 		return 1
 	}
 	return 0
+}
+
+// dropToOwner makes a root process the system install's owner (groups,
+// gid, then uid, on every thread). Without an install there is no owner
+// and nothing to drop to; a non-root process stays as it is.
+func dropToOwner(sys paths.System) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	meta, err := installmeta.Read(sys.InstallMeta())
+	if errors.Is(err, installmeta.ErrNotInstalled) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the install's owner: %w", err)
+	}
+	if meta.OwnerUID <= 0 || meta.OwnerGID < 0 {
+		return fmt.Errorf("install.toml names owner uid %d gid %d: not an unprivileged user", meta.OwnerUID, meta.OwnerGID)
+	}
+	if err := syscall.Setgroups([]int{meta.OwnerGID}); err != nil {
+		return fmt.Errorf("drop to owner %s: set groups: %w", meta.OwnerUser, err)
+	}
+	if err := syscall.Setgid(meta.OwnerGID); err != nil {
+		return fmt.Errorf("drop to owner %s: set gid: %w", meta.OwnerUser, err)
+	}
+	if err := syscall.Setuid(meta.OwnerUID); err != nil {
+		return fmt.Errorf("drop to owner %s: set uid: %w", meta.OwnerUser, err)
+	}
+	return nil
 }

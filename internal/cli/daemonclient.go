@@ -93,9 +93,14 @@ func (a *app) startDaemon(ctx context.Context) (int, error) {
 		abs, _ := filepath.Abs(h)
 		env = append(env, "BANGER_HOME="+abs)
 	}
-	proc, err := detach.Start(detach.Spec{Path: bin, Args: args, Env: env, LogPath: p.DaemonLog()}, daemonTimeout)
+	logf, err := detach.OpenLog(p.DaemonLog())
 	if err != nil {
 		return 0, fmt.Errorf("start daemon: %w", err)
 	}
-	return proc.Pid, nil
+	defer logf.Close()
+	child, err := detach.Start(detach.Spec{Path: bin, Args: args, Env: env, Log: logf}, daemonTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("start daemon: %w", err)
+	}
+	return child.Pid, nil
 }

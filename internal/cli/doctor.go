@@ -31,6 +31,9 @@ It never starts the daemon.`,
 				return err
 			}
 			cfg := doctor.Config{Paths: p, Logger: a.log}
+			if sys, _, ok, _ := a.systemInstall(); ok {
+				cfg = a.ownerStateDoctor(cfg, sys)
+			}
 			if path := a.env.Getenv("PATH"); path != "" {
 				cfg.LookPath = doctor.PathLookup(path)
 			}

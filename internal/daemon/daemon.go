@@ -5,12 +5,10 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
@@ -186,20 +184,8 @@ func (d *Daemon) trackOperation(c *rpc.Call) func(error) {
 }
 
 // listenOwnerSocket binds the API socket with mode 0600 (owner only). The
-// daemon holds the state lock, so an existing socket file is stale.
+// daemon holds the state lock, so an existing socket nobody answers on is
+// stale and replaced.
 func listenOwnerSocket(path string) (net.Listener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-	}
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("restrict socket %s: %w", path, err)
-	}
-	return ln, nil
+	return rpc.ListenUnix(path, rpc.ListenOptions{Mode: 0o600, UID: -1, GID: -1})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/detach"
+	"github.com/bangerdev/banger/internal/system"
 )
 
 // ensureHelper finds a running root helper (as under systemd) or, when the
@@ -39,14 +40,24 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 	if d.opts.Debug {
 		args = append(args, "--debug")
 	}
-	proc, err := detach.Start(detach.Spec{Path: d.opts.Executable, Args: args, LogPath: d.paths.HelperLog()}, 10*time.Second)
+	// This daemon is root and the state directory is its own (owner ==
+	// root), so its paths are trusted here.
+	logf, err := detach.OpenLog(d.paths.HelperLog())
 	if err != nil {
 		d.log.Error("start root helper", "err", err)
 		return
 	}
-	d.helperPID = proc.Pid
-	_ = os.WriteFile(d.paths.HelperPidFile(), []byte(strconv.Itoa(proc.Pid)+"\n"), 0o600)
-	d.log.Info("started root helper", "pid", proc.Pid, "socket", d.paths.HelperSocket())
+	defer logf.Close()
+	child, err := detach.Start(detach.Spec{Path: d.opts.Executable, Args: args, Log: logf}, 10*time.Second)
+	if err != nil {
+		d.log.Error("start root helper", "err", err)
+		return
+	}
+	d.helperPID = child.Pid
+	if err := system.WriteFileAtomic(d.paths.HelperPidFile(), []byte(strconv.Itoa(child.Pid)+"\n"), 0o600); err != nil {
+		d.log.Warn("record root helper pid", "err", err)
+	}
+	d.log.Info("started root helper", "pid", child.Pid, "socket", d.paths.HelperSocket())
 }
 
 // stopManagedHelper stops a helper this daemon spawned; a helper run by the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/store"
 )
 
 // Status is a check's verdict.
@@ -109,9 +110,20 @@ type Config struct {
 	// CallTimeout bounds each call to the daemon or the root helper (default 3 s).
 	CallTimeout time.Duration
 	Logger      *slog.Logger
+	// CheckStore checks the store at path (default store.Check, in this
+	// process).
+	CheckStore func(ctx context.Context, path string) (store.CheckResult, error)
+	// OwnerState marks Paths as a system install's owner state inspected
+	// by root: the owner can plant symlinks there, so doctor reads none of
+	// its files itself. Kernels and images then come from the daemon only,
+	// and CheckStore must read the store as the owner.
+	OwnerState bool
 }
 
 func (c *Config) defaults() {
+	if c.CheckStore == nil {
+		c.CheckStore = store.Check
+	}
 	if c.OSRelease == "" {
 		c.OSRelease = "/etc/os-release"
 	}

@@ -541,3 +541,22 @@ func TestPathLookup(t *testing.T) {
 		t.Fatal("found a non-executable file")
 	}
 }
+
+// Root inspecting an owner's state reads none of its files: kernels on disk
+// are not listed from the directory, and the store goes through CheckStore.
+func TestOwnerStateReadsNoOwnerFiles(t *testing.T) {
+	h := newHost(t, debian)
+	writeJSON(t, filepath.Join(h.cfg.Paths.KernelsDir(), "debian-cloud", "kernel.json"), artifact{Name: "debian-cloud"})
+	h.cfg.OwnerState = true
+	var checked string
+	h.cfg.CheckStore = func(ctx context.Context, path string) (store.CheckResult, error) {
+		checked = path
+		return store.CheckResult{Path: path, Current: 1, Target: 1, WouldSucceed: true}, nil
+	}
+	r := h.run()
+	if checked != h.cfg.Paths.StoreFile() {
+		t.Fatalf("store checked at %q, want through CheckStore at %q", checked, h.cfg.Paths.StoreFile())
+	}
+	expect(t, mustFind(t, r, CheckKernels), Warn, "does not read the owner's kernel files", "")
+	expect(t, mustFind(t, r, CheckImages), Warn, "does not read the owner's image files", "")
+}

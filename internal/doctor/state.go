@@ -15,7 +15,6 @@ import (
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/imagecat"
 	"github.com/bangerdev/banger/internal/rpc"
-	"github.com/bangerdev/banger/internal/store"
 )
 
 // daemonState is what daemon.status said, when the daemon answered.
@@ -31,7 +30,7 @@ func (r *runner) call(ctx context.Context, socket, method string, result any) er
 
 func (r *runner) checkStore(ctx context.Context) Check {
 	c := Check{Name: CheckStore}
-	res, err := store.Check(ctx, r.cfg.Paths.StoreFile())
+	res, err := r.cfg.CheckStore(ctx, r.cfg.Paths.StoreFile())
 	switch {
 	case err != nil:
 		c.Status, c.Detail = Warn, fmt.Sprintf("could not check the store: %v", err)
@@ -134,6 +133,9 @@ func (r *runner) checkKernels(ctx context.Context) Check {
 			kernels = append(kernels, artifact{Name: k.Name, VMMs: k.VMMs})
 		}
 		from = "the daemon"
+	} else if r.cfg.OwnerState {
+		c.Status, c.Detail = Warn, "the daemon is not answering, and root does not read the owner's kernel files itself"
+		return c
 	} else {
 		var err error
 		if kernels, err = readKernelDir(r.cfg.Paths.KernelsDir()); err != nil {
@@ -207,6 +209,9 @@ func (r *runner) checkImages(ctx context.Context) Check {
 			names = append(names, img.Name)
 		}
 		from = "the daemon"
+	} else if r.cfg.OwnerState {
+		c.Status, c.Detail = Warn, "the daemon is not answering, and root does not read the owner's image files itself"
+		return c
 	} else {
 		imgs, err := imagecat.Store{Dir: r.cfg.Paths.ImagesDir()}.List()
 		if err != nil {

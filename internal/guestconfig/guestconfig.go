@@ -22,9 +22,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/bangerdev/banger/internal/system"
 )
 
 const (
@@ -206,27 +207,8 @@ func Write(path string, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("write guest config %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".guestconfig-*")
-	if err != nil {
-		return fmt.Errorf("write guest config %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(disk); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write guest config %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync guest config %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write guest config %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
-		return fmt.Errorf("write guest config %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write guest config %s: %w", path, err)
+	if err := system.WriteFileAtomic(path, disk, 0o600); err != nil {
+		return fmt.Errorf("write guest config: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/bangerdev/banger/internal/system"
 )
 
 // Store is the on-disk image store: <Dir>/<name>/rootfs.ext4 and
@@ -62,25 +64,7 @@ func (s Store) Save(res Result) error {
 	if err != nil {
 		return fmt.Errorf("save image %q: %w", res.Name, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(want), "."+metaFile+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("save image %q: %w", res.Name, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(data, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.metaPath(res.Name))
-	}
-	if err != nil {
+	if err := system.WriteFileAtomic(s.metaPath(res.Name), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save image %q: %w", res.Name, err)
 	}
 	return nil

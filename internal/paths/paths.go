@@ -25,6 +25,10 @@ type User struct {
 	Cache   string // layer blobs, initramfs cache, downloads in flight
 	Config  string // config.toml, ssh key, ssh_config include
 	Runtime string // sockets and pid files
+	// Helper is the root helper's socket when it lives outside Runtime:
+	// a system install's helper listens in the root-owned System.RunDir,
+	// never in a directory the owner can write. "" means Runtime's.
+	Helper string
 }
 
 // Getenv is os.Getenv's shape, injected so resolution is testable.
@@ -38,13 +42,19 @@ func ResolveUser(getenv Getenv) (User, error) {
 		if err != nil {
 			return User{}, fmt.Errorf("resolve %s=%q: %w", EnvHome, h, err)
 		}
-		return User{
+		u := User{
 			State:   filepath.Join(abs, "state"),
 			Data:    filepath.Join(abs, "data"),
 			Cache:   filepath.Join(abs, "cache"),
 			Config:  filepath.Join(abs, "config"),
 			Runtime: filepath.Join(abs, "run"),
-		}, nil
+		}
+		// The system install's owner daemon (and a CLI pointed at its
+		// home) talks to the helper in the root-owned run directory.
+		if sys := SystemFromEnv(getenv); abs == filepath.Clean(sys.Home()) {
+			u.Helper = sys.HelperSocket()
+		}
+		return u, nil
 	}
 	home := getenv("HOME")
 	if home == "" {
@@ -83,9 +93,14 @@ func (u User) Ensure() error {
 	return nil
 }
 
-func (u User) Socket() string       { return filepath.Join(u.Runtime, "bangerd.sock") }
-func (u User) HelperSocket() string { return filepath.Join(u.Runtime, "root-helper.sock") }
-func (u User) PidFile() string      { return filepath.Join(u.Runtime, "bangerd.pid") }
+func (u User) Socket() string { return filepath.Join(u.Runtime, "bangerd.sock") }
+func (u User) HelperSocket() string {
+	if u.Helper != "" {
+		return u.Helper
+	}
+	return filepath.Join(u.Runtime, "root-helper.sock")
+}
+func (u User) PidFile() string { return filepath.Join(u.Runtime, "bangerd.pid") }
 func (u User) HelperPidFile() string {
 	return filepath.Join(u.Runtime, "root-helper.pid")
 }
@@ -125,6 +140,15 @@ func (s System) InstallMeta() string { return s.join("/etc/banger/install.toml")
 func (s System) UnitDir() string     { return s.join("/etc/systemd/system") }
 func (s System) StagingDir() string  { return s.join("/var/lib/banger/update-staging") }
 
+// RunDir and LogDir hold what the privileged side of a system install
+// creates: the helper's socket, the supervisor's pid files, the helper's
+// log. Both are root-owned, so the owner cannot plant links or swap
+// directories in them.
+func (s System) RunDir() string       { return s.join("/run/banger") }
+func (s System) LogDir() string       { return s.join("/var/log/banger") }
+func (s System) HelperSocket() string { return filepath.Join(s.RunDir(), "root-helper.sock") }
+func (s System) HelperLog() string    { return filepath.Join(s.LogDir(), "root-helper.log") }
+
 // Home is BANGER_HOME for the system-installed owner daemon: its state lives
 // in /var/lib/banger/home, owned by the owner user.
 func (s System) Home() string { return s.join("/var/lib/banger/home") }
@@ -132,8 +156,11 @@ func (s System) Home() string { return s.join("/var/lib/banger/home") }
 // User is the per-user layout of the system-installed owner daemon.
 func (s System) User() User {
 	u, _ := ResolveUser(func(k string) string {
-		if k == EnvHome {
+		switch k {
+		case EnvHome:
 			return s.Home()
+		case EnvSystemRoot:
+			return s.Root
 		}
 		return ""
 	})

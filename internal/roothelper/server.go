@@ -7,13 +7,10 @@ package roothelper
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"syscall"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
@@ -60,7 +57,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(opts.Socket)
+	defer ln.Close()
 	srv := rpc.NewServer(h.methods(), h.serverOptions(lg))
 	lg.Info("root helper listening", "socket", opts.Socket, "owner_uid", opts.OwnerUID, "pid", os.Getpid(), "version", buildinfo.Version)
 	if opts.Ready != nil {
@@ -110,43 +107,15 @@ func (h *Helper) stop(ctx context.Context, c *rpc.Call) (any, error) {
 	return api.Empty{}, nil
 }
 
-// listen binds the helper socket: a filesystem path (never abstract), owned
-// by the owner uid with mode 0600 so only root and the owner can connect.
+// listen binds the helper socket: a filesystem path (never abstract) in a
+// root-owned directory only root can write, handed to the owner uid with
+// mode 0600 before it is reachable, so only root and the owner can connect.
+// No path is looked up after binding, so swapping directories cannot turn
+// it into a chown of anything else.
 func listen(path string, ownerUID int) (net.Listener, error) {
-	if path == "" || path[0] == '@' || !filepath.IsAbs(path) {
-		return nil, fmt.Errorf("root helper socket %q must be an absolute filesystem path", path)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create root helper socket directory: %w", err)
-	}
-	if err := removeStaleSocket(path); err != nil {
-		return nil, err
-	}
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	ln, err := rpc.ListenUnix(path, rpc.ListenOptions{Mode: 0o600, UID: ownerUID, GID: -1, RootDir: true})
 	if err != nil {
-		return nil, fmt.Errorf("listen on root helper socket %s: %w", path, err)
-	}
-	if err := os.Chown(path, ownerUID, -1); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("hand root helper socket to owner uid %d: %w", ownerUID, err)
+		return nil, fmt.Errorf("root helper socket: %w", err)
 	}
 	return ln, nil
-}
-
-// removeStaleSocket removes a socket nobody answers on; a live one means
-// another helper runs, which is an error.
-func removeStaleSocket(path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return fmt.Errorf("another root helper already listens on %s", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove stale root helper socket %s: %w", path, err)
-	}
-	return nil
 }

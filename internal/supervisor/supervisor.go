@@ -1,8 +1,16 @@
 // Package supervisor runs a system install of banger on hosts where systemd
 // is not PID 1: the root helper and the owner daemon of the install layout,
 // started as detached processes (own session, ready pipe) with pid files in
-// <root>/run/banger. It is the second implementation of updater.Services,
-// beside updater.SystemdServices.
+// the root-owned <root>/run/banger. It is the second implementation of
+// updater.Services, beside updater.SystemdServices.
+//
+// Running as root, it never follows a path the owner controls: its pid
+// files and the helper's log live in root-owned directories (System.RunDir,
+// System.LogDir) opened from / without symlinks; the owner's state is
+// reached only through descriptors (openat2 RESOLVE_BENEATH|NO_SYMLINKS)
+// from the root-owned /var/lib/banger. A process is signalled only after
+// its identity (pid + start time from a root-owned record, or uid and
+// program) is checked through a pidfd, so a pid file cannot aim it.
 //
 // Stopping signals the recorded pid only, never a process group: the VMM
 // processes the daemon started live in their own sessions and must outlive
@@ -13,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,7 +35,9 @@ import (
 	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/system"
 	"github.com/bangerdev/banger/internal/updater"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNeedRoot reports an operation on the root helper by a caller that is
@@ -68,12 +79,17 @@ func New(sys paths.System, logger *slog.Logger) (*Supervisor, error) {
 	return &Supervisor{System: sys, Owner: meta, Logger: logger}, nil
 }
 
-// RunDir holds the supervisor's pid files.
-func (s *Supervisor) RunDir() string { return filepath.Join(s.System.Root, "run", "banger") }
+// RunDir holds the supervisor's pid files (root-owned).
+func (s *Supervisor) RunDir() string { return s.System.RunDir() }
 
 // HelperPidFile and DaemonPidFile are the pid files of the two services.
-func (s *Supervisor) HelperPidFile() string { return filepath.Join(s.RunDir(), "root-helper.pid") }
-func (s *Supervisor) DaemonPidFile() string { return filepath.Join(s.RunDir(), "bangerd.pid") }
+func (s *Supervisor) HelperPidFile() string { return filepath.Join(s.RunDir(), helperPidName) }
+func (s *Supervisor) DaemonPidFile() string { return filepath.Join(s.RunDir(), daemonPidName) }
+
+const (
+	helperPidName = "root-helper.pid"
+	daemonPidName = "bangerd.pid"
+)
 
 // Layout is the owner daemon's BANGER_HOME layout.
 func (s *Supervisor) Layout() paths.User { return s.System.User() }
@@ -120,31 +136,50 @@ func (s *Supervisor) env() []string {
 	return append(env, s.Env...)
 }
 
-// HelperPID returns the pid of the running root helper, or 0.
+// HelperPID returns the pid of the running root helper, or 0. Only the
+// root-owned record counts, and only if it still names the same process.
 func (s *Supervisor) HelperPID() int {
-	pid := readPid(s.HelperPidFile())
-	if pid > 0 && s.isOurs(pid, true) {
-		return pid
+	rec := s.readRecord(helperPidName)
+	if rec.Pid > 0 && s.isOurs(rec, true) {
+		return rec.Pid
 	}
 	return 0
 }
 
 // DaemonPID returns the pid of the running owner daemon, or 0. The daemon's
 // own pid file (it writes one under its state lock) is consulted too, so a
-// daemon started by someone else is found.
+// daemon started by the owner is found; that file is the owner's, so a pid
+// from it is accepted only for a bangerd process running as the owner uid
+// (one the owner could signal anyway).
 func (s *Supervisor) DaemonPID() int {
-	for _, f := range []string{s.DaemonPidFile(), s.Layout().PidFile()} {
-		if pid := readPid(f); pid > 0 && s.isOurs(pid, false) {
-			return pid
-		}
+	if rec := s.readRecord(daemonPidName); rec.Pid > 0 && s.isOurs(rec, false) {
+		return rec.Pid
+	}
+	if rec := (pidRecord{Pid: s.readOwnerPid()}); rec.Pid > 0 && s.isOurs(rec, false) {
+		return rec.Pid
 	}
 	return 0
 }
 
-// isOurs checks that pid is a live bangerd in the expected role, so a stale
-// pid file never leads to signalling a recycled pid.
-func (s *Supervisor) isOurs(pid int, helper bool) bool {
+// isOurs checks that rec names a live bangerd in the expected role and
+// with the expected uid (root for the helper, the owner for the daemon).
+// With a start time (every record this package writes), the start time
+// must match too, so a recycled pid never qualifies.
+func (s *Supervisor) isOurs(rec pidRecord, helper bool) bool {
+	pid := rec.Pid
 	if !detach.Alive(pid) {
+		return false
+	}
+	if rec.StartTime != 0 {
+		if st, err := detach.StartTime(pid); err != nil || st != rec.StartTime {
+			return false
+		}
+	}
+	wantUID := s.Owner.OwnerUID
+	if helper {
+		wantUID = 0
+	}
+	if ruid, euid, err := procUIDs(pid); err != nil || ruid != wantUID || euid != wantUID {
 		return false
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -164,6 +199,25 @@ func (s *Supervisor) isOurs(pid int, helper bool) bool {
 	return isHelper == helper
 }
 
+// procUIDs returns pid's real and effective uid.
+func procUIDs(pid int) (int, int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1, -1, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "Uid:" {
+			r, err1 := strconv.Atoi(f[1])
+			e, err2 := strconv.Atoi(f[2])
+			if err1 != nil || err2 != nil {
+				return -1, -1, fmt.Errorf("parse uids of pid %d", pid)
+			}
+			return r, e, nil
+		}
+	}
+	return -1, -1, fmt.Errorf("no Uid line for pid %d", pid)
+}
+
 // StartHelper starts the root helper unless it runs. Root only.
 func (s *Supervisor) StartHelper(ctx context.Context) error {
 	if s.euid() != 0 {
@@ -173,23 +227,35 @@ func (s *Supervisor) StartHelper(ctx context.Context) error {
 		s.log().Info("root helper already running", "pid", pid)
 		return nil
 	}
-	u := s.Layout()
-	if err := s.ensureDirs(); err != nil {
+	run, err := system.OpenRootDir(s.RunDir(), true, 0o755)
+	if err != nil {
 		return fmt.Errorf("start root helper: %w", err)
 	}
+	defer run.Close()
+	logs, err := system.OpenRootDir(s.System.LogDir(), true, 0o755)
+	if err != nil {
+		return fmt.Errorf("start root helper: %w", err)
+	}
+	defer logs.Close()
+	logf, err := system.OpenAppendAt(logs, filepath.Base(s.System.HelperLog()), 0o600)
+	if err != nil {
+		return fmt.Errorf("start root helper: %w", err)
+	}
+	defer logf.Close()
+	sock := s.System.HelperSocket()
 	args := []string{"--root-helper", "--owner-uid", strconv.Itoa(s.Owner.OwnerUID),
-		"--socket", u.HelperSocket(), "--ready-fd", strconv.Itoa(detach.ReadyFD)}
+		"--socket", sock, "--ready-fd", strconv.Itoa(detach.ReadyFD)}
 	// The network install.toml records, as bangerd-root.service passes it.
 	args = append(args, s.Owner.HelperNetworkArgs()...)
-	proc, err := detach.Start(detach.Spec{Path: s.bangerd(), Args: args, Env: s.env(), LogPath: u.HelperLog()},
+	child, err := detach.Start(detach.Spec{Path: s.bangerd(), Args: args, Env: s.env(), Log: logf},
 		orDefault(s.StartTimeout, DefaultStartTimeout))
 	if err != nil {
 		return fmt.Errorf("start root helper: %w", err)
 	}
-	if err := writePid(s.HelperPidFile(), proc.Pid); err != nil {
+	if err := writeRecord(run, helperPidName, child); err != nil {
 		return fmt.Errorf("start root helper: %w", err)
 	}
-	s.log().Info("root helper started", "pid", proc.Pid, "socket", u.HelperSocket())
+	s.log().Info("root helper started", "pid", child.Pid, "socket", sock)
 	return nil
 }
 
@@ -198,10 +264,10 @@ func (s *Supervisor) StopHelper(ctx context.Context) error {
 	if s.euid() != 0 {
 		return ErrNeedRoot
 	}
-	if err := s.stop(s.HelperPID(), "root helper"); err != nil {
+	if err := s.stop(s.HelperPID(), true, "root helper"); err != nil {
 		return err
 	}
-	return removeIfExists(s.HelperPidFile())
+	return s.removeRecord(helperPidName)
 }
 
 // RestartHelper stops the root helper (if it runs) and starts it again.
@@ -224,43 +290,51 @@ func (s *Supervisor) StartDaemon(ctx context.Context) error {
 		return nil
 	}
 	u := s.Layout()
-	if euid == 0 {
-		if err := s.ensureDirs(); err != nil {
-			return fmt.Errorf("start daemon: %w", err)
-		}
-	}
 	spec := detach.Spec{
 		Path: s.bangerd(), Args: []string{"--ready-fd", strconv.Itoa(detach.ReadyFD)},
-		Env: append(s.env(), "HOME="+s.Owner.OwnerHome, "USER="+s.Owner.OwnerUser), LogPath: u.DaemonLog(),
+		Env: append(s.env(), "HOME="+s.Owner.OwnerHome, "USER="+s.Owner.OwnerUser),
 	}
+	var logf *os.File
+	var err error
 	if euid == 0 {
 		spec.Cred = &syscall.Credential{Uid: uint32(s.Owner.OwnerUID), Gid: uint32(s.Owner.OwnerGID)}
-		// The log is opened by us, root; make it the owner's, as if the
-		// daemon had created it.
-		if err := ownedFile(u.DaemonLog(), s.Owner.OwnerUID, s.Owner.OwnerGID); err != nil {
-			return fmt.Errorf("start daemon: %w", err)
+		logf, err = s.openOwnerDaemonLog()
+	} else {
+		// The owner, acting as itself in its own state.
+		if err = os.MkdirAll(u.LogDir(), 0o700); err == nil {
+			logf, err = detach.OpenLog(u.DaemonLog())
 		}
 	}
-	proc, err := detach.Start(spec, orDefault(s.StartTimeout, DefaultStartTimeout))
+	if err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	defer logf.Close()
+	spec.Log = logf
+	child, err := detach.Start(spec, orDefault(s.StartTimeout, DefaultStartTimeout))
 	if err != nil {
 		return fmt.Errorf("start daemon: %w", err)
 	}
 	if euid == 0 {
-		if err := writePid(s.DaemonPidFile(), proc.Pid); err != nil {
+		run, err := system.OpenRootDir(s.RunDir(), true, 0o755)
+		if err != nil {
+			return fmt.Errorf("start daemon: %w", err)
+		}
+		defer run.Close()
+		if err := writeRecord(run, daemonPidName, child); err != nil {
 			return fmt.Errorf("start daemon: %w", err)
 		}
 	}
-	s.log().Info("daemon started", "pid", proc.Pid, "socket", u.Socket())
+	s.log().Info("daemon started", "pid", child.Pid, "socket", u.Socket())
 	return nil
 }
 
 // StopDaemon stops the owner daemon if it runs. Its VMs keep running.
 func (s *Supervisor) StopDaemon(ctx context.Context) error {
-	if err := s.stop(s.DaemonPID(), "daemon"); err != nil {
+	if err := s.stop(s.DaemonPID(), false, "daemon"); err != nil {
 		return err
 	}
 	if s.euid() == 0 {
-		return removeIfExists(s.DaemonPidFile())
+		return s.removeRecord(daemonPidName)
 	}
 	return nil
 }
@@ -321,7 +395,7 @@ func (s *Supervisor) WaitDaemonReady(ctx context.Context) error {
 			return nil
 		}
 		if s.DaemonPID() == 0 {
-			return fmt.Errorf("wait for daemon: no daemon process is running (%w); last log lines:\n%s", last, detach.Tail(s.Layout().DaemonLog(), 10))
+			return fmt.Errorf("wait for daemon: no daemon process is running (%w); last log lines:\n%s", last, s.daemonLogTail(10))
 		}
 		select {
 		case <-ctx.Done():
@@ -331,72 +405,165 @@ func (s *Supervisor) WaitDaemonReady(ctx context.Context) error {
 	}
 }
 
-// stop sends SIGTERM to pid alone and waits for it to exit (pidfd), then
-// SIGKILL to that pid if it outlived the stop timeout.
-func (s *Supervisor) stop(pid int, what string) error {
+// stop sends SIGTERM to pid alone and waits for it to exit, then SIGKILL
+// if it outlived the stop timeout. The signals go through a pidfd opened
+// before the identity check is repeated, so the process checked is the one
+// signalled even if the pid is recycled meanwhile.
+func (s *Supervisor) stop(pid int, helper bool, what string) error {
 	if pid <= 0 {
 		return nil
 	}
-	timeout := orDefault(s.StopTimeout, DefaultStopTimeout)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		if errors.Is(err, syscall.ESRCH) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
 			return nil
 		}
 		return fmt.Errorf("stop %s (pid %d): %w", what, pid, err)
 	}
-	if detach.WaitExit(pid, timeout) {
+	defer unix.Close(fd)
+	start, err := detach.StartTime(pid)
+	if err != nil || !s.isOurs(pidRecord{Pid: pid, StartTime: start}, helper) {
+		return nil // gone, or no longer ours: nothing to stop
+	}
+	timeout := orDefault(s.StopTimeout, DefaultStopTimeout)
+	if err := unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("stop %s (pid %d): %w", what, pid, err)
+	}
+	if waitPidfd(fd, timeout) {
 		s.log().Info(what+" stopped", "pid", pid)
 		return nil
 	}
 	s.log().Warn(what+" ignored SIGTERM; killing it", "pid", pid, "after", timeout)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill %s (pid %d): %w", what, pid, err)
 	}
-	if !detach.WaitExit(pid, 5*time.Second) {
+	if !waitPidfd(fd, 5*time.Second) {
 		return fmt.Errorf("stop %s: pid %d still running after SIGKILL", what, pid)
 	}
 	return nil
 }
 
-// ensureDirs creates the run directory and the owner's state layout (the
-// helper puts its socket in the owner's runtime dir, the logs go to its log
-// dir), owned by the owner as sysinstall made them.
-func (s *Supervisor) ensureDirs() error {
-	if err := os.MkdirAll(s.RunDir(), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", s.RunDir(), err)
-	}
-	// /var/lib/banger stays root's and traversable, as sysinstall made it.
-	if err := os.MkdirAll(filepath.Dir(s.System.Home()), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(s.System.Home()), err)
-	}
-	u := s.Layout()
-	for _, d := range []string{s.System.Home(), u.State, u.Runtime, u.LogDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
+// waitPidfd waits up to timeout for the pidfd's process to exit.
+func waitPidfd(fd int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms <= 0 {
+			return false
 		}
-		if err := os.Lchown(d, s.Owner.OwnerUID, s.Owner.OwnerGID); err != nil {
-			return fmt.Errorf("give %s to %s: %w", d, s.Owner.OwnerUser, err)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
+		if err == unix.EINTR {
+			continue
 		}
+		return err == nil && n > 0
 	}
-	return nil
 }
 
-func ownedFile(path string, uid, gid int) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+// ownerParent opens the root-owned directory holding the owner's home
+// (/var/lib/banger): the anchor every path into the owner's state is
+// resolved from.
+func (s *Supervisor) ownerParent(create bool) (*os.File, error) {
+	return system.OpenRootDir(filepath.Dir(s.System.Home()), create, 0o755)
+}
+
+// openOwnerDaemonLog creates the owner's state layout the daemon expects
+// (home, state/logs, run: owner-owned, 0700) and opens its log, all through
+// descriptors from the root-owned parent of home with no symlink followed;
+// the log is given to the owner as if the daemon had created it.
+func (s *Supervisor) openOwnerDaemonLog() (*os.File, error) {
+	uid, gid := s.Owner.OwnerUID, s.Owner.OwnerGID
+	parent, err := s.ownerParent(true)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return nil, err
+	}
+	defer parent.Close()
+	home, err := system.MkdirBeneath(parent, filepath.Base(s.System.Home()), 0o700, uid, gid)
+	if err != nil {
+		return nil, err
+	}
+	defer home.Close()
+	u := s.Layout()
+	for _, d := range []string{u.Runtime, u.LogDir()} {
+		rel, err := filepath.Rel(s.System.Home(), d)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return nil, fmt.Errorf("state directory %s is outside %s", d, s.System.Home())
+		}
+		f, err := system.MkdirBeneath(home, rel, 0o700, uid, gid)
+		if err != nil {
+			return nil, err
+		}
+		if d != u.LogDir() {
+			f.Close()
+			continue
+		}
+		defer f.Close()
+		logf, err := system.OpenAppendAt(f, filepath.Base(u.DaemonLog()), 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Fchown(int(logf.Fd()), uid, gid); err != nil {
+			logf.Close()
+			return nil, fmt.Errorf("give %s to uid %d: %w", logf.Name(), uid, err)
+		}
+		return logf, nil
+	}
+	return nil, errors.New("no log directory in the owner layout")
+}
+
+// daemonLogTail is the daemon log's last lines for errors. As root it is
+// read through descriptors (no symlink), so the owner cannot make it echo
+// another file.
+func (s *Supervisor) daemonLogTail(n int) string {
+	if s.euid() != 0 {
+		return detach.Tail(s.Layout().DaemonLog(), n)
+	}
+	f, err := s.openOwnerFile(s.Layout().DaemonLog())
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
 	}
 	defer f.Close()
-	if err := f.Chown(uid, gid); err != nil {
-		return fmt.Errorf("give %s to uid %d: %w", path, uid, err)
-	}
-	return nil
+	return detach.TailFile(f, n)
 }
 
-func readPid(path string) int {
-	b, err := os.ReadFile(path)
+// openOwnerFile opens a regular file of the owner's state for reading,
+// beneath the root-owned parent of home, following no symlink.
+func (s *Supervisor) openOwnerFile(path string) (*os.File, error) {
+	parentPath := filepath.Dir(s.System.Home())
+	rel, err := filepath.Rel(parentPath, path)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("%s is outside %s", path, parentPath)
+	}
+	parent, err := s.ownerParent(false)
 	if err != nil {
-		return 0
+		return nil, err
+	}
+	defer parent.Close()
+	f, err := system.OpenBeneath(parent, rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return f, nil
+}
+
+// readOwnerPid reads the daemon's own pid file (the owner's).
+func (s *Supervisor) readOwnerPid() int {
+	var b []byte
+	if s.euid() == 0 {
+		f, err := s.openOwnerFile(s.Layout().PidFile())
+		if err != nil {
+			return 0
+		}
+		defer f.Close()
+		b, _ = io.ReadAll(io.LimitReader(f, 64))
+	} else {
+		b, _ = os.ReadFile(s.Layout().PidFile())
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
@@ -405,16 +572,66 @@ func readPid(path string) int {
 	return pid
 }
 
-func writePid(path string, pid int) error {
-	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+// pidRecord is a supervisor pid file: "PID STARTTIME".
+type pidRecord struct {
+	Pid       int
+	StartTime uint64
+}
+
+// readRecord reads a pid file from the root-owned run directory; a
+// directory anyone but root could change yields nothing.
+func (s *Supervisor) readRecord(name string) pidRecord {
+	run, err := system.OpenRootDir(s.RunDir(), false, 0)
+	if err != nil {
+		return pidRecord{}
+	}
+	defer run.Close()
+	f, err := system.OpenBeneath(run, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return pidRecord{}
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 128))
+	return parseRecord(string(b))
+}
+
+// parseRecord parses "PID STARTTIME"; a bare "PID" (written by earlier
+// versions, in the same root-owned directory) has no start time.
+func parseRecord(s string) pidRecord {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return pidRecord{}
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		return pidRecord{}
+	}
+	rec := pidRecord{Pid: pid}
+	if len(f) > 1 {
+		rec.StartTime, _ = strconv.ParseUint(f[1], 10, 64)
+	}
+	return rec
+}
+
+func writeRecord(run *os.File, name string, c detach.Child) error {
+	data := fmt.Sprintf("%d %d\n", c.Pid, c.StartTime)
+	if err := system.WriteFileAt(run, name, []byte(data), 0o644); err != nil {
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	return nil
 }
 
-func removeIfExists(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+func (s *Supervisor) removeRecord(name string) error {
+	run, err := system.OpenRootDir(s.RunDir(), false, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("remove pid file: %w", err)
+	}
+	defer run.Close()
+	if err := unix.Unlinkat(int(run.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove pid file %s: %w", name, err)
 	}
 	return nil
 }

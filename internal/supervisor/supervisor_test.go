@@ -52,8 +52,13 @@ func fakeBangerd(mode string, args []string) int {
 	if helper {
 		role = "helper"
 	}
-	// Record how we were started for the test to check.
-	_ = os.WriteFile(filepath.Join(home, role+".args"), []byte(fmt.Sprintf("uid=%d args=%s env_home=%s root=%s",
+	// Record how we were started for the test to check (the helper in the
+	// scratch root: it has no business in the owner's home).
+	argsDir := home
+	if helper {
+		argsDir = os.Getenv(paths.EnvSystemRoot)
+	}
+	_ = os.WriteFile(filepath.Join(argsDir, role+".args"), []byte(fmt.Sprintf("uid=%d args=%s env_home=%s root=%s",
 		os.Getuid(), strings.Join(args, " "), home, os.Getenv(paths.EnvSystemRoot))), 0o644)
 	if mode == "broken" && !helper {
 		fmt.Fprintln(os.Stderr, "fake bangerd: broken on purpose")
@@ -135,7 +140,7 @@ func newFixture(t *testing.T, mode string) *fixture {
 	}
 	t.Cleanup(func() {
 		_ = f.sup.Stop(context.Background())
-		if pid := readPid(filepath.Join(f.home, "vmm.pid")); pid > 0 {
+		if pid := readPidFile(filepath.Join(f.home, "vmm.pid")); pid > 0 {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
@@ -144,7 +149,11 @@ func newFixture(t *testing.T, mode string) *fixture {
 
 func (f *fixture) read(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(f.home, name))
+	dir := f.home
+	if name == "helper.args" {
+		dir = f.sup.System.Root
+	}
+	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +200,7 @@ func TestStartRunsTheLayoutAsInstalled(t *testing.T) {
 	if hpid == 0 || dpid == 0 || hpid == dpid {
 		t.Fatalf("helper pid %d, daemon pid %d", hpid, dpid)
 	}
-	if readPid(f.sup.HelperPidFile()) != hpid || readPid(f.sup.DaemonPidFile()) != dpid {
+	if readPidFile(f.sup.HelperPidFile()) != hpid || readPidFile(f.sup.DaemonPidFile()) != dpid {
 		t.Fatal("pid files do not name the running services")
 	}
 	helperArgs := f.read(t, "helper.args")
@@ -226,7 +235,7 @@ func TestRestartKeepsVMMsAndReplacesServices(t *testing.T) {
 	if err := f.sup.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	vmm := readPid(filepath.Join(f.home, "vmm.pid"))
+	vmm := readPidFile(filepath.Join(f.home, "vmm.pid"))
 	hpid, dpid := f.sup.HelperPID(), f.sup.DaemonPID()
 	if err := f.sup.RestartHelper(ctx); err != nil {
 		t.Fatal(err)
@@ -288,7 +297,7 @@ func TestStopKillsAStubbornServiceByPidOnly(t *testing.T) {
 	if err := f.sup.StartDaemon(ctx); err != nil {
 		t.Fatal(err)
 	}
-	vmm := readPid(filepath.Join(f.home, "vmm.pid"))
+	vmm := readPidFile(filepath.Join(f.home, "vmm.pid"))
 	dpid := f.sup.DaemonPID()
 	start := time.Now()
 	if err := f.sup.StopDaemon(ctx); err != nil {
@@ -313,7 +322,7 @@ func TestStalePidFileIsNotSignalled(t *testing.T) {
 	if err := os.MkdirAll(f.sup.RunDir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := writePid(f.sup.HelperPidFile(), os.Getpid()); err != nil {
+	if err := os.WriteFile(f.sup.HelperPidFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if pid := f.sup.HelperPID(); pid != 0 {
@@ -332,5 +341,70 @@ func TestHelperNeedsRoot(t *testing.T) {
 	s.Euid = func() int { return 1001 }
 	if err := s.StartDaemon(context.Background()); err == nil || !strings.Contains(err.Error(), "neither root nor") {
 		t.Fatalf("start daemon as another user: %v", err)
+	}
+}
+
+func readPidFile(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return parseRecord(string(b)).Pid
+}
+
+// A pid file in the owner's state (the daemon's own, which the owner can
+// write) naming a root process that runs a program called bangerd: the
+// supervisor must neither take it for the daemon nor signal it.
+func TestOwnerPidFileCannotAimAtRootProcess(t *testing.T) {
+	f := newFixture(t, "ok")
+	ctx := context.Background()
+	if err := f.sup.StartHelper(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A root process named bangerd that is not the helper.
+	vhome := t.TempDir()
+	if err := os.Mkdir(filepath.Join(vhome, "run"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	victim := exec.Command(f.sup.Bangerd, "--ready-fd", "0")
+	victim.Env = append(os.Environ(), envFake+"=ok", paths.EnvHome+"="+vhome)
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var werr error
+	go func() { werr = victim.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = victim.Process.Kill()
+		<-done
+		if pid := readPidFile(filepath.Join(vhome, "vmm.pid")); pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	for i := 0; i < 100 && readPidFile(filepath.Join(vhome, "vmm.pid")) == 0; i++ {
+		time.Sleep(50 * time.Millisecond) // until it serves; bounded
+	}
+	u := f.sup.Layout()
+	for _, pid := range []int{victim.Process.Pid, f.sup.HelperPID()} {
+		if err := os.MkdirAll(u.Runtime, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(u.PidFile(), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.sup.DaemonPID(); got != 0 {
+			t.Fatalf("owner pid file naming root pid %d taken for the daemon (%d)", pid, got)
+		}
+		if err := f.sup.StopDaemon(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+		t.Fatalf("the root process named in the owner's pid file was signalled: %v", werr)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if f.sup.HelperPID() == 0 {
+		t.Fatal("the helper was stopped through the owner's pid file")
 	}
 }

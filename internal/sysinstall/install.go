@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -237,27 +238,33 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 }
 
 // ensureOwnerState creates the owner daemon's BANGER_HOME layout owned by
-// the owner (0700), under a root-owned /var/lib/banger.
+// the owner (0700), under a root-owned /var/lib/banger. The owner can
+// write its home, so below it nothing is looked up by path: each directory
+// is made and opened from its parent's descriptor without following
+// symlinks, and its owner and mode are set through its own descriptor.
 func ensureOwnerState(sys paths.System, owner Owner) error {
 	home := sys.Home()
-	if err := os.MkdirAll(filepath.Dir(home), 0o755); err != nil {
+	parent, err := system.OpenRootDir(filepath.Dir(home), true, 0o755)
+	if err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(home), err)
 	}
+	defer parent.Close()
+	hd, err := system.MkdirBeneath(parent, filepath.Base(home), 0o700, owner.UID, owner.GID)
+	if err != nil {
+		return fmt.Errorf("state directory %s: %w", home, err)
+	}
+	defer hd.Close()
 	u := sys.User()
-	for _, d := range []string{home, u.State, u.Data, u.Cache, u.Config, u.Runtime} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
+	for _, d := range []string{u.State, u.Data, u.Cache, u.Config, u.Runtime} {
+		rel, err := filepath.Rel(home, d)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return fmt.Errorf("state directory %s is outside %s", d, home)
 		}
-		st, err := os.Lstat(d)
-		if err != nil || !st.IsDir() {
-			return fmt.Errorf("state directory %s is not a directory", d)
+		f, err := system.MkdirBeneath(hd, rel, 0o700, owner.UID, owner.GID)
+		if err != nil {
+			return fmt.Errorf("state directory %s (a symlink or non-directory there is refused): %w", d, err)
 		}
-		if err := os.Lchown(d, owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("give %s to %s: %w", d, owner.User, err)
-		}
-		if err := os.Chmod(d, 0o700); err != nil {
-			return fmt.Errorf("restrict %s: %w", d, err)
-		}
+		f.Close()
 	}
 	return nil
 }
@@ -314,8 +321,10 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 		}
 	}
 	if opts.PurgeState {
-		if err := os.RemoveAll(sys.Home()); err != nil {
-			errs = append(errs, fmt.Errorf("uninstall: purge state: %w", err))
+		for _, d := range []string{sys.Home(), sys.LogDir()} {
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, fmt.Errorf("uninstall: purge %s: %w", d, err))
+			}
 		}
 	}
 	// Directories banger created, removed only when empty.

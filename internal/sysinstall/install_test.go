@@ -110,7 +110,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 			t.Fatalf("unit %s not written: %v", u, err)
 		}
 	}
-	wantExec := "ExecStart=" + sys.BangerdBin() + " --root-helper --owner-uid " + strconv.Itoa(owner.UID) + " --subnet 10.50.0.0/24 --bridge bangertest\n"
+	wantExec := "ExecStart=" + sys.BangerdBin() + " --root-helper --owner-uid " + strconv.Itoa(owner.UID) + " --socket " + sys.HelperSocket() + " --subnet 10.50.0.0/24 --bridge bangertest\n"
 	if b, _ := os.ReadFile(filepath.Join(sys.UnitDir(), updater.HelperUnit)); !strings.Contains(string(b), wantExec) {
 		t.Fatalf("helper unit lacks %q:\n%s", wantExec, b)
 	}
@@ -259,7 +259,7 @@ func TestRenderedUnits(t *testing.T) {
 	}
 	helper, daemon := string(units[updater.HelperUnit]), string(units[updater.DaemonUnit])
 	for _, want := range []string{
-		"ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000\n",
+		"ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000 --socket /run/banger/root-helper.sock\n",
 		"KillMode=process\n", "SendSIGKILL=no\n", "Environment=BANGER_HOME=/var/lib/banger/home\n",
 	} {
 		if !strings.Contains(helper, want) {
@@ -293,7 +293,7 @@ func TestRenderedUnits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000" + tc.exec
+		want := "ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000 --socket /run/banger/root-helper.sock" + tc.exec
 		if h := string(units[updater.HelperUnit]); !strings.Contains(h, want) {
 			t.Errorf("helper unit for %+v lacks %q:\n%s", tc.net, want, h)
 		}
@@ -360,5 +360,47 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 	cmd = exec.CommandContext(ctx, analyze, append([]string{"verify", "--man=no"}, files...)...)
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("systemd-analyze accepted units with a missing ExecStart binary:\n%s", out)
+	}
+}
+
+// The owner controls its home: a state directory replaced by a symlink to
+// a root-owned directory must not make install chown or chmod that target.
+func TestOwnerStateRefusesPlantedSymlinks(t *testing.T) {
+	testutil.RequireRoot(t)
+	root := t.TempDir()
+	sys := paths.System{Root: root}
+	owner := Owner{User: "nobody", UID: 65534, GID: 65534, Home: "/nonexistent"}
+	if err := ensureOwnerState(sys, owner); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(root, "etc-sentinel")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{sys.User().State, sys.User().Config} {
+		if err := os.RemoveAll(d); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, d); err != nil {
+			t.Fatal(err)
+		}
+		err := ensureOwnerState(sys, owner)
+		if err == nil || !strings.Contains(err.Error(), "symlink") {
+			t.Fatalf("install through a symlinked %s: %v", d, err)
+		}
+		st, err := os.Stat(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := st.Sys().(*syscall.Stat_t); s.Uid != 0 || st.Mode().Perm() != 0o755 {
+			t.Fatalf("symlink target changed: uid %d mode %v", s.Uid, st.Mode().Perm())
+		}
+		if entries, _ := os.ReadDir(target); len(entries) != 0 {
+			t.Fatalf("created inside the symlink target: %v", entries)
+		}
+		os.Remove(d)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

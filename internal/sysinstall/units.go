@@ -30,7 +30,7 @@ Environment=BANGER_HOME={{.Home}}
 {{- if .SystemRoot}}
 Environment=BANGER_SYSTEM_ROOT={{.SystemRoot}}
 {{- end}}
-ExecStart={{.Bangerd}} --root-helper --owner-uid {{.UID}}{{range .HelperArgs}} {{.}}{{end}}
+ExecStart={{.Bangerd}} --root-helper --owner-uid {{.UID}} --socket {{.HelperSocket}}{{range .HelperArgs}} {{.}}{{end}}
 Restart=on-failure
 RestartSec=1
 KillMode=process
@@ -86,16 +86,18 @@ func RenderUnits(sys paths.System, owner Owner, network Network) (map[string][]b
 	}
 	data := struct {
 		User, Home, Bangerd, SystemRoot, HelperUnit string
+		HelperSocket                                string
 		UID, GID                                    string
 		HelperArgs                                  []string
 	}{
 		User: owner.User, Home: sys.Home(), Bangerd: sys.BangerdBin(), HelperUnit: updater.HelperUnit,
-		UID: strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID), HelperArgs: network.helperArgs(),
+		HelperSocket: sys.HelperSocket(),
+		UID:          strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID), HelperArgs: network.helperArgs(),
 	}
 	if root := filepath.Clean(sys.Root); root != "/" {
 		data.SystemRoot = root
 	}
-	for _, v := range append([]string{data.Home, data.Bangerd, data.SystemRoot}, data.HelperArgs...) {
+	for _, v := range append([]string{data.Home, data.Bangerd, data.SystemRoot, data.HelperSocket}, data.HelperArgs...) {
 		if v != "" && !safeUnitValue.MatchString(v) {
 			return nil, fmt.Errorf("render units: value %q has characters a unit file cannot hold unquoted", v)
 		}

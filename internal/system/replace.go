@@ -5,13 +5,14 @@
 package system
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // PreviousSuffix names the backup AtomicReplace keeps of the replaced file.
@@ -46,33 +47,46 @@ func AtomicReplace(src, dst string) (err error) {
 		return fmt.Errorf("replace %s: destination is not a regular file (%s)", dst, st.Mode().Type())
 	}
 
-	dir := filepath.Dir(dst)
-	tmp, err := writeTemp(dst, in, info.Mode().Perm())
+	dir, err := openDir(filepath.Dir(dst))
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", dst, err)
+	}
+	defer dir.Close()
+	dfd, name := int(dir.Fd()), filepath.Base(dst)
+	tmp, err := writeTempAt(dir, name, in, info.Mode().Perm())
 	if err != nil {
 		return fmt.Errorf("replace %s: %w", dst, err)
 	}
 	defer func() {
 		if err != nil {
-			os.Remove(tmp)
+			_ = unix.Unlinkat(dfd, tmp, 0)
 		}
 	}()
 
 	// A stale backup from an earlier update must not survive: after this
 	// call dst.previous is exactly the version this call replaced, or absent.
-	prev := PreviousPath(dst)
-	if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	prev := name + PreviousSuffix
+	if err := unix.Unlinkat(dfd, prev, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("replace %s: remove stale backup: %w", dst, err)
 	}
-	if err := os.Link(dst, prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := unix.Linkat(dfd, name, dfd, prev, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("replace %s: keep previous version: %w", dst, err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
 		return fmt.Errorf("replace %s: move into place: %w", dst, err)
 	}
-	if err := SyncDir(dir); err != nil {
+	if err := syncDirFD(dir); err != nil {
 		return fmt.Errorf("replace %s: %w", dst, err)
 	}
 	return nil
+}
+
+func openDir(path string) (*os.File, error) {
+	d, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	return d, nil
 }
 
 // Rollback puts dst.previous back as dst, in one rename.
@@ -107,10 +121,12 @@ func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: create directory: %w", path, err)
 	}
-	if err := replaceWith(path, bytes.NewReader(data), mode); err != nil {
+	dir, err := openDir(filepath.Dir(path))
+	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return nil
+	defer dir.Close()
+	return WriteFileAt(dir, filepath.Base(path), data, mode)
 }
 
 // CopyFileAtomic installs a copy of src at dst with the given mode, creating
@@ -136,43 +152,12 @@ func CopyFileAtomic(src, dst string, mode fs.FileMode) error {
 // replaceWith writes r into a fsynced temporary file beside dst and renames
 // it over dst; no backup is kept.
 func replaceWith(dst string, r io.Reader, mode fs.FileMode) error {
-	tmp, err := writeTemp(dst, r, mode)
+	dir, err := openDir(filepath.Dir(dst))
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("move into place: %w", err)
-	}
-	return SyncDir(filepath.Dir(dst))
-}
-
-// writeTemp copies r into a new fsynced file with the given mode in dst's
-// directory and returns its name. Nothing is left behind on failure.
-func writeTemp(dst string, r io.Reader, mode fs.FileMode) (name string, err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".new-*")
-	if err != nil {
-		return "", fmt.Errorf("create temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := io.Copy(tmp, r); err != nil {
-		return "", fmt.Errorf("copy: %w", err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return "", fmt.Errorf("set mode: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return "", fmt.Errorf("sync: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("close: %w", err)
-	}
-	return tmp.Name(), nil
+	defer dir.Close()
+	return WriteAt(dir, filepath.Base(dst), r, mode)
 }
 
 // SyncDir fsyncs a directory so a rename in it survives a crash.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/bangerdev/banger/internal/system"
 )
 
 // DropInPath is where systemd-resolved reads banger's routing-domain config,
@@ -57,27 +59,8 @@ func ApplyDropIn(root, domain string, addr netip.AddrPort) (changed bool, err er
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, []byte(text)) {
 		return false, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return false, fmt.Errorf("create %s: %w", filepath.Dir(path), err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".banger.conf.*")
-	if err != nil {
-		return false, fmt.Errorf("write resolved drop-in: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.WriteString(text); err != nil {
-		tmp.Close()
-		return false, fmt.Errorf("write resolved drop-in: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return false, fmt.Errorf("write resolved drop-in: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return false, fmt.Errorf("write resolved drop-in: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return false, fmt.Errorf("install resolved drop-in %s: %w", path, err)
+	if err := system.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
+		return false, fmt.Errorf("install resolved drop-in: %w", err)
 	}
 	return true, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/system"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -293,11 +294,10 @@ func writeInstance(vm model.VM, inst vmm.Instance) error {
 	if err != nil {
 		return err
 	}
-	tmp := instanceFile(vm) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := system.WriteFileAtomic(instanceFile(vm), b, 0o600); err != nil {
 		return fmt.Errorf("record vmm instance: %w", err)
 	}
-	return os.Rename(tmp, instanceFile(vm))
+	return nil
 }
 
 func readInstance(vm model.VM) (vmm.Instance, error) {
