@@ -125,6 +125,10 @@ func (s System) InstallMeta() string { return s.join("/etc/banger/install.toml")
 func (s System) UnitDir() string     { return s.join("/etc/systemd/system") }
 func (s System) StagingDir() string  { return s.join("/var/lib/banger/update-staging") }
 
+// RunDir is the root helper's root-only runtime state (e.g. the ip_forward
+// value found before banger changed it); cleared at boot like /run.
+func (s System) RunDir() string { return s.join("/run/banger") }
+
 // Home is BANGER_HOME for the system-installed owner daemon: its state lives
 // in /var/lib/banger/home, owned by the owner user.
 func (s System) Home() string { return s.join("/var/lib/banger/home") }
