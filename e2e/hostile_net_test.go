@@ -130,6 +130,14 @@ func TestHostileNetGuestAttacks(t *testing.T) {
 	t.Run("router advertisement", func(t *testing.T) {
 		hostileNetAttack(t, in, "attacker", aTap, 1, "ra", "eth0")
 		time.Sleep(time.Second) // the kernel handles an RA at once; leave it time anyway
+		// What this RA would make: a default route via the guest and an
+		// address in its prefix.
+		for _, args := range [][]string{{"-6", "route", "show", "table", "all"}, {"-6", "addr"}} {
+			out := hostileNetCmd(t, "ip", args...)
+			if strings.Contains(out, "default") || strings.Contains(out, "2001:db8:bad") || strings.Contains(out, "fe80::bad:1") {
+				t.Errorf("ip %v shows the guest's router advertisement took effect:\n%s", args, out)
+			}
+		}
 		if got := hostileNetCmd(t, "ip", "-6", "route", "show", "table", "all"); got != route6Before {
 			t.Errorf("ip -6 route changed after a guest's router advertisement:\nbefore:\n%s\nafter:\n%s", route6Before, got)
 		}
