@@ -343,3 +343,45 @@ func TestHostileNetNoHostChangeBeforeFirstVM(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileNetRebindOnAdopt: a VM that outlives its daemon and helper is
+// bound to its lease again when the next daemon re-adopts it, even when the
+// bridge filter table is gone (as after an upgrade from a banger without
+// one): the running guest is neither left unfiltered nor cut off.
+func TestHostileNetRebindOnAdopt(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	nft := testutil.RequireBinary(t, "nft")
+	in := vmInstance(t)
+	in.ok("banger", "vm", "create", "--start", "--name", "kept", "--cpus", "1", "--memory", "384M")
+	vm := in.inspect("kept")
+	hostileNetSSHOpen(t, in, "kept")
+	in.ok("banger", "daemon", "stop") // stops the helper it spawned too
+	if !processAlive(vm.PID) {
+		t.Fatal("daemon stop killed the vm")
+	}
+	hostileNetCmd(t, nft, "delete", "table", "bridge", "banger")
+	in.ok("banger", "daemon", "start")
+	var st api.NetworkStatus
+	waitFor(t, 20*time.Second, "the re-adopted vm's tap has its source rules", func() (bool, string) {
+		st = api.NetworkStatus{}
+		if err := json.Unmarshal([]byte(in.ok("banger", "system", "network", "status", "--json")), &st); err != nil {
+			return false, err.Error()
+		}
+		for _, tp := range st.Network.Taps {
+			if tp.Name == vm.Tap && tp.SourceRules == 7 && tp.Isolated {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", st.Network.Taps)
+	})
+	if out := hostileNetCmd(t, nft, "list", "table", "bridge", "banger"); !strings.Contains(out, "ip saddr != "+vm.IP+" drop") {
+		t.Errorf("bridge table lacks the vm's source rule:\n%s", out)
+	}
+	c, err := net.DialTimeout("tcp4", net.JoinHostPort(vm.IP, "22"), 10*time.Second)
+	if err != nil {
+		t.Fatalf("host to the re-adopted vm: %v", err)
+	}
+	c.Close()
+}
