@@ -119,7 +119,7 @@ func TestGuardRulesAndForwardingRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantBridge := map[string]int{ChainPrerouting: 2, ChainForward: 1, ChainTaps: 14, ChainIsolation: 2}
+	wantBridge := map[string]int{ChainPrerouting: 2, ChainForward: 1, ChainTaps: 14, ChainIsolation: 2, ChainOutput: 1}
 	if !sameCounts(st.BridgeChains, wantBridge) {
 		t.Errorf("bridge chains = %v, want %v", st.BridgeChains, wantBridge)
 	}
@@ -145,6 +145,7 @@ func TestGuardRulesAndForwardingRecord(t *testing.T) {
 		`iifname "bt-a" oifname "bt-*" drop`,
 		`iifname "bt-b" arp saddr ether != ` + gb.MAC.String() + ` drop`,
 		`iifname "bt-*" drop`,
+		`oifname "bt-*" ip saddr 10.213.77.0/24 ip saddr != 10.213.77.1 drop`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bridge table lacks %q:\n%s", want, out)
@@ -299,6 +300,20 @@ func TestGuardTraffic(t *testing.T) {
 		}
 	}
 
+	// Isolation cannot be routed around through the host: iso1 sends its
+	// packets for iso2 to the gateway's MAC.
+	mustAddr(t, handleAt(t, iso1.ns).RouteAdd(&netlink.Route{LinkIndex: linkIndexIn(t, iso1.ns, "eth0"),
+		Dst: ipNet(netip.MustParsePrefix("10.213.77.12/32")), Gw: gw.AsSlice()}))
+	if err := tryDial(iso1.ns, iso2Addr); err == nil {
+		t.Error("iso1 reached iso2 routed through the host")
+	}
+	// One-way traffic needs no answer: a datagram routed so must not arrive.
+	iso2UDP := listenUDPIn(t, iso2.ns, "10.213.77.12:0")
+	sendUDP(t, iso1.ns, "10.213.77.11", iso2UDP.LocalAddr().String(), "routed-around")
+	if got := readUDP(t, iso2UDP, 1, time.Second); len(got) != 0 {
+		t.Errorf("isolated iso2 received %q routed through the host", got)
+	}
+
 	// Forged sources, over UDP so a forged datagram needs no answer to
 	// arrive: each forged send is followed by a legitimate one, which must
 	// arrive (the test can fail), while the forged ones never may.
@@ -423,4 +438,13 @@ func acceptWithin(ln net.Listener, d time.Duration) (net.Conn, error) {
 		defer tl.SetDeadline(time.Time{})
 	}
 	return ln.Accept()
+}
+
+func linkIndexIn(t *testing.T, ns netns.NsHandle, name string) int {
+	t.Helper()
+	l, err := handleAt(t, ns).LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Index
 }

@@ -40,13 +40,23 @@ import (
 //	  chain isolation {                # per isolated tap
 //	    iifname TAP oifname "bt-*" drop
 //	    oifname TAP iifname "bt-*" drop }
+//	  chain output { type filter hook output priority -200; policy accept;
+//	    oifname "bt-*" ether type ip ip saddr SUBNET ip saddr != GATEWAY drop }
 //	}
+//
+// The output rule stops a guest from routing around isolation through the
+// host (its packet for another VM sent to the gateway's MAC): what the host
+// sends to a tap comes from the gateway address or from outside the subnet,
+// never from another guest's address. (The inet table cannot tell: with
+// br_netfilter loaded, bridged frames also pass its forward hook as
+// banger0 → banger0.)
 
 // Chain names of the bridge-family table.
 const (
 	ChainPrerouting = "prerouting"
 	ChainTaps       = "taps"
 	ChainIsolation  = "isolation"
+	ChainOutput     = "output"
 )
 
 // tapPrefix is what every banger tap name starts with.
@@ -94,7 +104,7 @@ func (n *Network) ensureGuard(c *nftables.Conn) error {
 			have[ch.Name] = true
 		}
 	}
-	if have[ChainPrerouting] && have[ChainTaps] && have[ChainForward] && have[ChainIsolation] {
+	if have[ChainPrerouting] && have[ChainTaps] && have[ChainForward] && have[ChainIsolation] && have[ChainOutput] {
 		return nil
 	}
 	c.AddTable(t)
@@ -107,6 +117,8 @@ func (n *Network) ensureGuard(c *nftables.Conn) error {
 	fwd := c.AddChain(&nftables.Chain{Name: ChainForward, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: bridgePriorityFilter, Policy: &accept})
 	iso := c.AddChain(&nftables.Chain{Name: ChainIsolation, Table: t})
+	out := c.AddChain(&nftables.Chain{Name: ChainOutput, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: bridgePriorityFilter, Policy: &accept})
 	comment := func(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("banger: per-tap source checks"),
 		Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: taps.Name}}})
@@ -114,6 +126,16 @@ func (n *Network) ensureGuard(c *nftables.Conn) error {
 		Exprs: ifnamePrefix(expr.MetaKeyIIFNAME)})
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, UserData: comment("banger: isolated vms reach only the host"),
 		Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: iso.Name}}})
+	subnet := n.plan.Subnet
+	gw := n.plan.Gateway.As4()
+	var outRule []expr.Any
+	outRule = append(outRule, ifnamePrefix(expr.MetaKeyOIFNAME)[:2]...)
+	outRule = append(outRule, etherType(unix.ETH_P_IP)...)
+	outRule = append(outRule, ipAddrIn(12, subnet.Addr().As4(), maskBytes(subnet.Bits()))...)
+	outRule = append(outRule, field(expr.PayloadBaseNetworkHeader, 12, expr.CmpOpNeq, gw[:])...)
+	outRule = append(outRule, &expr.Verdict{Kind: expr.VerdictDrop})
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: comment("banger: no guest-to-guest traffic routed through the host"),
+		Exprs: outRule})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write bridge nftables table %q: %w", t.Name, err)
 	}
