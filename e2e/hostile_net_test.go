@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -120,7 +121,7 @@ func TestHostileNetGuestAttacks(t *testing.T) {
 	addr6Before := hostileNetCmd(t, "ip", "-6", "addr")
 
 	aIP, aMAC, aTap := hostileNetVM(t, in, "attacker", sender)
-	bIP, bMAC, _ := hostileNetVM(t, in, "victim", "")
+	bIP, bMAC, _ := hostileNetVM(t, in, "victim", sender)
 	br, err := netlink.LinkByName("banger0")
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +221,58 @@ func TestHostileNetGuestAttacks(t *testing.T) {
 		if ok, last := hostileNetReach(in, "attacker", bIP); ok {
 			t.Errorf("isolated attacker reached the isolated victim's sshd: %s", last)
 		}
+		// Nor around it, routed through the host: the attacker sends to the
+		// victim through the gateway; the victim listens (positive control:
+		// the host's own datagram to it arrives).
+		in.ok("banger", "vm", "exec", "attacker", "--", "ip", "route", "replace", bIP+"/32", "via", hostileNetGateway, "dev", "eth0")
+		listener := exec.Command(filepath.Join(binDir, "banger"), "vm", "exec", "victim", "--", "/root/hostilenet", "listen", "4444", "10")
+		listener.Env = in.env()
+		stdout, err := listener.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := listener.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string, 16)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+		}()
+		select {
+		case l := <-lines:
+			if l != "ready" {
+				t.Fatalf("victim's listener said %q", l)
+			}
+		case <-time.After(30 * time.Second):
+			_ = listener.Process.Kill()
+			t.Fatal("victim's listener not ready within 30s")
+		}
+		hostileNetAttack(t, in, "attacker", aTap, 1, "udp", aIP, bIP, "4444", "routed-around")
+		uc, err := net.Dial("udp4", net.JoinHostPort(bIP, "4444"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := uc.Write([]byte("from-host")); err != nil {
+			t.Fatal(err)
+		}
+		uc.Close()
+		var got []string
+		for l := range lines { // ends when the listener's 10 s are up
+			got = append(got, l)
+		}
+		_ = listener.Wait()
+		r := struct{ out string }{strings.Join(got, "\n")}
+		if !strings.Contains(r.out, "from-host from "+hostileNetGateway) {
+			t.Errorf("victim did not get the host's datagram (positive control): %q", r.out)
+		}
+		if strings.Contains(r.out, "routed-around") {
+			t.Errorf("isolated victim received the attacker's datagram routed through the host: %q", r.out)
+		}
+
 		// The host still reaches both (and they it: DNS on the gateway).
 		if c, err := net.DialTimeout("tcp4", net.JoinHostPort(bIP, "22"), 10*time.Second); err != nil {
 			t.Errorf("host to victim: %v", err)

@@ -6,6 +6,7 @@
 //	hostilenet ra IFACE                      IPv6 router advertisement (default route + prefix)
 //	hostilenet arp IFACE CLAIMED_IP [MAC]    gratuitous ARP request and reply: CLAIMED_IP is-at MAC (default: IFACE's)
 //	hostilenet udp SRC_IP DST_IP PORT MSG    one UDP datagram with any source address
+//	hostilenet listen PORT SECONDS           print "MSG from IP" for each datagram to PORT (the victim's side)
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -59,6 +61,8 @@ func run(args []string) error {
 		return nil
 	case args[0] == "udp" && len(args) == 5:
 		return sendUDP(args[1], args[2], args[3], args[4])
+	case args[0] == "listen" && len(args) == 3:
+		return listen(args[1], args[2])
 	}
 	return fmt.Errorf("bad arguments %q", args)
 }
@@ -176,6 +180,32 @@ func sendUDP(srcS, dstS, portS, msg string) error {
 	copy(sa.Addr[:], dst)
 	if err := syscall.Sendto(fd, append(ip, udp...), 0, sa); err != nil {
 		return fmt.Errorf("send udp from %s: %w", srcS, err)
+	}
+	return nil
+}
+
+// listen prints each datagram to port for secs seconds; "ready" first, so
+// the caller knows when to send.
+func listen(port, secs string) error {
+	var d int
+	if _, err := fmt.Sscan(secs, &d); err != nil || d <= 0 || d > 60 {
+		return fmt.Errorf("bad seconds %q", secs)
+	}
+	pc, err := net.ListenPacket("udp4", ":"+port)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	fmt.Println("ready")
+	deadline := time.Now().Add(time.Duration(d) * time.Second)
+	buf := make([]byte, 512)
+	for time.Now().Before(deadline) {
+		_ = pc.SetReadDeadline(deadline)
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		fmt.Printf("%s from %s\n", buf[:n], from.(*net.UDPAddr).IP)
 	}
 	return nil
 }
