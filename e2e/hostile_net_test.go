@@ -99,8 +99,10 @@ func hostileNetNeigh(t *testing.T, ip string) string {
 
 func hostileNetSSHOpen(t *testing.T, in *instance, vm string) {
 	t.Helper()
+	// The guest's init starts sshd; wait for it (bounded) rather than race
+	// it with a second one.
 	in.ok("banger", "vm", "exec", vm, "--", "sh", "-c",
-		"test -s /run/sshd.pid || { mkdir -p /run/sshd && ssh-keygen -A >/dev/null && /usr/sbin/sshd; }")
+		"i=0; while [ $i -lt 80 ]; do test -s /run/sshd.pid && exit 0; sleep 0.5; i=$((i+1)); done; echo no sshd >&2; exit 1")
 }
 
 // hostileNetReach reports whether from opens a TCP connection to ip:22.
