@@ -41,13 +41,19 @@ func recordName() (string, error) {
 	return "ip_forward.netns-ino-" + strconv.FormatUint(st.Ino, 10), nil
 }
 
-// root opens the record directory, creating it root-only, and refuses one
-// that is not a real directory owned by root and writable by root alone.
-func (r *forwardRecord) root() (*os.Root, error) {
-	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create state dir %s: %w", r.dir, err)
+// root opens the record directory (creating it when create is set), and
+// refuses one that is not a real directory owned by root and writable by
+// root alone. Without create, a missing directory is (nil, nil).
+func (r *forwardRecord) root(create bool) (*os.Root, error) {
+	if create {
+		if err := os.MkdirAll(r.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create state dir %s: %w", r.dir, err)
+		}
 	}
 	root, err := os.OpenRoot(r.dir)
+	if !create && errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open state dir %s: %w", r.dir, err)
 	}
@@ -73,8 +79,8 @@ func (r *forwardRecord) load() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	root, err := r.root()
-	if err != nil {
+	root, err := r.root(false)
+	if err != nil || root == nil {
 		return "", err
 	}
 	defer root.Close()
@@ -102,7 +108,7 @@ func (r *forwardRecord) save(prior string) error {
 	if err != nil {
 		return err
 	}
-	root, err := r.root()
+	root, err := r.root(true)
 	if err != nil {
 		return err
 	}
@@ -128,8 +134,8 @@ func (r *forwardRecord) clear() error {
 	if err != nil {
 		return err
 	}
-	root, err := r.root()
-	if err != nil {
+	root, err := r.root(false)
+	if err != nil || root == nil {
 		return err
 	}
 	defer root.Close()
