@@ -60,7 +60,7 @@ func TestDNSResolvesVMNames(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if out, errOut, code := in.run("banger", "vm", "create", "--start", "--name", n, "--cpus", "1", "--memory", "384M"); code != 0 {
+			if out, errOut, code := in.run("banger", "vm", "create", "--start", "--name", n, "--cpus", "1", "--memory", "384M", "--network", "shared"); code != 0 {
 				errs <- fmt.Sprintf("create %s: exit %d %s %s", n, code, out, errOut)
 			}
 		}()

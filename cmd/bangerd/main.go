@@ -56,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		socket          = fs.String("socket", "", "root helper: socket path (default: the owner's runtime dir)")
 		subnet          = fs.String("subnet", "", "root helper: guest subnet CIDR (default 10.213.77.0/24)")
 		bridge          = fs.String("bridge", "", "root helper: bridge device (default banger0)")
+		stateDir        = fs.String("state-dir", "", "root helper: root-only state directory (default /run/banger)")
 		checkMigrations = fs.Bool("check-migrations", false, "check that the store can be migrated to this binary's schema; change nothing")
 		system          = fs.Bool("system", false, "with --check-migrations: check the system-install store")
 		readyFD         = fs.Int("ready-fd", 0, "write \"ready\" to this descriptor once serving")
@@ -120,7 +121,10 @@ Flags:
 			}
 			sock = p.HelperSocket()
 		}
-		netCfg := hostnat.Config{Bridge: *bridge}
+		netCfg := hostnat.Config{Bridge: *bridge, StateDir: *stateDir}
+		if netCfg.StateDir == "" {
+			netCfg.StateDir = paths.SystemFromEnv(os.Getenv).RunDir()
+		}
 		if *subnet != "" {
 			p, err := netip.ParsePrefix(*subnet)
 			if err != nil {

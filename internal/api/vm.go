@@ -39,6 +39,7 @@ type VMCreate struct {
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskBytes int64  `json:"disk_bytes,omitempty"`
 	InitMode  string `json:"init_mode,omitempty"` // fast (default) or image
+	Network   string `json:"network,omitempty"`   // isolated (default) or shared
 	Start     bool   `json:"start,omitempty"`     // boot and wait until ready
 }
 

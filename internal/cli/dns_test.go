@@ -125,22 +125,31 @@ func TestConfigShow(t *testing.T) {
 func TestWriteNetworkStatus(t *testing.T) {
 	st := api.NetworkStatus{
 		Network: api.NetworkState{
-			Config:     api.NetworkInfo{Bridge: "banger0", Subnet: "10.213.77.0/24", Gateway: "10.213.77.1", Table: "banger"},
-			Bridge:     &api.NetworkBridgeState{Name: "banger0", Up: true, Addrs: []string{"10.213.77.1/24"}},
-			Taps:       []api.NetworkTapState{{Name: "bt-0123abcd", OwnerUID: 1000, Up: true, Master: "banger0"}},
-			Forwarding: true,
-			Chains:     map[string]int{"postrouting": 1, "forward": 4, "input": 1},
+			Config: api.NetworkInfo{Bridge: "banger0", Subnet: "10.213.77.0/24", Gateway: "10.213.77.1", Table: "banger"},
+			Bridge: &api.NetworkBridgeState{Name: "banger0", Up: true, Addrs: []string{"10.213.77.1/24"}, IPv6Disabled: true},
+			Taps: []api.NetworkTapState{{Name: "bt-0123abcd", OwnerUID: 1000, Up: true, Master: "banger0", SourceRules: 7, Isolated: true, IPv6Disabled: true},
+				{Name: "bt-4567", OwnerUID: 1000, Master: "banger0"}},
+			Forwarding:    true,
+			ForwardingWas: "0",
+			Chains:        map[string]int{"postrouting": 1, "forward": 6, "input": 2},
+			BridgeChains:  map[string]int{"prerouting": 2, "taps": 7, "forward": 1, "isolation": 2},
+			Changes:       []string{"bridge banger0 created", "net.ipv4.ip_forward set to 1 (was 0)"},
 		},
 		DNS: &api.DNSStatus{Serving: true, Addr: "10.213.77.1:53", Domain: "banger", Names: 2},
 	}
 	var b bytes.Buffer
 	writeNetworkStatus(&b, st)
 	want := `config:      bridge banger0, subnet 10.213.77.0/24, gateway 10.213.77.1, nft table banger
-bridge:      banger0 up 10.213.77.1/24
-forwarding:  true
-nft table:   banger (rules: forward 4, input 1, postrouting 1)
-taps:        1
-  bt-0123abcd      up   on banger0, owner uid 1000
+bridge:      banger0 up 10.213.77.1/24, ipv6 off
+forwarding:  true (banger turned it on; was 0, restored by ` + "`banger system network down`" + `)
+nft inet:    banger (rules: forward 6, input 2, postrouting 1)
+nft bridge:  banger (rules: forward 1, isolation 2, prerouting 2, taps 7)
+taps:        2
+  bt-0123abcd      up   on banger0, owner uid 1000, isolated, 7 source rules
+  bt-4567          down on banger0, owner uid 1000, shared, NO SOURCE RULES (drops everything)
+changed:
+  bridge banger0 created
+  net.ipv4.ip_forward set to 1 (was 0)
 dns:         serving .banger on 10.213.77.1:53 (2 names)
 `
 	if b.String() != want {
@@ -148,7 +157,7 @@ dns:         serving .banger on 10.213.77.1:53 (2 names)
 	}
 	b.Reset()
 	writeNetworkStatus(&b, api.NetworkStatus{Network: api.NetworkState{Config: st.Network.Config}})
-	for _, s := range []string{"bridge:      absent", "nft table:   absent", "taps:        0", "dns:         unknown"} {
+	for _, s := range []string{"bridge:      absent", "nft inet:    absent", "nft bridge:  absent", "taps:        0", "changed:     nothing on this host", "forwarding:  false (not changed by banger)", "dns:         unknown"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("empty network status lacks %q:\n%s", s, b.String())
 		}

@@ -18,9 +18,13 @@ func newSystemNetworkCommand(a *app) *cobra.Command {
 		Use:   "network",
 		Short: "Show or tear down banger's host network (bridge, taps, NAT, DNS)",
 		Long: `banger's host network is made by the root helper when the first VM starts:
-the bridge, one tap per VM, IP forwarding, a banger-owned nftables table for
-NAT, and the VM DNS server on the bridge address. "status" shows what exists;
-"down" removes all of it (the next VM start makes it again).`,
+the bridge (IPv6 off), one tap per VM, IP forwarding, banger-owned nftables
+tables (inet: NAT and forwarding; bridge: each VM may only use its own MAC
+and address, and isolated VMs reach only the host), and the VM DNS server on
+the bridge address. Nothing is made before a VM needs it. "status" shows
+what exists and what banger changed; "down" removes all of it and puts
+net.ipv4.ip_forward back to its value before banger (the next VM start
+makes it again).`,
 		Example: `  banger system network status
   banger system network down`,
 		Args: cobra.ArbitraryArgs,
@@ -92,25 +96,22 @@ func writeNetworkStatus(w io.Writer, st api.NetworkStatus) {
 		if b.Up {
 			state = "up"
 		}
-		fmt.Fprintf(w, "bridge:      %s %s %s\n", b.Name, state, strings.Join(b.Addrs, " "))
+		ipv6 := "ipv6 off"
+		if !b.IPv6Disabled {
+			ipv6 = "IPV6 ON (guests could send router advertisements)"
+		}
+		fmt.Fprintf(w, "bridge:      %s %s %s, %s\n", b.Name, state, strings.Join(b.Addrs, " "), ipv6)
 	} else {
 		fmt.Fprintln(w, "bridge:      absent (made when a VM starts)")
 	}
-	fmt.Fprintf(w, "forwarding:  %v\n", n.Forwarding)
-	if n.Chains == nil {
-		fmt.Fprintln(w, "nft table:   absent")
-	} else {
-		names := make([]string, 0, len(n.Chains))
-		for c := range n.Chains {
-			names = append(names, c)
-		}
-		sort.Strings(names)
-		parts := make([]string, 0, len(names))
-		for _, c := range names {
-			parts = append(parts, fmt.Sprintf("%s %d", c, n.Chains[c]))
-		}
-		fmt.Fprintf(w, "nft table:   %s (rules: %s)\n", n.Config.Table, strings.Join(parts, ", "))
+	switch {
+	case n.ForwardingWas != "":
+		fmt.Fprintf(w, "forwarding:  %v (banger turned it on; was %s, restored by `banger system network down`)\n", n.Forwarding, n.ForwardingWas)
+	default:
+		fmt.Fprintf(w, "forwarding:  %v (not changed by banger)\n", n.Forwarding)
 	}
+	writeChains(w, "nft inet:    ", n.Config.Table, n.Chains)
+	writeChains(w, "nft bridge:  ", n.Config.Table, n.BridgeChains)
 	fmt.Fprintf(w, "taps:        %d\n", len(n.Taps))
 	for _, t := range n.Taps {
 		state := "down"
@@ -121,7 +122,23 @@ func writeNetworkStatus(w io.Writer, st api.NetworkStatus) {
 		if master == "" {
 			master = "(detached)"
 		}
-		fmt.Fprintf(w, "  %-16s %-4s on %s, owner uid %d\n", t.Name, state, master, t.OwnerUID)
+		mode := "shared"
+		if t.Isolated {
+			mode = "isolated"
+		}
+		guard := fmt.Sprintf("%d source rules", t.SourceRules)
+		if t.SourceRules == 0 {
+			guard = "NO SOURCE RULES (drops everything)"
+		}
+		fmt.Fprintf(w, "  %-16s %-4s on %s, owner uid %d, %s, %s\n", t.Name, state, master, t.OwnerUID, mode, guard)
+	}
+	if len(n.Changes) == 0 {
+		fmt.Fprintln(w, "changed:     nothing on this host (the first VM start sets the network up)")
+	} else {
+		fmt.Fprintln(w, "changed:")
+		for _, c := range n.Changes {
+			fmt.Fprintf(w, "  %s\n", c)
+		}
 	}
 	switch d := st.DNS; {
 	case d == nil:
@@ -131,4 +148,22 @@ func writeNetworkStatus(w io.Writer, st api.NetworkStatus) {
 	default:
 		fmt.Fprintf(w, "dns:         not serving: %s (%d names known)\n", d.Error, d.Names)
 	}
+}
+
+// writeChains prints one nftables table's chains with their rule counts.
+func writeChains(w io.Writer, label, table string, chains map[string]int) {
+	if chains == nil {
+		fmt.Fprintln(w, label+"absent")
+		return
+	}
+	names := make([]string, 0, len(chains))
+	for c := range chains {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, c := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", c, chains[c]))
+	}
+	fmt.Fprintf(w, "%s%s (rules: %s)\n", label, table, strings.Join(parts, ", "))
 }

@@ -1,14 +1,19 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/sysinstall"
@@ -148,6 +153,36 @@ func (a *app) installSources() (sysinstall.Binaries, error) {
 	return sysinstall.Binaries{Banger: a.env.Executable, Bangerd: bangerd, Agent: agent}, nil
 }
 
+// teardownHostNetwork removes the root helper's host network, if anything
+// of it is there, and restores ip_forward to what it was before banger.
+func teardownHostNetwork(ctx context.Context, w io.Writer, sys paths.System, meta installmeta.Meta) error {
+	cfg := hostnat.Config{Bridge: meta.NetworkBridge, StateDir: sys.RunDir()}
+	if meta.NetworkSubnet != "" {
+		p, err := netip.ParsePrefix(meta.NetworkSubnet)
+		if err != nil {
+			return fmt.Errorf("host network: install.toml subnet %q: %w", meta.NetworkSubnet, err)
+		}
+		cfg.Subnet = p
+	}
+	n, err := hostnat.New(cfg)
+	if err != nil {
+		return fmt.Errorf("host network: %w", err)
+	}
+	st, err := n.State(ctx)
+	if err != nil {
+		return fmt.Errorf("host network: %w", err)
+	}
+	changes := st.Changes()
+	if len(changes) == 0 {
+		return nil
+	}
+	if err := n.Teardown(ctx); err != nil {
+		return fmt.Errorf("tear down host network: %w", err)
+	}
+	fmt.Fprintf(w, "undid banger's host network changes: %s\n", strings.Join(changes, "; "))
+	return nil
+}
+
 func newSystemUninstallCommand(a *app) *cobra.Command {
 	var purge bool
 	cmd := &cobra.Command{
@@ -155,8 +190,10 @@ func newSystemUninstallCommand(a *app) *cobra.Command {
 		Short: "Stop the services and remove the system install (state kept unless --purge)",
 		Long: `Stop the owner daemon and the root helper, then remove the units, the
 binaries (and any .previous backups), install.toml and the update staging
-area. The owner daemon's state (VMs, images, kernels, store) stays unless
---purge. Running VMs are not stopped.`,
+area, and undo the root helper's host network (bridge, taps, nftables
+tables; net.ipv4.ip_forward back to its value before banger). The owner
+daemon's state (VMs, images, kernels, store) stays unless --purge. Running
+VMs are not stopped, but lose their network.`,
 		Example: `  sudo banger system uninstall
   sudo banger system uninstall --purge`,
 		Args: cobra.NoArgs,
@@ -185,7 +222,14 @@ area. The owner daemon's state (VMs, images, kernels, store) stays unless
 					}
 				}
 			}
+			// Read before Uninstall removes it: which bridge the helper used.
+			meta, _ := installmeta.Read(sys.InstallMeta())
 			if err := sysinstall.Uninstall(cmd.Context(), sysinstall.UninstallOptions{System: sys, PurgeState: purge}); err != nil {
+				errs = append(errs, err)
+			}
+			// With the helper stopped, undo what it changed on the host
+			// network (bridge, taps, tables) and put ip_forward back.
+			if err := teardownHostNetwork(cmd.Context(), w, sys, meta); err != nil {
 				errs = append(errs, err)
 			}
 			if err := errors.Join(errs...); err != nil {

@@ -32,8 +32,8 @@ func newVMCommand(a *app) *cobra.Command {
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
-	name, image, kernel, vmm, memory, disk, init string
-	cpus                                         int
+	name, image, kernel, vmm, memory, disk, init, network string
+	cpus                                                  int
 }
 
 func (f *createFlags) add(cmd *cobra.Command) {
@@ -46,10 +46,11 @@ func (f *createFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.memory, "memory", "", "memory, e.g. 1024 (MiB), 512M or 2G (default 1G)")
 	fl.StringVar(&f.disk, "disk-size", "", "root disk size, e.g. 4G (default: the image's size, at least 2G)")
 	fl.StringVar(&f.init, "init", "fast", "guest init: fast (banger's init stays PID 1) or image (the image's own init)")
+	fl.StringVar(&f.network, "network", "isolated", "isolated (the VM reaches only the host and the outside) or shared (it also reaches other shared VMs)")
 }
 
 func (f *createFlags) params() (api.VMCreate, error) {
-	p := api.VMCreate{Name: f.name, Image: f.image, Kernel: f.kernel, VMM: f.vmm, CPUs: f.cpus, InitMode: f.init}
+	p := api.VMCreate{Name: f.name, Image: f.image, Kernel: f.kernel, VMM: f.vmm, CPUs: f.cpus, InitMode: f.init, Network: f.network}
 	if f.memory != "" {
 		b, err := parseSize(f.memory, 1<<20)
 		if err != nil {

@@ -76,6 +76,7 @@ const (
 	CheckStore       = "store"
 	CheckDaemon      = "daemon"
 	CheckHelper      = "root helper"
+	CheckHostNetwork = "host network"
 	CheckKernels     = "kernels"
 	CheckImages      = "images"
 )
@@ -212,6 +213,7 @@ func Run(ctx context.Context, cfg Config) Report {
 		r.checkStore,
 		r.checkDaemon,
 		r.checkHelper,
+		r.checkHostNetwork,
 		r.checkKernels,
 		r.checkImages,
 	}

@@ -126,7 +126,7 @@ func TestEveryCheckRunsInOrder(t *testing.T) {
 	h.goodTools()
 	r := h.run()
 	want := []string{CheckKVM, CheckQEMU, CheckFirecracker, CheckE2fsprogs, CheckDebootstrap, CheckNetTools,
-		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckKernels, CheckImages}
+		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckHostNetwork, CheckKernels, CheckImages}
 	if len(r.Checks) != len(want) {
 		t.Fatalf("got %d checks, want %d: %+v", len(r.Checks), len(want), r.Checks)
 	}
@@ -404,6 +404,36 @@ func TestHelperAnswersWithoutDaemon(t *testing.T) {
 		},
 	})
 	expect(t, mustFind(t, h.run(), CheckHelper), OK, "pid 4242, v1.2.3", "")
+}
+
+func TestHostNetworkChangesReported(t *testing.T) {
+	h := newHost(t, debian)
+	st := api.NetworkState{}
+	var mu sync.Mutex
+	serve(t, h.cfg.Paths.HelperSocket(), map[string]rpc.Handler{
+		api.MethodNetworkState: func(context.Context, *rpc.Call) (any, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return st, nil
+		},
+	})
+	expect(t, mustFind(t, h.run(), CheckHostNetwork), OK, "banger has changed nothing", "")
+
+	mu.Lock()
+	st = api.NetworkState{
+		Bridge:        &api.NetworkBridgeState{Name: "banger0", Up: true, IPv6Disabled: true},
+		Taps:          []api.NetworkTapState{{Name: "bt-a", SourceRules: 7}},
+		ForwardingWas: "0",
+		Changes:       []string{"bridge banger0 created", "net.ipv4.ip_forward set to 1 (was 0)"},
+	}
+	mu.Unlock()
+	expect(t, mustFind(t, h.run(), CheckHostNetwork), OK, "banger changed: bridge banger0 created; net.ipv4.ip_forward set to 1 (was 0)", "restores net.ipv4.ip_forward to 0")
+
+	mu.Lock()
+	st.Bridge.IPv6Disabled = false
+	st.Taps[0].SourceRules = 0
+	mu.Unlock()
+	expect(t, mustFind(t, h.run(), CheckHostNetwork), Warn, "ipv6 is on on bridge banger0 (a guest could send router advertisements); tap bt-a has no source filter", "banger system network down")
 }
 
 func TestRunningDaemon(t *testing.T) {

@@ -113,6 +113,48 @@ func (r *runner) checkHelper(ctx context.Context) Check {
 	return c
 }
 
+// checkHostNetwork says what banger changed on the host's network (bridge,
+// taps, nftables tables, ip_forward), through the daemon or, with none, the
+// root helper itself, and warns where the guest boundary is not in place.
+func (r *runner) checkHostNetwork(ctx context.Context) Check {
+	c := Check{Name: CheckHostNetwork}
+	var st api.NetworkState
+	var err error
+	if r.daemon != nil {
+		var ns api.NetworkStatus
+		err = r.call(ctx, r.cfg.Paths.Socket(), api.MethodNetworkState, &ns)
+		st = ns.Network
+	} else {
+		err = r.call(ctx, r.cfg.Paths.HelperSocket(), api.MethodNetworkState, &st)
+	}
+	if err != nil {
+		c.Status, c.Detail = Warn, fmt.Sprintf("could not read it from the root helper: %v", err)
+		return c
+	}
+	if len(st.Changes) == 0 {
+		c.Status, c.Detail = OK, "banger has changed nothing on this host's network (it does when the first VM starts)"
+		return c
+	}
+	c.Status, c.Detail = OK, "banger changed: "+strings.Join(st.Changes, "; ")
+	var problems []string
+	if b := st.Bridge; b != nil && !b.IPv6Disabled {
+		problems = append(problems, fmt.Sprintf("ipv6 is on on bridge %s (a guest could send router advertisements)", b.Name))
+	}
+	for _, t := range st.Taps {
+		if t.SourceRules == 0 {
+			problems = append(problems, fmt.Sprintf("tap %s has no source filter", t.Name))
+		}
+	}
+	if len(problems) > 0 {
+		c.Status = Warn
+		c.Detail += "; " + strings.Join(problems, "; ")
+		c.Fix = "banger system network down (stop VMs first); the next VM start rebuilds it"
+	} else if st.ForwardingWas != "" {
+		c.Fix = "banger system network down restores net.ipv4.ip_forward to " + st.ForwardingWas
+	}
+	return c
+}
+
 // artifact is the part of a kernel or image record doctor looks at.
 type artifact struct {
 	Name string   `json:"name"`

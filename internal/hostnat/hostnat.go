@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -29,7 +30,9 @@ var (
 	ErrInvalidName   = errors.New("invalid interface name")
 	ErrInvalidOwner  = errors.New("invalid tap owner")
 	ErrInvalidConfig = errors.New("invalid network config")
-	ErrOutOfPool     = guestnet.ErrOutOfPool
+	// ErrInvalidGuest: a tap's guest MAC or address cannot be bound to it.
+	ErrInvalidGuest = errors.New("invalid guest identity")
+	ErrOutOfPool    = guestnet.ErrOutOfPool
 	// ErrSubnetOverlap: the configured subnet clashes with a route or address
 	// banger does not own.
 	ErrSubnetOverlap = errors.New("guest subnet overlaps an existing host network")
@@ -56,8 +59,12 @@ var (
 type Config struct {
 	Bridge string       // bridge device, default "banger0"; must start with "banger"
 	Subnet netip.Prefix // guest pool, default guestnet.DefaultSubnet
-	Table  string       // nftables table (family ip), default "banger"
-	Logger *slog.Logger
+	Table  string       // nftables tables (families inet and bridge), default "banger"
+	// StateDir is a root-owned directory for what must outlive the process
+	// (the ip_forward value found before banger changed it); "" keeps it in
+	// memory only.
+	StateDir string
+	Logger   *slog.Logger
 }
 
 // Network performs the operations for one Config. It is safe for concurrent
@@ -68,9 +75,9 @@ type Network struct {
 	log  *slog.Logger
 
 	mu sync.Mutex
-	// forwardingWas is the ip_forward value found before this Network turned
-	// it on ("" when it did not change it), restored by Teardown.
-	forwardingWas string
+	// fwd records the ip_forward value found before banger turned it on,
+	// restored by Teardown.
+	fwd forwardRecord
 }
 
 // New validates cfg (filling defaults) and returns its Network.
@@ -97,7 +104,10 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return &Network{cfg: cfg, plan: plan, log: cfg.Logger}, nil
+	if cfg.StateDir != "" && !filepath.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("%w: state dir %q must be absolute", ErrInvalidConfig, cfg.StateDir)
+	}
+	return &Network{cfg: cfg, plan: plan, log: cfg.Logger, fwd: forwardRecord{dir: cfg.StateDir}}, nil
 }
 
 // Config returns the validated config with defaults filled in.

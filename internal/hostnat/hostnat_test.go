@@ -3,6 +3,7 @@ package hostnat
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -96,7 +97,7 @@ func TestRefusesHostileInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range hostileNames {
-		if err := n.CreateTap(ctx, name, 1000, 1000); !errors.Is(err, ErrInvalidName) {
+		if err := n.CreateTap(ctx, name, 1000, 1000, testGuest(name)); !errors.Is(err, ErrInvalidName) {
 			t.Errorf("CreateTap(%q) = %v, want ErrInvalidName", name, err)
 		}
 		if err := n.DeleteTap(ctx, name); !errors.Is(err, ErrInvalidName) {
@@ -104,7 +105,7 @@ func TestRefusesHostileInput(t *testing.T) {
 		}
 	}
 	for _, ids := range [][2]int{{-1, 0}, {0, -1}, {1 << 32, 0}, {1<<32 - 1, 0}, {1000, 1 << 33}} {
-		if err := n.CreateTap(ctx, "bt-owner", ids[0], ids[1]); !errors.Is(err, ErrInvalidOwner) {
+		if err := n.CreateTap(ctx, "bt-owner", ids[0], ids[1], testGuest("bt-owner")); !errors.Is(err, ErrInvalidOwner) {
 			t.Errorf("CreateTap(uid %d, gid %d) = %v, want ErrInvalidOwner", ids[0], ids[1], err)
 		}
 	}
@@ -156,16 +157,16 @@ func TestBridgeTapsNATLifecycle(t *testing.T) {
 	}
 
 	const tapA, tapB = "bt-aaaa", "bt-bbbb"
-	if err := n.CreateTap(ctx, tapA, 65534, 65534); err != nil {
+	if err := n.CreateTap(ctx, tapA, 65534, 65534, testGuest(tapA)); err != nil {
 		t.Fatalf("CreateTap: %v", err)
 	}
-	if err := n.CreateTap(ctx, tapA, 65534, 65534); err != nil {
+	if err := n.CreateTap(ctx, tapA, 65534, 65534, testGuest(tapA)); err != nil {
 		t.Fatalf("CreateTap again (idempotent): %v", err)
 	}
-	if err := n.CreateTap(ctx, tapB, 4242, 4243); err != nil {
+	if err := n.CreateTap(ctx, tapB, 4242, 4243, testGuest(tapB)); err != nil {
 		t.Fatalf("CreateTap: %v", err)
 	}
-	if err := n.CreateTap(ctx, tapA, 4242, 4242); !errors.Is(err, ErrNotOurs) {
+	if err := n.CreateTap(ctx, tapA, 4242, 4242, testGuest(tapA)); !errors.Is(err, ErrNotOurs) {
 		t.Errorf("CreateTap with another owner = %v, want ErrNotOurs", err)
 	}
 	for name, uid := range map[string]uint32{tapA: 65534, tapB: 4242} {
@@ -200,7 +201,7 @@ func TestBridgeTapsNATLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantChains := map[string]int{ChainPostrouting: 1, ChainForward: 4, ChainInput: 1}
+	wantChains := map[string]int{ChainPostrouting: 1, ChainForward: 6, ChainInput: 2}
 	if !sameCounts(st.Chains, wantChains) {
 		t.Errorf("chains = %v, want %v", st.Chains, wantChains)
 	}
@@ -220,13 +221,14 @@ func TestBridgeTapsNATLifecycle(t *testing.T) {
 	}
 	checkTableWithLibrary(t, n.Config().Table)
 	if nft, err := exec.LookPath("nft"); err == nil {
-		out, err := exec.Command(nft, "list", "table", "ip", DefaultTable).CombinedOutput()
+		out, err := exec.Command(nft, "list", "table", "inet", DefaultTable).CombinedOutput()
 		if err != nil {
 			t.Fatalf("nft list table: %v\n%s", err, out)
 		}
 		for _, want := range []string{
 			`ip saddr 10.213.77.0/24 oifname != "banger0" masquerade`,
 			`iifname "banger0" ip daddr 169.254.0.0/16 drop`,
+			`iifname "banger0" meta nfproto ipv6 drop`,
 			`oifname "banger0" ct state established,related accept`,
 			"type nat hook postrouting priority srcnat",
 		} {
@@ -278,7 +280,7 @@ func TestCreateTapNeedsBridge(t *testing.T) {
 		return
 	}
 	n := mustNew(t, Config{})
-	if err := n.CreateTap(context.Background(), "bt-early", 1000, 1000); !errors.Is(err, ErrNoBridge) {
+	if err := n.CreateTap(context.Background(), "bt-early", 1000, 1000, testGuest("bt-early")); !errors.Is(err, ErrNoBridge) {
 		t.Errorf("CreateTap before EnsureBridge = %v, want ErrNoBridge", err)
 	}
 }
@@ -298,7 +300,7 @@ func TestForeignLinksLeftAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	addForeign(t, "bt-dummy")
-	if err := n2.CreateTap(ctx, "bt-dummy", 1000, 1000); !errors.Is(err, ErrNotOurs) {
+	if err := n2.CreateTap(ctx, "bt-dummy", 1000, 1000, testGuest("bt-dummy")); !errors.Is(err, ErrNotOurs) {
 		t.Errorf("CreateTap over a dummy = %v, want ErrNotOurs", err)
 	}
 	if err := n2.DeleteTap(ctx, "bt-dummy"); !errors.Is(err, ErrNotOurs) {
@@ -447,11 +449,11 @@ func checkTableWithLibrary(t *testing.T, table string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb, err := c.ListTableOfFamily(table, nftables.TableFamilyIPv4)
+	tb, err := c.ListTableOfFamily(table, nftables.TableFamilyINet)
 	if err != nil {
 		t.Fatalf("table %s not found: %v", table, err)
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,4 +481,13 @@ func sameCounts(a, b map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// testGuest gives each tap name its own guest identity.
+func testGuest(tap string) TapGuest {
+	var h byte
+	for _, c := range []byte(tap) {
+		h = h*31 + c
+	}
+	return TapGuest{MAC: net.HardwareAddr{0x02, 0xba, 0, 0, 0, h}, IP: netip.AddrFrom4([4]byte{10, 213, 77, 10 + h%200})}
 }

@@ -64,6 +64,11 @@ func (n *Network) ensureBridge(ctx context.Context) error {
 		}
 		n.log.InfoContext(ctx, "removed stale bridge address", "bridge", name, "addr", a.IPNet.String())
 	}
+	// Before it is up: a guest's router advertisement must never configure
+	// the host (IPv6 defaults would accept one).
+	if err := disableIPv6(name); err != nil {
+		return fmt.Errorf("bridge %q: %w", name, err)
+	}
 	if err := netlink.AddrReplace(br, &netlink.Addr{IPNet: ipNet(want)}); err != nil {
 		return fmt.Errorf("assign %s to bridge %q: %w", want, name, err)
 	}
@@ -192,12 +197,17 @@ func suggestSubnet(bits int, occ []occupied) (netip.Prefix, bool) {
 // process must have that euid and be in that group), attaches it to
 // the bridge and brings it up. The tap is single-queue without packet info,
 // with vnet headers: what QEMU's `-netdev tap,ifname=` and Firecracker open.
+// Before the tap is up, its IPv6 is disabled and its frames are bound to
+// guest's MAC and address (see guardTap); an existing tap gets g's rules.
 // Idempotent for a tap with the same owner.
-func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID int) error {
+func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID int, g TapGuest) error {
 	if err := ValidateTapName(name); err != nil {
 		return err
 	}
 	if err := validateOwner(ownerUID, ownerGID); err != nil {
+		return fmt.Errorf("create tap %q: %w", name, err)
+	}
+	if err := n.checkGuest(g); err != nil {
 		return fmt.Errorf("create tap %q: %w", name, err)
 	}
 	n.mu.Lock()
@@ -242,6 +252,12 @@ func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID
 			return fmt.Errorf("create tap %q: %w: owned by uid %d, not %d", name, ErrNotOurs, tt.Owner, ownerUID)
 		}
 	}
+	if err := disableIPv6(name); err != nil {
+		return fmt.Errorf("create tap %q: %w", name, err)
+	}
+	if err := n.guardTap(name, g); err != nil {
+		return fmt.Errorf("create tap %q: %w", name, err)
+	}
 	if err := netlink.LinkSetMaster(link, br); err != nil {
 		return fmt.Errorf("attach tap %q to bridge %q: %w", name, n.cfg.Bridge, err)
 	}
@@ -261,7 +277,10 @@ func (n *Network) DeleteTap(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return deleteTap(name)
+	if err := deleteTap(name); err != nil {
+		return err
+	}
+	return n.unguardTap(name)
 }
 
 func deleteTap(name string) error {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 
@@ -33,7 +32,8 @@ const (
 	ChainInput       = "input"
 )
 
-// Up brings the whole host side up: bridge, forwarding, NAT.
+// Up brings the whole host side up: bridge, forwarding, NAT and the
+// bridge filter table.
 func (n *Network) Up(ctx context.Context) error {
 	if err := n.EnsureBridge(ctx); err != nil {
 		return err
@@ -58,17 +58,30 @@ func (n *Network) EnsureForwarding(ctx context.Context) (previous string, err er
 	if previous == "1" {
 		return previous, nil
 	}
+	// Record first: a crash after the write still leaves the way back.
+	rec, err := n.fwd.load()
+	if err != nil {
+		return previous, err
+	}
+	if rec == "" {
+		if err := n.fwd.save(previous); err != nil {
+			return previous, err
+		}
+	}
 	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0o644); err != nil {
 		return previous, fmt.Errorf("enable ip forwarding: %w", err)
-	}
-	if n.forwardingWas == "" {
-		n.forwardingWas = previous
 	}
 	n.log.InfoContext(ctx, "enabled ip forwarding", "previous", previous)
 	return previous, nil
 }
 
 func (n *Network) table() *nftables.Table {
+	return &nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyINet}
+}
+
+// legacyTable is the ip-family table of earlier banger versions, removed
+// wherever the inet one is written or torn down.
+func (n *Network) legacyTable() *nftables.Table {
 	return &nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyIPv4}
 }
 
@@ -76,17 +89,24 @@ func (n *Network) table() *nftables.Table {
 // table, if any, is deleted and the current rules are written, so re-running
 // never duplicates rules and a changed subnet or bridge replaces the old ones.
 //
-//	table ip banger {
+//	table inet banger {
 //	  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//	    ip saddr SUBNET oifname != BRIDGE masquerade }
+//	    meta nfproto ipv4 ip saddr SUBNET oifname != BRIDGE masquerade }
 //	  chain forward { type filter hook forward priority filter; policy accept;
-//	    iifname BRIDGE ip daddr 169.254.0.0/16 drop
+//	    iifname BRIDGE meta nfproto ipv6 drop
+//	    oifname BRIDGE meta nfproto ipv6 drop
+//	    iifname BRIDGE meta nfproto ipv4 ip daddr 169.254.0.0/16 drop
 //	    iifname BRIDGE accept
 //	    oifname BRIDGE ct state established,related accept
 //	    oifname BRIDGE drop }
 //	  chain input { type filter hook input priority filter; policy accept;
-//	    iifname BRIDGE ip daddr 169.254.0.0/16 drop }
+//	    iifname BRIDGE meta nfproto ipv6 drop
+//	    iifname BRIDGE meta nfproto ipv4 ip daddr 169.254.0.0/16 drop }
 //	}
+//
+// The table is inet so IPv6 is refused too: banger routes no IPv6, and the
+// bridge and taps have it disabled. An older ip-family table is removed in
+// the same transaction.
 //
 // Guests reach this host directly (not forwarded) and the outside world
 // through NAT; other machines cannot route into the guest subnet. An accept
@@ -104,6 +124,8 @@ func (n *Network) EnsureNAT(ctx context.Context) error {
 	}
 	t := n.table()
 	// add+delete is nft's "delete if present" idiom; all in one transaction.
+	c.AddTable(n.legacyTable())
+	c.DelTable(n.legacyTable())
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
@@ -127,23 +149,30 @@ func (n *Network) EnsureNAT(ctx context.Context) error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: all,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
 	}
+	v4, v6 := nfproto(unix.NFPROTO_IPV4), nfproto(unix.NFPROTO_IPV6)
 	rule(post, "banger: masquerade guest traffic leaving the host",
-		ipAddrIn(12, netAddr, mask), ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), verdictMasq())
+		v4, ipAddrIn(12, netAddr, mask), ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), verdictMasq())
+	rule(fwd, "banger: no ipv6 from guests",
+		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v6, verdict(expr.VerdictDrop))
+	rule(fwd, "banger: no ipv6 to guests",
+		ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br), v6, verdict(expr.VerdictDrop))
 	rule(fwd, "banger: guests may not reach link-local (cloud metadata)",
-		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), ipAddrIn(16, linkLocal[0], linkLocal[1]), verdict(expr.VerdictDrop))
+		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v4, ipAddrIn(16, linkLocal[0], linkLocal[1]), verdict(expr.VerdictDrop))
 	rule(fwd, "banger: guests may reach the outside",
 		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), verdict(expr.VerdictAccept))
 	rule(fwd, "banger: replies to guests",
 		ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br), ctEstablished(), verdict(expr.VerdictAccept))
 	rule(fwd, "banger: no other host may route into the guest subnet",
 		ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br), verdict(expr.VerdictDrop))
+	rule(in, "banger: no ipv6 from guests to the host",
+		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v6, verdict(expr.VerdictDrop))
 	rule(in, "banger: guests may not reach link-local on the host",
-		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), ipAddrIn(16, linkLocal[0], linkLocal[1]), verdict(expr.VerdictDrop))
+		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v4, ipAddrIn(16, linkLocal[0], linkLocal[1]), verdict(expr.VerdictDrop))
 
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write nftables table %q: %w", n.cfg.Table, err)
 	}
-	return nil
+	return n.ensureGuard(c)
 }
 
 // ipAddrIn matches the IPv4 address at network-header offset off (12 saddr,
@@ -163,6 +192,14 @@ func ifname(key expr.MetaKey, op expr.CmpOp, name string) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: key, Register: 1},
 		&expr.Cmp{Op: op, Register: 1, Data: b},
+	}
+}
+
+// nfproto matches the packet's layer 3 family (inet tables see both).
+func nfproto(family byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
 	}
 }
 
@@ -198,10 +235,12 @@ func (n *Network) Teardown(ctx context.Context) error {
 	if c, err := nftables.New(); err != nil {
 		errs = append(errs, fmt.Errorf("open nftables: %w", err))
 	} else {
-		c.AddTable(n.table())
-		c.DelTable(n.table())
+		for _, t := range []*nftables.Table{n.table(), n.legacyTable(), n.bridgeTable()} {
+			c.AddTable(t)
+			c.DelTable(t)
+		}
 		if err := c.Flush(); err != nil {
-			errs = append(errs, fmt.Errorf("delete nftables table %q: %w", n.cfg.Table, err))
+			errs = append(errs, fmt.Errorf("delete nftables tables %q: %w", n.cfg.Table, err))
 		}
 	}
 	taps, err := bangerTaps()
@@ -223,111 +262,17 @@ func (n *Network) Teardown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete bridge %q: %w", n.cfg.Bridge, err))
 		}
 	}
-	if n.forwardingWas != "" {
-		if err := os.WriteFile(ipForwardPath, []byte(n.forwardingWas+"\n"), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("restore ip forwarding: %w", err))
+	switch prior, err := n.fwd.load(); {
+	case err != nil:
+		errs = append(errs, err)
+	case prior != "":
+		if err := os.WriteFile(ipForwardPath, []byte(prior+"\n"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restore ip forwarding to %s: %w", prior, err))
+		} else if err := n.fwd.clear(); err != nil {
+			errs = append(errs, err)
 		} else {
-			n.forwardingWas = ""
+			n.log.Info("restored ip forwarding", "value", prior)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// State is what exists of banger's host network, for doctor and tests.
-type State struct {
-	Bridge     *BridgeState
-	Taps       []TapState
-	Forwarding bool
-	// Chains maps each chain of banger's nftables table to its rule count;
-	// nil when the table does not exist.
-	Chains map[string]int
-}
-
-// BridgeState describes the bridge.
-type BridgeState struct {
-	Name  string
-	Up    bool
-	Addrs []string // CIDR form
-}
-
-// TapState describes one banger tap.
-type TapState struct {
-	Name     string
-	OwnerUID uint32
-	Up       bool
-	Master   string // bridge it is attached to, "" if none
-}
-
-// State reports the bridge, banger taps, forwarding and the NAT table.
-func (n *Network) State(ctx context.Context) (State, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return State{}, err
-	}
-	var st State
-	br, err := n.bridgeLink()
-	switch {
-	case errors.Is(err, ErrNoBridge):
-	case err != nil:
-		return st, err
-	default:
-		bs := &BridgeState{Name: br.Attrs().Name, Up: br.Attrs().Flags&net.FlagUp != 0}
-		addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
-		if err != nil {
-			return st, fmt.Errorf("list addresses of bridge %q: %w", n.cfg.Bridge, err)
-		}
-		for _, a := range addrs {
-			bs.Addrs = append(bs.Addrs, a.IPNet.String())
-		}
-		st.Bridge = bs
-	}
-	taps, err := bangerTaps()
-	if err != nil {
-		return st, err
-	}
-	for _, tap := range taps {
-		ts := TapState{Name: tap.Attrs().Name, OwnerUID: tap.Owner, Up: tap.Attrs().Flags&net.FlagUp != 0}
-		if m := tap.Attrs().MasterIndex; m != 0 {
-			if ml, err := netlink.LinkByIndex(m); err == nil {
-				ts.Master = ml.Attrs().Name
-			}
-		}
-		st.Taps = append(st.Taps, ts)
-	}
-	if b, err := os.ReadFile(ipForwardPath); err == nil {
-		st.Forwarding = strings.TrimSpace(string(b)) == "1"
-	}
-
-	c, err := nftables.New()
-	if err != nil {
-		return st, fmt.Errorf("open nftables: %w", err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return st, fmt.Errorf("list nftables tables: %w", err)
-	}
-	found := false
-	for _, t := range tables {
-		found = found || t.Name == n.cfg.Table
-	}
-	if !found {
-		return st, nil
-	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return st, fmt.Errorf("list nftables chains: %w", err)
-	}
-	st.Chains = map[string]int{}
-	for _, ch := range chains {
-		if ch.Table.Name != n.cfg.Table {
-			continue
-		}
-		rules, err := c.GetRules(n.table(), ch)
-		if err != nil {
-			return st, fmt.Errorf("list rules of chain %q: %w", ch.Name, err)
-		}
-		st.Chains[ch.Name] = len(rules)
-	}
-	return st, nil
 }

@@ -24,6 +24,13 @@ const (
 	InitImage = "image"
 )
 
+// Network modes: an isolated VM reaches only the host (and through it the
+// outside); shared VMs also reach each other.
+const (
+	NetworkIsolated = "isolated"
+	NetworkShared   = "shared"
+)
+
 // VM is one microVM as the daemon records it.
 type VM struct {
 	ID          string  `json:"id"`
@@ -37,6 +44,7 @@ type VM struct {
 	MemoryMiB   int     `json:"memory_mib"`
 	DiskBytes   int64   `json:"disk_bytes"`
 	InitMode    string  `json:"init_mode"`
+	Network     string  `json:"network"` // NetworkIsolated or NetworkShared
 	BootID      string  `json:"boot_id,omitempty"`
 	Dir         string  `json:"dir"`
 	IP          string  `json:"ip,omitempty"`
@@ -74,6 +82,11 @@ func (v VM) Validate() error {
 	case InitFast, InitImage:
 	default:
 		return fmt.Errorf("vm %q: unknown init mode %q (want %q or %q)", v.Name, v.InitMode, InitFast, InitImage)
+	}
+	switch v.Network {
+	case NetworkIsolated, NetworkShared:
+	default:
+		return fmt.Errorf("vm %q: unknown network mode %q (want %q or %q)", v.Name, v.Network, NetworkIsolated, NetworkShared)
 	}
 	if v.CPUs < 0 || v.MemoryMiB < 0 || v.DiskBytes < 0 || v.PID < 0 {
 		return fmt.Errorf("vm %q: cpus, memory, disk size and pid must not be negative", v.Name)

@@ -107,20 +107,21 @@ func TestNewVMID(t *testing.T) {
 }
 
 func TestVMValidateAndJSON(t *testing.T) {
-	vm := VM{ID: "0123456789abcdef", Name: "web", State: StateCreating, VMM: VMMQEMU, InitMode: InitFast,
+	vm := VM{ID: "0123456789abcdef", Name: "web", State: StateCreating, VMM: VMMQEMU, InitMode: InitFast, Network: NetworkIsolated,
 		CPUs: 2, MemoryMiB: 1024, PIDStartTime: 1 << 40, CreatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
 	if err := vm.Validate(); err != nil {
 		t.Fatalf("Validate() = %v", err)
 	}
 	for name, mutate := range map[string]func(*VM){
-		"no id":     func(v *VM) { v.ID = "" },
-		"path id":   func(v *VM) { v.ID = "../etc" },
-		"upper id":  func(v *VM) { v.ID = "ABCDEF" },
-		"bad name":  func(v *VM) { v.Name = "Web" },
-		"bad state": func(v *VM) { v.State = "paused" },
-		"bad vmm":   func(v *VM) { v.VMM = "kvmtool" },
-		"bad init":  func(v *VM) { v.InitMode = "systemd" },
-		"neg mem":   func(v *VM) { v.MemoryMiB = -1 },
+		"no id":       func(v *VM) { v.ID = "" },
+		"path id":     func(v *VM) { v.ID = "../etc" },
+		"upper id":    func(v *VM) { v.ID = "ABCDEF" },
+		"bad name":    func(v *VM) { v.Name = "Web" },
+		"bad state":   func(v *VM) { v.State = "paused" },
+		"bad vmm":     func(v *VM) { v.VMM = "kvmtool" },
+		"bad init":    func(v *VM) { v.InitMode = "systemd" },
+		"bad network": func(v *VM) { v.Network = "bridged" },
+		"neg mem":     func(v *VM) { v.MemoryMiB = -1 },
 	} {
 		v := vm
 		mutate(&v)

@@ -169,7 +169,9 @@ func (a *Attacher) attach(ctx context.Context, vm model.VM) (vmlife.Attachment, 
 		u.record = false // not ours to remove (another VM's, or not written)
 		return fail(err)
 	}
-	if err := a.createTap(ctx, tap); err != nil {
+	req := api.TapCreate{Name: tap, OwnerUID: a.cfg.OwnerUID, OwnerGID: a.cfg.OwnerGID,
+		MAC: mac, IP: addr.String(), Network: vm.Network}
+	if err := a.createTap(ctx, req); err != nil {
 		// A refusal (bad argument, a foreign interface by that name) made
 		// nothing; any other failure may have left a half-made tap.
 		switch api.CodeOf(err) {
@@ -180,7 +182,7 @@ func (a *Attacher) attach(ctx context.Context, vm model.VM) (vmlife.Attachment, 
 		return fail(fmt.Errorf("create tap %q: %w", tap, err))
 	}
 
-	a.log.InfoContext(ctx, "vm attached", "vm", vm.Name, "ip", addr.String(), "tap", tap)
+	a.log.InfoContext(ctx, "vm attached", "vm", vm.Name, "ip", addr.String(), "tap", tap, "network", vm.Network)
 	return vmlife.Attachment{
 		Tap: tap,
 		MAC: mac,
@@ -196,8 +198,8 @@ func (a *Attacher) attach(ctx context.Context, vm model.VM) (vmlife.Attachment, 
 // createTap asks the helper for the tap. A failed precondition may mean the
 // network was taken down since ensureUp (`banger system network down`):
 // bring it up once more and retry once.
-func (a *Attacher) createTap(ctx context.Context, tap string) error {
-	err := a.cfg.Helper.CreateTap(ctx, tap, a.cfg.OwnerUID, a.cfg.OwnerGID)
+func (a *Attacher) createTap(ctx context.Context, req api.TapCreate) error {
+	err := a.cfg.Helper.CreateTap(ctx, req)
 	if api.CodeOf(err) != api.CodeFailedPrecondition {
 		return err
 	}
@@ -205,7 +207,7 @@ func (a *Attacher) createTap(ctx context.Context, tap string) error {
 	if _, uerr := a.ensureUp(ctx); uerr != nil {
 		return errors.Join(err, uerr)
 	}
-	return a.cfg.Helper.CreateTap(ctx, tap, a.cfg.OwnerUID, a.cfg.OwnerGID)
+	return a.cfg.Helper.CreateTap(ctx, req)
 }
 
 // OpenTap has the root helper open the VM's tap and pass the descriptor

@@ -140,9 +140,10 @@ func (s System) InstallMeta() string { return s.join("/etc/banger/install.toml")
 func (s System) UnitDir() string     { return s.join("/etc/systemd/system") }
 func (s System) StagingDir() string  { return s.join("/var/lib/banger/update-staging") }
 
-// RunDir and LogDir hold what the privileged side of a system install
-// creates: the helper's socket, the supervisor's pid files, the helper's
-// log. Both are root-owned, so the owner cannot plant links or swap
+// RunDir and LogDir hold what the privileged side creates: the helper's
+// socket, the supervisor's pid files, the ip_forward value found before
+// banger changed it (RunDir, cleared at boot like /run), the helper's log
+// (LogDir). Both are root-owned, so the owner cannot plant links or swap
 // directories in them.
 func (s System) RunDir() string       { return s.join("/run/banger") }
 func (s System) LogDir() string       { return s.join("/var/log/banger") }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/bangerdev/banger/internal/api"
@@ -93,12 +95,14 @@ func (s *netService) state(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, netError("read host network state", err)
 	}
-	out := api.NetworkState{Config: s.info(), Forwarding: st.Forwarding, Chains: st.Chains}
+	out := api.NetworkState{Config: s.info(), Forwarding: st.Forwarding, ForwardingWas: st.ForwardingWas,
+		Chains: st.Chains, BridgeChains: st.BridgeChains, Changes: st.Changes()}
 	if b := st.Bridge; b != nil {
-		out.Bridge = &api.NetworkBridgeState{Name: b.Name, Up: b.Up, Addrs: b.Addrs}
+		out.Bridge = &api.NetworkBridgeState{Name: b.Name, Up: b.Up, Addrs: b.Addrs, IPv6Disabled: b.IPv6Disabled}
 	}
 	for _, t := range st.Taps {
-		out.Taps = append(out.Taps, api.NetworkTapState{Name: t.Name, OwnerUID: t.OwnerUID, Up: t.Up, Master: t.Master})
+		out.Taps = append(out.Taps, api.NetworkTapState{Name: t.Name, OwnerUID: t.OwnerUID, Up: t.Up, Master: t.Master,
+			SourceRules: t.SourceRules, Isolated: t.Isolated, IPv6Disabled: t.IPv6Disabled})
 	}
 	return out, nil
 }
@@ -124,11 +128,45 @@ func (s *netService) createTap(ctx context.Context, c *rpc.Call) (any, error) {
 			return nil, api.Errorf(api.CodePermissionDenied, "create tap %q: owner gid %d is not the caller's gid %d (only root may choose another)", p.Name, p.OwnerGID, c.Peer.GID)
 		}
 	}
-	if err := s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID); err != nil {
+	g, err := tapGuest(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID, g); err != nil {
 		return nil, netError(fmt.Sprintf("create tap %q", p.Name), err)
 	}
-	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "peer_uid", c.Peer.UID)
+	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "mac", g.MAC.String(), "ip", g.IP.String(), "shared", g.Shared, "peer_uid", c.Peer.UID)
 	return api.Empty{}, nil
+}
+
+// tapGuest parses the guest identity a tap is bound to.
+func tapGuest(p api.TapCreate) (hostnat.TapGuest, error) {
+	var g hostnat.TapGuest
+	mac, err := net.ParseMAC(p.MAC)
+	if err != nil || len(mac) != 6 {
+		return g, api.Errorf(api.CodeInvalidArgument, "create tap %q: guest mac %q is not an ethernet address (want e.g. 02:ba:00:00:00:01)", p.Name, printable(p.MAC))
+	}
+	ip, err := netip.ParseAddr(p.IP)
+	if err != nil || !ip.Is4() {
+		return g, api.Errorf(api.CodeInvalidArgument, "create tap %q: guest address %q is not an IPv4 address", p.Name, printable(p.IP))
+	}
+	switch p.Network {
+	case "", api.NetworkIsolated:
+	case api.NetworkShared:
+		g.Shared = true
+	default:
+		return g, api.Errorf(api.CodeInvalidArgument, "create tap %q: network %q is not %q or %q", p.Name, printable(p.Network), api.NetworkIsolated, api.NetworkShared)
+	}
+	g.MAC, g.IP = mac, ip
+	return g, nil
+}
+
+// printable bounds and sanitises a caller's string for an error message.
+func printable(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
 }
 
 // openTap opens an existing banger tap and passes its descriptor to the
@@ -204,7 +242,8 @@ func decodeStrict(c *rpc.Call, v any) error {
 func netError(doing string, err error) error {
 	code := api.CodeInternal
 	switch {
-	case errors.Is(err, hostnat.ErrInvalidName), errors.Is(err, hostnat.ErrInvalidOwner), errors.Is(err, hostnat.ErrOutOfPool):
+	case errors.Is(err, hostnat.ErrInvalidName), errors.Is(err, hostnat.ErrInvalidOwner), errors.Is(err, hostnat.ErrOutOfPool),
+		errors.Is(err, hostnat.ErrInvalidGuest):
 		code = api.CodeInvalidArgument
 	case errors.Is(err, hostnat.ErrNoTap):
 		code = api.CodeNotFound

@@ -27,10 +27,11 @@ func (c *Client) NetworkState(ctx context.Context) (api.NetworkState, error) {
 	return st, err
 }
 
-// CreateTap makes tap name, owned by ownerUID/ownerGID, on the bridge.
-// Idempotent for the same owner.
-func (c *Client) CreateTap(ctx context.Context, name string, ownerUID, ownerGID int) error {
-	return c.rpc.Call(ctx, api.MethodTapCreate, api.TapCreate{Name: name, OwnerUID: ownerUID, OwnerGID: ownerGID}, nil)
+// CreateTap makes tap p.Name, owned by p.OwnerUID/OwnerGID, on the bridge,
+// bound to the guest's MAC and address. Idempotent for the same owner (the
+// guest binding is replaced).
+func (c *Client) CreateTap(ctx context.Context, p api.TapCreate) error {
+	return c.rpc.Call(ctx, api.MethodTapCreate, p, nil)
 }
 
 // DeleteTap removes tap name; a missing tap is not an error.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -175,7 +176,7 @@ func hasNFTable(t *testing.T, name string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,10 +217,10 @@ func TestNetworkMethods(t *testing.T) {
 	// tap.create for a valid name and the owner.
 	tap := guestnet.TapName("0123456789abcdef")
 	tapCtx := rpc.WithOpID(bg, "op-nettest-tap")
-	if err := c.CreateTap(tapCtx, tap, ownerUID, ownerUID); err != nil {
+	if err := c.CreateTap(tapCtx, tapReq(tap, ownerUID, ownerUID)); err != nil {
 		t.Fatalf("tap.create %s: %v", tap, err)
 	}
-	if err := c.CreateTap(tapCtx, tap, ownerUID, ownerUID); err != nil {
+	if err := c.CreateTap(tapCtx, tapReq(tap, ownerUID, ownerUID)); err != nil {
 		t.Fatalf("tap.create %s again (idempotent): %v", tap, err)
 	}
 
@@ -233,14 +234,20 @@ func TestNetworkMethods(t *testing.T) {
 	if st.Bridge == nil || st.Bridge.Name != "banger0" || !st.Bridge.Up || !slices.Equal(st.Bridge.Addrs, []string{"10.213.77.1/24"}) {
 		t.Errorf("state bridge = %+v, want banger0 up with 10.213.77.1/24", st.Bridge)
 	}
-	wantTap := api.NetworkTapState{Name: tap, OwnerUID: ownerUID, Up: true, Master: "banger0"}
+	wantTap := api.NetworkTapState{Name: tap, OwnerUID: ownerUID, Up: true, Master: "banger0", SourceRules: 7, Isolated: true, IPv6Disabled: true}
 	if len(st.Taps) != 1 || st.Taps[0] != wantTap {
 		t.Errorf("state taps = %+v, want [%+v]", st.Taps, wantTap)
 	}
 	if !st.Forwarding {
 		t.Error("state: forwarding is off after network.up")
 	}
-	wantChains := map[string]int{hostnat.ChainPostrouting: 1, hostnat.ChainForward: 4, hostnat.ChainInput: 1}
+	if !st.Bridge.IPv6Disabled {
+		t.Error("state: ipv6 is on on the bridge")
+	}
+	if len(st.Changes) == 0 {
+		t.Error("state: no changes reported after network.up")
+	}
+	wantChains := map[string]int{hostnat.ChainPostrouting: 1, hostnat.ChainForward: 6, hostnat.ChainInput: 2}
 	if len(st.Chains) != len(wantChains) {
 		t.Errorf("state chains = %v, want %v", st.Chains, wantChains)
 	}
@@ -269,7 +276,7 @@ func TestNetworkMethods(t *testing.T) {
 	// Hostile input is refused and creates nothing.
 	badCtx := rpc.WithOpID(bg, "op-nettest-bad")
 	for _, name := range hostileTapNames {
-		wantCode(t, "tap.create "+strings.ToValidUTF8(name, "?"), c.CreateTap(badCtx, name, ownerUID, ownerUID), api.CodeInvalidArgument)
+		wantCode(t, "tap.create "+strings.ToValidUTF8(name, "?"), c.CreateTap(badCtx, tapReq(name, ownerUID, ownerUID)), api.CodeInvalidArgument)
 		wantCode(t, "tap.delete "+strings.ToValidUTF8(name, "?"), c.DeleteTap(badCtx, name), api.CodeInvalidArgument)
 	}
 	raw := rpc.NewClient(sock)
@@ -281,16 +288,33 @@ func TestNetworkMethods(t *testing.T) {
 		api.CodeInvalidArgument)
 	wantCode(t, "network.up with params",
 		raw.Call(badCtx, api.MethodNetworkUp, map[string]any{"bridge": "eth0"}, nil), api.CodeInvalidArgument)
+	// A guest identity the tap could not be bound to.
+	for what, mut := range map[string]func(*api.TapCreate){
+		"no mac":            func(p *api.TapCreate) { p.MAC = "" },
+		"broadcast mac":     func(p *api.TapCreate) { p.MAC = "ff:ff:ff:ff:ff:ff" },
+		"zero mac":          func(p *api.TapCreate) { p.MAC = "00:00:00:00:00:00" },
+		"long mac":          func(p *api.TapCreate) { p.MAC = "02:00:00:00:00:00:00:01" },
+		"no ip":             func(p *api.TapCreate) { p.IP = "" },
+		"gateway ip":        func(p *api.TapCreate) { p.IP = "10.213.77.1" },
+		"broadcast ip":      func(p *api.TapCreate) { p.IP = "10.213.77.255" },
+		"ip outside subnet": func(p *api.TapCreate) { p.IP = "192.168.1.5" },
+		"ipv6":              func(p *api.TapCreate) { p.IP = "fe80::1" },
+		"unknown network":   func(p *api.TapCreate) { p.Network = "bridged" },
+	} {
+		p := tapReq("bt-badguest", ownerUID, ownerUID)
+		mut(&p)
+		wantCode(t, "tap.create with "+what, c.CreateTap(badCtx, p), api.CodeInvalidArgument)
+	}
 	for _, ids := range [][2]int{{-1, 0}, {0, -1}, {1 << 32, 0}, {1<<32 - 1, 0}} {
-		wantCode(t, "tap.create with invalid owner ids", c.CreateTap(badCtx, "bt-badowner", ids[0], ids[1]), api.CodeInvalidArgument)
+		wantCode(t, "tap.create with invalid owner ids", c.CreateTap(badCtx, tapReq("bt-badowner", ids[0], ids[1])), api.CodeInvalidArgument)
 	}
 
 	// The owner, unprivileged, may only make taps for itself.
 	err = asUser(t, ownerUID, ownerUID, func() error {
-		wantCode(t, "owner asks for a root-owned tap", c.CreateTap(badCtx, "bt-stolen", 0, 0), api.CodePermissionDenied)
-		wantCode(t, "owner asks for another uid", c.CreateTap(badCtx, "bt-stolen", strayUID, ownerUID), api.CodePermissionDenied)
-		wantCode(t, "owner asks for another gid", c.CreateTap(badCtx, "bt-stolen", ownerUID, 0), api.CodePermissionDenied)
-		wantCode(t, "owner sends a hostile name", c.CreateTap(badCtx, "eth0; rm -rf /", ownerUID, ownerUID), api.CodeInvalidArgument)
+		wantCode(t, "owner asks for a root-owned tap", c.CreateTap(badCtx, tapReq("bt-stolen", 0, 0)), api.CodePermissionDenied)
+		wantCode(t, "owner asks for another uid", c.CreateTap(badCtx, tapReq("bt-stolen", strayUID, ownerUID)), api.CodePermissionDenied)
+		wantCode(t, "owner asks for another gid", c.CreateTap(badCtx, tapReq("bt-stolen", ownerUID, 0)), api.CodePermissionDenied)
+		wantCode(t, "owner sends a hostile name", c.CreateTap(badCtx, tapReq("eth0; rm -rf /", ownerUID, ownerUID)), api.CodeInvalidArgument)
 		return nil
 	})
 	if err != nil {
@@ -299,7 +323,7 @@ func TestNetworkMethods(t *testing.T) {
 	// Another unprivileged user is refused at the door.
 	err = asUser(t, strayUID, strayUID, func() error {
 		wantCode(t, "stray uid pings", c.Ping(bg), api.CodePermissionDenied)
-		wantCode(t, "stray uid creates a tap for itself", c.CreateTap(badCtx, "bt-stray", strayUID, strayUID), api.CodePermissionDenied)
+		wantCode(t, "stray uid creates a tap for itself", c.CreateTap(badCtx, tapReq("bt-stray", strayUID, strayUID)), api.CodePermissionDenied)
 		wantCode(t, "stray uid tears the network down", c.NetworkDown(badCtx), api.CodePermissionDenied)
 		return nil
 	})
@@ -313,7 +337,7 @@ func TestNetworkMethods(t *testing.T) {
 	// The owner, unprivileged, makes and deletes its own tap.
 	ownTap := guestnet.TapName("fedcba9876543210")
 	err = asUser(t, ownerUID, ownerUID, func() error {
-		if err := c.CreateTap(bg, ownTap, ownerUID, ownerUID); err != nil {
+		if err := c.CreateTap(bg, tapReq(ownTap, ownerUID, ownerUID)); err != nil {
 			return err
 		}
 		return c.DeleteTap(bg, ownTap)
@@ -326,7 +350,7 @@ func TestNetworkMethods(t *testing.T) {
 	}
 	// A tap left for network.down to remove.
 	leftTap := guestnet.TapName("aaaa")
-	if err := c.CreateTap(bg, leftTap, ownerUID, ownerUID); err != nil {
+	if err := c.CreateTap(bg, tapReq(leftTap, ownerUID, ownerUID)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -416,8 +440,18 @@ func TestNetworkMethodsBadConfig(t *testing.T) {
 	}
 	_, err := c.NetworkUp(ctx)
 	wantCode(t, "network.up with bridge eth0", err, api.CodeFailedPrecondition)
-	wantCode(t, "tap.create with bridge eth0", c.CreateTap(ctx, "bt-a", ownerUID, ownerUID), api.CodeFailedPrecondition)
+	wantCode(t, "tap.create with bridge eth0", c.CreateTap(ctx, tapReq("bt-a", ownerUID, ownerUID)), api.CodeFailedPrecondition)
 	if got := linkNames(t); !slices.Equal(got, []string{"lo"}) {
 		t.Errorf("links = %v, want only lo", got)
 	}
+}
+
+// tapReq is a valid tap.create for name, with a guest identity of its own.
+func tapReq(name string, uid, gid int) api.TapCreate {
+	var h byte
+	for _, c := range []byte(name) {
+		h = h*31 + c
+	}
+	return api.TapCreate{Name: name, OwnerUID: uid, OwnerGID: gid,
+		MAC: fmt.Sprintf("02:ba:00:00:00:%02x", h), IP: fmt.Sprintf("10.213.77.%d", 10+int(h)%200)}
 }

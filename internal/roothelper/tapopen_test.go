@@ -92,10 +92,10 @@ func TestOpenTap(t *testing.T) {
 	}
 	tap := guestnet.TapName("0a0b0c0d0e0f")
 	rootTap := guestnet.TapName("0f0e0d0c0b0a")
-	if err := c.CreateTap(bg, tap, ownerUID, ownerUID); err != nil {
+	if err := c.CreateTap(bg, tapReq(tap, ownerUID, ownerUID)); err != nil {
 		t.Fatalf("tap.create %s: %v", tap, err)
 	}
-	if err := c.CreateTap(bg, rootTap, 0, 0); err != nil {
+	if err := c.CreateTap(bg, tapReq(rootTap, 0, 0)); err != nil {
 		t.Fatalf("tap.create %s for root: %v", rootTap, err)
 	}
 	st, err := os.Stat("/dev/net/tun")

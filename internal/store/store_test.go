@@ -71,6 +71,9 @@ func TestVMCRUD(t *testing.T) {
 	var names []string
 	for _, v := range list {
 		names = append(names, v.Name)
+		if v.Network != model.NetworkIsolated {
+			t.Errorf("vm %s stored with network %q, want the default %q", v.Name, v.Network, model.NetworkIsolated)
+		}
 	}
 	if strings.Join(names, ",") != "0123456789abcdef,a,web" {
 		t.Errorf("ListVMs order = %v", names)
@@ -99,7 +102,7 @@ func TestVMCRUD(t *testing.T) {
 		t.Errorf("UpdateVM(rename onto a) = %v, want ErrExists", err)
 	}
 	ghost := testVM("ghost")
-	ghost.ID, ghost.State = "00000000000000ff", model.StateStopped
+	ghost.ID, ghost.State, ghost.Network = "00000000000000ff", model.StateStopped, model.NetworkIsolated
 	if _, err := s.UpdateVM(ctx, ghost); !errors.Is(err, ErrNotFound) {
 		t.Errorf("UpdateVM(unknown) = %v, want ErrNotFound", err)
 	}

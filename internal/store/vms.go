@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bangerdev/banger/internal/model"
@@ -12,12 +13,15 @@ import (
 
 const vmColumns = `id, name, state, state_reason, image, kernel, vmm, cpus, memory_mib, disk_bytes,
 	init_mode, boot_id, dir, ip, mac, tap, pid, pid_start_time, control_socket, agent_socket,
-	console_log, created_at, updated_at, started_at`
+	console_log, created_at, updated_at, started_at, network`
+
+// vmPlaceholders has one "?" per column of vmColumns.
+var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmColumns, ",")+1), ",")
 
 func vmArgs(v model.VM) []any {
 	return []any{v.ID, v.Name, string(v.State), v.StateReason, v.Image, v.Kernel, v.VMM, v.CPUs, v.MemoryMiB, v.DiskBytes,
 		v.InitMode, v.BootID, v.Dir, v.IP, v.MAC, v.Tap, v.PID, int64(v.PIDStartTime), v.ControlSocket, v.AgentSocket,
-		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt)}
+		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network}
 }
 
 func scanVM(sc scanner) (model.VM, error) {
@@ -26,7 +30,7 @@ func scanVM(sc scanner) (model.VM, error) {
 	var startTime int64
 	err := sc.Scan(&v.ID, &v.Name, &state, &v.StateReason, &v.Image, &v.Kernel, &v.VMM, &v.CPUs, &v.MemoryMiB, &v.DiskBytes,
 		&v.InitMode, &v.BootID, &v.Dir, &v.IP, &v.MAC, &v.Tap, &v.PID, &startTime, &v.ControlSocket, &v.AgentSocket,
-		&v.ConsoleLog, &created, &updated, &started)
+		&v.ConsoleLog, &created, &updated, &started, &v.Network)
 	if err != nil {
 		return v, err
 	}
@@ -36,7 +40,7 @@ func scanVM(sc scanner) (model.VM, error) {
 }
 
 // CreateVM inserts a new VM. An empty ID gets a fresh one, an empty State
-// is creating, and a zero CreatedAt is now. A name or id already taken gives
+// is creating, an empty Network is isolated, and a zero CreatedAt is now. A name or id already taken gives
 // ErrExists.
 func (s *Store) CreateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 	if vm.ID == "" {
@@ -49,6 +53,9 @@ func (s *Store) CreateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 	if vm.State == "" {
 		vm.State = model.StateCreating
 	}
+	if vm.Network == "" {
+		vm.Network = model.NetworkIsolated
+	}
 	now := s.now()
 	if vm.CreatedAt.IsZero() {
 		vm.CreatedAt = now
@@ -58,7 +65,7 @@ func (s *Store) CreateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 		return model.VM{}, fmt.Errorf("create vm: %w", err)
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, vmArgs(vm)...)
+		_, err := tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (`+vmPlaceholders+`)`, vmArgs(vm)...)
 		return err
 	})
 	if isConstraint(err) {
@@ -118,7 +125,7 @@ func (s *Store) UpdateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 		vm.CreatedAt = cur.CreatedAt
 		vm.UpdatedAt = s.now()
 		args := vmArgs(vm)
-		_, err = tx.ExecContext(ctx, `UPDATE vms SET (`+vmColumns+`) = (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) WHERE id = ?`,
+		_, err = tx.ExecContext(ctx, `UPDATE vms SET (`+vmColumns+`) = (`+vmPlaceholders+`) WHERE id = ?`,
 			append(args, vm.ID)...)
 		if isConstraint(err) {
 			return fmt.Errorf("another vm is named %q: %w", vm.Name, ErrExists)

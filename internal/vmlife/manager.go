@@ -87,6 +87,7 @@ type CreateRequest struct {
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskBytes int64  `json:"disk_bytes,omitempty"`
 	InitMode  string `json:"init_mode,omitempty"`
+	Network   string `json:"network,omitempty"`
 	Start     bool   `json:"start,omitempty"`
 }
 
@@ -171,6 +172,12 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if r.InitMode != model.InitFast && r.InitMode != model.InitImage {
 		return api.Errorf(api.CodeInvalidArgument, "init mode %q is unknown: use fast or image", r.InitMode)
 	}
+	if r.Network == "" {
+		r.Network = model.NetworkIsolated
+	}
+	if r.Network != model.NetworkIsolated && r.Network != model.NetworkShared {
+		return api.Errorf(api.CodeInvalidArgument, "network mode %q is unknown: use isolated (reaches only the host) or shared (also reaches other shared VMs)", r.Network)
+	}
 	img, err := m.d.Store.GetImage(ctx, r.Image)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -219,7 +226,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	s.vm = model.VM{
 		ID: id, Name: r.Name, State: model.StateCreating, Image: img.Name, Kernel: k.Name,
 		VMM: drv.Name(), CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, DiskBytes: r.DiskBytes,
-		InitMode: r.InitMode, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
+		InitMode: r.InitMode, Network: r.Network, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
 	}
 	return nil
 }

@@ -290,6 +290,14 @@ func (m *Manager) Adopt(ctx context.Context) error {
 		}
 		m.track(vm, drv, inst, agent)
 		lg.InfoContext(ctx, "re-adopted running vm", "pid", inst.PID)
+		// Re-bind its tap to its lease: a helper of an older banger (or a
+		// filter table lost since) would leave the running guest either
+		// unfiltered or cut off. Idempotent; the same lease and tap.
+		if m.d.Network != nil && vm.Tap != "" {
+			if _, err := m.d.Network.Attach(ctx, vm); err != nil {
+				lg.WarnContext(ctx, "could not re-apply the vm's network filter", "err", err)
+			}
+		}
 	}
 	return nil
 }
