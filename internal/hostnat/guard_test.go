@@ -214,7 +214,7 @@ func TestForwardingRecordDirMustBeRootOnly(t *testing.T) {
 	}
 	setForwarding(t, "0")
 	n := mustNew(t, Config{StateDir: dir})
-	if _, err := n.EnsureForwarding(); err == nil {
+	if _, err := n.EnsureForwarding(t.Context()); err == nil {
 		t.Fatal("EnsureForwarding accepted a world-writable state dir")
 	}
 	if got := readForwarding(t); got != "0" {
@@ -226,7 +226,7 @@ func TestForwardingRecordDirMustBeRootOnly(t *testing.T) {
 	if err := os.Chown(dir, 1000, 1000); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.EnsureForwarding(); err == nil {
+	if _, err := n.EnsureForwarding(t.Context()); err == nil {
 		t.Fatal("EnsureForwarding accepted a state dir owned by uid 1000")
 	}
 	if got := readForwarding(t); got != "0" {
