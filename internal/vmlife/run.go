@@ -129,6 +129,13 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 		if vm.State == model.StateStopped {
 			return vm, nil
 		}
+		if vm.State == model.StateSuspended {
+			// Stopping a suspended VM throws away the saved guest: ask first.
+			if !force {
+				return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is suspended: stopping it discards its saved state (processes, memory); resume it with banger vm resume %s, or discard with banger vm stop --force %s", vm.Name, vm.Name, vm.Name)
+			}
+			return m.discardLocked(ctx, vm)
+		}
 		// Not tracked (error state, or a VMM we could not adopt): make sure.
 		_, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "stopped")
 		return m.getOr(ctx, vm, err)
