@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,10 +449,19 @@ func TestConsoleTrimWhileRunning(t *testing.T) {
 	}
 }
 
+// TestSaveRestore saves a running VM and one paused first (as banger's
+// suspend does); both must come back running.
 func TestSaveRestore(t *testing.T) {
 	testutil.RequireQEMU(t)
 	kernel, _ := testutil.Kernel(t)
-	spec := testSpec(t, kernel, testInitrd(t))
+	initrd := testInitrd(t)
+	for _, paused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("paused=%v", paused), func(t *testing.T) { testSaveRestore(t, kernel, initrd, paused) })
+	}
+}
+
+func testSaveRestore(t *testing.T, kernel, initrd string, paused bool) {
+	spec := testSpec(t, kernel, initrd)
 	d := newTestDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
@@ -462,6 +472,11 @@ func TestSaveRestore(t *testing.T) {
 	defer d.Kill(context.Background(), inst)
 	waitConsole(t, d, inst, readyLine)
 
+	if paused {
+		if err := d.Pause(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+	}
 	state := filepath.Join(spec.Dir, "state.bin")
 	if err := d.Save(ctx, inst, state); err != nil {
 		t.Fatalf("save: %v", err)

@@ -129,11 +129,18 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, statePath string) (
 				return err
 			}
 			// Incoming migration ends in "running" (autostart), shortly after
-			// "completed": wait for it, bounded.
+			// "completed", unless the VM was saved paused (as banger's
+			// suspend does): then it ends "paused" and is continued here.
 			for range 100 {
 				st, err := d.status(mctx, b.Paths.QMP)
 				if err != nil || st.Running {
 					return err
+				}
+				if st.Status == "paused" {
+					if err := d.command(mctx, b.Instance, "cont"); err != nil {
+						return fmt.Errorf("continue restored vm: %w", err)
+					}
+					continue
 				}
 				select {
 				case <-b.Proc.Exited():
