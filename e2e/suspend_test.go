@@ -331,3 +331,77 @@ func suspendInMountNS(t *testing.T) bool {
 	}
 	return false
 }
+
+// BenchmarkVMSuspendResume compares, on one idle 2-vCPU 1 GiB VM and in
+// the same run, a cold `banger vm start` (to agent-ready) with `banger vm
+// suspend` + `banger vm resume` (to agent-ready with the same boot_id), as
+// whole processes, alternating. The daemon runs with --debug so the last
+// cold start's and resume's steps are logged with their times.
+func BenchmarkVMSuspendResume(b *testing.B) {
+	if os.Getenv(testutil.EnvInNetNS) != "1" {
+		b.Skip("run inside a network namespace: scripts/bench.sh does (unshare -n)")
+	}
+	in := vmInstance(b)
+	in.ok("banger", "daemon", "stop")
+	in.startDaemonWith("--debug")
+	in.ok("banger", "vm", "create", "--name", "bench", "--cpus", "2", "--memory", "1G")
+	var coldT, suspT, resT []time.Duration
+	var stateBytes int64
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		in.ok("banger", "vm", "start", "bench")
+		coldT = append(coldT, time.Since(start))
+		vm := in.inspect("bench")
+		in.ok("banger", "vm", "exec", "bench", "--", "true") // idle from here
+		start = time.Now()
+		in.ok("banger", "vm", "suspend", "bench")
+		suspT = append(suspT, time.Since(start))
+		if st, err := os.Stat(filepath.Join(vm.Dir, "suspend.state")); err == nil {
+			stateBytes = st.Size()
+		}
+		start = time.Now()
+		in.ok("banger", "vm", "resume", "bench")
+		resT = append(resT, time.Since(start))
+		if got := in.inspect("bench"); got.BootID != vm.BootID || got.State != model.StateRunning {
+			b.Fatalf("resumed vm: %+v, want running with boot_id %s", got, vm.BootID)
+		}
+		in.ok("banger", "vm", "stop", "bench")
+	}
+	cm, sm, rm := percentile(coldT, 50), percentile(suspT, 50), percentile(resT, 50)
+	b.ReportMetric(float64(cm.Milliseconds()), "cold-start-median-ms")
+	b.ReportMetric(float64(sm.Milliseconds()), "suspend-median-ms")
+	b.ReportMetric(float64(rm.Milliseconds()), "resume-median-ms")
+	b.ReportMetric(float64(rm)/float64(cm), "resume/cold")
+	b.ReportMetric(float64(stateBytes)/(1<<20), "state-MiB")
+	b.Logf("cold %v, suspend %v, resume %v", coldT, suspT, resT)
+	b.Logf("last start and resume, step by step:\n%s", suspendStepTimes(readFile(in.p.DaemonLog())))
+}
+
+// suspendStepTimes picks the last vm.start and vm.resume operations' step
+// lines out of a debug daemon log.
+func suspendStepTimes(log string) string {
+	var last = map[string][]string{}
+	var cur string
+	for _, l := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(l, `msg="operation started"`) && (strings.Contains(l, "method=vm.start") || strings.Contains(l, "method=vm.resume")):
+			cur = "vm.start"
+			if strings.Contains(l, "method=vm.resume") {
+				cur = "vm.resume"
+			}
+			last[cur] = nil
+		case strings.Contains(l, `msg="operation finished"`):
+			cur = ""
+		case cur != "" && (strings.Contains(l, "boot step done") || strings.Contains(l, "vm started") || strings.Contains(l, "vm resumed")):
+			f := strings.Fields(l)
+			var keep []string
+			for _, x := range f {
+				if strings.HasPrefix(x, "step=") || strings.HasPrefix(x, "took=") || strings.HasPrefix(x, "msg=") {
+					keep = append(keep, x)
+				}
+			}
+			last[cur] = append(last[cur], "  "+strings.Join(keep, " "))
+		}
+	}
+	return "vm.start:\n" + strings.Join(last["vm.start"], "\n") + "\nvm.resume:\n" + strings.Join(last["vm.resume"], "\n")
+}
