@@ -455,12 +455,14 @@ func TestSaveRestore(t *testing.T) {
 	testutil.RequireQEMU(t)
 	kernel, _ := testutil.Kernel(t)
 	initrd := testInitrd(t)
-	for _, paused := range []bool{false, true} {
-		t.Run(fmt.Sprintf("paused=%v", paused), func(t *testing.T) { testSaveRestore(t, kernel, initrd, paused) })
+	for _, c := range []struct{ paused, restorePaused bool }{{false, false}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("paused=%v/restore-paused=%v", c.paused, c.restorePaused), func(t *testing.T) {
+			testSaveRestore(t, kernel, initrd, c.paused, c.restorePaused)
+		})
 	}
 }
 
-func testSaveRestore(t *testing.T, kernel, initrd string, paused bool) {
+func testSaveRestore(t *testing.T, kernel, initrd string, paused, restorePaused bool) {
 	spec := testSpec(t, kernel, initrd)
 	d := newTestDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
@@ -491,11 +493,24 @@ func testSaveRestore(t *testing.T, kernel, initrd string, paused bool) {
 		t.Fatal(err)
 	}
 
-	restored, err := d.Restore(ctx, spec, state)
+	restore := d.Restore
+	if restorePaused {
+		restore = d.RestorePaused
+	}
+	restored, err := restore(ctx, spec, state)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	defer d.Kill(context.Background(), restored)
+	if restorePaused {
+		// Nothing runs until the caller says so.
+		if s, err := d.status(ctx, restored.ControlSocket); err != nil || s.Running || s.Status != "paused" {
+			t.Fatalf("vm restored paused: %+v %v", s, err)
+		}
+		if err := d.Resume(ctx, restored); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if restored.PID == inst.PID {
 		t.Fatal("restore reused the old process")
 	}
