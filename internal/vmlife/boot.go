@@ -33,6 +33,7 @@ type bootState struct {
 	inst   vmm.Instance
 	agent  Agent
 	report progress.Func
+	saved  savedState // resume: the saved state's manifest
 }
 
 // Start boots a stopped VM and waits until its agent answers.

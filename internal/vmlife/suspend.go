@@ -59,7 +59,20 @@ type (
 	ClockSetter interface {
 		SetClock(ctx context.Context, t time.Time) error
 	}
+	// pausedRestorer restores with the guest paused, so the state's hash
+	// can be checked while the VMM loads it and before anything runs.
+	pausedRestorer interface {
+		RestorePaused(ctx context.Context, spec vmm.Spec, statePath string) (vmm.Instance, error)
+		Resume(ctx context.Context, inst vmm.Instance) error
+	}
 )
+
+// refusedState is a saved state that failed its checks: the refusal is the
+// whole message (wrapped api error).
+type refusedState struct{ err error }
+
+func (r *refusedState) Error() string { return r.err.Error() }
+func (r *refusedState) Unwrap() error { return r.err }
 
 // Suspend saves a running VM's state to its dir and ends its VMM, freeing
 // its memory. A failed save (disk full, a device that cannot migrate)
@@ -197,14 +210,16 @@ func (m *Manager) resumeLocked(ctx context.Context, vm model.VM, report progress
 	begin := time.Now()
 	chain := vmm.Steps[*bootState]{
 		{Name: "validate", Fn: m.stepValidate},
-		{Name: "verify-state", Fn: m.stepVerifyState},
+		{Name: "verify-manifest", Fn: func(ctx context.Context, s *bootState, _ *vmm.Undo) error {
+			s.report.Stage("verify", "checking the saved state")
+			man, err := checkManifest(s.vm)
+			s.saved = man
+			return err
+		}},
 		{Name: "initramfs", Fn: m.stepInitramfs},
 		{Name: "network", Fn: m.stepResumeNetwork},
 		{Name: "restore", Fn: func(ctx context.Context, s *bootState, undo *vmm.Undo) error {
-			s.report.Stage("restore", "restoring memory and device state")
-			return m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
-				return snap.Restore(ctx, spec, StateFile(s.vm))
-			})
+			return m.restore(ctx, s, undo, snap)
 		}},
 		{Name: "ready", Fn: m.stepReady},
 		{Name: "clock", Fn: m.stepClock},
@@ -213,9 +228,12 @@ func (m *Manager) resumeLocked(ctx context.Context, vm model.VM, report progress
 	var undo vmm.Undo
 	lg := m.d.Log.With("vm", vm.Name)
 	if err := chain.Run(ctx, lg, s, &undo); err != nil {
-		var se *vmm.StepError
-		if errors.As(err, &se) && se.Step == "verify-state" {
-			return vm, se.Err // a refusal that says it all
+		if s.inst.PID != 0 { // the undo ended it: forget it
+			m.clearRuntime(context.WithoutCancel(ctx), vm.ID, s.inst)
+		}
+		var rs *refusedState
+		if errors.As(err, &rs) {
+			return vm, rs.err // a refusal that says it all
 		}
 		msg := fmt.Sprintf("resume vm %q: %v\nthe vm is still suspended with its saved state: retry, or discard the state with banger vm stop --force %s", vm.Name, err, vm.Name)
 		if tail := m.consoleTail(s, 15); tail != "" {
@@ -228,40 +246,85 @@ func (m *Manager) resumeLocked(ctx context.Context, vm model.VM, report progress
 	return s.vm, nil
 }
 
-// stepVerifyState checks the manifest against the VM and the state file
-// against the manifest (size, then SHA-256 of every byte).
-func (m *Manager) stepVerifyState(ctx context.Context, s *bootState, _ *vmm.Undo) error {
-	s.report.Stage("verify", "checking the saved state")
-	vm := s.vm
-	refuse := func(format string, a ...any) error {
-		return api.Errorf(api.CodeFailedPrecondition, "resume vm %q: saved state %s: %s: it will not be resumed; discard it with banger vm stop --force %s (the next start boots afresh)",
-			vm.Name, StateFile(vm), fmt.Sprintf(format, a...), vm.Name)
-	}
+// refuseState says why a saved state will not be resumed, and the way out.
+func refuseState(vm model.VM, format string, a ...any) error {
+	return &refusedState{api.Errorf(api.CodeFailedPrecondition, "resume vm %q: saved state %s: %s: it will not be resumed; discard it with banger vm stop --force %s (the next start boots afresh)",
+		vm.Name, StateFile(vm), fmt.Sprintf(format, a...), vm.Name)}
+}
+
+// checkManifest checks the manifest against the VM, and the state file's
+// size against the manifest (the SHA-256 is checked by restore).
+func checkManifest(vm model.VM) (savedState, error) {
+	var man savedState
 	b, err := os.ReadFile(StateManifest(vm))
 	if err != nil {
-		return refuse("manifest unreadable: %v", err)
+		return man, refuseState(vm, "manifest unreadable: %v", err)
 	}
-	var man savedState
 	if err := json.Unmarshal(b, &man); err != nil {
-		return refuse("manifest is corrupt: %v", err)
+		return man, refuseState(vm, "manifest is corrupt: %v", err)
 	}
 	switch {
 	case man.Format != savedStateFormat:
-		return refuse("manifest format %d, want %d", man.Format, savedStateFormat)
+		return man, refuseState(vm, "manifest format %d, want %d", man.Format, savedStateFormat)
 	case man.VMM != vm.VMM || man.BootID != vm.BootID || man.CPUs != vm.CPUs || man.MemoryMiB != vm.MemoryMiB:
-		return refuse("saved from a different vm shape (vmm %s, boot_id %s, %d cpus, %d MiB)", man.VMM, man.BootID, man.CPUs, man.MemoryMiB)
+		return man, refuseState(vm, "saved from a different vm shape (vmm %s, boot_id %s, %d cpus, %d MiB)", man.VMM, man.BootID, man.CPUs, man.MemoryMiB)
 	case len(man.SHA256) != 64:
-		return refuse("manifest has no valid sha256")
+		return man, refuseState(vm, "manifest has no valid sha256")
 	}
+	st, err := os.Stat(StateFile(vm))
+	if err != nil {
+		return man, refuseState(vm, "unreadable: %v", err)
+	}
+	if st.Size() != man.Size {
+		return man, refuseState(vm, "truncated or grown: %d bytes, %d were saved", st.Size(), man.Size)
+	}
+	return man, nil
+}
+
+// verifyHash checks every byte of the state file against the manifest.
+func verifyHash(vm model.VM, man savedState) error {
 	size, sum, err := hashFile(StateFile(vm))
 	if err != nil {
-		return refuse("unreadable: %v", err)
+		return refuseState(vm, "unreadable: %v", err)
 	}
 	if size != man.Size {
-		return refuse("truncated or grown: %d bytes, %d were saved", size, man.Size)
+		return refuseState(vm, "truncated or grown: %d bytes, %d were saved", size, man.Size)
 	}
 	if sum != man.SHA256 {
-		return refuse("corrupt: sha256 %s, %s was saved", sum, man.SHA256)
+		return refuseState(vm, "corrupt: sha256 %s, %s was saved", sum, man.SHA256)
+	}
+	return nil
+}
+
+// restore starts the VMM from the saved state. With a driver that can
+// restore paused, the state is hashed while the VMM loads it and the guest
+// is continued only once the hash matched; otherwise it is hashed first.
+// Either way no guest instruction runs on an unverified state.
+func (m *Manager) restore(ctx context.Context, s *bootState, undo *vmm.Undo, snap vmm.Snapshotter) error {
+	s.report.Stage("restore", "restoring memory and device state")
+	pr, ok := s.driver.(pausedRestorer)
+	if !ok {
+		if err := verifyHash(s.vm, s.saved); err != nil {
+			return err
+		}
+		return m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+			return snap.Restore(ctx, spec, StateFile(s.vm))
+		})
+	}
+	hashed := make(chan error, 1)
+	go func() { hashed <- verifyHash(s.vm, s.saved) }()
+	err := m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+		return pr.RestorePaused(ctx, spec, StateFile(s.vm))
+	})
+	// A bad hash explains a failed load best, and must stop a good one.
+	if herr := <-hashed; herr != nil {
+		return herr // the undo ends the paused VMM
+	}
+	if err != nil {
+		return err
+	}
+	if err := pr.Resume(ctx, s.inst); err != nil {
+		return fmt.Errorf("continue the restored vm: %w", err)
 	}
 	return nil
 }
