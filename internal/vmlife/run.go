@@ -266,6 +266,9 @@ func (m *Manager) Adopt(ctx context.Context) error {
 	for _, vm := range vms {
 		switch vm.State {
 		case model.StateRunning, model.StateStarting, model.StateStopping:
+		case model.StateSuspended:
+			m.adoptSuspended(ctx, vm)
+			continue
 		default:
 			continue
 		}
@@ -283,6 +286,9 @@ func (m *Manager) Adopt(ctx context.Context) error {
 			m.clearRuntime(ctx, vm.ID, inst)
 			continue
 		}
+		// A daemon that died mid-suspend left the guest paused and maybe a
+		// saved state that was never registered: drop it, run on.
+		m.finishInterruptedSuspend(ctx, vm, drv, inst)
 		agent := m.d.DialAgent(inst.Agent)
 		if vm.State != model.StateRunning {
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")

@@ -235,7 +235,14 @@ func (m *Manager) resumeLocked(ctx context.Context, vm model.VM, report progress
 		if errors.As(err, &rs) {
 			return vm, rs.err // a refusal that says it all
 		}
+		bg := context.WithoutCancel(ctx)
 		msg := fmt.Sprintf("resume vm %q: %v\nthe vm is still suspended with its saved state: retry, or discard the state with banger vm stop --force %s", vm.Name, err, vm.Name)
+		if _, serr := os.Stat(StateManifest(vm)); errors.Is(serr, os.ErrNotExist) {
+			// The guest ran from the state before failing: it is spent.
+			_ = removeSavedState(vm)
+			_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, "resume failed after the guest ran: "+err.Error())
+			msg = fmt.Sprintf("resume vm %q: %v\nthe guest ran from its saved state before this failure, so the state is spent: start it afresh with banger vm start %s", vm.Name, err, vm.Name)
+		}
 		if tail := m.consoleTail(s, 15); tail != "" {
 			msg += "\nlast console lines:\n" + tail
 		}
@@ -307,9 +314,13 @@ func (m *Manager) restore(ctx context.Context, s *bootState, undo *vmm.Undo, sna
 		if err := verifyHash(s.vm, s.saved); err != nil {
 			return err
 		}
-		return m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+		if err := m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 			return snap.Restore(ctx, spec, StateFile(s.vm))
-		})
+		}); err != nil {
+			return err
+		}
+		// The guest already runs: the state is consumed.
+		return os.Remove(StateManifest(s.vm))
 	}
 	hashed := make(chan error, 1)
 	go func() { hashed <- verifyHash(s.vm, s.saved) }()
@@ -323,8 +334,18 @@ func (m *Manager) restore(ctx context.Context, s *bootState, undo *vmm.Undo, sna
 	if err != nil {
 		return err
 	}
+	// From here the guest runs on and its disks change: the saved state is
+	// consumed. Dropping the manifest first tells a daemon restarted after
+	// a crash here which side of that line the VM is on (adoptSuspended).
+	if err := os.Remove(StateManifest(s.vm)); err != nil {
+		return fmt.Errorf("consume saved state: %w", err)
+	}
+	if err := syncDir(s.vm.Dir); err != nil {
+		return fmt.Errorf("consume saved state: %w", err)
+	}
 	if err := pr.Resume(ctx, s.inst); err != nil {
-		return fmt.Errorf("continue the restored vm: %w", err)
+		// Not continued: the state is still good (the undo ends the VMM).
+		return errors.Join(fmt.Errorf("continue the restored vm: %w", err), writeManifest(s.vm, s.saved))
 	}
 	return nil
 }
@@ -427,4 +448,67 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// adoptSuspended runs at daemon start for a suspended VM that a daemon
+// dying mid-resume may have left a VMM for. The manifest tells how far it
+// got: resume removes it just before continuing the guest. Still there: the
+// guest never ran, so its VMM is ended and the VM stays suspended. Gone:
+// the guest runs on from the state, so it is adopted as running.
+func (m *Manager) adoptSuspended(ctx context.Context, vm model.VM) {
+	inst, err := readInstance(vm)
+	if err != nil {
+		return
+	}
+	lg := m.d.Log.With("vm", vm.Name)
+	_, merr := os.Stat(StateManifest(vm))
+	consumed := errors.Is(merr, os.ErrNotExist)
+	drv := m.d.Drivers[vm.VMM]
+	alive := false
+	if drv != nil {
+		alive, _ = drv.Alive(inst)
+	}
+	switch {
+	case alive && consumed && drv.Adopt(ctx, inst) == nil:
+		if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "resumed (re-adopted)"); err != nil {
+			lg.Warn("record re-adopted resume", "err", err)
+			return
+		}
+		_ = removeSavedState(vm)
+		m.track(vm, drv, inst, m.d.DialAgent(inst.Agent))
+		lg.Info("re-adopted a vm whose resume the daemon did not see finish", "pid", inst.PID)
+		return
+	case alive:
+		lg.Warn("ending the vmm of an interrupted resume; the vm stays suspended", "pid", inst.PID)
+		if err := drv.Kill(ctx, inst); err != nil && !errors.Is(err, vmm.ErrNotRunning) {
+			lg.Warn("end vmm of interrupted resume", "err", err)
+			return
+		}
+	}
+	m.clearRuntime(ctx, vm.ID, inst)
+	if consumed {
+		// The guest ran from the state and is gone: nothing to resume.
+		_ = removeSavedState(vm)
+		_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "vmm exited during an interrupted resume")
+	}
+}
+
+// finishInterruptedSuspend undoes a suspend the daemon died in: the saved
+// state was never registered (the VM is not suspended), so it goes, and
+// the guest, paused for the save, is continued.
+func (m *Manager) finishInterruptedSuspend(ctx context.Context, vm model.VM, drv vmm.Driver, inst vmm.Instance) {
+	if _, err := os.Stat(StateFile(vm) + ".partial"); err != nil {
+		if _, err := os.Stat(StateFile(vm)); err != nil {
+			return
+		}
+	}
+	m.d.Log.Warn("undoing an interrupted suspend", "vm", vm.Name)
+	if err := removeSavedState(vm); err != nil {
+		m.d.Log.Warn("remove unregistered saved state", "vm", vm.Name, "err", err)
+	}
+	if rs, ok := drv.(resumer); ok {
+		if err := rs.Resume(ctx, inst); err != nil {
+			m.d.Log.Warn("continue the guest after an interrupted suspend", "vm", vm.Name, "err", err)
+		}
+	}
 }
