@@ -148,3 +148,70 @@ func TestSavedStateChecks(t *testing.T) {
 	_, err = checkManifest(vm)
 	check("manifest", "manifest is corrupt", err)
 }
+
+// fakeVMM is a driver whose process "lives" until killed.
+type fakeVMM struct {
+	vmm.Driver // unused methods panic
+	alive      bool
+	killed     int
+}
+
+func (f *fakeVMM) Name() string                              { return model.VMMQEMU }
+func (f *fakeVMM) Alive(vmm.Instance) (bool, string)         { return f.alive, "gone" }
+func (f *fakeVMM) Adopt(context.Context, vmm.Instance) error { return nil }
+func (f *fakeVMM) Kill(context.Context, vmm.Instance) error {
+	f.killed++
+	f.alive = false
+	return nil
+}
+
+// A daemon that died mid-resume: with the manifest still there the guest
+// never ran, so the leftover VMM is ended and the VM stays suspended (and
+// resumable); with the manifest consumed the guest runs on, so it is
+// adopted as running and the spent state removed.
+func TestAdoptInterruptedResume(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, consumed := range []bool{false, true} {
+		m, st := suspendTestManager(t)
+		drv := &fakeVMM{alive: true}
+		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
+		m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
+		m.life = ctx
+		vm := suspendTestVM(t, st, "half", model.VMMQEMU, model.StateStarting, model.StateRunning, model.StateSuspended)
+		inst := vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: os.Getpid()}
+		if err := writeInstance(vm, inst); err != nil {
+			t.Fatal(err)
+		}
+		vm.PID = inst.PID
+		if err := m.save(ctx, &vm); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(StateFile(vm), []byte("state"), 0o600)
+		if !consumed {
+			if err := writeManifest(vm, savedState{Format: savedStateFormat}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.Adopt(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cur, err := st.GetVM(ctx, vm.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stateErr := os.Stat(StateFile(vm))
+		if !consumed {
+			if drv.killed != 1 || cur.State != model.StateSuspended || cur.PID != 0 || stateErr != nil {
+				t.Fatalf("unverified restore: killed %d, %s pid %d, state file %v; want the vmm ended and the vm suspended with its state",
+					drv.killed, cur.State, cur.PID, stateErr)
+			}
+		} else {
+			if drv.killed != 0 || cur.State != model.StateRunning || m.running[vm.ID] == nil || !os.IsNotExist(stateErr) {
+				t.Fatalf("continued restore: killed %d, %s, tracked %v, state file %v; want it adopted running and the spent state gone",
+					drv.killed, cur.State, m.running[vm.ID] != nil, stateErr)
+			}
+			m.Close()
+		}
+	}
+}
