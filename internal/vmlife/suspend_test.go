@@ -215,3 +215,41 @@ func TestAdoptInterruptedResume(t *testing.T) {
 		}
 	}
 }
+
+type resumableVMM struct {
+	fakeVMM
+	resumed int
+}
+
+func (r *resumableVMM) Resume(context.Context, vmm.Instance) error { r.resumed++; return nil }
+
+// A daemon that died mid-suspend left the guest paused and an unregistered
+// saved state: the restarted daemon drops the state and continues the guest.
+func TestAdoptInterruptedSuspend(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m, st := suspendTestManager(t)
+	drv := &resumableVMM{fakeVMM: fakeVMM{alive: true}}
+	m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
+	m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
+	m.life = ctx
+	defer m.Close()
+	vm := suspendTestVM(t, st, "mid", model.VMMQEMU, model.StateStarting, model.StateRunning)
+	if err := writeInstance(vm, vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: os.Getpid()}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(StateFile(vm)+".partial", []byte("half a state"), 0o600)
+	if err := m.Adopt(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := st.GetVM(ctx, vm.ID)
+	if drv.resumed != 1 || drv.killed != 0 || cur.State != model.StateRunning {
+		t.Fatalf("after adopt: resumed %d killed %d state %s; want the guest continued, running", drv.resumed, drv.killed, cur.State)
+	}
+	ents, _ := os.ReadDir(vm.Dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "suspend.") {
+			t.Fatalf("unregistered saved state %s left", e.Name())
+		}
+	}
+}
