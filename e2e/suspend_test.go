@@ -126,6 +126,17 @@ func TestSuspendResumeAcrossDaemonRestart(t *testing.T) {
 	if err != nil || host-g > 3 || g-host > 3 {
 		t.Fatalf("guest clock %q vs host %.3f after %s suspended: not stepped to the host's time", guest, host, suspendMinAway)
 	}
+	// The agent logs the step to the console, with how far it moved.
+	stepped := ""
+	for _, l := range strings.Split(readFile(filepath.Join(before.Dir, "console.log")), "\n") {
+		if strings.Contains(l, "clock stepped by host") {
+			stepped = l
+		}
+	}
+	if stepped == "" {
+		t.Fatal("the guest console shows no clock step after resume")
+	}
+	t.Logf("guest clock %s, host %.3f; agent: %s", guest, host, stepped)
 	for _, f := range []string{"suspend.state", "suspend.json"} {
 		if _, err := os.Stat(filepath.Join(before.Dir, f)); !os.IsNotExist(err) {
 			t.Fatalf("stale saved state %s left after resume: %v", f, err)
