@@ -116,7 +116,7 @@ func (m *Manager) Suspend(ctx context.Context, ref string, report progress.Func)
 			cancel()
 		}
 		if err != nil {
-			lg.Warn("undo a failed suspend", "err", err)
+			lg.WarnContext(ctx, "undo a failed suspend", "err", err)
 		}
 		return vm, fmt.Errorf("suspend vm %q: %w (the vm keeps running and nothing was saved)", vm.Name, cause)
 	}
@@ -166,7 +166,7 @@ func (m *Manager) Suspend(ctx context.Context, ref string, report progress.Func)
 	if err != nil {
 		return vm, fmt.Errorf("suspend vm %q: record state: %w", vm.Name, err)
 	}
-	lg.Info("vm suspended", "state_bytes", size, "took", time.Since(begin).Round(time.Millisecond))
+	lg.InfoContext(ctx, "vm suspended", "state_bytes", size, "took", time.Since(begin).Round(time.Millisecond))
 	return out, nil
 }
 
@@ -249,7 +249,7 @@ func (m *Manager) resumeLocked(ctx context.Context, vm model.VM, report progress
 		return vm, errors.New(msg)
 	}
 	undo.Discard()
-	lg.Info("vm resumed", "took", time.Since(begin).Round(time.Millisecond))
+	lg.InfoContext(ctx, "vm resumed", "took", time.Since(begin).Round(time.Millisecond))
 	return s.vm, nil
 }
 
@@ -367,13 +367,13 @@ func (m *Manager) stepResumeNetwork(ctx context.Context, s *bootState, _ *vmm.Un
 func (m *Manager) stepClock(ctx context.Context, s *bootState, _ *vmm.Undo) error {
 	cs, ok := s.agent.(ClockSetter)
 	if !ok {
-		m.d.Log.Warn("agent cannot set the guest clock", "vm", s.vm.Name)
+		m.d.Log.WarnContext(ctx, "agent cannot set the guest clock", "vm", s.vm.Name)
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := cs.SetClock(cctx, m.d.Now()); err != nil {
-		m.d.Log.Warn("step the guest clock after resume", "vm", s.vm.Name, "err", err)
+		m.d.Log.WarnContext(ctx, "step the guest clock after resume", "vm", s.vm.Name, "err", err)
 	}
 	return nil
 }
@@ -387,7 +387,7 @@ func (m *Manager) stepResumed(ctx context.Context, s *bootState, _ *vmm.Undo) er
 	m.track(vm, s.driver, s.inst, s.agent)
 	// The guest runs on and its disks change: the saved state is stale.
 	if err := removeSavedState(vm); err != nil {
-		m.d.Log.Warn("remove saved state after resume", "vm", vm.Name, "err", err)
+		m.d.Log.WarnContext(ctx, "remove saved state after resume", "vm", vm.Name, "err", err)
 	}
 	return nil
 }
@@ -471,17 +471,17 @@ func (m *Manager) adoptSuspended(ctx context.Context, vm model.VM) {
 	switch {
 	case alive && consumed && drv.Adopt(ctx, inst) == nil:
 		if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "resumed (re-adopted)"); err != nil {
-			lg.Warn("record re-adopted resume", "err", err)
+			lg.WarnContext(ctx, "record re-adopted resume", "err", err)
 			return
 		}
 		_ = removeSavedState(vm)
 		m.track(vm, drv, inst, m.d.DialAgent(inst.Agent))
-		lg.Info("re-adopted a vm whose resume the daemon did not see finish", "pid", inst.PID)
+		lg.InfoContext(ctx, "re-adopted a vm whose resume the daemon did not see finish", "pid", inst.PID)
 		return
 	case alive:
-		lg.Warn("ending the vmm of an interrupted resume; the vm stays suspended", "pid", inst.PID)
+		lg.WarnContext(ctx, "ending the vmm of an interrupted resume; the vm stays suspended", "pid", inst.PID)
 		if err := drv.Kill(ctx, inst); err != nil && !errors.Is(err, vmm.ErrNotRunning) {
-			lg.Warn("end vmm of interrupted resume", "err", err)
+			lg.WarnContext(ctx, "end vmm of interrupted resume", "err", err)
 			return
 		}
 	}
@@ -502,13 +502,13 @@ func (m *Manager) finishInterruptedSuspend(ctx context.Context, vm model.VM, drv
 			return
 		}
 	}
-	m.d.Log.Warn("undoing an interrupted suspend", "vm", vm.Name)
+	m.d.Log.WarnContext(ctx, "undoing an interrupted suspend", "vm", vm.Name)
 	if err := removeSavedState(vm); err != nil {
-		m.d.Log.Warn("remove unregistered saved state", "vm", vm.Name, "err", err)
+		m.d.Log.WarnContext(ctx, "remove unregistered saved state", "vm", vm.Name, "err", err)
 	}
 	if rs, ok := drv.(resumer); ok {
 		if err := rs.Resume(ctx, inst); err != nil {
-			m.d.Log.Warn("continue the guest after an interrupted suspend", "vm", vm.Name, "err", err)
+			m.d.Log.WarnContext(ctx, "continue the guest after an interrupted suspend", "vm", vm.Name, "err", err)
 		}
 	}
 }
