@@ -281,6 +281,9 @@ func (m *Manager) Adopt(ctx context.Context) error {
 			continue
 		}
 		if err := drv.Adopt(ctx, inst); err != nil {
+			if m.adoptSavedState(ctx, vm, inst) {
+				continue
+			}
 			lg.Info("vm's vmm is gone; marking it stopped", "err", err)
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "vmm exited while the daemon was down")
 			m.clearRuntime(ctx, vm.ID, inst)

@@ -493,6 +493,26 @@ func (m *Manager) adoptSuspended(ctx context.Context, vm model.VM) {
 	}
 }
 
+// adoptSavedState runs at daemon start for a running VM whose VMM is gone:
+// a daemon that died after saving its state and ending the VMM, but before
+// recording it, left a complete saved state, which makes it suspended.
+func (m *Manager) adoptSavedState(ctx context.Context, vm model.VM, inst vmm.Instance) bool {
+	if vm.State != model.StateRunning {
+		return false
+	}
+	if _, err := checkManifest(vm); err != nil {
+		_ = removeSavedState(vm) // none, or not a whole one
+		return false
+	}
+	m.clearRuntime(ctx, vm.ID, inst)
+	if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateSuspended, "suspended (recorded after a daemon restart)"); err != nil {
+		m.d.Log.WarnContext(ctx, "record suspended vm", "vm", vm.Name, "err", err)
+		return false
+	}
+	m.d.Log.InfoContext(ctx, "vm's vmm is gone but its saved state is whole: suspended", "vm", vm.Name)
+	return true
+}
+
 // finishInterruptedSuspend undoes a suspend the daemon died in: the saved
 // state was never registered (the VM is not suspended), so it goes, and
 // the guest, paused for the save, is continued.

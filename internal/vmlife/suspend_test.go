@@ -154,11 +154,12 @@ type fakeVMM struct {
 	vmm.Driver // unused methods panic
 	alive      bool
 	killed     int
+	adoptErr   error
 }
 
 func (f *fakeVMM) Name() string                              { return model.VMMQEMU }
 func (f *fakeVMM) Alive(vmm.Instance) (bool, string)         { return f.alive, "gone" }
-func (f *fakeVMM) Adopt(context.Context, vmm.Instance) error { return nil }
+func (f *fakeVMM) Adopt(context.Context, vmm.Instance) error { return f.adoptErr }
 func (f *fakeVMM) Kill(context.Context, vmm.Instance) error {
 	f.killed++
 	f.alive = false
@@ -250,6 +251,41 @@ func TestAdoptInterruptedSuspend(t *testing.T) {
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), "suspend.") {
 			t.Fatalf("unregistered saved state %s left", e.Name())
+		}
+	}
+}
+
+// A daemon that died after saving and ending the VMM but before recording
+// it: a whole saved state makes the VM suspended; anything less is dropped
+// and the VM stopped.
+func TestAdoptSavedButUnrecorded(t *testing.T) {
+	ctx := context.Background()
+	for _, whole := range []bool{true, false} {
+		m, st := suspendTestManager(t)
+		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: &fakeVMM{adoptErr: vmm.ErrNotRunning}}
+		vm := suspendTestVM(t, st, "saved", model.VMMQEMU, model.StateStarting, model.StateRunning)
+		if err := writeInstance(vm, vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: 1 << 22}); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(StateFile(vm), []byte("state"), 0o600)
+		size, sum, _ := hashFile(StateFile(vm))
+		man := savedState{Format: savedStateFormat, VMM: vm.VMM, BootID: vm.BootID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Size: size, SHA256: sum}
+		if !whole {
+			man.Size++ // as if the rename of a longer state never happened
+		}
+		if err := writeManifest(vm, man); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Adopt(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cur, _ := st.GetVM(ctx, vm.ID)
+		_, serr := os.Stat(StateFile(vm))
+		if whole && (cur.State != model.StateSuspended || serr != nil) {
+			t.Fatalf("whole saved state: vm %s, state file %v; want suspended with it", cur.State, serr)
+		}
+		if !whole && (cur.State != model.StateStopped || !os.IsNotExist(serr)) {
+			t.Fatalf("partial saved state: vm %s, state file %v; want stopped and the files gone", cur.State, serr)
 		}
 	}
 }
