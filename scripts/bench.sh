@@ -15,4 +15,4 @@ go test -count=1 -run '^$' -bench 'PullFlattenExt4' -benchtime 3x ./internal/ima
 echo "== initramfs build, cold and cached"
 go test -count=1 -run '^$' -bench 'Build' ./internal/initramfs/
 echo "== VMs (real QEMU, inside a private network namespace)"
-unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "VMListWith20VMs|VMRunVsBareQEMU|DaemonMemoryPerVM|ExecVsSSH|ForwardThroughput" -benchtime 3x -timeout 30m ./e2e/'
+unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "VMListWith20VMs|VMRunVsBareQEMU|DaemonMemoryPerVM|ExecVsSSH|ForwardThroughput|VMSuspendResume" -benchtime 3x -timeout 30m ./e2e/'

@@ -75,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Version:   buildinfo.Version,
 		StartTime: bootTime(),
 		Poweroff:  poweroff(guestconfig.InitMode(*initMode)),
+		SetClock:  setClock,
 	})
 	var err error
 	switch guestconfig.Transport(*transport) {
@@ -109,6 +110,12 @@ func poweroff(mode guestconfig.InitMode) func(context.Context) error {
 		sig = syscall.Signal(34 + 4) // SIGRTMIN+4: systemd's poweroff
 	}
 	return func(context.Context) error { return unix.Kill(1, sig) }
+}
+
+// setClock steps CLOCK_REALTIME (the agent runs as root in the guest).
+func setClock(t time.Time) error {
+	ts := unix.NsecToTimespec(t.UnixNano())
+	return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
 }
 
 // bootTime is when the guest kernel started, so health reports the VM's

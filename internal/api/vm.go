@@ -13,6 +13,8 @@ const (
 	MethodVMGet     = "vm.get"
 	MethodVMLogs    = "vm.logs"
 	MethodVMExec    = "vm.exec"
+	MethodVMSuspend = "vm.suspend" // VMRef → model.VM (suspended)
+	MethodVMResume  = "vm.resume"  // VMRef → model.VM (running)
 
 	MethodKernelPull    = "kernel.pull"
 	MethodKernelImport  = "kernel.import"

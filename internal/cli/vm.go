@@ -24,7 +24,7 @@ func newVMCommand(a *app) *cobra.Command {
 		RunE: groupRunE,
 	}
 	cmd.AddCommand(newVMRunCommand(a), newVMCreateCommand(a), newVMStartCommand(a), newVMStopCommand(a),
-		newVMRestartCommand(a), newVMRmCommand(a), newVMLsCommand(a), newVMInspectCommand(a),
+		newVMSuspendCommand(a), newVMResumeCommand(a), newVMRestartCommand(a), newVMRmCommand(a), newVMLsCommand(a), newVMInspectCommand(a),
 		newVMLogsCommand(a), newVMExecCommand(a), newVMSSHCommand(a), newVMPortsCommand(a),
 		newVMForwardCommand(a), newVMCpCommand(a), newVMSessionsCommand(a))
 	return cmd

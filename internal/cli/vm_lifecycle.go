@@ -27,7 +27,7 @@ func eachVM(names []string, fn func(name string) error) error {
 func newVMStartCommand(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:               "start NAME...",
-		Short:             "Start stopped VMs and wait until they are ready",
+		Short:             "Start stopped VMs (or resume suspended ones) and wait until they are ready",
 		Example:           `  banger vm start dev`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeVMNames,
@@ -65,7 +65,7 @@ func newVMStopCommand(a *app) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "kill the VMM at once instead of a clean power-off")
+	cmd.Flags().BoolVar(&force, "force", false, "kill the VMM at once instead of a clean power-off; for a suspended VM, discard its saved state")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long a clean power-off may take before it is forced")
 	return cmd
 }

@@ -25,6 +25,26 @@ func (d *Daemon) vmMethods(m map[string]rpc.Handler) {
 	m[api.MethodVMGet] = d.vmGet
 	m[api.MethodVMLogs] = d.vmLogs
 	m[api.MethodVMExec] = d.vmExec
+	m[api.MethodVMSuspend] = d.vmSuspend
+	m[api.MethodVMResume] = d.vmResume
+}
+
+func (d *Daemon) vmSuspend(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMRef
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return d.vms.Suspend(ctx, p.Name, c.ProgressFunc())
+}
+
+func (d *Daemon) vmResume(ctx context.Context, c *rpc.Call) (any, error) {
+	var p api.VMRef
+	if err := c.Decode(&p); err != nil {
+		return nil, err
+	}
+	c.SetTarget(p.Name)
+	return d.vms.Resume(ctx, p.Name, c.ProgressFunc())
 }
 
 func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {

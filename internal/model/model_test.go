@@ -54,16 +54,20 @@ func TestValidateArtifactName(t *testing.T) {
 
 func TestTransitions(t *testing.T) {
 	allowed := map[[2]VMState]bool{
-		{StateCreating, StateStarting}: true,
-		{StateCreating, StateStopped}:  true,
-		{StateStarting, StateRunning}:  true,
-		{StateStarting, StateStopping}: true,
-		{StateRunning, StateStopping}:  true,
-		{StateRunning, StateStopped}:   true,
-		{StateStopping, StateStopped}:  true,
-		{StateStopped, StateStarting}:  true,
-		{StateError, StateStarting}:    true,
-		{StateError, StateStopped}:     true,
+		{StateCreating, StateStarting}:  true,
+		{StateCreating, StateStopped}:   true,
+		{StateStarting, StateRunning}:   true,
+		{StateStarting, StateStopping}:  true,
+		{StateRunning, StateStopping}:   true,
+		{StateRunning, StateStopped}:    true,
+		{StateStopping, StateStopped}:   true,
+		{StateStopped, StateStarting}:   true,
+		{StateError, StateStarting}:     true,
+		{StateError, StateStopped}:      true,
+		{StateRunning, StateSuspended}:  true,
+		{StateSuspended, StateStarting}: true,
+		{StateSuspended, StateRunning}:  true,
+		{StateSuspended, StateStopped}:  true,
 	}
 	for _, from := range States {
 		allowed[[2]VMState{from, StateError}] = true

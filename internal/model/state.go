@@ -15,10 +15,13 @@ const (
 	StateStopping VMState = "stopping" // shutdown requested
 	StateStopped  VMState = "stopped"  // no VMM process
 	StateError    VMState = "error"    // something failed; StateReason says what
+	// StateSuspended: no VMM process; memory and device state saved in the
+	// VM's dir (checksummed), resumable with the same boot_id.
+	StateSuspended VMState = "suspended"
 )
 
 // States lists every state in lifecycle order.
-var States = []VMState{StateCreating, StateStarting, StateRunning, StateStopping, StateStopped, StateError}
+var States = []VMState{StateCreating, StateStarting, StateRunning, StateStopping, StateStopped, StateError, StateSuspended}
 
 // Valid reports whether s is one of the known states.
 func (s VMState) Valid() bool {
@@ -39,13 +42,17 @@ var ErrInvalidTransition = errors.New("invalid vm state transition")
 //   - starting has no way to stopped: a VMM that exits before its guest is
 //     ready is a failed boot, so error, with the reason.
 //   - error → starting | stopped: retry, or clean up and park.
+//   - running → suspended: state saved, VMM gone; suspended → running
+//     (resumed: it stays suspended until the guest answers, so a failed
+//     resume leaves it resumable) | stopped (saved state discarded).
 var transitions = map[VMState][]VMState{
-	StateCreating: {StateStarting, StateStopped, StateError},
-	StateStarting: {StateRunning, StateStopping, StateError},
-	StateRunning:  {StateStopping, StateStopped, StateError},
-	StateStopping: {StateStopped, StateError},
-	StateStopped:  {StateStarting, StateError},
-	StateError:    {StateStarting, StateStopped, StateError},
+	StateCreating:  {StateStarting, StateStopped, StateError},
+	StateStarting:  {StateRunning, StateStopping, StateError},
+	StateRunning:   {StateStopping, StateStopped, StateSuspended, StateError},
+	StateStopping:  {StateStopped, StateError},
+	StateStopped:   {StateStarting, StateError},
+	StateError:     {StateStarting, StateStopped, StateError},
+	StateSuspended: {StateRunning, StateStarting, StateStopped, StateError},
 }
 
 // CanTransition reports whether a VM in state from may move to state to.

@@ -34,6 +34,7 @@ type bootState struct {
 	inst   vmm.Instance
 	agent  Agent
 	report progress.Func
+	saved  savedState // resume: the saved state's manifest
 }
 
 // Start boots a stopped VM and waits until its agent answers.
@@ -49,6 +50,9 @@ func (m *Manager) Start(ctx context.Context, ref string, report progress.Func) (
 	}
 	if vm.State == model.StateRunning {
 		return vm, nil
+	}
+	if vm.State == model.StateSuspended {
+		return m.resumeLocked(ctx, vm, report) // what a user starting it means
 	}
 	if vm.State != model.StateStopped && vm.State != model.StateError {
 		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s: wait for it, or stop it first", vm.Name, vm.State)
@@ -170,6 +174,12 @@ func (m *Manager) stepInitramfs(ctx context.Context, s *bootState, _ *vmm.Undo) 
 
 func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) error {
 	s.report.Stage("vmm", "starting "+s.driver.Name())
+	return m.launch(ctx, s, undo, s.driver.Start)
+}
+
+// launch hands the VM's tap to the VMM (when the driver takes one) and runs
+// start (a cold boot, or a restore from saved state), recording the instance.
+func (m *Manager) launch(ctx context.Context, s *bootState, undo *vmm.Undo, start func(context.Context, vmm.Spec) (vmm.Instance, error)) error {
 	spec := s.spec
 	if spec.Net != nil && m.d.Network != nil && s.driver.Capabilities().TapFile {
 		f, err := m.d.Network.OpenTap(ctx, s.vm)
@@ -190,7 +200,7 @@ func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) err
 			spec.Net = &n
 		}
 	}
-	inst, err := s.driver.Start(ctx, spec)
+	inst, err := start(ctx, spec)
 	if err != nil {
 		return err
 	}

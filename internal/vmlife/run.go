@@ -133,6 +133,13 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 		if vm.State == model.StateStopped {
 			return vm, nil
 		}
+		if vm.State == model.StateSuspended {
+			// Stopping a suspended VM throws away the saved guest: ask first.
+			if !force {
+				return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is suspended: stopping it discards its saved state (processes, memory); resume it with banger vm resume %s, or discard with banger vm stop --force %s", vm.Name, vm.Name, vm.Name)
+			}
+			return m.discardLocked(ctx, vm)
+		}
 		// Not tracked (error state, or a VMM we could not adopt): make sure.
 		_, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "stopped")
 		return m.getOr(ctx, vm, err)
@@ -266,6 +273,9 @@ func (m *Manager) Adopt(ctx context.Context) error {
 	for _, vm := range vms {
 		switch vm.State {
 		case model.StateRunning, model.StateStarting, model.StateStopping:
+		case model.StateSuspended:
+			m.adoptSuspended(ctx, vm)
+			continue
 		default:
 			continue
 		}
@@ -279,11 +289,17 @@ func (m *Manager) Adopt(ctx context.Context) error {
 			continue
 		}
 		if err := drv.Adopt(ctx, inst); err != nil {
+			if m.adoptSavedState(ctx, vm, inst) {
+				continue
+			}
 			lg.InfoContext(ctx, "vm's vmm is gone; marking it stopped", "err", err)
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "vmm exited while the daemon was down")
 			m.clearRuntime(ctx, vm.ID, inst)
 			continue
 		}
+		// A daemon that died mid-suspend left the guest paused and maybe a
+		// saved state that was never registered: drop it, run on.
+		m.finishInterruptedSuspend(ctx, vm, drv, inst)
 		agent := m.d.DialAgent(inst.Agent)
 		if vm.State != model.StateRunning {
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")

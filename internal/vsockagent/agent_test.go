@@ -503,3 +503,36 @@ func TestForward(t *testing.T) {
 		}
 	})
 }
+
+func TestSetClock(t *testing.T) {
+	t.Run("unsupported", func(t *testing.T) {
+		c := startUnix(t, newTestServer(ServerOptions{}))
+		err := c.SetClock(testCtx(t, 10*time.Second), time.Now())
+		if !errors.Is(err, &Error{Code: CodeUnsupported}) {
+			t.Fatalf("err = %v, want %s", err, CodeUnsupported)
+		}
+	})
+	var got []time.Time
+	c := startYamux(t, newTestServer(ServerOptions{SetClock: func(t time.Time) error {
+		got = append(got, t)
+		return nil
+	}}))
+	want := time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	if err := c.SetClock(testCtx(t, 10*time.Second), want); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[0].Equal(want) {
+		t.Fatalf("clock set to %v, want [%v]", got, want)
+	}
+	// A host (or anything on the channel) sending an absurd time is refused
+	// before the guest's clock is touched.
+	for _, bad := range []time.Time{time.Unix(0, 0), time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		err := c.SetClock(testCtx(t, 10*time.Second), bad)
+		if !errors.Is(err, &Error{Code: CodeBadRequest}) || !strings.Contains(err.Error(), "outside") {
+			t.Fatalf("SetClock(%v) = %v, want bad_request naming the range", bad, err)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("clock set %d times, want 1 (the bad times must not reach SetClock)", len(got))
+	}
+}

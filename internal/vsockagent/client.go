@@ -123,6 +123,11 @@ func (c *Client) Poweroff(ctx context.Context) error {
 	return c.unary(ctx, MethodPoweroff, nil, nil)
 }
 
+// SetClock steps the guest's wall clock to t (after a resume).
+func (c *Client) SetClock(ctx context.Context, t time.Time) error {
+	return c.unary(ctx, MethodClockSet, ClockSet{UnixNano: t.UnixNano()}, nil)
+}
+
 // WatchPorts calls fn with the full list of listening sockets, first at
 // once and then whenever it changes, until ctx ends (returning nil) or the
 // stream fails. fn runs on the caller's goroutine, one call at a time.

@@ -53,7 +53,8 @@
 // {"error":{"code":"not_found","message":"…"}} (a *Error on the client; the
 // Code* constants name the codes). Unary methods end there:
 // agent.health (Health), ports.list ([]Port), system.poweroff (the guest
-// then calls ServerOptions.Poweroff).
+// then calls ServerOptions.Poweroff), system.clock_set (ClockSet: the guest
+// steps its wall clock, after a resume; times outside 2020..2200 refused).
 //
 // Streaming methods continue with frames: [type byte][length uint32 big
 // endian][payload], payload at most 1 MiB.

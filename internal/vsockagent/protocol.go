@@ -27,6 +27,7 @@ const (
 	MethodCopyIn     = "fs.copy_in"
 	MethodForward    = "net.forward"
 	MethodPoweroff   = "system.poweroff"
+	MethodClockSet   = "system.clock_set"
 )
 
 // Frame types of the streaming methods (see doc.go).
@@ -136,6 +137,12 @@ type Port struct {
 	PID     int      `json:"pid,omitempty"`
 	Command string   `json:"command,omitempty"` // /proc/PID/comm
 	Cmdline []string `json:"cmdline,omitempty"`
+}
+
+// ClockSet is system.clock_set's request: the host's wall clock, which the
+// guest steps to (after a resume its clock is as old as the suspend).
+type ClockSet struct {
+	UnixNano int64 `json:"unix_nano"`
 }
 
 type copyOutParams struct {

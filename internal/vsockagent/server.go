@@ -21,6 +21,9 @@ type ServerOptions struct {
 	// Poweroff is called after system.poweroff has been answered; nil means
 	// the method answers CodeUnsupported.
 	Poweroff func(ctx context.Context) error
+	// SetClock steps the guest's wall clock (system.clock_set); nil means
+	// the method answers CodeUnsupported.
+	SetClock func(t time.Time) error
 	// KillGrace is how long a process whose host stream died has between
 	// SIGHUP and SIGKILL (default 2s).
 	KillGrace time.Duration
@@ -95,6 +98,7 @@ func (s *Server) handlers() map[string]handlerFunc {
 		MethodCopyIn:     s.handleCopyIn,
 		MethodForward:    s.handleForward,
 		MethodPoweroff:   s.handlePoweroff,
+		MethodClockSet:   s.handleClockSet,
 	}
 }
 
@@ -204,4 +208,33 @@ func (s *Server) handlePoweroff(ctx context.Context, st *stream, log *slog.Logge
 		return fmt.Errorf("power off: %w", err)
 	}
 	return nil
+}
+
+// clockSetBounds is the range of times system.clock_set accepts: a host
+// clock outside it is broken, and stepping the guest there would only
+// break TLS and make in the guest.
+var clockSetBounds = [2]time.Time{
+	time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+	time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC),
+}
+
+func (s *Server) handleClockSet(_ context.Context, st *stream, log *slog.Logger, params json.RawMessage) error {
+	if s.opts.SetClock == nil {
+		return fail(st, errorf(CodeUnsupported, "this agent cannot set the guest's clock"))
+	}
+	var p ClockSet
+	if err := decodeParams(params, &p); err != nil {
+		return fail(st, err)
+	}
+	t := time.Unix(0, p.UnixNano)
+	if p.UnixNano == 0 || t.Before(clockSetBounds[0]) || t.After(clockSetBounds[1]) {
+		return fail(st, errorf(CodeBadRequest, "clock time %d ns is outside %s..%s", p.UnixNano,
+			clockSetBounds[0].Format(time.DateOnly), clockSetBounds[1].Format(time.DateOnly)))
+	}
+	before := time.Now()
+	if err := s.opts.SetClock(t); err != nil {
+		return fail(st, errorf(CodeIO, "set clock: %v", err))
+	}
+	log.Info("clock stepped by host", "by", t.Sub(before).Round(time.Millisecond))
+	return respond(st, struct{}{})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,10 +449,21 @@ func TestConsoleTrimWhileRunning(t *testing.T) {
 	}
 }
 
+// TestSaveRestore saves a running VM and one paused first (as banger's
+// suspend does); both must come back running.
 func TestSaveRestore(t *testing.T) {
 	testutil.RequireQEMU(t)
 	kernel, _ := testutil.Kernel(t)
-	spec := testSpec(t, kernel, testInitrd(t))
+	initrd := testInitrd(t)
+	for _, c := range []struct{ paused, restorePaused bool }{{false, false}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("paused=%v/restore-paused=%v", c.paused, c.restorePaused), func(t *testing.T) {
+			testSaveRestore(t, kernel, initrd, c.paused, c.restorePaused)
+		})
+	}
+}
+
+func testSaveRestore(t *testing.T, kernel, initrd string, paused, restorePaused bool) {
+	spec := testSpec(t, kernel, initrd)
 	d := newTestDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
@@ -462,6 +474,11 @@ func TestSaveRestore(t *testing.T) {
 	defer d.Kill(context.Background(), inst)
 	waitConsole(t, d, inst, readyLine)
 
+	if paused {
+		if err := d.Pause(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+	}
 	state := filepath.Join(spec.Dir, "state.bin")
 	if err := d.Save(ctx, inst, state); err != nil {
 		t.Fatalf("save: %v", err)
@@ -476,11 +493,24 @@ func TestSaveRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	restored, err := d.Restore(ctx, spec, state)
+	restore := d.Restore
+	if restorePaused {
+		restore = d.RestorePaused
+	}
+	restored, err := restore(ctx, spec, state)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	defer d.Kill(context.Background(), restored)
+	if restorePaused {
+		// Nothing runs until the caller says so.
+		if s, err := d.status(ctx, restored.ControlSocket); err != nil || s.Running || s.Status != "paused" {
+			t.Fatalf("vm restored paused: %+v %v", s, err)
+		}
+		if err := d.Resume(ctx, restored); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if restored.PID == inst.PID {
 		t.Fatal("restore reused the old process")
 	}

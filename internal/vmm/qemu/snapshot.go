@@ -109,12 +109,27 @@ func (d *Driver) Pause(ctx context.Context, inst vmm.Instance) error {
 // Restore starts a new QEMU for spec (which must match the saved VM's
 // devices, with its disks as they were at Save) and loads statePath into it.
 func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, statePath string) (vmm.Instance, error) {
+	return d.restore(ctx, spec, statePath, false)
+}
+
+// RestorePaused is Restore leaving the guest paused (QEMU -S): no guest
+// instruction runs until Resume, so a caller can finish checking the state
+// file (it hashes it while QEMU loads it) before the guest may touch its
+// disks.
+func (d *Driver) RestorePaused(ctx context.Context, spec vmm.Spec, statePath string) (vmm.Instance, error) {
+	return d.restore(ctx, spec, statePath, true)
+}
+
+func (d *Driver) restore(ctx context.Context, spec vmm.Spec, statePath string, paused bool) (vmm.Instance, error) {
 	steps := d.Steps().
 		InsertAfter(StepPrepare, vmm.Step[*Boot]{Name: StepIncomingArgs, Fn: func(ctx context.Context, b *Boot, _ *vmm.Undo) error {
 			if _, err := os.Stat(statePath); err != nil {
 				return fmt.Errorf("state file: %w", err)
 			}
 			b.Args = append(b.Args, "-incoming", "defer")
+			if paused {
+				b.Args = append(b.Args, "-S")
+			}
 			return nil
 		}}).
 		InsertBefore(StepCheckStatus, vmm.Step[*Boot]{Name: StepMigrateIncoming, Fn: func(ctx context.Context, b *Boot, _ *vmm.Undo) error {
@@ -128,12 +143,22 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, statePath string) (
 			if err := d.migrate(mctx, b.Paths.QMP, f, "migrate-incoming"); err != nil {
 				return err
 			}
+			if paused {
+				return nil
+			}
 			// Incoming migration ends in "running" (autostart), shortly after
-			// "completed": wait for it, bounded.
+			// "completed", unless the VM was saved paused (as banger's
+			// suspend does): then it ends "paused" and is continued here.
 			for range 100 {
 				st, err := d.status(mctx, b.Paths.QMP)
 				if err != nil || st.Running {
 					return err
+				}
+				if st.Status == "paused" {
+					if err := d.command(mctx, b.Instance, "cont"); err != nil {
+						return fmt.Errorf("continue restored vm: %w", err)
+					}
+					continue
 				}
 				select {
 				case <-b.Proc.Exited():
@@ -143,5 +168,25 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, statePath string) (
 			}
 			return nil // check-status reports the state
 		}})
+	if paused {
+		steps = steps.Replace(vmm.Step[*Boot]{Name: StepCheckStatus, Fn: d.stepCheckPaused})
+	}
 	return d.start(ctx, spec, steps)
+}
+
+// stepCheckPaused checks that a VM restored with -S waits, paused.
+func (d *Driver) stepCheckPaused(ctx context.Context, b *Boot, _ *vmm.Undo) error {
+	st, err := d.status(ctx, b.Paths.QMP)
+	if err != nil {
+		select {
+		case <-b.Proc.Exited():
+			return d.exitedEarly(b)
+		default:
+		}
+		return err
+	}
+	if st.Running || st.Status != "paused" {
+		return fmt.Errorf("restored vm is %q, want it paused", st.Status)
+	}
+	return nil
 }
