@@ -487,6 +487,13 @@ func TestHostileDoSHelperDNSFlood(t *testing.T) {
 	}
 	defer func() { guest.Process.Kill(); guest.Wait() }()
 	gpid := strconv.Itoa(guest.Process.Pid)
+	// unshare(1) enters its new namespace after it started: a veth peer
+	// moved there before that would land in ours.
+	ourNS, _ := os.Readlink("/proc/self/ns/net")
+	waitFor(t, 5*time.Second, "guest in its own network namespace", func() (bool, string) {
+		ns, err := os.Readlink("/proc/" + gpid + "/ns/net")
+		return err == nil && ns != ourNS, ns
+	})
 	for _, args := range [][]string{
 		{"ip", "link", "add", "dosg0", "type", "veth", "peer", "name", "eth0", "netns", gpid},
 		{"ip", "link", "set", "dosg0", "master", "banger0", "up"},

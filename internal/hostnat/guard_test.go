@@ -260,7 +260,7 @@ func TestGuardTraffic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := n.guardTap(tap, TapGuest{MAC: eth.Attrs().HardwareAddr, IP: g.addr, Shared: shared}); err != nil {
+		if err := n.guardTap(t.Context(), tap, TapGuest{MAC: eth.Attrs().HardwareAddr, IP: g.addr, Shared: shared}); err != nil {
 			t.Fatal(err)
 		}
 		return g

@@ -1,6 +1,7 @@
 package hostnat
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -92,7 +93,7 @@ func (n *Network) bridgeTable() *nftables.Table {
 // ensureGuard creates the bridge-family table unless it is there with its
 // chains. It never rebuilds an existing one: that would drop the rules of
 // taps whose VMs are running.
-func (n *Network) ensureGuard(c *nftables.Conn) error {
+func (n *Network) ensureGuard(ctx context.Context, c *nftables.Conn) error {
 	t := n.bridgeTable()
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
 	if err != nil {
@@ -139,7 +140,7 @@ func (n *Network) ensureGuard(c *nftables.Conn) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write bridge nftables table %q: %w", t.Name, err)
 	}
-	n.log.Info("created bridge filter table", "table", t.Name)
+	n.log.InfoContext(ctx, "created bridge filter table", "table", t.Name)
 	return nil
 }
 
@@ -155,12 +156,12 @@ func ifnamePrefix(key expr.MetaKey) []expr.Any {
 func tapComment(tap string) string { return "banger tap " + tap }
 
 // guardTap replaces tap's rules with ones for g, in one transaction.
-func (n *Network) guardTap(tap string, g TapGuest) error {
+func (n *Network) guardTap(ctx context.Context, tap string, g TapGuest) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	if err := n.ensureGuard(c); err != nil {
+	if err := n.ensureGuard(ctx, c); err != nil {
 		return err
 	}
 	if err := n.delTapRules(c, tap); err != nil {

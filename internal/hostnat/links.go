@@ -255,7 +255,7 @@ func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID
 	if err := disableIPv6(name); err != nil {
 		return fmt.Errorf("create tap %q: %w", name, err)
 	}
-	if err := n.guardTap(name, g); err != nil {
+	if err := n.guardTap(ctx, name, g); err != nil {
 		return fmt.Errorf("create tap %q: %w", name, err)
 	}
 	if err := netlink.LinkSetMaster(link, br); err != nil {

@@ -172,7 +172,7 @@ func (n *Network) EnsureNAT(ctx context.Context) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write nftables table %q: %w", n.cfg.Table, err)
 	}
-	return n.ensureGuard(c)
+	return n.ensureGuard(ctx, c)
 }
 
 // ipAddrIn matches the IPv4 address at network-header offset off (12 saddr,
@@ -271,7 +271,7 @@ func (n *Network) Teardown(ctx context.Context) error {
 		} else if err := n.fwd.clear(); err != nil {
 			errs = append(errs, err)
 		} else {
-			n.log.Info("restored ip forwarding", "value", prior)
+			n.log.InfoContext(ctx, "restored ip forwarding", "value", prior)
 		}
 	}
 	return errors.Join(errs...)
