@@ -14,6 +14,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -25,11 +26,12 @@ import (
 
 // Bounds of what crosses to the MCP client.
 const (
-	DefaultMaxFileBytes = 1 << 20  // vm_read_file / vm_write_file
-	maxOutputBytes      = 1 << 20  // per stream of vm_exec / vm_run
-	maxConsoleBytes     = 64 << 10 // the console resource: its last 64 KiB
-	maxStdinBytes       = 1 << 20  // vm_exec stdin
-	maxForwards         = 16       // live vm_forward listeners per server
+	DefaultMaxFileBytes = 1 << 20          // vm_read_file / vm_write_file
+	maxOutputBytes      = 1 << 20          // per stream of vm_exec / vm_run
+	maxConsoleBytes     = 64 << 10         // the console resource: its last 64 KiB
+	maxStdinBytes       = 1 << 20          // vm_exec stdin
+	maxForwards         = 16               // live vm_forward listeners per server
+	probeTimeout        = 10 * time.Second // vm_forward: how long the first connection may take
 )
 
 // Config is what a Server needs.
@@ -263,6 +265,32 @@ func (s *Server) startForward(name string, guestPort, hostPort int) (*forward, e
 		}
 	}()
 	return f, nil
+}
+
+// probeForward makes one vm.forward connection and ends it at once, so a
+// forward the daemon refuses ([mcp] allow_network) or a port nothing
+// listens on fails the tool call, not only later connections.
+func (s *Server) probeForward(ctx context.Context, name string, port int) error {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	st, err := s.c.Open(ctx, api.MethodVMForward, api.VMForward{Name: name, Port: port, Origin: model.OriginMCP})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_ = st.CloseSend()
+	for {
+		f, err := st.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // connected, and the guest side keeps it open
+			}
+			return err
+		}
+		if f.Type == rpc.FrameResult {
+			return nil
+		}
+	}
 }
 
 // forwardConn carries one accepted connection over a vm.forward call.

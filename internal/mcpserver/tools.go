@@ -472,6 +472,9 @@ func (s *Server) vmForward(ctx context.Context, _ *mcp.CallToolRequest, in Forwa
 	if vm.State != model.StateRunning {
 		return nil, ForwardOutput{}, fmt.Errorf("vm %q is %s, not running", vm.Name, vm.State)
 	}
+	if err := s.probeForward(ctx, vm.Name, in.GuestPort); err != nil {
+		return nil, ForwardOutput{}, fmt.Errorf("forward to port %d of vm %q: %w", in.GuestPort, vm.Name, err)
+	}
 	f, err := s.startForward(vm.Name, in.GuestPort, in.HostPort)
 	if err != nil {
 		return nil, ForwardOutput{}, fmt.Errorf("forward to vm %q: %w", vm.Name, err)

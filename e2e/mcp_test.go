@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/testutil"
+)
+
+// mcpStep is one tool call as the TypeScript client saw it.
+type mcpStep struct {
+	IsError       bool            `json:"isError"`
+	Text          string          `json:"text"`
+	Structured    json.RawMessage `json:"structured"`
+	Progress      []any           `json:"progress"`
+	ProtocolError string          `json:"protocolError"`
+}
+
+type mcpReport struct {
+	Tools []struct {
+		Name      string `json:"name"`
+		HasInput  bool   `json:"hasInput"`
+		HasOutput bool   `json:"hasOutput"`
+	} `json:"tools"`
+	Steps        map[string]mcpStep `json:"steps"`
+	Console      string             `json:"console"`
+	ConsoleError string             `json:"console_error"`
+	Fatal        string             `json:"fatal"`
+}
+
+// mcpClientDir installs the pinned TypeScript SDK (npm ci, from the lockfile)
+// when scripts/test.sh has not already, and returns the client's directory.
+func mcpClientDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("testdata/mcp-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk", "package.json")); err != nil {
+		npm := testutil.RequireBinary(t, "npm")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
+		}
+	}
+	return dir
+}
+
+// TestMCPServerWithTypeScriptClient drives `banger mcp` with the official
+// TypeScript SDK over stdio: tools listed, a command in a fresh VM, a file
+// written and read back, the operator's [mcp] limits enforced by the daemon
+// (count, memory, network, exec timeout), and bad input answered with the
+// reason. Nothing is left behind.
+func TestMCPServerWithTypeScriptClient(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	node := testutil.RequireBinary(t, "node")
+	dir := mcpClientDir(t)
+	in := vmInstance(t)
+	if err := os.MkdirAll(filepath.Dir(in.p.ConfigFile()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "[mcp]\nmax_vms = 1\nmax_memory = 768\nallow_network = false\ndefault_timeout = \"8s\"\n"
+	if err := os.WriteFile(in.p.ConfigFile(), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.ok("banger", "daemon", "stop")
+	in.ok("banger", "daemon", "start")
+
+	// A VM made by the CLI is not counted against max_vms.
+	in.ok("banger", "vm", "create", "--name", "cli-vm", "--memory", "512M")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "client.mjs"), filepath.Join(binDir, "banger"))
+	cmd.Dir = dir
+	cmd.Env = in.env()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node client: %v\nstderr:\n%s\ndaemon log:\n%s", err, stderr.String(), readFile(in.p.DaemonLog()))
+	}
+	t.Logf("mcp scenario took %s", time.Since(start).Round(time.Millisecond))
+	var r mcpReport
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("client report: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if r.Fatal != "" {
+		t.Fatalf("client failed: %s\nstderr:\n%s", r.Fatal, stderr.String())
+	}
+	step := func(name string) mcpStep {
+		t.Helper()
+		s, ok := r.Steps[name]
+		if !ok {
+			t.Fatalf("step %s missing from the report", name)
+		}
+		return s
+	}
+	ok := func(name string, out any) mcpStep {
+		t.Helper()
+		s := step(name)
+		if s.ProtocolError != "" || s.IsError {
+			t.Fatalf("%s failed: %s%s", name, s.ProtocolError, s.Text)
+		}
+		if out != nil {
+			if err := json.Unmarshal(s.Structured, out); err != nil {
+				t.Fatalf("%s structured result: %v (%s)", name, err, s.Structured)
+			}
+		}
+		return s
+	}
+	refused := func(name, reason string) {
+		t.Helper()
+		s := step(name)
+		msg := s.Text + s.ProtocolError
+		if !(s.IsError || s.ProtocolError != "") || !strings.Contains(msg, reason) {
+			t.Errorf("%s: want an error saying %q, got isError=%v %q", name, reason, s.IsError, msg)
+		}
+	}
+
+	var names []string
+	for _, tl := range r.Tools {
+		names = append(names, tl.Name)
+		if !tl.HasInput || !tl.HasOutput {
+			t.Errorf("tool %s: input schema %v, output schema %v", tl.Name, tl.HasInput, tl.HasOutput)
+		}
+	}
+	for _, want := range []string{"vm_run", "vm_create", "vm_exec", "vm_write_file", "vm_read_file", "vm_ports", "vm_forward", "vm_list", "vm_remove"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("tools/list lacks %s: %v", want, names)
+		}
+	}
+
+	var run struct {
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+		Removed  bool   `json:"removed"`
+		VM       struct {
+			Name   string `json:"name"`
+			Origin string `json:"origin"`
+		} `json:"vm"`
+	}
+	runStep := ok("run", &run)
+	if run.ExitCode != 0 || !strings.Contains(run.Stdout, "Linux") || !run.Removed || run.VM.Origin != model.OriginMCP {
+		t.Errorf("vm_run uname -a: %+v", run)
+	}
+	if len(runStep.Progress) == 0 {
+		t.Errorf("vm_run sent no progress notifications")
+	}
+
+	refused("bad_memory", "memory_mib -1 is negative")
+	refused("over_memory", "above mcp.max_memory (768 MiB)")
+	refused("shared_network", "allow_network is false")
+	ok("create", nil)
+	refused("over_count", "mcp.max_vms reached: 1 VMs created through MCP exist (mcpdev)")
+
+	ok("write", nil)
+	var read struct {
+		Content string `json:"content"`
+		Bytes   int64  `json:"bytes"`
+	}
+	ok("read", &read)
+	if read.Content != "hello from mcp\né\n" {
+		t.Errorf("read back %q", read.Content)
+	}
+	var res struct {
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+	}
+	ok("stat", &res)
+	if res.ExitCode != 0 || strings.TrimSpace(res.Stdout) != "600 18" {
+		t.Errorf("written file mode/size in the guest: %+v (want 600 18)", res)
+	}
+	ok("exec_env", &res)
+	if res.Stdout != "hi\n/root/mcp\nfrom stdin" {
+		t.Errorf("vm_exec env/workdir/stdin: %q", res.Stdout)
+	}
+	ok("big_read", nil)
+	refused("read_big", "above the 1048576 byte limit of vm_read_file")
+	refused("read_dir", "is not a regular file")
+	refused("timeout", "timed out after 8s") // asked for 3600 s: the daemon's cap holds
+	refused("forward", "allow_network is false")
+	ok("ports", nil)
+	refused("unknown_vm", "nosuchvm")
+	var list struct {
+		VMs []struct {
+			Name   string `json:"name"`
+			Origin string `json:"origin"`
+		} `json:"vms"`
+	}
+	ok("list", &list)
+	if len(list.VMs) != 2 {
+		t.Errorf("vm_list: %+v (want cli-vm and mcpdev)", list)
+	}
+	if r.ConsoleError != "" || len(r.Console) == 0 || len(r.Console) > 64<<10 {
+		t.Errorf("console resource empty (error %q)", r.ConsoleError)
+	}
+	ok("remove", nil)
+	ok("list_after", &list)
+	if len(list.VMs) != 1 || list.VMs[0].Name != "cli-vm" {
+		t.Errorf("after vm_remove: %+v", list)
+	}
+	refused("unknown_tool", "vm_teleport")
+
+	// The limits live in the daemon: a client speaking the daemon's API
+	// directly with the MCP origin gets the same refusals, and leaves nothing.
+	var vm model.VM
+	err := in.client().Call(ctx, api.MethodVMCreate, api.VMCreate{Name: "direct", MemoryMiB: 4096, Origin: model.OriginMCP}, &vm)
+	if !errors.Is(err, &api.Error{Code: api.CodePermissionDenied}) {
+		t.Errorf("direct mcp-origin create above max_memory: %v", err)
+	}
+	err = in.client().Call(ctx, api.MethodVMCreate, api.VMCreate{Name: "direct", Origin: "admin"}, &vm)
+	if !errors.Is(err, &api.Error{Code: api.CodeInvalidArgument}) {
+		t.Errorf("unknown origin: %v", err)
+	}
+	var l api.VMList
+	if err := json.Unmarshal([]byte(in.ok("banger", "vm", "ls", "--json")), &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.VMs) != 1 || l.VMs[0].Name != "cli-vm" {
+		t.Errorf("VMs left: %+v", l.VMs)
+	}
+	if dirs := in.vmDirs(); len(dirs) != 1 {
+		t.Errorf("VM dirs left: %v", dirs)
+	}
+}
