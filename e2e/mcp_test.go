@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
@@ -238,5 +242,95 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	}
 	if dirs := in.vmDirs(); len(dirs) != 1 {
 		t.Errorf("VM dirs left: %v", dirs)
+	}
+}
+
+// TestMCPForwardLivesWithTheServer: with the default [mcp] limits a
+// vm_forward from MCP works (the guest's sshd answers through it), the
+// console resource reads, and the forward ends when `banger mcp` exits.
+func TestMCPForwardLivesWithTheServer(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	in := vmInstance(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.Command(filepath.Join(binDir, "banger"), "mcp")
+	cmd.Env = in.env()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "e2e-go"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	callOK := func(name string, args map[string]any, out any) {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if res.IsError {
+			t.Fatalf("%s: %s", name, res.Content[0].(*mcp.TextContent).Text)
+		}
+		if out != nil {
+			raw, _ := json.Marshal(res.StructuredContent)
+			if err := json.Unmarshal(raw, out); err != nil {
+				t.Fatalf("%s result: %v", name, err)
+			}
+		}
+	}
+	callOK("vm_create", map[string]any{"name": "fwd", "memory_mib": 512}, nil)
+	// The agent answers before the guest's sshd listens: wait for it.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var ports struct {
+			Ports []api.Port `json:"ports"`
+		}
+		callOK("vm_ports", map[string]any{"name": "fwd"}, &ports)
+		if slices.ContainsFunc(ports.Ports, func(p api.Port) bool { return p.Port == 22 && strings.HasPrefix(p.Proto, "tcp") }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd never listened in the guest: %+v", ports)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var fw struct {
+		HostAddress string `json:"host_address"`
+	}
+	callOK("vm_forward", map[string]any{"name": "fwd", "guest_port": 22}, &fw)
+	if !strings.HasPrefix(fw.HostAddress, "127.0.0.1:") {
+		t.Fatalf("host_address %q is not on loopback", fw.HostAddress)
+	}
+	conn, err := net.DialTimeout("tcp", fw.HostAddress, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	banner, err := bufio.NewReader(conn).ReadString('\n')
+	conn.Close()
+	if !strings.HasPrefix(banner, "SSH-2.0-") {
+		t.Fatalf("through the forward: %q, %v (want the guest sshd's banner)", banner, err)
+	}
+
+	rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "banger://vm/fwd/console"})
+	if err != nil || len(rr.Contents) != 1 || rr.Contents[0].Text == "" {
+		t.Fatalf("console resource: %+v, %v", rr, err)
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "banger://vm/nosuch/console"}); err == nil {
+		t.Fatalf("console of a VM that does not exist was served")
+	}
+
+	// The forward belongs to the server: once it has exited, nothing listens.
+	cs.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("banger mcp did not exit after its client closed stdin")
+	}
+	if c, err := net.DialTimeout("tcp", fw.HostAddress, 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s still accepts after banger mcp exited", fw.HostAddress)
 	}
 }
