@@ -199,6 +199,10 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	refused("read_big", "above the 1048576 byte limit of vm_read_file")
 	refused("read_dir", "is not a regular file")
 	refused("timeout", "timed out after 8s") // asked for 3600 s: the daemon's cap holds
+	ok("after_timeout", &res)
+	if strings.TrimSpace(res.Stdout) != "gone" {
+		t.Errorf("the timed-out sleep still runs in the guest: %q", res.Stdout)
+	}
 	refused("forward", "allow_network is false")
 	ok("ports", nil)
 	refused("unknown_vm", "nosuchvm")

@@ -51,6 +51,8 @@ try {
   await call("read_big", "vm_read_file", { name: "mcpdev", path: "/root/big" });
   await call("read_dir", "vm_read_file", { name: "mcpdev", path: "/root/mcp" });
   await call("timeout", "vm_exec", { name: "mcpdev", command: ["sleep", "60"], timeout_seconds: 3600 });
+  await call("after_timeout", "vm_exec", { name: "mcpdev", timeout_seconds: 8, command: ["sh", "-c",
+    "for i in 1 2 3 4 5 6 7 8 9 10; do n=; for f in /proc/[0-9]*/comm; do read -r c < $f 2>/dev/null && [ \"$c\" = sleep ] && n=\"$n $f\"; done; [ -z \"$n\" ] && { echo gone; exit 0; }; sleep 0.5; done; echo still-running:$n"] });
   await call("forward", "vm_forward", { name: "mcpdev", guest_port: 22 });
   await call("ports", "vm_ports", { name: "mcpdev" });
   await call("unknown_vm", "vm_exec", { name: "nosuchvm", command: ["true"] });
