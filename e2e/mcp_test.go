@@ -93,7 +93,12 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "client.mjs"), filepath.Join(binDir, "banger"))
 	cmd.Dir = dir
-	cmd.Env = in.env()
+	// A host file a guest symlink will aim at: vm_read_file must not serve it.
+	secret := filepath.Join(t.TempDir(), "host-secret")
+	if err := os.WriteFile(secret, []byte("host only\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(in.env(), "MCP_HOST_SECRET="+secret)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -198,6 +203,21 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	ok("big_read", nil)
 	refused("read_big", "above the 1048576 byte limit of vm_read_file")
 	refused("read_dir", "is not a regular file")
+	var flood struct {
+		ExitCode        int    `json:"exit_code"`
+		Stdout          string `json:"stdout"`
+		Stderr          string `json:"stderr"`
+		StdoutTruncated bool   `json:"stdout_truncated"`
+	}
+	ok("flood", &flood)
+	if len(flood.Stdout) != 1<<20 || !flood.StdoutTruncated || strings.Trim(flood.Stdout, "a") != "" || flood.Stderr != "tail\n" {
+		t.Errorf("3 MiB of guest output: got %d bytes (truncated %v), stderr %q; want the first 1 MiB, flagged", len(flood.Stdout), flood.StdoutTruncated, flood.Stderr)
+	}
+	ok("link", nil)
+	refused("read_link", "is not a regular file")
+	if s := step("read_link"); strings.Contains(s.Text, "host only") {
+		t.Errorf("a guest symlink served a host file: %q", s.Text)
+	}
 	refused("timeout", "timed out after 8s") // asked for 3600 s: the daemon's cap holds
 	ok("after_timeout", &res)
 	if strings.TrimSpace(res.Stdout) != "gone" {

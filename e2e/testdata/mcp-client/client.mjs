@@ -49,6 +49,10 @@ try {
   await call("exec_env", "vm_exec", { name: "mcpdev", command: ["sh", "-c", "echo $GREETING; pwd; cat"], env: ["GREETING=hi"], workdir: "/root/mcp", stdin: "from stdin" });
   await call("big_read", "vm_exec", { name: "mcpdev", command: ["sh", "-c", "head -c 1048577 /dev/zero > /root/big"] });
   await call("read_big", "vm_read_file", { name: "mcpdev", path: "/root/big" });
+  // A hostile guest: a flood of output, and a symlink aimed at a host file.
+  await call("flood", "vm_exec", { name: "mcpdev", command: ["sh", "-c", "head -c 3145728 /dev/zero | tr '\\0' a; echo tail >&2"] });
+  await call("link", "vm_exec", { name: "mcpdev", command: ["ln", "-s", process.env.MCP_HOST_SECRET, "/root/host-secret"] });
+  await call("read_link", "vm_read_file", { name: "mcpdev", path: "/root/host-secret" });
   await call("read_dir", "vm_read_file", { name: "mcpdev", path: "/root/mcp" });
   await call("timeout", "vm_exec", { name: "mcpdev", command: ["sleep", "60"], timeout_seconds: 3600 });
   await call("after_timeout", "vm_exec", { name: "mcpdev", timeout_seconds: 8, command: ["sh", "-c",
