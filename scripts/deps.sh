@@ -17,11 +17,13 @@ pkgs=(
   passwd            # useradd, for the peer-credential tests
   hyperfine         # scripts/bench: whole-process timings
   systemd           # systemd-analyze verify for the units
+  nodejs            # runs the independent MCP client of the e2e tests (e2e/testdata/mcp-client)
 )
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npm >/dev/null || missing+=(npm) # Debian's nodejs ships npm apart; other builds bundle it
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   echo "deps: installing ${missing[*]}"

@@ -12,6 +12,7 @@ export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
 scripts/deps.sh
 scripts/build.sh
 source scripts/fixtures.sh
+(cd e2e/testdata/mcp-client && npm ci --ignore-scripts --no-audit --no-fund) # pinned MCP client for e2e
 
 echo "== go vet"
 go vet ./...

@@ -62,6 +62,8 @@ type VMForward struct {
 	Name string `json:"name"`
 	Port int    `json:"port"`
 	Host string `json:"host,omitempty"` // default 127.0.0.1 in the guest
+	// Origin "mcp" puts the forward under [mcp] allow_network.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Copy directions.

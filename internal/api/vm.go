@@ -43,6 +43,9 @@ type VMCreate struct {
 	InitMode  string `json:"init_mode,omitempty"` // fast (default) or image
 	Network   string `json:"network,omitempty"`   // isolated (default) or shared
 	Start     bool   `json:"start,omitempty"`     // boot and wait until ready
+	// Origin "mcp" puts the request under config.toml's [mcp] limits,
+	// which the daemon enforces.
+	Origin string `json:"origin,omitempty"`
 }
 
 // VMRef names one VM (by name or id).
@@ -86,6 +89,11 @@ type VMExec struct {
 	Stdin bool     `json:"stdin,omitempty"` // the client streams stdin
 	Rows  uint16   `json:"rows,omitempty"`
 	Cols  uint16   `json:"cols,omitempty"`
+	// TimeoutSeconds ends the command (and the call) after that long; 0
+	// means none, except for Origin "mcp", where [mcp] default_timeout
+	// applies and caps it.
+	TimeoutSeconds int    `json:"timeout_seconds,omitempty"`
+	Origin         string `json:"origin,omitempty"`
 }
 
 // Data frame kinds of streaming methods.

@@ -68,6 +68,8 @@ func newConfigShowCommand(a *app) *cobra.Command {
 			fmt.Fprintf(w, "# %s\n", path)
 			fmt.Fprintf(w, "vmm = %q\n\n[network]\nsubnet = %q\nbridge = %q\n\n[dns]\ndomain = %q\n\n[debian]\nmirror = %q\n\n[copy]\nmax_bytes = %d\nmax_entries = %d\n",
 				cfg.VMM, cfg.Network.Subnet, cfg.Network.Bridge, cfg.DNS.Domain, cfg.Debian.Mirror, cfg.Copy.MaxBytes, cfg.Copy.MaxEntries)
+			fmt.Fprintf(w, "\n[mcp]\nmax_vms = %d\nmax_memory = %d\nallow_network = %t\ndefault_timeout = %q\n",
+				cfg.MCP.MaxVMs, cfg.MCP.MaxMemory, cfg.MCP.AllowNetwork, cfg.MCP.DefaultTimeout)
 			return nil
 		},
 	}

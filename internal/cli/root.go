@@ -119,6 +119,7 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newUpdateCommand(a),
 		newDNSCommand(a),
 		newConfigCommand(a),
+		newMCPCommand(a),
 	)
 	return root
 }

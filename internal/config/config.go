@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -43,6 +44,43 @@ type Config struct {
 	DNS     DNS     `toml:"dns" json:"dns"`
 	Debian  Debian  `toml:"debian" json:"debian"`
 	Copy    Copy    `toml:"copy" json:"copy"`
+	MCP     MCP     `toml:"mcp" json:"mcp"`
+}
+
+// MCP bounds what requests from `banger mcp` (an agent driving banger) may
+// do. The daemon enforces them on requests marked with that origin, so a
+// client cannot lift them.
+type MCP struct {
+	// MaxVMs is how many VMs created through MCP may exist at once.
+	MaxVMs int `toml:"max_vms" json:"max_vms"`
+	// MaxMemory is the most memory, in MiB, one MCP-created VM may have.
+	MaxMemory int `toml:"max_memory" json:"max_memory"`
+	// AllowNetwork false refuses MCP-created VMs on the shared network
+	// (reaching other VMs) and port forwards from MCP; see docs/mcp.md.
+	AllowNetwork bool `toml:"allow_network" json:"allow_network"`
+	// DefaultTimeout bounds an MCP exec that asks for no timeout (and caps
+	// one that asks for more), as a Go duration ("10m").
+	DefaultTimeout string `toml:"default_timeout" json:"default_timeout"`
+}
+
+// MCP defaults.
+const (
+	DefaultMCPMaxVMs         = 4
+	DefaultMCPMaxMemory      = 2048
+	DefaultMCPDefaultTimeout = "10m"
+	maxMCPTimeout            = 24 * time.Hour
+)
+
+// Timeout parses mcp.default_timeout.
+func (m MCP) Timeout() (time.Duration, error) {
+	d, err := time.ParseDuration(m.DefaultTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("mcp.default_timeout %q: %w (write a duration such as \"10m\")", m.DefaultTimeout, err)
+	}
+	if d <= 0 || d > maxMCPTimeout {
+		return 0, fmt.Errorf("mcp.default_timeout %q must be above 0 and at most %s", m.DefaultTimeout, maxMCPTimeout)
+	}
+	return d, nil
 }
 
 // Copy bounds what `vm cp` accepts from a guest (whose archive is hostile
@@ -75,6 +113,8 @@ func Default() Config {
 		Network: Network{Subnet: guestnet.DefaultSubnet.String(), Bridge: DefaultBridge},
 		DNS:     DNS{Domain: DefaultDomain},
 		Copy:    Copy{MaxBytes: vsockagent.DefaultCopyMaxBytes, MaxEntries: vsockagent.DefaultCopyMaxEntries},
+		MCP: MCP{MaxVMs: DefaultMCPMaxVMs, MaxMemory: DefaultMCPMaxMemory, AllowNetwork: true,
+			DefaultTimeout: DefaultMCPDefaultTimeout},
 	}
 }
 
@@ -115,7 +155,7 @@ func Parse(data []byte, cfg *Config) error {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries)", ErrInvalid, strings.Join(keys, ", "))
+			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries, mcp.max_vms, mcp.max_memory, mcp.allow_network, mcp.default_timeout)", ErrInvalid, strings.Join(keys, ", "))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
@@ -152,6 +192,15 @@ func (c Config) Validate() error {
 	}
 	if c.Copy.MaxBytes < 0 || c.Copy.MaxEntries < 0 {
 		errs = append(errs, fmt.Errorf("copy.max_bytes and copy.max_entries must not be negative (0 means the default)"))
+	}
+	if c.MCP.MaxVMs < 1 {
+		errs = append(errs, fmt.Errorf("mcp.max_vms %d must be at least 1", c.MCP.MaxVMs))
+	}
+	if c.MCP.MaxMemory < 128 {
+		errs = append(errs, fmt.Errorf("mcp.max_memory %d must be at least 128 (MiB)", c.MCP.MaxMemory))
+	}
+	if _, err := c.MCP.Timeout(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)

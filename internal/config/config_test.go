@@ -134,3 +134,30 @@ func TestCopyLimits(t *testing.T) {
 		t.Fatalf("negative limit: %v", err)
 	}
 }
+
+func TestMCPLimits(t *testing.T) {
+	cfg, err := Load(write(t, "[mcp]\nmax_vms = 2\nmax_memory = 512\nallow_network = false\ndefault_timeout = \"90s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MCP.MaxVMs != 2 || cfg.MCP.MaxMemory != 512 || cfg.MCP.AllowNetwork {
+		t.Fatalf("mcp not read: %+v", cfg.MCP)
+	}
+	if d, err := cfg.MCP.Timeout(); err != nil || d.Seconds() != 90 {
+		t.Fatalf("timeout = %v, %v; want 90s", d, err)
+	}
+	if d := Default().MCP; d.MaxVMs != DefaultMCPMaxVMs || !d.AllowNetwork || d.DefaultTimeout != DefaultMCPDefaultTimeout {
+		t.Fatalf("mcp defaults: %+v", d)
+	}
+	for _, bad := range []string{
+		"[mcp]\nmax_vms = 0\n",
+		"[mcp]\nmax_memory = -1\n",
+		"[mcp]\ndefault_timeout = \"soon\"\n",
+		"[mcp]\ndefault_timeout = \"-1s\"\n",
+		"[mcp]\nmax_cpus = 3\n",
+	} {
+		if _, err := Load(write(t, bad)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "mcp.") {
+			t.Errorf("%q: err = %v, want an invalid config error naming the mcp key", bad, err)
+		}
+	}
+}

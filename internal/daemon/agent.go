@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,9 +52,22 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, api.Errorf(api.CodeInvalidArgument, "vm exec: no command given")
 	}
 	c.SetTarget(p.Name)
+	if err := checkOrigin(p.Origin); err != nil {
+		return nil, err
+	}
+	timeout, err := execTimeout(d.cfg.MCP, p.Origin, p.TimeoutSeconds)
+	if err != nil {
+		return nil, err
+	}
 	vm, ga, err := d.agentOf(ctx, p.Name, "exec")
 	if err != nil {
 		return nil, err
+	}
+	callCtx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
 	stdinR, stdinW := io.Pipe()
 	resize := make(chan vsockagent.WinSize, 4)
@@ -107,6 +121,9 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	endSession(code, err)
 	stdinR.Close()
 	if err != nil {
+		if callCtx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, api.Errorf(api.CodeCanceled, "exec in vm %q: %s timed out after %s (the command was ended)", vm.Name, p.Argv[0], timeout)
+		}
 		return nil, agentError(fmt.Errorf("exec in vm %q: %w", vm.Name, err))
 	}
 	return api.ExecResult{ExitCode: code}, nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
@@ -52,6 +53,7 @@ type Daemon struct {
 	kvm       kvmprobe.Result
 	startedAt time.Time
 	stop      context.CancelFunc
+	mcpMu     sync.Mutex // serialises MCP creates (see mcpCreate)
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is

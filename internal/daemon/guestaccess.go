@@ -233,6 +233,12 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 	if err := c.Decode(&p); err != nil {
 		return nil, err
 	}
+	if err := checkOrigin(p.Origin); err != nil {
+		return nil, err
+	}
+	if err := mcpCheckForward(d.cfg.MCP, p.Origin); err != nil {
+		return nil, err
+	}
 	if p.Port < 1 || p.Port > 65535 {
 		return nil, api.Errorf(api.CodeInvalidArgument, "vm forward: guest port %d is not within 1..65535", p.Port)
 	}

@@ -53,6 +53,16 @@ func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, err
 	}
 	c.SetTarget(p.Name)
+	if err := checkOrigin(p.Origin); err != nil {
+		return nil, err
+	}
+	if p.Origin == model.OriginMCP {
+		unlock, err := d.mcpCreate(ctx, &p)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	if p.VMM == "" || p.VMM == "auto" {
 		p.VMM = d.cfg.VMM // config.toml's default (itself "auto" unless set)
 	}

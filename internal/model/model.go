@@ -45,12 +45,14 @@ type VM struct {
 	DiskBytes   int64   `json:"disk_bytes"`
 	InitMode    string  `json:"init_mode"`
 	Network     string  `json:"network"` // NetworkIsolated or NetworkShared
-	BootID      string  `json:"boot_id,omitempty"`
-	Dir         string  `json:"dir"`
-	IP          string  `json:"ip,omitempty"`
-	MAC         string  `json:"mac,omitempty"`
-	Tap         string  `json:"tap,omitempty"`
-	PID         int     `json:"pid,omitempty"`
+	// Origin is who asked for the VM: OriginMCP or "" (any other client).
+	Origin string `json:"origin,omitempty"`
+	BootID string `json:"boot_id,omitempty"`
+	Dir    string `json:"dir"`
+	IP     string `json:"ip,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+	Tap    string `json:"tap,omitempty"`
+	PID    int    `json:"pid,omitempty"`
 	// PIDStartTime is field 22 of /proc/PID/stat (clock ticks since boot):
 	// together with PID it tells a re-adopted VMM from a recycled pid.
 	PIDStartTime  uint64    `json:"pid_start_time,omitempty"`
@@ -61,6 +63,10 @@ type VM struct {
 	UpdatedAt     time.Time `json:"updated_at"`
 	StartedAt     time.Time `json:"started_at,omitzero"`
 }
+
+// OriginMCP marks VMs created through `banger mcp`: the daemon counts them
+// against the [mcp] limits.
+const OriginMCP = "mcp"
 
 // Validate checks the fields a stored VM must always have right.
 func (v VM) Validate() error {

@@ -13,7 +13,7 @@ import (
 
 const vmColumns = `id, name, state, state_reason, image, kernel, vmm, cpus, memory_mib, disk_bytes,
 	init_mode, boot_id, dir, ip, mac, tap, pid, pid_start_time, control_socket, agent_socket,
-	console_log, created_at, updated_at, started_at, network`
+	console_log, created_at, updated_at, started_at, network, origin`
 
 // vmPlaceholders has one "?" per column of vmColumns.
 var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmColumns, ",")+1), ",")
@@ -21,7 +21,7 @@ var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmCol
 func vmArgs(v model.VM) []any {
 	return []any{v.ID, v.Name, string(v.State), v.StateReason, v.Image, v.Kernel, v.VMM, v.CPUs, v.MemoryMiB, v.DiskBytes,
 		v.InitMode, v.BootID, v.Dir, v.IP, v.MAC, v.Tap, v.PID, int64(v.PIDStartTime), v.ControlSocket, v.AgentSocket,
-		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network}
+		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin}
 }
 
 func scanVM(sc scanner) (model.VM, error) {
@@ -30,7 +30,7 @@ func scanVM(sc scanner) (model.VM, error) {
 	var startTime int64
 	err := sc.Scan(&v.ID, &v.Name, &state, &v.StateReason, &v.Image, &v.Kernel, &v.VMM, &v.CPUs, &v.MemoryMiB, &v.DiskBytes,
 		&v.InitMode, &v.BootID, &v.Dir, &v.IP, &v.MAC, &v.Tap, &v.PID, &startTime, &v.ControlSocket, &v.AgentSocket,
-		&v.ConsoleLog, &created, &updated, &started, &v.Network)
+		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin)
 	if err != nil {
 		return v, err
 	}

@@ -89,6 +89,7 @@ type CreateRequest struct {
 	InitMode  string `json:"init_mode,omitempty"`
 	Network   string `json:"network,omitempty"`
 	Start     bool   `json:"start,omitempty"`
+	Origin    string `json:"origin,omitempty"` // model.OriginMCP or ""
 }
 
 // createState flows through the create chain.
@@ -226,7 +227,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	s.vm = model.VM{
 		ID: id, Name: r.Name, State: model.StateCreating, Image: img.Name, Kernel: k.Name,
 		VMM: drv.Name(), CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, DiskBytes: r.DiskBytes,
-		InitMode: r.InitMode, Network: r.Network, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
+		InitMode: r.InitMode, Network: r.Network, Origin: r.Origin, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
 	}
 	return nil
 }
