@@ -31,26 +31,36 @@ const (
 	NetworkShared   = "shared"
 )
 
+// VMPolicy is what a VM may expose and reach beyond the defaults, as the
+// user set it (create flags merged over config.toml's [policy]); package
+// policy validates and applies it. Overrides only ever deny more.
+type VMPolicy struct {
+	DenyEgress  []string `json:"deny_egress,omitempty"`  // IPv4 CIDRs the host drops for the VM's traffic
+	DenyPrivate bool     `json:"deny_private,omitempty"` // also drop RFC 1918 and 100.64.0.0/10 (not the VM's own subnet)
+	ForwardDeny []int    `json:"forward_deny,omitempty"` // guest ports vm forward refuses
+}
+
 // VM is one microVM as the daemon records it.
 type VM struct {
-	ID          string  `json:"id"`
-	Name        string  `json:"name"`
-	State       VMState `json:"state"`
-	StateReason string  `json:"state_reason,omitempty"`
-	Image       string  `json:"image"`
-	Kernel      string  `json:"kernel"`
-	VMM         string  `json:"vmm"`
-	CPUs        int     `json:"cpus"`
-	MemoryMiB   int     `json:"memory_mib"`
-	DiskBytes   int64   `json:"disk_bytes"`
-	InitMode    string  `json:"init_mode"`
-	Network     string  `json:"network"` // NetworkIsolated or NetworkShared
-	BootID      string  `json:"boot_id,omitempty"`
-	Dir         string  `json:"dir"`
-	IP          string  `json:"ip,omitempty"`
-	MAC         string  `json:"mac,omitempty"`
-	Tap         string  `json:"tap,omitempty"`
-	PID         int     `json:"pid,omitempty"`
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	State       VMState  `json:"state"`
+	StateReason string   `json:"state_reason,omitempty"`
+	Image       string   `json:"image"`
+	Kernel      string   `json:"kernel"`
+	VMM         string   `json:"vmm"`
+	CPUs        int      `json:"cpus"`
+	MemoryMiB   int      `json:"memory_mib"`
+	DiskBytes   int64    `json:"disk_bytes"`
+	InitMode    string   `json:"init_mode"`
+	Network     string   `json:"network"` // NetworkIsolated or NetworkShared
+	Policy      VMPolicy `json:"policy,omitzero"`
+	BootID      string   `json:"boot_id,omitempty"`
+	Dir         string   `json:"dir"`
+	IP          string   `json:"ip,omitempty"`
+	MAC         string   `json:"mac,omitempty"`
+	Tap         string   `json:"tap,omitempty"`
+	PID         int      `json:"pid,omitempty"`
 	// PIDStartTime is field 22 of /proc/PID/stat (clock ticks since boot):
 	// together with PID it tells a re-adopted VMM from a recycled pid.
 	PIDStartTime  uint64    `json:"pid_start_time,omitempty"`
