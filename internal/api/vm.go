@@ -43,6 +43,8 @@ type VMCreate struct {
 	InitMode  string `json:"init_mode,omitempty"` // fast (default) or image
 	Network   string `json:"network,omitempty"`   // isolated (default) or shared
 	Start     bool   `json:"start,omitempty"`     // boot and wait until ready
+	// Policy adds to config.toml's [policy] defaults (never removes).
+	Policy model.VMPolicy `json:"policy,omitzero"`
 }
 
 // VMRef names one VM (by name or id).
