@@ -189,7 +189,11 @@ func (d *Daemon) agentOf(ctx context.Context, name, what string) (model.VM, *gue
 func portsFrom(in []vsockagent.Port, pol policy.VM, all bool) []api.Port {
 	out := make([]api.Port, 0, len(in))
 	for _, p := range in {
-		r := pol.Report(policy.Listener{Proto: p.Proto, Address: p.Address, Port: p.Port, PID: p.PID, Command: p.Command})
+		l := policy.Listener{Proto: p.Proto, Address: p.Address, Port: p.Port, PID: p.PID, Command: p.Command}
+		if len(p.Cmdline) > 0 {
+			l.Argv0 = p.Cmdline[0]
+		}
+		r := pol.Report(l)
 		if !r.Visible && !all {
 			continue
 		}

@@ -21,7 +21,7 @@ func TestPortsFromAppliesPolicy(t *testing.T) {
 		{Proto: "tcp", Address: "0.0.0.0", Port: 22, PID: 310, Command: "sshd"},
 		{Proto: "tcp", Address: "127.0.0.1", Port: 8080, PID: 400, Command: "python3"},
 		{Proto: "tcp6", Address: "::1", Port: 5432, PID: 401, Command: "postgres"},
-		{Proto: "tcp", Address: "0.0.0.0", Port: 7000, PID: 1, Command: policy.AgentCommand},
+		{Proto: "tcp", Address: "0.0.0.0", Port: 7000, PID: 1, Command: "exe", Cmdline: []string{policy.AgentProgram, "serve"}},
 		{Proto: "udp", Address: "\x1b]0;pwned\x07", Port: 53, PID: 402, Command: "evil\x1b[2J"},
 	}
 	pol, err := policy.FromModel(model.VM{Name: "dev", Policy: model.VMPolicy{ForwardDeny: []int{5432}}})

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 
@@ -28,9 +29,14 @@ const MaxEgress = 64
 // MaxForwardDeny bounds a VM's denied forward ports.
 const MaxForwardDeny = 64
 
-// AgentCommand is the guest agent's process name as /proc/PID/comm shows
-// it (the kernel keeps 15 bytes of "banger-vsock-agent").
-const AgentCommand = "banger-vsock-ag"
+// AgentProgram is the guest agent's argv[0] (guestinit starts the server
+// under it; the image-init unit runs a file of that name), and
+// AgentCommand its /proc/PID/comm when the file itself has that name (the
+// kernel keeps 15 bytes).
+const (
+	AgentProgram = "banger-vsock-agent"
+	AgentCommand = "banger-vsock-ag"
+)
 
 // Labels Report puts on a visible listener.
 const (
@@ -256,7 +262,8 @@ type Listener struct {
 	Address string
 	Port    int
 	PID     int
-	Command string
+	Command string // /proc/PID/comm
+	Argv0   string // the first word of /proc/PID/cmdline
 }
 
 // Report is how vm ports shows one listener.
@@ -274,7 +281,7 @@ type Report struct {
 // anyway: this is presentation, not a boundary. --all shows them.
 func (v VM) Report(l Listener) Report {
 	r := Report{Visible: true}
-	if l.Command == AgentCommand {
+	if l.Command == AgentCommand || path.Base(l.Argv0) == AgentProgram {
 		r.Visible, r.Reason = false, "banger's guest agent"
 	}
 	if a, err := netip.ParseAddr(l.Address); err == nil && a.Unmap().IsLoopback() {

@@ -144,6 +144,9 @@ func TestReport(t *testing.T) {
 		"forward denied":      {Listener{Proto: "tcp", Address: "127.0.0.1", Port: 5432}, true, []string{LabelLoopbackOnly, LabelForwardDenied}},
 		"udp not forwardable": {Listener{Proto: "udp", Address: "0.0.0.0", Port: 5432}, true, nil},
 		"agent hidden":        {Listener{Proto: "tcp", Address: "0.0.0.0", Port: 9999, PID: 1, Command: AgentCommand}, false, nil},
+		"agent by argv0":      {Listener{Proto: "tcp", Address: "0.0.0.0", Port: 9999, PID: 77, Command: "exe", Argv0: AgentProgram}, false, nil},
+		"agent by full path":  {Listener{Proto: "tcp", Address: "0.0.0.0", Port: 9999, PID: 77, Command: "x", Argv0: "/usr/local/lib/banger/" + AgentProgram}, false, nil},
+		"agent lookalike":     {Listener{Proto: "tcp", Address: "0.0.0.0", Port: 9999, PID: 77, Command: "banger", Argv0: AgentProgram + "2"}, true, nil},
 		"pid 1 not the agent": {Listener{Proto: "tcp", Address: "0.0.0.0", Port: 22, PID: 1, Command: "systemd"}, true, nil},
 		"garbage address":     {Listener{Proto: "tcp", Address: "\x1b[31m", Port: 1}, true, nil},
 	} {
