@@ -51,7 +51,6 @@ const (
 // Rules a refusal names.
 const (
 	RuleForwardDeny = "forward-deny"
-	RuleDenyEgress  = "deny-egress"
 	RuleMetadata    = "metadata"
 	RuleGuestOnly   = "guest-only"
 )
@@ -61,7 +60,7 @@ var ErrDenied = errors.New("denied by vm policy")
 
 // Denied says which rule refused what and how to change it.
 type Denied struct {
-	Rule string // RuleForwardDeny, RuleDenyEgress, RuleMetadata
+	Rule string // RuleForwardDeny, RuleGuestOnly, RuleMetadata
 	What string // e.g. "port 5432"
 	Hint string // how to override
 }
