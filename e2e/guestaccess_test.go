@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,9 +25,9 @@ import (
 )
 
 // startVM creates and boots one small VM.
-func (in *instance) startVM(name string) {
+func (in *instance) startVM(name string, flags ...string) {
 	in.t.Helper()
-	in.ok("banger", "vm", "create", "--start", "--name", name, "--memory", "512M")
+	in.ok("banger", append([]string{"vm", "create", "--start", "--name", name, "--memory", "512M"}, flags...)...)
 }
 
 // systemSSH runs the system ssh client through banger's ssh_config include.
@@ -236,7 +237,7 @@ func TestPortsAndForward(t *testing.T) {
 		return
 	}
 	in := vmInstance(t)
-	in.startVM("ports")
+	in.startVM("ports", "--forward-deny", "2223")
 	_, watch := in.background(t, "vm", "ports", "-w", "--json", "ports")
 	// sshd may still be binding when the agent first answers: the watch
 	// streams the list again once it listens.
@@ -262,6 +263,27 @@ func TestPortsAndForward(t *testing.T) {
 		t.Fatalf("ports table lacks 2222:\n%s", out)
 	}
 	nextLine(t, watch, 30*time.Second, func(l string) bool { return findPort(portsOf(t, l), 2222) != nil })
+
+	// Policy: a loopback-only listener is labelled so; the port the VM was
+	// created with --forward-deny for is labelled and vm forward refuses it,
+	// naming the rule.
+	in.ok("banger", "vm", "exec", "ports", "--", "/usr/sbin/sshd", "-p", "2223", "-o", "ListenAddress=127.0.0.1")
+	var lo *api.Port
+	for i := 0; i < 40 && lo == nil; i++ {
+		lo = findPort(portsOf(t, in.ok("banger", "vm", "ports", "ports", "--json")), 2223)
+		if lo == nil {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if lo == nil || lo.Address != "127.0.0.1" || !slices.Equal(lo.Labels, []string{"loopback-only", "forward-denied"}) {
+		t.Fatalf("port 2223 listed as %+v, want 127.0.0.1 labelled loopback-only,forward-denied", lo)
+	}
+	if p := findPort(portsOf(t, in.ok("banger", "vm", "ports", "ports", "--json")), 2222); p == nil || len(p.Labels) != 0 {
+		t.Fatalf("port 2222 (all addresses, forwardable) listed as %+v, want no labels", p)
+	}
+	if out, errOut, code := in.run("banger", "vm", "forward", "ports", "2223:0"); code != 1 || strings.Contains(out, "forwarding") || !strings.Contains(errOut, "forward-deny") {
+		t.Fatalf("vm forward of a denied port: exit %d, stdout %q, stderr %q; want a refusal naming forward-deny", code, out, errOut)
+	}
 
 	// Forward a local port to it: the guest's sshd banner answers on 127.0.0.1.
 	_, fwd := in.background(t, "vm", "forward", "ports", "2222:0")

@@ -425,14 +425,16 @@ func TestHostileNetRebindOnAdopt(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, tp := range st.Network.Taps {
-			if tp.Name == vm.Tap && tp.SourceRules == 7 && tp.Isolated {
+			// 7 source checks, the own-subnet accept and the metadata drop.
+			if tp.Name == vm.Tap && tp.SourceRules == 9 && tp.Isolated {
 				return true, ""
 			}
 		}
 		return false, fmt.Sprintf("%+v", st.Network.Taps)
 	})
-	if out := hostileNetCmd(t, nft, "list", "table", "bridge", "banger"); !strings.Contains(out, "ip saddr != "+vm.IP+" drop") {
-		t.Errorf("bridge table lacks the vm's source rule:\n%s", out)
+	if out := hostileNetCmd(t, nft, "list", "table", "bridge", "banger"); !strings.Contains(out, "ip saddr != "+vm.IP+" drop") ||
+		!strings.Contains(out, `iifname "`+vm.Tap+`" ip daddr 169.254.0.0/16 drop`) {
+		t.Errorf("bridge table lacks the vm's source rule or its egress policy:\n%s", out)
 	}
 	c, err := net.DialTimeout("tcp4", net.JoinHostPort(vm.IP, "22"), 10*time.Second)
 	if err != nil {

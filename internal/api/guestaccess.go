@@ -37,6 +37,7 @@ type SSHInfo struct {
 type VMPorts struct {
 	Name  string `json:"name"`
 	Watch bool   `json:"watch,omitempty"` // stream KindPorts frames until the client leaves
+	All   bool   `json:"all,omitempty"`   // include listeners the VM's policy hides, with the reason
 }
 
 // Port is one listening socket in a guest.
@@ -47,6 +48,11 @@ type Port struct {
 	PID     int      `json:"pid,omitempty"`
 	Command string   `json:"command,omitempty"`
 	Cmdline []string `json:"cmdline,omitempty"`
+	// Labels are the policy's notes: "loopback-only" (reachable only
+	// through vm forward), "forward-denied" (vm forward refuses it).
+	Labels []string `json:"labels,omitempty"`
+	// Hidden says why the policy hides this listener (only with All).
+	Hidden string `json:"hidden,omitempty"`
 }
 
 // PortList is vm.ports's result.

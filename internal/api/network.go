@@ -35,6 +35,10 @@ type TapCreate struct {
 	IP       string `json:"ip"`  // a guest address of the subnet
 	// Network is NetworkIsolated (default) or NetworkShared.
 	Network string `json:"network,omitempty"`
+	// DenyEgress is the VM's policy.VM.Egress: IPv4 CIDRs dropped for its
+	// traffic. Empty means the default (169.254.0.0/16); a list must cover
+	// 169.254.0.0/16, so no caller can lift the metadata drop.
+	DenyEgress []string `json:"deny_egress,omitempty"`
 }
 
 // VM network modes: an isolated VM reaches the host (and through it the

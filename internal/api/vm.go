@@ -46,6 +46,8 @@ type VMCreate struct {
 	// Origin "mcp" puts the request under config.toml's [mcp] limits,
 	// which the daemon enforces.
 	Origin string `json:"origin,omitempty"`
+	// Policy adds to config.toml's [policy] defaults (never removes).
+	Policy model.VMPolicy `json:"policy,omitzero"`
 }
 
 // VMRef names one VM (by name or id).

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +40,11 @@ starts: restart it (banger daemon stop && banger daemon start) after a change.
   mirror = ""                   # Debian archive URL; "" uses the host's apt sources
   [copy]                        # bounds on what vm cp accepts from a guest (0 = default)
   max_bytes = 68719476736       # total file bytes of one copy out of a VM (64 GiB)
-  max_entries = 1000000         # files, directories and links of one copy out`,
+  max_entries = 1000000         # files, directories and links of one copy out
+  [policy]                      # defaults for new VMs; create flags add to them
+  deny_egress = []              # IPv4 CIDRs the host drops for VM traffic (169.254.0.0/16 always)
+  deny_private = false          # also drop 10/8, 172.16/12, 192.168/16, 100.64/10 (not the VM subnet)
+  forward_deny = []             # guest ports vm forward refuses`,
 		Example: `  banger config show
   banger config show --json`,
 		Args: cobra.ArbitraryArgs,
@@ -66,8 +72,9 @@ func newConfigShowCommand(a *app) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "# %s\n", path)
-			fmt.Fprintf(w, "vmm = %q\n\n[network]\nsubnet = %q\nbridge = %q\n\n[dns]\ndomain = %q\n\n[debian]\nmirror = %q\n\n[copy]\nmax_bytes = %d\nmax_entries = %d\n",
-				cfg.VMM, cfg.Network.Subnet, cfg.Network.Bridge, cfg.DNS.Domain, cfg.Debian.Mirror, cfg.Copy.MaxBytes, cfg.Copy.MaxEntries)
+			fmt.Fprintf(w, "vmm = %q\n\n[network]\nsubnet = %q\nbridge = %q\n\n[dns]\ndomain = %q\n\n[debian]\nmirror = %q\n\n[copy]\nmax_bytes = %d\nmax_entries = %d\n\n[policy]\ndeny_egress = %s\ndeny_private = %t\nforward_deny = %s\n",
+				cfg.VMM, cfg.Network.Subnet, cfg.Network.Bridge, cfg.DNS.Domain, cfg.Debian.Mirror, cfg.Copy.MaxBytes, cfg.Copy.MaxEntries,
+				tomlStrings(cfg.Policy.DenyEgress), cfg.Policy.DenyPrivate, tomlInts(cfg.Policy.ForwardDeny))
 			fmt.Fprintf(w, "\n[mcp]\nmax_vms = %d\nmax_memory = %d\nallow_network = %t\ndefault_timeout = %q\n",
 				cfg.MCP.MaxVMs, cfg.MCP.MaxMemory, cfg.MCP.AllowNetwork, cfg.MCP.DefaultTimeout)
 			return nil
@@ -75,4 +82,20 @@ func newConfigShowCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func tomlStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+func tomlInts(ns []int) string {
+	q := make([]string, len(ns))
+	for i, n := range ns {
+		q[i] = strconv.Itoa(n)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -107,7 +108,7 @@ func TestConfigShow(t *testing.T) {
 	}
 	want := config.Default()
 	want.VMM, want.Network.Bridge = "qemu", "banger7"
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config show --json: %+v, want %+v", got, want)
 	}
 	out, _, code = runBanger(t, map[string]string{"BANGER_HOME": home}, "config", "show")
@@ -117,7 +118,7 @@ func TestConfigShow(t *testing.T) {
 	// The text form is itself a valid config file that loads to the same values.
 	var reparsed = config.Default()
 	body := out[strings.Index(out, "\n")+1:]
-	if err := config.Parse([]byte(body), &reparsed); err != nil || reparsed != want {
+	if err := config.Parse([]byte(body), &reparsed); err != nil || !reflect.DeepEqual(reparsed, want) {
 		t.Fatalf("config show output does not round-trip: %v %+v", err, reparsed)
 	}
 }

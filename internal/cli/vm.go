@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/rpc"
 )
@@ -34,6 +36,9 @@ func newVMCommand(a *app) *cobra.Command {
 type createFlags struct {
 	name, image, kernel, vmm, memory, disk, init, network string
 	cpus                                                  int
+	denyEgress                                            []string
+	denyPrivate                                           bool
+	forwardDeny                                           []int
 }
 
 func (f *createFlags) add(cmd *cobra.Command) {
@@ -47,10 +52,18 @@ func (f *createFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.disk, "disk-size", "", "root disk size, e.g. 4G (default: the image's size, at least 2G)")
 	fl.StringVar(&f.init, "init", "fast", "guest init: fast (banger's init stays PID 1) or image (the image's own init)")
 	fl.StringVar(&f.network, "network", "isolated", "isolated (the VM reaches only the host and the outside) or shared (it also reaches other shared VMs)")
+	fl.StringArrayVar(&f.denyEgress, "deny-egress", nil, "drop the VM's traffic to this IPv4 CIDR (repeatable; 169.254.0.0/16 is always dropped)")
+	fl.BoolVar(&f.denyPrivate, "deny-private", false, "drop the VM's traffic to 10/8, 172.16/12, 192.168/16 and 100.64/10 (its own subnet stays reachable)")
+	fl.IntSliceVar(&f.forwardDeny, "forward-deny", nil, "refuse vm forward to this guest port (repeatable)")
 }
 
 func (f *createFlags) params() (api.VMCreate, error) {
 	p := api.VMCreate{Name: f.name, Image: f.image, Kernel: f.kernel, VMM: f.vmm, CPUs: f.cpus, InitMode: f.init, Network: f.network}
+	pol, err := policy.Normalize(model.VMPolicy{DenyEgress: f.denyEgress, DenyPrivate: f.denyPrivate, ForwardDeny: f.forwardDeny})
+	if err != nil {
+		return p, &UsageError{Err: fmt.Errorf("--deny-egress/--forward-deny: %w", err)}
+	}
+	p.Policy = pol
 	if f.memory != "" {
 		b, err := parseSize(f.memory, 1<<20)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -24,7 +26,8 @@ func newVMForwardCommand(a *app) *cobra.Command {
 		Long: `Listen on 127.0.0.1:HOST_PORT (default: the guest port; 0 picks a free one)
 and carry every connection to GUEST_PORT on the guest's loopback through the
 guest agent, so it works without a routable bridge. Prints the local address,
-then runs until Ctrl-C.`,
+then runs until Ctrl-C. A port the VM was created with --forward-deny for
+(or config.toml's [policy] forward_deny) is refused.`,
 		Example: `  banger vm forward dev 8080
   banger vm forward dev 8080:18080
   banger vm forward dev 5432:0`,
@@ -70,6 +73,15 @@ func (a *app) forward(ctx context.Context, name string, guestPort, hostPort int)
 	}
 	if vm.State != model.StateRunning {
 		return fmt.Errorf("vm %q is %s, not running: start it with banger vm start %s", vm.Name, vm.State, vm.Name)
+	}
+	// Refuse before listening: the daemon checks the same policy on every
+	// connection, but a refusal should not wait for the first one.
+	pol, err := policy.FromModel(vm)
+	if err != nil {
+		return err
+	}
+	if err := pol.Forwardable(netip.AddrFrom4([4]byte{127, 0, 0, 1}), guestPort); err != nil {
+		return fmt.Errorf("vm forward: %w", err)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(hostPort)))
 	if err != nil {

@@ -17,14 +17,17 @@ import (
 )
 
 func newVMPortsCommand(a *app) *cobra.Command {
-	var asJSON, watch bool
+	var asJSON, watch, all bool
 	cmd := &cobra.Command{
 		Use:   "ports NAME",
 		Short: "List the TCP and UDP sockets listening in a VM",
 		Long: `List the guest's listening TCP and UDP sockets with the process that owns
-each, as the guest agent finds them in /proc. -w keeps watching and prints
-the full list again whenever it changes (with --json: one JSON object per
-line) until Ctrl-C.`,
+each, as the guest agent finds them in /proc. The VM's policy labels them:
+loopback-only (bound to 127.0.0.0/8 or ::1: nothing reaches it over the
+network, but vm forward does) and forward-denied (the VM was created with
+--forward-deny for it). Banger's own guest agent is hidden; --all shows it
+with the reason. -w keeps watching and prints the full list again whenever
+it changes (with --json: one JSON object per line) until Ctrl-C.`,
 		Example: `  banger vm ports dev
   banger vm ports dev --json | jq '.ports[] | select(.port == 8080)'
   banger vm ports -w dev`,
@@ -34,7 +37,7 @@ line) until Ctrl-C.`,
 			w := cmd.OutOrStdout()
 			if !watch {
 				var res api.PortList
-				if err := a.call(cmd.Context(), api.MethodVMPorts, api.VMPorts{Name: args[0]}, &res); err != nil {
+				if err := a.call(cmd.Context(), api.MethodVMPorts, api.VMPorts{Name: args[0], All: all}, &res); err != nil {
 					return err
 				}
 				if asJSON {
@@ -42,20 +45,21 @@ line) until Ctrl-C.`,
 				}
 				return portsTable(w, res.Ports)
 			}
-			return a.watchPorts(cmd.Context(), args[0], w, asJSON)
+			return a.watchPorts(cmd.Context(), api.VMPorts{Name: args[0], Watch: true, All: all}, w, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing the list whenever it changes")
+	cmd.Flags().BoolVar(&all, "all", false, "also list what the VM's policy hides, with the reason")
 	return cmd
 }
 
-func (a *app) watchPorts(ctx context.Context, name string, w io.Writer, asJSON bool) error {
+func (a *app) watchPorts(ctx context.Context, req api.VMPorts, w io.Writer, asJSON bool) error {
 	c, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
-	s, err := c.Open(ctx, api.MethodVMPorts, api.VMPorts{Name: name, Watch: true})
+	s, err := c.Open(ctx, api.MethodVMPorts, req)
 	if err != nil {
 		return err
 	}
@@ -115,7 +119,14 @@ func portsTable(w io.Writer, ports []api.Port) error {
 		}
 		// Every field but the numbers came from the guest: escaped, so a
 		// process named after an escape sequence shows as text.
-		rows = append(rows, []string{termsafe.Line(p.Proto), termsafe.Line(p.Address), fmt.Sprint(p.Port), pid, termsafe.Line(command)})
+		notes := strings.Join(p.Labels, ",")
+		if p.Hidden != "" {
+			notes = strings.TrimPrefix(notes+",hidden: "+p.Hidden, ",")
+		}
+		if notes == "" {
+			notes = "-"
+		}
+		rows = append(rows, []string{termsafe.Line(p.Proto), termsafe.Line(p.Address), fmt.Sprint(p.Port), pid, termsafe.Line(notes), termsafe.Line(command)})
 	}
-	return table(w, []string{"PROTO", "ADDRESS", "PORT", "PID", "COMMAND"}, rows)
+	return table(w, []string{"PROTO", "ADDRESS", "PORT", "PID", "POLICY", "COMMAND"}, rows)
 }

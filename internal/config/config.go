@@ -19,6 +19,8 @@ import (
 
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/vmdns"
 	"github.com/bangerdev/banger/internal/vsockagent"
 )
@@ -45,6 +47,21 @@ type Config struct {
 	Debian  Debian  `toml:"debian" json:"debian"`
 	Copy    Copy    `toml:"copy" json:"copy"`
 	MCP     MCP     `toml:"mcp" json:"mcp"`
+	Policy  Policy  `toml:"policy" json:"policy"`
+}
+
+// Policy is the default policy of new VMs (package policy applies it);
+// create flags add to it, never remove from it. The metadata range is
+// dropped for every VM whatever this says.
+type Policy struct {
+	DenyEgress  []string `toml:"deny_egress" json:"deny_egress"`   // IPv4 CIDRs dropped for VM traffic
+	DenyPrivate bool     `toml:"deny_private" json:"deny_private"` // also drop RFC 1918 and 100.64.0.0/10
+	ForwardDeny []int    `toml:"forward_deny" json:"forward_deny"` // guest ports vm forward refuses
+}
+
+// VMPolicy is p as a VM's stored policy.
+func (p Policy) VMPolicy() model.VMPolicy {
+	return model.VMPolicy{DenyEgress: p.DenyEgress, DenyPrivate: p.DenyPrivate, ForwardDeny: p.ForwardDeny}
 }
 
 // MCP bounds what requests from `banger mcp` (an agent driving banger) may
@@ -115,6 +132,7 @@ func Default() Config {
 		Copy:    Copy{MaxBytes: vsockagent.DefaultCopyMaxBytes, MaxEntries: vsockagent.DefaultCopyMaxEntries},
 		MCP: MCP{MaxVMs: DefaultMCPMaxVMs, MaxMemory: DefaultMCPMaxMemory, AllowNetwork: true,
 			DefaultTimeout: DefaultMCPDefaultTimeout},
+		Policy: Policy{DenyEgress: []string{}, ForwardDeny: []int{}}, // [] not null in config show --json
 	}
 }
 
@@ -155,7 +173,7 @@ func Parse(data []byte, cfg *Config) error {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries, mcp.max_vms, mcp.max_memory, mcp.allow_network, mcp.default_timeout)", ErrInvalid, strings.Join(keys, ", "))
+			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries, mcp.max_vms, mcp.max_memory, mcp.allow_network, mcp.default_timeout, policy.deny_egress, policy.deny_private, policy.forward_deny)", ErrInvalid, strings.Join(keys, ", "))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
@@ -189,6 +207,9 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			errs = append(errs, fmt.Errorf("debian.mirror %q must be an http(s) URL without credentials, query or fragment", c.Debian.Mirror))
 		}
+	}
+	if _, err := policy.Normalize(c.Policy.VMPolicy()); err != nil {
+		errs = append(errs, fmt.Errorf("policy: %w", err))
 	}
 	if c.Copy.MaxBytes < 0 || c.Copy.MaxEntries < 0 {
 		errs = append(errs, fmt.Errorf("copy.max_bytes and copy.max_entries must not be negative (0 means the default)"))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -22,7 +23,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg != Default() {
+	if !reflect.DeepEqual(cfg, Default()) {
 		t.Fatalf("got %+v, want defaults %+v", cfg, Default())
 	}
 	if cfg.VMM != "auto" || cfg.Network.Subnet != "10.213.77.0/24" || cfg.Network.Bridge != "banger0" || cfg.DNS.Domain != "banger" || cfg.Debian.Mirror != "" {
@@ -48,7 +49,7 @@ mirror = "https://deb.example.org/debian"
 	want.VMM = "qemu"
 	want.Network.Subnet = "10.99.0.0/16"
 	want.Debian.Mirror = "https://deb.example.org/debian"
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v, want %+v", cfg, want)
 	}
 	if p, err := cfg.Subnet(); err != nil || p.String() != "10.99.0.0/16" {
@@ -92,6 +93,9 @@ func TestValidate(t *testing.T) {
 		"mirror scheme":    func(c *Config) { c.Debian.Mirror = "ftp://deb.debian.org/debian" },
 		"mirror creds":     func(c *Config) { c.Debian.Mirror = "https://u:p@deb.debian.org/debian" },
 		"mirror no host":   func(c *Config) { c.Debian.Mirror = "https:///debian" },
+		"policy cidr":      func(c *Config) { c.Policy.DenyEgress = []string{"10.1.2.3/8"} },
+		"policy ipv6":      func(c *Config) { c.Policy.DenyEgress = []string{"fd00::/8"} },
+		"policy port":      func(c *Config) { c.Policy.ForwardDeny = []int{0} },
 	}
 	for name, mut := range bad {
 		c := Default()
@@ -159,5 +163,22 @@ func TestMCPLimits(t *testing.T) {
 		if _, err := Load(write(t, bad)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "mcp.") {
 			t.Errorf("%q: err = %v, want an invalid config error naming the mcp key", bad, err)
 		}
+	}
+}
+
+func TestPolicyDefaults(t *testing.T) {
+	cfg, err := Load(write(t, "[policy]\ndeny_private = true\ndeny_egress = [\"203.0.113.0/24\"]\nforward_deny = [5432]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Policy.VMPolicy()
+	if !p.DenyPrivate || len(p.DenyEgress) != 1 || p.DenyEgress[0] != "203.0.113.0/24" || len(p.ForwardDeny) != 1 || p.ForwardDeny[0] != 5432 {
+		t.Fatalf("policy = %+v", p)
+	}
+	if _, err := Load(write(t, "[policy]\ndeny_egress = [\"10.0.0.1/8\"]\n")); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "did you mean 10.0.0.0/8") {
+		t.Fatalf("host bits in policy.deny_egress: %v", err)
+	}
+	if _, err := Load(write(t, "[policy]\nallow_metadata = true\n")); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "policy.allow_metadata") {
+		t.Fatalf("unknown policy key: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/sshkeys"
 	"github.com/bangerdev/banger/internal/store"
@@ -181,12 +183,51 @@ func (d *Daemon) agentOf(ctx context.Context, name, what string) (model.VM, *gue
 	return vm, ga, nil
 }
 
-func portsFrom(in []vsockagent.Port) []api.Port {
+// portsFrom turns the agent's (hostile) listener list into what vm ports
+// shows: the VM's policy decides what is hidden (kept with its reason when
+// all) and labels the rest.
+func portsFrom(in []vsockagent.Port, pol policy.VM, all bool) []api.Port {
 	out := make([]api.Port, 0, len(in))
 	for _, p := range in {
-		out = append(out, api.Port{Proto: p.Proto, Address: p.Address, Port: p.Port, PID: p.PID, Command: p.Command, Cmdline: p.Cmdline})
+		l := policy.Listener{Proto: p.Proto, Address: p.Address, Port: p.Port, PID: p.PID, Command: p.Command}
+		if len(p.Cmdline) > 0 {
+			l.Argv0 = p.Cmdline[0]
+		}
+		r := pol.Report(l)
+		if !r.Visible && !all {
+			continue
+		}
+		ap := api.Port{Proto: p.Proto, Address: p.Address, Port: p.Port, PID: p.PID, Command: p.Command, Cmdline: p.Cmdline, Labels: r.Labels}
+		if !r.Visible {
+			ap.Hidden = r.Reason
+		}
+		out = append(out, ap)
 	}
 	return out
+}
+
+// forwardTarget checks a vm.forward request against the VM's policy and
+// returns the address the agent dials in the guest.
+func forwardTarget(vm model.VM, p api.VMForward) (string, error) {
+	host := p.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", api.Errorf(api.CodeInvalidArgument, "vm forward: guest host %q is not an IP address", host)
+	}
+	pol, err := policy.FromModel(vm)
+	if err != nil {
+		return "", err
+	}
+	if err := pol.Forwardable(addr, p.Port); err != nil {
+		if errors.Is(err, policy.ErrDenied) {
+			return "", api.Errorf(api.CodePermissionDenied, "vm forward: %v", err)
+		}
+		return "", api.Errorf(api.CodeInvalidArgument, "vm forward: %v", err)
+	}
+	return net.JoinHostPort(addr.Unmap().String(), strconv.Itoa(p.Port)), nil
 }
 
 // vmPorts lists the guest's listening sockets; with Watch it streams the
@@ -201,18 +242,22 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	pol, err := policy.FromModel(vm)
+	if err != nil {
+		return nil, err
+	}
 	if !p.Watch {
 		ports, err := ga.Ports(ctx)
 		if err != nil {
 			return nil, agentError(fmt.Errorf("list ports of vm %q: %w", vm.Name, err))
 		}
-		return api.PortList{Ports: portsFrom(ports)}, nil
+		return api.PortList{Ports: portsFrom(ports, pol, p.All)}, nil
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var sendErr error
 	err = ga.WatchPorts(wctx, func(ports []vsockagent.Port) {
-		if err := c.Send(api.KindPorts, portsFrom(ports)); err != nil {
+		if err := c.Send(api.KindPorts, portsFrom(ports, pol, p.All)); err != nil {
 			sendErr = err
 			cancel()
 		}
@@ -239,21 +284,16 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 	if err := mcpCheckForward(d.cfg.MCP, p.Origin); err != nil {
 		return nil, err
 	}
-	if p.Port < 1 || p.Port > 65535 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm forward: guest port %d is not within 1..65535", p.Port)
-	}
-	host := p.Host
-	if host == "" {
-		host = "127.0.0.1"
-	} else if net.ParseIP(host) == nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm forward: guest host %q is not an IP address", host)
-	}
 	c.SetTarget(p.Name)
 	vm, ga, err := d.agentOf(ctx, p.Name, "forwarding")
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(p.Port))
+	addr, err := forwardTarget(vm, p)
+	if err != nil {
+		c.Log.WarnContext(ctx, "forward refused", "vm", vm.Name, "port", p.Port, "err", err)
+		return nil, err
+	}
 	conn, err := ga.Forward(ctx, addr)
 	if err != nil {
 		return nil, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))

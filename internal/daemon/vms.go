@@ -10,6 +10,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/vmlife"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -66,6 +67,9 @@ func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {
 	if p.VMM == "" || p.VMM == "auto" {
 		p.VMM = d.cfg.VMM // config.toml's default (itself "auto" unless set)
 	}
+	// A VM's policy is config.toml's [policy] plus its create flags, fixed
+	// at create: a later config change does not loosen existing VMs.
+	p.Policy = policy.Merge(d.cfg.Policy.VMPolicy(), p.Policy)
 	return d.vms.Create(ctx, vmlife.CreateRequest(p), c.ProgressFunc())
 }
 

@@ -119,13 +119,13 @@ func TestGuardRulesAndForwardingRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantBridge := map[string]int{ChainPrerouting: 2, ChainForward: 1, ChainTaps: 14, ChainIsolation: 2, ChainOutput: 1}
+	wantBridge := map[string]int{ChainPrerouting: 2, ChainForward: 1, ChainTaps: 18, ChainIsolation: 2, ChainOutput: 1}
 	if !sameCounts(st.BridgeChains, wantBridge) {
 		t.Errorf("bridge chains = %v, want %v", st.BridgeChains, wantBridge)
 	}
 	for _, ts := range st.Taps {
-		if ts.SourceRules != 7 || !ts.IPv6Disabled || ts.Isolated != (ts.Name == "bt-a") {
-			t.Errorf("tap state %+v: want 7 source rules, ipv6 off, isolated only for bt-a", ts)
+		if ts.SourceRules != 9 || !ts.IPv6Disabled || ts.Isolated != (ts.Name == "bt-a") {
+			t.Errorf("tap state %+v: want 9 source rules (7 + own subnet + metadata), ipv6 off, isolated only for bt-a", ts)
 		}
 		if got := sysctl6(t, ts.Name, "disable_ipv6"); got != "1" {
 			t.Errorf("tap %s disable_ipv6 = %s", ts.Name, got)
@@ -142,6 +142,8 @@ func TestGuardRulesAndForwardingRecord(t *testing.T) {
 		`iifname "bt-a" ether saddr != ` + ga.MAC.String() + ` drop`,
 		`iifname "bt-a" arp saddr ip != 10.213.77.200 drop`,
 		`iifname "bt-a" ip saddr != 10.213.77.200 drop`,
+		`iifname "bt-a" ip daddr 10.213.77.0/24 accept`,
+		`iifname "bt-a" ip daddr 169.254.0.0/16 drop`,
 		`iifname "bt-a" oifname "bt-*" drop`,
 		`iifname "bt-b" arp saddr ether != ` + gb.MAC.String() + ` drop`,
 		`iifname "bt-*" drop`,

@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerdev/banger/internal/policy"
 )
 
 // The guest is root in its VM and every frame it sends is hostile. Banger's
@@ -34,6 +36,8 @@ import (
 //	    iifname TAP ether type arp arp saddr ip != IP drop
 //	    iifname TAP ether type arp accept
 //	    iifname TAP ether type ip ip saddr != IP drop
+//	    iifname TAP ether type ip ip daddr SUBNET accept
+//	    iifname TAP ether type ip ip daddr DENIED drop   # per policy.VM.Egress prefix
 //	    iifname TAP ether type ip accept
 //	    iifname TAP drop }             # IPv6, VLAN tags, anything else
 //	  chain forward { type filter hook forward priority -200; policy accept;
@@ -74,6 +78,10 @@ type TapGuest struct {
 	// Shared lets this VM talk to other shared VMs; an isolated VM (the
 	// default) reaches only the host.
 	Shared bool
+	// DenyEgress is policy.VM.Egress: destinations dropped for this VM's
+	// traffic. It must pass policy.CheckEgress (masked IPv4, bounded, the
+	// metadata range covered); empty means policy's default (metadata).
+	DenyEgress []netip.Prefix
 }
 
 func (n *Network) checkGuest(g TapGuest) error {
@@ -83,7 +91,18 @@ func (n *Network) checkGuest(g TapGuest) error {
 	if err := n.plan.CheckGuestAddr(g.IP); err != nil {
 		return err
 	}
+	if err := policy.CheckEgress(g.egress()); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidGuest, err)
+	}
 	return nil
+}
+
+// egress is the VM's denied destinations, policy's default when none given.
+func (g TapGuest) egress() []netip.Prefix {
+	if len(g.DenyEgress) == 0 {
+		return policy.VM{}.Egress()
+	}
+	return g.DenyEgress
 }
 
 func (n *Network) bridgeTable() *nftables.Table {
@@ -187,6 +206,16 @@ func (n *Network) guardTap(ctx context.Context, tap string, g TapGuest) error {
 	rule(taps, in, etherType(unix.ETH_P_ARP), field(expr.PayloadBaseNetworkHeader, 14, expr.CmpOpNeq, ip[:]), drop)
 	rule(taps, in, etherType(unix.ETH_P_ARP), accept)
 	rule(taps, in, etherType(unix.ETH_P_IP), field(expr.PayloadBaseNetworkHeader, 12, expr.CmpOpNeq, ip[:]), drop)
+	// Egress policy: the VM's own subnet first (the gateway's SSH and DNS;
+	// other guests are the isolation chain's business), then one drop per
+	// denied destination. The subnet is private and never link-local, so
+	// this accept cannot reach the metadata range.
+	ipv4 := etherType(unix.ETH_P_IP)
+	subnet := n.plan.Subnet
+	rule(taps, in, ipv4, ipAddrIn(16, subnet.Addr().As4(), maskBytes(subnet.Bits())), accept)
+	for _, p := range g.egress() {
+		rule(taps, in, ipv4, ipAddrIn(16, p.Addr().As4(), maskBytes(p.Bits())), drop)
+	}
 	rule(taps, in, etherType(unix.ETH_P_IP), accept)
 	rule(taps, in, drop)
 	if !g.Shared {

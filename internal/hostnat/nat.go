@@ -13,17 +13,14 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangerdev/banger/internal/policy"
 )
 
 // ipForwardPath is per network namespace: the kernel resolves /proc/sys/net
 // against the opener's namespace, so tests in their own netns never touch the
 // host's setting.
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
-
-// linkLocal is 169.254.0.0/16. Guests may not reach it through the host: on
-// cloud machines 169.254.169.254 is the instance metadata service, which
-// hands out the host's credentials; nothing else a guest needs lives there.
-var linkLocal = [2][4]byte{{169, 254, 0, 0}, {255, 255, 0, 0}}
 
 // Chain names inside banger's table.
 const (
@@ -150,6 +147,10 @@ func (n *Network) EnsureNAT(ctx context.Context) error {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
 	}
 	v4, v6 := nfproto(unix.NFPROTO_IPV4), nfproto(unix.NFPROTO_IPV6)
+	// The metadata range (policy.Metadata) is dropped for every guest here,
+	// whatever its own egress list says; the per-tap rules drop it again.
+	md := policy.Metadata()
+	mdAddr, mdMask := md.Addr().As4(), maskBytes(md.Bits())
 	rule(post, "banger: masquerade guest traffic leaving the host",
 		v4, ipAddrIn(12, netAddr, mask), ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), verdictMasq())
 	rule(fwd, "banger: no ipv6 from guests",
@@ -157,7 +158,7 @@ func (n *Network) EnsureNAT(ctx context.Context) error {
 	rule(fwd, "banger: no ipv6 to guests",
 		ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br), v6, verdict(expr.VerdictDrop))
 	rule(fwd, "banger: guests may not reach link-local (cloud metadata)",
-		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v4, ipAddrIn(16, linkLocal[0], linkLocal[1]), verdict(expr.VerdictDrop))
+		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v4, ipAddrIn(16, mdAddr, mdMask), verdict(expr.VerdictDrop))
 	rule(fwd, "banger: guests may reach the outside",
 		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), verdict(expr.VerdictAccept))
 	rule(fwd, "banger: replies to guests",
@@ -167,7 +168,7 @@ func (n *Network) EnsureNAT(ctx context.Context) error {
 	rule(in, "banger: no ipv6 from guests to the host",
 		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v6, verdict(expr.VerdictDrop))
 	rule(in, "banger: guests may not reach link-local on the host",
-		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v4, ipAddrIn(16, linkLocal[0], linkLocal[1]), verdict(expr.VerdictDrop))
+		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br), v4, ipAddrIn(16, mdAddr, mdMask), verdict(expr.VerdictDrop))
 
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write nftables table %q: %w", n.cfg.Table, err)

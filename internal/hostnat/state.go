@@ -45,7 +45,8 @@ type TapState struct {
 	OwnerUID uint32
 	Up       bool
 	Master   string // bridge it is attached to, "" if none
-	// SourceRules counts the tap's anti-spoofing rules (0: it sends nothing).
+	// SourceRules counts the tap's rules in the taps chain: anti-spoofing
+	// and its egress policy (0: it sends nothing).
 	SourceRules int
 	// Isolated: the tap may not exchange frames with other taps.
 	Isolated     bool

@@ -31,20 +31,30 @@ const (
 	NetworkShared   = "shared"
 )
 
+// VMPolicy is what a VM may expose and reach beyond the defaults, as the
+// user set it (create flags merged over config.toml's [policy]); package
+// policy validates and applies it. Overrides only ever deny more.
+type VMPolicy struct {
+	DenyEgress  []string `json:"deny_egress,omitempty"`  // IPv4 CIDRs the host drops for the VM's traffic
+	DenyPrivate bool     `json:"deny_private,omitempty"` // also drop RFC 1918 and 100.64.0.0/10 (not the VM's own subnet)
+	ForwardDeny []int    `json:"forward_deny,omitempty"` // guest ports vm forward refuses
+}
+
 // VM is one microVM as the daemon records it.
 type VM struct {
-	ID          string  `json:"id"`
-	Name        string  `json:"name"`
-	State       VMState `json:"state"`
-	StateReason string  `json:"state_reason,omitempty"`
-	Image       string  `json:"image"`
-	Kernel      string  `json:"kernel"`
-	VMM         string  `json:"vmm"`
-	CPUs        int     `json:"cpus"`
-	MemoryMiB   int     `json:"memory_mib"`
-	DiskBytes   int64   `json:"disk_bytes"`
-	InitMode    string  `json:"init_mode"`
-	Network     string  `json:"network"` // NetworkIsolated or NetworkShared
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	State       VMState  `json:"state"`
+	StateReason string   `json:"state_reason,omitempty"`
+	Image       string   `json:"image"`
+	Kernel      string   `json:"kernel"`
+	VMM         string   `json:"vmm"`
+	CPUs        int      `json:"cpus"`
+	MemoryMiB   int      `json:"memory_mib"`
+	DiskBytes   int64    `json:"disk_bytes"`
+	InitMode    string   `json:"init_mode"`
+	Network     string   `json:"network"` // NetworkIsolated or NetworkShared
+	Policy      VMPolicy `json:"policy,omitzero"`
 	// Origin is who asked for the VM: OriginMCP or "" (any other client).
 	Origin string `json:"origin,omitempty"`
 	BootID string `json:"boot_id,omitempty"`

@@ -21,6 +21,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmlife"
@@ -169,8 +170,16 @@ func (a *Attacher) attach(ctx context.Context, vm model.VM) (vmlife.Attachment, 
 		u.record = false // not ours to remove (another VM's, or not written)
 		return fail(err)
 	}
+	pol, err := policy.FromModel(vm)
+	if err != nil {
+		return fail(err)
+	}
+	var deny []string
+	for _, p := range pol.Egress() {
+		deny = append(deny, p.String())
+	}
 	req := api.TapCreate{Name: tap, OwnerUID: a.cfg.OwnerUID, OwnerGID: a.cfg.OwnerGID,
-		MAC: mac, IP: addr.String(), Network: vm.Network}
+		MAC: mac, IP: addr.String(), Network: vm.Network, DenyEgress: deny}
 	if err := a.createTap(ctx, req); err != nil {
 		// A refusal (bad argument, a foreign interface by that name) made
 		// nothing; any other failure may have left a half-made tap.
@@ -182,7 +191,7 @@ func (a *Attacher) attach(ctx context.Context, vm model.VM) (vmlife.Attachment, 
 		return fail(fmt.Errorf("create tap %q: %w", tap, err))
 	}
 
-	a.log.InfoContext(ctx, "vm attached", "vm", vm.Name, "ip", addr.String(), "tap", tap, "network", vm.Network)
+	a.log.InfoContext(ctx, "vm attached", "vm", vm.Name, "ip", addr.String(), "tap", tap, "network", vm.Network, "deny_egress", deny)
 	return vmlife.Attachment{
 		Tap: tap,
 		MAC: mac,

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -426,4 +427,63 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
 	}
+}
+
+// TestAttachCarriesEgressPolicy: the VM's stored policy reaches the host as
+// per-tap drops (through the real helper), the metadata range first; a
+// damaged policy row attaches nothing.
+func TestAttachCarriesEgressPolicy(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	nft := testutil.RequireBinary(t, "nft")
+	c, _ := startHelper(t)
+	st := openStore(t)
+	a := newAttacher(t, c, st)
+	ctx := context.Background()
+	vm, err := st.CreateVM(ctx, model.VM{Name: "walled", VMM: model.VMMQEMU, InitMode: model.InitFast, Dir: filepath.Join(t.TempDir(), "vm"),
+		Policy: model.VMPolicy{DenyPrivate: true, DenyEgress: []string{"203.0.113.0/24"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := createVMs(t, st, 1)[0]
+	att, err := a.Attach(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openAtt, err := a.Attach(ctx, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(nft, "list", "table", "bridge", "banger").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list: %v\n%s", err, out)
+	}
+	rules := string(out)
+	for _, d := range []string{"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "203.0.113.0/24"} {
+		if want := `iifname "` + att.Tap + `" ip daddr ` + d + ` drop`; !strings.Contains(rules, want) {
+			t.Errorf("bridge table lacks %q:\n%s", want, rules)
+		}
+	}
+	if !strings.Contains(rules, `iifname "`+openAtt.Tap+`" ip daddr 169.254.0.0/16 drop`) ||
+		strings.Contains(rules, `iifname "`+openAtt.Tap+`" ip daddr 10.0.0.0/8 drop`) {
+		t.Errorf("default-policy vm %s: want only the metadata drop:\n%s", openAtt.Tap, rules)
+	}
+	for _, v := range []model.VM{vm, open} {
+		if err := a.Detach(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkNothingLeft(t, st)
+
+	// A row whose policy cannot be parsed gets no lease and no tap.
+	bad, err := st.CreateVM(ctx, model.VM{Name: "damaged", VMM: model.VMMQEMU, InitMode: model.InitFast, Dir: filepath.Join(t.TempDir(), "vm2"),
+		Policy: model.VMPolicy{DenyEgress: []string{"not-a-cidr"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attach(ctx, bad); err == nil || !strings.Contains(err.Error(), "not-a-cidr") {
+		t.Fatalf("attach with a damaged policy = %v, want an error naming it", err)
+	}
+	checkNothingLeft(t, st)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -135,7 +136,7 @@ func (s *netService) createTap(ctx context.Context, c *rpc.Call) (any, error) {
 	if err := s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID, g); err != nil {
 		return nil, netError(fmt.Sprintf("create tap %q", p.Name), err)
 	}
-	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "mac", g.MAC.String(), "ip", g.IP.String(), "shared", g.Shared, "peer_uid", c.Peer.UID)
+	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "mac", g.MAC.String(), "ip", g.IP.String(), "shared", g.Shared, "deny_egress", len(g.DenyEgress), "peer_uid", c.Peer.UID)
 	return api.Empty{}, nil
 }
 
@@ -156,6 +157,19 @@ func tapGuest(p api.TapCreate) (hostnat.TapGuest, error) {
 		g.Shared = true
 	default:
 		return g, api.Errorf(api.CodeInvalidArgument, "create tap %q: network %q is not %q or %q", p.Name, printable(p.Network), api.NetworkIsolated, api.NetworkShared)
+	}
+	// The egress list is the owner daemon's (only as trusted as the owner
+	// uid): parsed strictly and checked by policy, which refuses a list
+	// that would lift the metadata drop. hostnat checks it again.
+	if len(p.DenyEgress) > 0 {
+		deny, err := policy.ParsePrefixes(p.DenyEgress)
+		if err != nil {
+			return g, api.Errorf(api.CodeInvalidArgument, "create tap %q: %v", p.Name, err)
+		}
+		if err := policy.CheckEgress(deny); err != nil {
+			return g, api.Errorf(api.CodeInvalidArgument, "create tap %q: %v", p.Name, err)
+		}
+		g.DenyEgress = deny
 	}
 	g.MAC, g.IP = mac, ip
 	return g, nil

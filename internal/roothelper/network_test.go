@@ -234,7 +234,7 @@ func TestNetworkMethods(t *testing.T) {
 	if st.Bridge == nil || st.Bridge.Name != "banger0" || !st.Bridge.Up || !slices.Equal(st.Bridge.Addrs, []string{"10.213.77.1/24"}) {
 		t.Errorf("state bridge = %+v, want banger0 up with 10.213.77.1/24", st.Bridge)
 	}
-	wantTap := api.NetworkTapState{Name: tap, OwnerUID: ownerUID, Up: true, Master: "banger0", SourceRules: 7, Isolated: true, IPv6Disabled: true}
+	wantTap := api.NetworkTapState{Name: tap, OwnerUID: ownerUID, Up: true, Master: "banger0", SourceRules: 9, Isolated: true, IPv6Disabled: true}
 	if len(st.Taps) != 1 || st.Taps[0] != wantTap {
 		t.Errorf("state taps = %+v, want [%+v]", st.Taps, wantTap)
 	}
@@ -300,6 +300,14 @@ func TestNetworkMethods(t *testing.T) {
 		"ip outside subnet": func(p *api.TapCreate) { p.IP = "192.168.1.5" },
 		"ipv6":              func(p *api.TapCreate) { p.IP = "fe80::1" },
 		"unknown network":   func(p *api.TapCreate) { p.Network = "bridged" },
+		// Egress policies that would lift the metadata drop or are not
+		// masked IPv4 prefixes.
+		"egress without metadata": func(p *api.TapCreate) { p.DenyEgress = []string{"10.0.0.0/8"} },
+		"egress narrower":         func(p *api.TapCreate) { p.DenyEgress = []string{"169.254.169.254/32"} },
+		"egress ipv6":             func(p *api.TapCreate) { p.DenyEgress = []string{"169.254.0.0/16", "::/0"} },
+		"egress host bits":        func(p *api.TapCreate) { p.DenyEgress = []string{"169.254.0.0/16", "10.1.2.3/8"} },
+		"egress garbage":          func(p *api.TapCreate) { p.DenyEgress = []string{"169.254.0.0/16", "1.2.3.0/24; flush ruleset"} },
+		"egress too long":         func(p *api.TapCreate) { p.DenyEgress = slices.Repeat([]string{"169.254.0.0/16"}, 1000) },
 	} {
 		p := tapReq("bt-badguest", ownerUID, ownerUID)
 		mut(&p)

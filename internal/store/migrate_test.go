@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -187,7 +188,7 @@ func TestFailingMigrationLeavesStoreUnchanged(t *testing.T) {
 			}
 			defer s.Close()
 			got, err := s.GetVM(ctx, vm.ID)
-			if err != nil || got != vm {
+			if err != nil || !reflect.DeepEqual(got, vm) {
 				t.Errorf("vm after failed migration = %+v, %v; want %+v", got, err, vm)
 			}
 			if imgs, err := s.ListImages(ctx); err != nil || len(imgs) != 1 {

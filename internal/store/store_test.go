@@ -27,6 +27,7 @@ func TestVMCRUD(t *testing.T) {
 	in := testVM("web")
 	in.PIDStartTime = 1<<63 + 5 // the top bit must survive SQLite's signed INTEGER
 	in.BootID = "boot-1"
+	in.Policy = model.VMPolicy{DenyEgress: []string{"203.0.113.0/24"}, DenyPrivate: true, ForwardDeny: []int{22, 5432}}
 	vm := mustCreateVM(t, s, in)
 	if vm.ID == "" || vm.State != model.StateCreating || vm.CreatedAt.IsZero() || !vm.UpdatedAt.Equal(vm.CreatedAt) {
 		t.Fatalf("CreateVM filled in %+v", vm)

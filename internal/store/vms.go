@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,7 +14,7 @@ import (
 
 const vmColumns = `id, name, state, state_reason, image, kernel, vmm, cpus, memory_mib, disk_bytes,
 	init_mode, boot_id, dir, ip, mac, tap, pid, pid_start_time, control_socket, agent_socket,
-	console_log, created_at, updated_at, started_at, network, origin`
+	console_log, created_at, updated_at, started_at, network, origin, policy`
 
 // vmPlaceholders has one "?" per column of vmColumns.
 var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmColumns, ",")+1), ",")
@@ -21,21 +22,24 @@ var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmCol
 func vmArgs(v model.VM) []any {
 	return []any{v.ID, v.Name, string(v.State), v.StateReason, v.Image, v.Kernel, v.VMM, v.CPUs, v.MemoryMiB, v.DiskBytes,
 		v.InitMode, v.BootID, v.Dir, v.IP, v.MAC, v.Tap, v.PID, int64(v.PIDStartTime), v.ControlSocket, v.AgentSocket,
-		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin}
+		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy)}
 }
 
 func scanVM(sc scanner) (model.VM, error) {
 	var v model.VM
-	var state, created, updated, started string
+	var state, created, updated, started, pol string
 	var startTime int64
 	err := sc.Scan(&v.ID, &v.Name, &state, &v.StateReason, &v.Image, &v.Kernel, &v.VMM, &v.CPUs, &v.MemoryMiB, &v.DiskBytes,
 		&v.InitMode, &v.BootID, &v.Dir, &v.IP, &v.MAC, &v.Tap, &v.PID, &startTime, &v.ControlSocket, &v.AgentSocket,
-		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin)
+		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol)
 	if err != nil {
 		return v, err
 	}
 	v.State = model.VMState(state)
 	v.PIDStartTime = uint64(startTime) // stored as the same 64 bits
+	if err := json.Unmarshal([]byte(pol), &v.Policy); err != nil {
+		return v, fmt.Errorf("decode policy of vm %q: %w", v.Name, err)
+	}
 	return v, decodeTimes(created, &v.CreatedAt, updated, &v.UpdatedAt, started, &v.StartedAt)
 }
 
@@ -208,4 +212,13 @@ func storedTime(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC().Round(0)
+}
+
+// encodePolicy stores a VM's policy as JSON ("{}" when empty).
+func encodePolicy(p model.VMPolicy) string {
+	b, err := json.Marshal(p)
+	if err != nil { // plain strings, bools and ints: cannot fail
+		panic(fmt.Sprintf("encode vm policy: %v", err))
+	}
+	return string(b)
 }

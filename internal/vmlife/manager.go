@@ -16,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/namegen"
 	"github.com/bangerdev/banger/internal/opid"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/system"
@@ -90,6 +91,8 @@ type CreateRequest struct {
 	Network   string `json:"network,omitempty"`
 	Start     bool   `json:"start,omitempty"`
 	Origin    string `json:"origin,omitempty"` // model.OriginMCP or ""
+	// Policy is the VM's policy overrides, the caller's defaults merged in.
+	Policy model.VMPolicy `json:"policy,omitzero"`
 }
 
 // createState flows through the create chain.
@@ -179,6 +182,10 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if r.Network != model.NetworkIsolated && r.Network != model.NetworkShared {
 		return api.Errorf(api.CodeInvalidArgument, "network mode %q is unknown: use isolated (reaches only the host) or shared (also reaches other shared VMs)", r.Network)
 	}
+	pol, err := policy.Normalize(r.Policy)
+	if err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "vm policy: %v", err)
+	}
 	img, err := m.d.Store.GetImage(ctx, r.Image)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -227,7 +234,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	s.vm = model.VM{
 		ID: id, Name: r.Name, State: model.StateCreating, Image: img.Name, Kernel: k.Name,
 		VMM: drv.Name(), CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, DiskBytes: r.DiskBytes,
-		InitMode: r.InitMode, Network: r.Network, Origin: r.Origin, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
+		InitMode: r.InitMode, Network: r.Network, Origin: r.Origin, Policy: pol, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
 	}
 	return nil
 }
