@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,7 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
-	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/vmforward"
 )
 
 func newVMForwardCommand(a *app) *cobra.Command {
@@ -104,53 +102,10 @@ func (a *app) forward(ctx context.Context, name string, guestPort, hostPort int)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := forwardConn(ctx, c, conn, api.VMForward{Name: vm.Name, Port: guestPort}); err != nil && ctx.Err() == nil {
+			if err := vmforward.Conn(ctx, c, conn, api.VMForward{Name: vm.Name, Port: guestPort}); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(a.env.Stderr, "banger: forward %s: %v\n", conn.RemoteAddr(), err)
 			}
 		}()
 	}
 }
 
-// forwardConn carries one accepted connection over a vm.forward call.
-func forwardConn(ctx context.Context, c *rpc.Client, conn net.Conn, p api.VMForward) error {
-	defer conn.Close()
-	s, err := c.Open(ctx, api.MethodVMForward, p)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := conn.Read(buf)
-			if n > 0 && s.Send(api.KindBytes, buf[:n]) != nil {
-				return
-			}
-			if err != nil {
-				_ = s.CloseSend() // half-close: the guest side sees EOF
-				return
-			}
-		}
-	}()
-	for {
-		f, err := s.Next()
-		if err != nil {
-			return err
-		}
-		switch f.Type {
-		case rpc.FrameResult:
-			return nil // the guest side closed
-		case rpc.FrameData:
-			var b []byte
-			if err := json.Unmarshal(f.Payload, &b); err != nil {
-				return fmt.Errorf("decode forwarded data: %w", err)
-			}
-			if _, err := conn.Write(b); err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return nil
-				}
-				return fmt.Errorf("write to local connection: %w", err)
-			}
-		}
-	}
-}

@@ -165,6 +165,11 @@ func WaitExit(pid int, timeout time.Duration) bool {
 		return errors.Is(err, unix.ESRCH)
 	}
 	defer unix.Close(fd)
+	return WaitPidfd(fd, timeout)
+}
+
+// WaitPidfd waits up to timeout for the process behind a pidfd to exit.
+func WaitPidfd(fd int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		ms := int(time.Until(deadline) / time.Millisecond)

@@ -22,6 +22,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/vmforward"
 )
 
 // Bounds of what crosses to the MCP client.
@@ -258,7 +259,7 @@ func (s *Server) startForward(name string, guestPort, hostPort int) (*forward, e
 			conns.Add(1)
 			go func() {
 				defer conns.Done()
-				if err := s.forwardConn(ctx, conn, api.VMForward{Name: name, Port: guestPort, Origin: model.OriginMCP}); err != nil && ctx.Err() == nil {
+				if err := vmforward.Conn(ctx, s.c, conn, api.VMForward{Name: name, Port: guestPort, Origin: model.OriginMCP}); err != nil && ctx.Err() == nil {
 					s.log.Warn("forward connection", "vm", name, "port", guestPort, "err", err)
 				}
 			}()
@@ -293,43 +294,3 @@ func (s *Server) probeForward(ctx context.Context, name string, port int) error 
 	}
 }
 
-// forwardConn carries one accepted connection over a vm.forward call.
-func (s *Server) forwardConn(ctx context.Context, conn net.Conn, p api.VMForward) error {
-	defer conn.Close()
-	st, err := s.c.Open(ctx, api.MethodVMForward, p)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := conn.Read(buf)
-			if n > 0 && st.Send(api.KindBytes, buf[:n]) != nil {
-				return
-			}
-			if err != nil {
-				_ = st.CloseSend()
-				return
-			}
-		}
-	}()
-	for {
-		f, err := st.Next()
-		if err != nil {
-			return err
-		}
-		switch f.Type {
-		case rpc.FrameResult:
-			return nil
-		case rpc.FrameData:
-			var b []byte
-			if err := json.Unmarshal(f.Payload, &b); err != nil {
-				return fmt.Errorf("decode forwarded data: %w", err)
-			}
-			if _, err := conn.Write(b); err != nil {
-				return nil // the local side went away
-			}
-		}
-	}
-}

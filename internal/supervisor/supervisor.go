@@ -432,7 +432,7 @@ func (s *Supervisor) stop(pid int, helper bool, what string) error {
 		}
 		return fmt.Errorf("stop %s (pid %d): %w", what, pid, err)
 	}
-	if waitPidfd(fd, timeout) {
+	if detach.WaitPidfd(fd, timeout) {
 		s.log().Info(what+" stopped", "pid", pid)
 		return nil
 	}
@@ -440,26 +440,10 @@ func (s *Supervisor) stop(pid int, helper bool, what string) error {
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill %s (pid %d): %w", what, pid, err)
 	}
-	if !waitPidfd(fd, 5*time.Second) {
+	if !detach.WaitPidfd(fd, 5*time.Second) {
 		return fmt.Errorf("stop %s: pid %d still running after SIGKILL", what, pid)
 	}
 	return nil
-}
-
-// waitPidfd waits up to timeout for the pidfd's process to exit.
-func waitPidfd(fd int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms <= 0 {
-			return false
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
-		if err == unix.EINTR {
-			continue
-		}
-		return err == nil && n > 0
-	}
 }
 
 // ownerParent opens the root-owned directory holding the owner's home
