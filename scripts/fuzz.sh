@@ -12,6 +12,9 @@ export PATH=$PATH:/usr/local/go/bin
 
 FUZZTIME=${FUZZTIME:-60s}
 PARALLEL=${FUZZ_PARALLEL:-2}
+# Each new input is minimised before it joins the corpus; unbounded (60 s)
+# that can eat a whole run on a slow target.
+MINIMIZE=${FUZZMINIMIZETIME:-5s}
 
 # package target
 targets=(
@@ -39,7 +42,7 @@ for t in "${targets[@]}"; do
 		continue
 	fi
 	echo "== fuzz $name ($pkg, $FUZZTIME)"
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -parallel "$PARALLEL" "$pkg"; then
+	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINIMIZE" -parallel "$PARALLEL" "$pkg"; then
 		failed+=("$name")
 	fi
 done

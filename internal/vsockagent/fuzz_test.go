@@ -7,11 +7,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +44,7 @@ func FuzzExtractTar(f *testing.F) {
 		f.Add(tarOf(f, hs...))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		defer watchdog(10 * time.Second)()
 		parent, home := hostileHome(t)
 		before := snapshot(t, parent)
 		err := ExtractTar(context.Background(), bytes.NewReader(data), home, "result", CopyLimits{MaxBytes: 1 << 20, MaxEntries: 256})
@@ -109,6 +112,7 @@ func FuzzAgentReply(f *testing.F) {
 	f.Add([]byte(strings.Repeat("x", 70000)))
 	f.Add(cat(ok, frame(frameData, tarOf(f, reg("x", 0o644))), frame(frameEOF, nil)))
 	f.Fuzz(func(t *testing.T, reply []byte) {
+		defer watchdog(30 * time.Second)()
 		dial := func(ctx context.Context) (net.Conn, error) {
 			host, guest := net.Pipe()
 			go func() {
@@ -168,6 +172,7 @@ func FuzzHostHandshake(f *testing.F) {
 	f.Add([]byte(readyPrefix + "@"))
 	f.Add([]byte(strings.Repeat("A", 9000) + readyPrefix + "@\n"))
 	f.Fuzz(func(t *testing.T, script []byte) {
+		defer watchdog(10 * time.Second)()
 		host, guest := net.Pipe()
 		defer host.Close()
 		sent := make(chan []byte, 1)
@@ -213,4 +218,14 @@ func FuzzHostHandshake(f *testing.F) {
 			t.Fatalf("handed on %q, which is not what followed READY", left)
 		}
 	})
+}
+
+// watchdog crashes the fuzz worker if one input runs longer than d, so a
+// hang is reported (and its input saved) like any other failure instead
+// of stalling the run. The caller defers the returned stop.
+func watchdog(d time.Duration) (stop func() bool) {
+	return time.AfterFunc(d, func() {
+		buf := make([]byte, 1<<20)
+		panic(fmt.Sprintf("one fuzz input ran longer than %s:\n%s", d, buf[:runtime.Stack(buf, true)]))
+	}).Stop
 }
