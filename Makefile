@@ -1,5 +1,5 @@
 # banger — see README.md. Every target does its own set-up.
-.PHONY: build test bench run release docs fmt
+.PHONY: build test bench run release docs fmt fuzz
 
 build:
 	scripts/build.sh
@@ -9,6 +9,10 @@ test:
 
 bench:
 	scripts/bench.sh
+
+# Every fuzz target in turn, FUZZTIME each (default 60s).
+fuzz:
+	FUZZTIME=$${FUZZTIME:-60s} scripts/fuzz.sh
 
 run:
 	scripts/run.sh

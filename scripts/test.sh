@@ -5,6 +5,9 @@
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh ./internal/rpc  # only these packages (fixtures still prepared)
+#
+# The whole suite ends with every fuzz target run for 10 s when CI=true or
+# FUZZ_SHORT=1 (scripts/fuzz.sh; `make fuzz` runs them for 60 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin:/usr/sbin:/sbin
@@ -20,3 +23,7 @@ echo "== go test"
 pkgs=("$@")
 ((${#pkgs[@]})) || pkgs=(./...)
 go test -count=1 -timeout 45m "${pkgs[@]}"
+if ((!$#)) && [[ ${CI:-} == true || ${FUZZ_SHORT:-} == 1 ]]; then
+	echo "== go fuzz (short)"
+	FUZZTIME=10s scripts/fuzz.sh
+fi

@@ -61,7 +61,7 @@ func writeKeyring(t *testing.T, p string, e *openpgp.Entity) {
 	putFile(t, p, buf.String())
 }
 
-func clearSign(t *testing.T, e *openpgp.Entity, text string) []byte {
+func clearSign(t testing.TB, e *openpgp.Entity, text string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w, err := clearsign.Encode(&buf, e.PrivateKey, nil)

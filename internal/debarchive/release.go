@@ -144,7 +144,7 @@ func parseRelease(text []byte) (*release, error) {
 			continue
 		}
 		size, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil || size < 0 || len(f[0]) != 64 {
+		if _, herr := hex.DecodeString(f[0]); err != nil || herr != nil || size < 0 || len(f[0]) != 64 {
 			return nil, fmt.Errorf("parse InRelease SHA256 line %q", line)
 		}
 		rel.Files[f[2]] = indexFile{Path: f[2], Size: size, SHA256: strings.ToLower(f[0])}

@@ -92,6 +92,9 @@ func ParseDeb822Sources(data []byte) ([]Source, error) {
 			return nil, fmt.Errorf("stanza without URIs or Suites")
 		}
 		for _, u := range uris {
+			if strings.TrimRight(u, "/") == "" {
+				return nil, fmt.Errorf("stanza with URI %q: use an absolute URI such as http://deb.debian.org/debian", u)
+			}
 			out = append(out, Source{
 				URI:           strings.TrimRight(u, "/"),
 				Suites:        suites,
@@ -150,6 +153,9 @@ func ParseOneLineSources(data []byte) ([]Source, error) {
 			return nil, fmt.Errorf("line %d: want URI and suite", n)
 		}
 		src.URI = strings.TrimRight(fields[0], "/")
+		if src.URI == "" {
+			return nil, fmt.Errorf("line %d: URI %q: use an absolute URI such as http://deb.debian.org/debian", n, fields[0])
+		}
 		src.Suites = []string{fields[1]}
 		src.Components = fields[2:]
 		out = append(out, src)

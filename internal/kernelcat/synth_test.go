@@ -14,7 +14,7 @@ import (
 // makeELF builds a minimal x86-64 ET_EXEC kernel-like ELF: one PT_LOAD,
 // optionally a PT_NOTE with the Xen PVH entry note, and a "Linux version"
 // string so the release can be read from it.
-func makeELF(t *testing.T, pvh bool, release string) []byte {
+func makeELF(t testing.TB, pvh bool, release string) []byte {
 	t.Helper()
 	var note bytes.Buffer
 	if pvh {
@@ -57,7 +57,7 @@ func makeELF(t *testing.T, pvh bool, release string) []byte {
 
 // compress encodes raw the way the kernel build does for codec, including
 // the appended little-endian size for every codec but gzip.
-func compress(t *testing.T, codec string, raw []byte) []byte {
+func compress(t testing.TB, codec string, raw []byte) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	switch codec {
@@ -117,7 +117,7 @@ func compress(t *testing.T, codec string, raw []byte) []byte {
 
 // makeBzImage wraps payload in an x86 boot setup header the way the
 // kernel's build tool lays it out.
-func makeBzImage(t *testing.T, payload []byte, release string) []byte {
+func makeBzImage(t testing.TB, payload []byte, release string) []byte {
 	t.Helper()
 	const setupSects = 3
 	pm := (setupSects + 1) * 512

@@ -35,7 +35,7 @@ func makeTree(t *testing.T, base string) (src, secret string) {
 	return src, secret
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -102,7 +102,7 @@ func sameExcept(t *testing.T, before, after map[string]string, skip string) {
 
 // tarOf builds an archive; regular files get body unless Size is set (then
 // only the header is written: a stream cut short, as a liar would send).
-func tarOf(t *testing.T, entries ...tar.Header) []byte {
+func tarOf(t testing.TB, entries ...tar.Header) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
