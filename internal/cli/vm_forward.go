@@ -108,4 +108,3 @@ func (a *app) forward(ctx context.Context, name string, guestPort, hostPort int)
 		}()
 	}
 }
-

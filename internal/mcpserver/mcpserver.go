@@ -293,4 +293,3 @@ func (s *Server) probeForward(ctx context.Context, name string, port int) error 
 		}
 	}
 }
-
