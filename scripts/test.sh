@@ -25,5 +25,10 @@ pkgs=("$@")
 go test -count=1 -timeout 45m "${pkgs[@]}"
 if ((!$#)) && [[ ${CI:-} == true || ${FUZZ_SHORT:-} == 1 ]]; then
 	echo "== go fuzz (short)"
-	FUZZTIME=10s scripts/fuzz.sh
+	# The three slow targets (whole layers, tar trees, kernel images: tens of
+	# execs a second) manage a few hundred in 10 s, and go's fuzzer
+	# reports "context deadline exceeded" when its deadline lands inside one
+	# slow input, failing a run that found nothing. Their seed corpora ran in
+	# go test above; `make fuzz` runs them for 60 s.
+	FUZZTIME=10s FUZZ_SKIP="FuzzExtractVMLinux FuzzApplyLayer FuzzExtractTar" scripts/fuzz.sh
 fi
