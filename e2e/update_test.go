@@ -247,7 +247,7 @@ func (s *sysInstall) installTree() string {
 func (s *sysInstall) binaries() map[string][]byte {
 	s.t.Helper()
 	out := map[string][]byte{}
-	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin()} {
+	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin(), s.sys.HelperBin()} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			s.t.Fatal(err)
@@ -291,7 +291,7 @@ func (s *sysInstall) daemonPID() int {
 
 func (s *sysInstall) requireNoBackups() {
 	s.t.Helper()
-	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin()} {
+	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin(), s.sys.HelperBin()} {
 		if _, err := os.Stat(system.PreviousPath(p)); err == nil {
 			s.t.Fatalf("%s left behind", system.PreviousPath(p))
 		}
