@@ -11,6 +11,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/system"
 )
 
@@ -111,4 +112,12 @@ func helperBin(executable string) string {
 		return p
 	}
 	return paths.SystemFromEnv(os.Getenv).HelperBin()
+}
+
+// helperCgroups adopts VMMs into their own cgroups through the root helper.
+type helperCgroups struct{ c *roothelper.Client }
+
+func (h helperCgroups) AdoptVMM(ctx context.Context, vmID string, pid int, startTime uint64) error {
+	_, err := h.c.AdoptVMM(ctx, vmID, pid, startTime)
+	return err
 }
