@@ -410,3 +410,28 @@ func TestRunRefusesConcurrentUpdate(t *testing.T) {
 		t.Fatal("binaries changed during a refused update")
 	}
 }
+
+// An install made by a three-binary release has no banger-helper: the
+// update refuses before swapping anything and says how to move on.
+func TestRunThreeBinaryInstallSwapsNothing(t *testing.T) {
+	e := newUpdateEnv(t)
+	if err := os.Remove(e.tg.Helper); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), e.opts, e.deps)
+	if err == nil || !strings.Contains(err.Error(), "banger-helper is not installed") || !strings.Contains(err.Error(), "sudo banger system install") {
+		t.Fatalf("err = %v", err)
+	}
+	for _, p := range []string{e.tg.Agent, e.tg.Bangerd, e.tg.Banger} {
+		assertContent(t, p, e.before[p])
+		if _, err := os.Lstat(system.PreviousPath(p)); err == nil {
+			t.Fatalf("%s exists", system.PreviousPath(p))
+		}
+	}
+	if _, err := os.Lstat(e.tg.Helper); err == nil {
+		t.Fatal("helper installed by a refused update")
+	}
+	if JournalExists(e.sys.StagingDir()) || len(e.svc.Calls()) != 0 {
+		t.Fatal("journal written or services touched")
+	}
+}
