@@ -184,13 +184,8 @@ func TestVMSurvivesServiceCgroupKill(t *testing.T) {
 
 	in.ok("banger", "vm", "create", "--start", "--name", "kept", "--memory", "512M")
 	before := in.inspect("kept")
-	cg := readFile(fmt.Sprintf("/proc/%d/cgroup", before.PID))
-	want := "/banger/vm-" + before.ID
-	for _, line := range strings.Split(strings.TrimSpace(cg), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) == 3 && (parts[0] == "0" || parts[1] == "name=systemd") && parts[2] != want {
-			t.Fatalf("qemu (pid %d) is not in %s:\n%s\ndaemon log:\n%s", before.PID, want, cg, readFile(in.p.DaemonLog()))
-		}
+	if msg := vmmCgroupProblem(before); msg != "" {
+		t.Fatalf("%s\ndaemon log:\n%s", msg, readFile(in.p.DaemonLog()))
 	}
 	for _, p := range unit.procs(t) {
 		if p == before.PID {
@@ -215,4 +210,25 @@ func TestVMSurvivesServiceCgroupKill(t *testing.T) {
 	}
 	in.ok("banger", "vm", "rm", "-f", "kept")
 	waitGone(t, before.PID)
+}
+
+// vmmCgroupProblem says why vm's VMM is not in banger/vm-<id> in every
+// process-tracking hierarchy, or "" when it is.
+func vmmCgroupProblem(vm model.VM) string {
+	cg := readFile(fmt.Sprintf("/proc/%d/cgroup", vm.PID))
+	want := "/banger/vm-" + vm.ID
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(cg), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && (parts[0] == "0" || parts[1] == "name=systemd") {
+			if parts[2] != want {
+				return fmt.Sprintf("vmm of vm %s (pid %d) is not in %s:\n%s", vm.Name, vm.PID, want, cg)
+			}
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Sprintf("vmm of vm %s (pid %d): no process-tracking hierarchy in\n%s", vm.Name, vm.PID, cg)
+	}
+	return ""
 }
