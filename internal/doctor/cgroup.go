@@ -45,7 +45,7 @@ func (r *runner) checkVMMCgroups(ctx context.Context) Check {
 	case len(shared) > 0:
 		c.Status = Warn
 		c.Detail = "vmm not in a cgroup of its own, so stopping the daemon's service could kill it: " + strings.Join(shared, ", ")
-		c.Fix = "run this release's root helper (sudo banger system install), then restart the daemon: it moves running VMMs on re-adoption"
+		c.Fix = "the root helper moves a VMM when the daemon starts it: make sure this release's helper runs (sudo banger system install), then restart those VMs (banger vm stop NAME; banger vm start NAME)"
 	case len(own) == 0:
 		c.Status, c.Detail = OK, "no running vm"
 	default:

@@ -625,5 +625,5 @@ func TestVMMCgroups(t *testing.T) {
 	mu.Lock()
 	vms = append(vms, model.VM{ID: "bb", Name: "two", State: model.StateRunning, PID: 12})
 	mu.Unlock()
-	expect(t, mustFind(t, h.run(), CheckVMMCgroups), Warn, "two (pid 12)", "restart the daemon")
+	expect(t, mustFind(t, h.run(), CheckVMMCgroups), Warn, "two (pid 12)", "banger vm stop NAME; banger vm start NAME")
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +33,9 @@ import (
 const cgroupParent = "banger"
 
 type cgroupService struct {
+	// mu serialises adopts: one's pruning of empty vm-* cgroups must not
+	// remove the directory another has just made for its VMM.
+	mu        sync.Mutex
 	ownerUID  int
 	proc      string      // "/proc"
 	mountinfo string      // "/proc/self/mountinfo"
@@ -99,6 +103,8 @@ func (s *cgroupService) adopt(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d runs %q, not a vmm (qemu-system-*, firecracker)", p.VMID, p.PID, proc.exe)
 	}
 
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	systemd := s.systemd()
 	already := inVMCgroup(proc.cgroups, p.VMID, systemd)
 	if !already && proc.ppid != int(c.Peer.PID) {
