@@ -17,7 +17,8 @@ fuzz:
 run:
 	scripts/run.sh
 
-# make release VERSION=v0.2.0 → dist/manifest.json, dist/v0.2.0/{tarball,SHA256SUMS,SHA256SUMS.sig}.
+# make release VERSION=v0.2.0 → dist/manifest.json, dist/v0.2.0/{tarball,SHA256SUMS,SHA256SUMS.sig};
+# the tarball holds the four binaries (banger, bangerd, banger-vsock-agent, banger-helper).
 # Signed with KEY (a PEM EC P-256 key) or a development key made beside dist/.
 release:
 	go run ./tools/mkrelease --version $${VERSION:?set VERSION=vX.Y.Z} --out dist $${KEY:+--key $$KEY}

@@ -308,7 +308,7 @@ func TestPeerCredentialsRefuseOtherUsers(t *testing.T) {
 	defer os.RemoveAll(sockDir)
 	os.Chmod(sockDir, 0o755)
 	sock := filepath.Join(sockDir, "helper.sock")
-	helper := exec.Command(filepath.Join(binDir, "bangerd"), "--root-helper", "--managed", "--owner-uid", "0", "--socket", sock, "--debug")
+	helper := exec.Command(filepath.Join(binDir, "banger-helper"), "--managed", "--owner-uid", "0", "--socket", sock, "--debug")
 	helperLog, _ := os.Create(filepath.Join(sockDir, "helper.log"))
 	helper.Stdout, helper.Stderr = helperLog, helperLog
 	if err := helper.Start(); err != nil {

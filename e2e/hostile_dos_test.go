@@ -246,7 +246,7 @@ func hostileDoSStartHelper(t *testing.T, ownerUID uint32) *hostileDoSHelper {
 	}
 	defer logf.Close()
 	// Not --managed: as under systemd, the owner may not shut it down.
-	cmd := exec.Command(filepath.Join(binDir, "bangerd"), "--root-helper", "--owner-uid", strconv.Itoa(int(ownerUID)), "--socket", h.sock, "--debug")
+	cmd := exec.Command(filepath.Join(binDir, "banger-helper"), "--owner-uid", strconv.Itoa(int(ownerUID)), "--socket", h.sock, "--debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "BANGER_HOME="+dir)
 	if err := cmd.Start(); err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
-// binDir holds banger, bangerd and banger-vsock-agent built for this run.
+// binDir holds banger, bangerd, banger-vsock-agent and banger-helper built for this run.
 var binDir string
 
 func TestMain(m *testing.M) {

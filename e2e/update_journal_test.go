@@ -57,6 +57,7 @@ func (s *sysInstall) journalRelease(version string) journalHashes {
 	}
 	byName := map[string]string{
 		updater.BangerName: s.sys.BangerBin(), updater.BangerdName: s.sys.BangerdBin(), updater.AgentName: s.sys.AgentBin(),
+		updater.HelperName: s.sys.HelperBin(),
 	}
 	out := journalHashes{}
 	tr := tar.NewReader(gz)
@@ -74,7 +75,7 @@ func (s *sysInstall) journalRelease(version string) journalHashes {
 		}
 		out[byName[hdr.Name]] = hex.EncodeToString(h.Sum(nil))
 	}
-	if len(out) != 3 {
+	if len(out) != 4 {
 		s.t.Fatalf("release %s has %d binaries", version, len(out))
 	}
 	return out
@@ -82,7 +83,7 @@ func (s *sysInstall) journalRelease(version string) journalHashes {
 
 // journalSwapOrder is the updater's swap order.
 func (s *sysInstall) journalSwapOrder() []string {
-	return []string{s.sys.AgentBin(), s.sys.BangerdBin(), s.sys.BangerBin()}
+	return []string{s.sys.AgentBin(), s.sys.HelperBin(), s.sys.BangerdBin(), s.sys.BangerBin()}
 }
 
 // journalKill runs `banger update --yes` to v0.smoke.0, SIGKILLed after

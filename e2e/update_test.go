@@ -247,7 +247,7 @@ func (s *sysInstall) installTree() string {
 func (s *sysInstall) binaries() map[string][]byte {
 	s.t.Helper()
 	out := map[string][]byte{}
-	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin()} {
+	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin(), s.sys.HelperBin()} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			s.t.Fatal(err)
@@ -291,7 +291,7 @@ func (s *sysInstall) daemonPID() int {
 
 func (s *sysInstall) requireNoBackups() {
 	s.t.Helper()
-	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin()} {
+	for _, p := range []string{s.sys.BangerBin(), s.sys.BangerdBin(), s.sys.AgentBin(), s.sys.HelperBin()} {
 		if _, err := os.Stat(system.PreviousPath(p)); err == nil {
 			s.t.Fatalf("%s left behind", system.PreviousPath(p))
 		}
@@ -506,6 +506,11 @@ func TestUpdateKeepsVMAlive(t *testing.T) {
 	if vm.BootID == "" || vm.PID <= 0 || !processAlive(vm.PID) {
 		t.Fatalf("booted VM: %+v", vm)
 	}
+	// The unprivileged owner daemon's QEMU was moved out of its cgroup by
+	// the supervisor-run root helper.
+	if msg := vmmCgroupProblem(vm); msg != "" {
+		t.Fatal(msg)
+	}
 	// The guest kernel's own boot id: it changes if the guest reboots.
 	guestBoot := strings.TrimSpace(s.ok("vm", "exec", "smoke", "--", "cat", "/proc/sys/kernel/random/boot_id"))
 	// SSH answers before the update (this pins the guest's host key).
@@ -536,6 +541,9 @@ func (s *sysInstall) requireSameVM(before model.VM, guestBoot string) {
 		s.t.Fatalf("QEMU (pid %d) of vm %s died", before.PID, before.Name)
 	}
 	after := s.inspect(before.Name)
+	if msg := vmmCgroupProblem(after); msg != "" {
+		s.t.Fatal(msg)
+	}
 	if after.BootID != before.BootID || after.PID != before.PID || after.State != before.State {
 		s.t.Fatalf("vm %s changed: before boot_id %s pid %d %s, after boot_id %s pid %d %s",
 			before.Name, before.BootID, before.PID, before.State, after.BootID, after.PID, after.State)

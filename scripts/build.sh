@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three binaries into bin/ with version, commit and build time
+# Builds the four binaries into bin/ with version, commit and build time
 # stamped into internal/buildinfo. VERSION overrides the version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ pkg=github.com/bangerdev/banger/internal/buildinfo
 ldflags="-s -w -X $pkg.Version=$version -X $pkg.Commit=$commit -X $pkg.BuiltAt=$built"
 out=${OUT:-bin}
 mkdir -p "$out"
-for b in ${BINS:-banger bangerd banger-vsock-agent}; do
+for b in ${BINS:-banger bangerd banger-vsock-agent banger-helper}; do
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$b" "./cmd/$b"
 done
 echo "built $version ($commit) into $out/"

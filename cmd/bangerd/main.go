@@ -1,6 +1,8 @@
-// Command bangerd is banger's owner daemon. With --root-helper it is the
-// privileged helper instead; with --check-migrations it checks the store
-// schema without changing anything (the updater's pre-swap check).
+// Command bangerd is banger's owner daemon. With --check-migrations it
+// checks the store schema without changing anything (the updater's
+// pre-swap check). --root-helper is deprecated: the privileged helper is
+// banger-helper, a binary of its own; bangerd --root-helper execs it so
+// units written by the previous release keep working for one release.
 package main
 
 import (
@@ -10,20 +12,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/daemon"
 	"github.com/bangerdev/banger/internal/detach"
-	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/installmeta"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/paths"
-	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/store"
 )
 
@@ -46,17 +47,13 @@ func ensureSbinOnPath() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if slices.Contains(args, "--root-helper") || slices.Contains(args, "-root-helper") {
+		return execHelper(args, stderr)
+	}
 	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
 		showVersion     = fs.Bool("version", false, "print the version and exit")
-		rootHelper      = fs.Bool("root-helper", false, "run as the privileged root helper")
-		managed         = fs.Bool("managed", false, "root helper: spawned by a development daemon, which may stop it")
-		ownerUID        = fs.Int("owner-uid", -1, "root helper: the uid allowed besides root")
-		socket          = fs.String("socket", "", "root helper: socket path (default: the owner's runtime dir)")
-		subnet          = fs.String("subnet", "", "root helper: guest subnet CIDR (default 10.213.77.0/24)")
-		bridge          = fs.String("bridge", "", "root helper: bridge device (default banger0)")
-		stateDir        = fs.String("state-dir", "", "root helper: root-only state directory (default /run/banger)")
 		checkMigrations = fs.Bool("check-migrations", false, "check that the store can be migrated to this binary's schema; change nothing")
 		system          = fs.Bool("system", false, "with --check-migrations: check the system-install store")
 		readyFD         = fs.Int("ready-fd", 0, "write \"ready\" to this descriptor once serving")
@@ -68,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 Usage:
   bangerd [--debug]                         serve the owner API (normally started by banger daemon start)
-  bangerd --root-helper --owner-uid UID     serve the privileged helper (root)
+  bangerd --root-helper --owner-uid UID     deprecated: runs banger-helper with these flags
   bangerd --check-migrations [--system]     check the store schema, change nothing
   bangerd --version
 
@@ -107,42 +104,6 @@ Flags:
 	switch {
 	case *checkMigrations:
 		return runCheckMigrations(ctx, *system, stdout, stderr)
-	case *rootHelper:
-		if *ownerUID < 0 {
-			fmt.Fprintln(stderr, "bangerd: --root-helper needs --owner-uid UID (the user whose daemon may call it)")
-			return 2
-		}
-		sock := *socket
-		if sock == "" {
-			p, err := paths.FromEnv()
-			if err != nil {
-				fmt.Fprintf(stderr, "bangerd: %v\n", err)
-				return 1
-			}
-			sock = p.HelperSocket()
-		}
-		netCfg := hostnat.Config{Bridge: *bridge, StateDir: *stateDir}
-		if netCfg.StateDir == "" {
-			netCfg.StateDir = paths.SystemFromEnv(os.Getenv).RunDir()
-		}
-		if *subnet != "" {
-			p, err := netip.ParsePrefix(*subnet)
-			if err != nil {
-				fmt.Fprintf(stderr, "bangerd: --subnet %q: %v\n", *subnet, err)
-				return 2
-			}
-			netCfg.Subnet = p
-		}
-		err := roothelper.Run(ctx, roothelper.Options{
-			Socket: sock, OwnerUID: *ownerUID, Managed: *managed, NetworkConfig: netCfg,
-			Logger: logger.With("component", "root-helper"),
-			Ready:  func() { detach.SignalReady(*readyFD) },
-		})
-		if err != nil {
-			fmt.Fprintf(stderr, "bangerd: root helper: %v\n", err)
-			return 1
-		}
-		return 0
 	default:
 		p, err := paths.FromEnv()
 		if err != nil {
@@ -222,3 +183,27 @@ func dropToOwner(sys paths.System) error {
 	}
 	return nil
 }
+
+// execHelper replaces this process with banger-helper (beside this binary,
+// else the installed one): the deprecated `bangerd --root-helper` of units
+// written by the previous release then runs the small root binary.
+func execHelper(args []string, stderr io.Writer) int {
+	var cands []string
+	if exe, err := os.Executable(); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(exe), helperName))
+	}
+	cands = append(cands, paths.SystemFromEnv(os.Getenv).HelperBin())
+	for _, c := range cands {
+		if st, err := os.Stat(c); err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		fmt.Fprintf(stderr, "bangerd: --root-helper is deprecated: running %s (reinstall with sudo banger system install to start it directly)\n", c)
+		err := syscall.Exec(c, append([]string{helperName}, args...), os.Environ())
+		fmt.Fprintf(stderr, "bangerd: exec %s: %v\n", c, err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "bangerd: --root-helper: %s not found in %v (reinstall with sudo banger system install)\n", helperName, cands)
+	return 1
+}
+
+const helperName = "banger-helper"

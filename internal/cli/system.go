@@ -27,7 +27,7 @@ func newSystemCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "system",
 		Short: "Install or remove banger system-wide (root helper and owner daemon as services)",
-		Long: `Install banger system-wide: the three binaries under /usr/local, the owner
+		Long: `Install banger system-wide: the four binaries under /usr/local, the owner
 named in /etc/banger/install.toml, the owner daemon's state in
 /var/lib/banger/home, and the systemd units bangerd.service (owner daemon) and
 bangerd-root.service (root helper). Where systemd runs the host the units are
@@ -132,9 +132,10 @@ the owner's config.toml.`,
 	return cmd
 }
 
-// installSources finds the three binaries to install: this banger, and
-// bangerd and banger-vsock-agent beside it ($BANGER_DAEMON_BIN and
-// $BANGER_AGENT_BIN override).
+// installSources finds the four binaries to install: this banger, and
+// bangerd, banger-vsock-agent and banger-helper beside it
+// ($BANGER_DAEMON_BIN, $BANGER_AGENT_BIN and $BANGER_HELPER_BIN override;
+// the helper is also looked for beside bangerd).
 func (a *app) installSources() (sysinstall.Binaries, error) {
 	if a.env.Executable == "" {
 		return sysinstall.Binaries{}, errors.New("cannot tell where this banger binary is")
@@ -150,7 +151,17 @@ func (a *app) installSources() (sysinstall.Binaries, error) {
 	if _, err := os.Stat(agent); err != nil {
 		return sysinstall.Binaries{}, fmt.Errorf("find %s beside %s: %w", updater.AgentName, a.env.Executable, err)
 	}
-	return sysinstall.Binaries{Banger: a.env.Executable, Bangerd: bangerd, Agent: agent}, nil
+	helper := a.env.Getenv("BANGER_HELPER_BIN")
+	if helper == "" {
+		helper = filepath.Join(filepath.Dir(a.env.Executable), updater.HelperName)
+		if _, err := os.Stat(helper); err != nil {
+			helper = filepath.Join(filepath.Dir(bangerd), updater.HelperName)
+		}
+	}
+	if _, err := os.Stat(helper); err != nil {
+		return sysinstall.Binaries{}, fmt.Errorf("find %s beside %s: %w", updater.HelperName, a.env.Executable, err)
+	}
+	return sysinstall.Binaries{Banger: a.env.Executable, Bangerd: bangerd, Agent: agent, Helper: helper}, nil
 }
 
 // teardownHostNetwork removes the root helper's host network, if anything

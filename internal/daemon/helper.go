@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/detach"
+	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/system"
 )
 
@@ -32,7 +35,7 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 		d.log.Warn("root helper not running; privileged operations will fail", "socket", d.helper.Socket())
 		return
 	}
-	args := []string{"--root-helper", "--managed",
+	args := []string{"--managed",
 		"--owner-uid", strconv.Itoa(os.Getuid()),
 		"--socket", d.paths.HelperSocket(),
 		"--ready-fd", strconv.Itoa(detach.ReadyFD),
@@ -48,7 +51,7 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 		return
 	}
 	defer logf.Close()
-	child, err := detach.Start(detach.Spec{Path: d.opts.Executable, Args: args, Log: logf}, 10*time.Second)
+	child, err := detach.Start(detach.Spec{Path: helperBin(d.opts.Executable), Args: args, Log: logf}, 10*time.Second)
 	if err != nil {
 		d.log.Error("start root helper", "err", err)
 		return
@@ -99,4 +102,22 @@ func syscallKill(pid int) error {
 		return err
 	}
 	return p.Kill()
+}
+
+// helperBin is banger-helper beside the daemon's executable (a build tree or
+// an install's bin directory), else the system install's.
+func helperBin(executable string) string {
+	p := filepath.Join(filepath.Dir(executable), "banger-helper")
+	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		return p
+	}
+	return paths.SystemFromEnv(os.Getenv).HelperBin()
+}
+
+// helperCgroups adopts VMMs into their own cgroups through the root helper.
+type helperCgroups struct{ c *roothelper.Client }
+
+func (h helperCgroups) AdoptVMM(ctx context.Context, vmID string, pid int, startTime uint64) error {
+	_, err := h.c.AdoptVMM(ctx, vmID, pid, startTime)
+	return err
 }

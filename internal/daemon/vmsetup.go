@@ -51,6 +51,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 	}
 	return vmlife.New(life, vmlife.Deps{
 		Network: network,
+		Cgroups: helperCgroups{d.helper},
 		Store:   d.store,
 		Paths:   d.paths,
 		Log:     d.log,

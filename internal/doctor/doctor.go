@@ -79,6 +79,7 @@ const (
 	CheckHostNetwork = "host network"
 	CheckKernels     = "kernels"
 	CheckImages      = "images"
+	CheckVMMCgroups  = "vmm cgroups"
 )
 
 // Disk space thresholds for the state directory.
@@ -114,6 +115,8 @@ type Config struct {
 	// CheckStore checks the store at path (default store.Check, in this
 	// process).
 	CheckStore func(ctx context.Context, path string) (store.CheckResult, error)
+	// Proc is the procfs root VMM cgroups are read from (default /proc).
+	Proc string
 	// OwnerState marks Paths as a system install's owner state inspected
 	// by root: the owner can plant symlinks there, so doctor reads none of
 	// its files itself. Kernels and images then come from the daemon only,
@@ -145,6 +148,9 @@ func (c *Config) defaults() {
 	}
 	if c.Geteuid == nil {
 		c.Geteuid = os.Geteuid
+	}
+	if c.Proc == "" {
+		c.Proc = "/proc"
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 3 * time.Second
@@ -216,6 +222,7 @@ func Run(ctx context.Context, cfg Config) Report {
 		r.checkHostNetwork,
 		r.checkKernels,
 		r.checkImages,
+		r.checkVMMCgroups,
 	}
 	rep := Report{OK: true}
 	for _, check := range checks {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func TestEveryCheckRunsInOrder(t *testing.T) {
 	h.goodTools()
 	r := h.run()
 	want := []string{CheckKVM, CheckQEMU, CheckFirecracker, CheckE2fsprogs, CheckDebootstrap, CheckNetTools,
-		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckHostNetwork, CheckKernels, CheckImages}
+		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckHostNetwork, CheckKernels, CheckImages, CheckVMMCgroups}
 	if len(r.Checks) != len(want) {
 		t.Fatalf("got %d checks, want %d: %+v", len(r.Checks), len(want), r.Checks)
 	}
@@ -589,4 +590,40 @@ func TestOwnerStateReadsNoOwnerFiles(t *testing.T) {
 	}
 	expect(t, mustFind(t, r, CheckKernels), Warn, "does not read the owner's kernel files", "")
 	expect(t, mustFind(t, r, CheckImages), Warn, "does not read the owner's image files", "")
+}
+
+// A running VM whose VMM still shares the daemon's cgroup is flagged; one
+// in banger/vm-<id> (or its systemd scope) is not.
+func TestVMMCgroups(t *testing.T) {
+	h := newHost(t, debian)
+	proc := t.TempDir()
+	h.cfg.Proc = proc
+	writeCg := func(pid int, body string) {
+		d := filepath.Join(proc, strconv.Itoa(pid))
+		os.MkdirAll(d, 0o755)
+		os.WriteFile(filepath.Join(d, "cgroup"), []byte(body), 0o644)
+	}
+	writeCg(11, "9:name=systemd:/banger/vm-aa\n0::/banger/vm-aa\n")
+	writeCg(12, "0::/system.slice/bangerd.service\n")
+	writeCg(13, "0::/banger.slice/banger-vm-cc.scope\n")
+	vms := []model.VM{
+		{ID: "aa", Name: "one", State: model.StateRunning, PID: 11},
+		{ID: "cc", Name: "three", State: model.StateRunning, PID: 13},
+	}
+	var mu sync.Mutex
+	serve(t, h.cfg.Paths.Socket(), map[string]rpc.Handler{
+		api.MethodDaemonStatus: func(context.Context, *rpc.Call) (any, error) {
+			return api.DaemonStatus{PID: 99, Build: buildinfo.Get()}, nil
+		},
+		api.MethodVMList: func(context.Context, *rpc.Call) (any, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return api.VMList{VMs: vms}, nil
+		},
+	})
+	expect(t, mustFind(t, h.run(), CheckVMMCgroups), OK, "2 running vm(s), each vmm in its own cgroup", "")
+	mu.Lock()
+	vms = append(vms, model.VM{ID: "bb", Name: "two", State: model.StateRunning, PID: 12})
+	mu.Unlock()
+	expect(t, mustFind(t, h.run(), CheckVMMCgroups), Warn, "two (pid 12)", "banger vm stop NAME; banger vm start NAME")
 }

@@ -133,9 +133,13 @@ func SystemFromEnv(getenv Getenv) System {
 
 func (s System) join(p string) string { return filepath.Join(s.Root, p) }
 
-func (s System) BangerBin() string   { return s.join("/usr/local/bin/banger") }
-func (s System) BangerdBin() string  { return s.join("/usr/local/bin/bangerd") }
-func (s System) AgentBin() string    { return s.join("/usr/local/lib/banger/banger-vsock-agent") }
+func (s System) BangerBin() string  { return s.join("/usr/local/bin/banger") }
+func (s System) BangerdBin() string { return s.join("/usr/local/bin/bangerd") }
+func (s System) AgentBin() string   { return s.join("/usr/local/lib/banger/banger-vsock-agent") }
+
+// HelperBin is the root helper: not a command users run, so it lives with
+// the agent rather than on PATH.
+func (s System) HelperBin() string   { return s.join("/usr/local/lib/banger/banger-helper") }
 func (s System) InstallMeta() string { return s.join("/etc/banger/install.toml") }
 func (s System) UnitDir() string     { return s.join("/etc/systemd/system") }
 func (s System) StagingDir() string  { return s.join("/var/lib/banger/update-staging") }

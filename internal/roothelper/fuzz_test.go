@@ -24,6 +24,7 @@ var helperParams = []struct {
 	{api.MethodTapOpen, func() any { return &api.TapRef{} }},
 	{api.MethodDNSUpdate, func() any { return &api.DNSUpdate{} }},
 	{api.MethodHelperImageBuild, func() any { return &api.HelperImageBuild{} }},
+	{api.MethodVMCgroupAdopt, func() any { return &api.VMCgroupAdopt{} }},
 }
 
 // FuzzHelperParams feeds hostile params of every helper method (the owner
@@ -43,6 +44,8 @@ func FuzzHelperParams(f *testing.F) {
 		`[`,
 		`{"name":"\u0000../../etc"}`,
 		`{"NAME":"case"}`,
+		`{"vm_id":"0123abcd","pid":4242,"start_time":99}`,
+		`{"vm_id":"../x","pid":-1,"start_time":18446744073709551615}`,
 	} {
 		f.Add(uint8(i), []byte(s))
 	}

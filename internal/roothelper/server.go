@@ -86,6 +86,7 @@ func (h *Helper) methods() map[string]rpc.Handler {
 	h.networkMethods(m)
 	h.dnsMethods(m) // after networkMethods: it wraps network.up/down
 	h.imageBuildMethods(m)
+	h.cgroupMethods(m)
 	return m
 }
 

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,8 +56,10 @@ const (
 type Supervisor struct {
 	System paths.System
 	Owner  installmeta.Meta // install.toml: owner and the helper's network
-	// Bangerd is the program to run; "" means System.BangerdBin().
+	// Bangerd is the owner daemon to run; "" means System.BangerdBin().
 	Bangerd string
+	// Helper is the root helper to run; "" means System.HelperBin().
+	Helper string
 	// Env is added to every service's environment (after BANGER_HOME and
 	// BANGER_SYSTEM_ROOT); tests use it.
 	Env          []string
@@ -99,6 +102,13 @@ func (s *Supervisor) bangerd() string {
 		return s.Bangerd
 	}
 	return s.System.BangerdBin()
+}
+
+func (s *Supervisor) helper() string {
+	if s.Helper != "" {
+		return s.Helper
+	}
+	return s.System.HelperBin()
 }
 
 func (s *Supervisor) log() *slog.Logger {
@@ -187,16 +197,15 @@ func (s *Supervisor) isOurs(rec pidRecord, helper bool) bool {
 		return false
 	}
 	argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	if filepath.Base(argv[0]) != filepath.Base(s.bangerd()) {
-		return false
+	switch filepath.Base(argv[0]) {
+	case filepath.Base(s.helper()):
+		return helper
+	case filepath.Base(s.bangerd()):
+		// A helper started by the previous release runs as bangerd
+		// --root-helper: still the helper, so a restart stops it.
+		return slices.Contains(argv[1:], "--root-helper") == helper
 	}
-	isHelper := false
-	for _, a := range argv[1:] {
-		if a == "--root-helper" {
-			isHelper = true
-		}
-	}
-	return isHelper == helper
+	return false
 }
 
 // procUIDs returns pid's real and effective uid.
@@ -243,11 +252,11 @@ func (s *Supervisor) StartHelper(ctx context.Context) error {
 	}
 	defer logf.Close()
 	sock := s.System.HelperSocket()
-	args := []string{"--root-helper", "--owner-uid", strconv.Itoa(s.Owner.OwnerUID),
+	args := []string{"--owner-uid", strconv.Itoa(s.Owner.OwnerUID),
 		"--socket", sock, "--ready-fd", strconv.Itoa(detach.ReadyFD)}
 	// The network install.toml records, as bangerd-root.service passes it.
 	args = append(args, s.Owner.HelperNetworkArgs()...)
-	child, err := detach.Start(detach.Spec{Path: s.bangerd(), Args: args, Env: s.env(), Log: logf},
+	child, err := detach.Start(detach.Spec{Path: s.helper(), Args: args, Env: s.env(), Log: logf},
 		orDefault(s.StartTimeout, DefaultStartTimeout))
 	if err != nil {
 		return fmt.Errorf("start root helper: %w", err)

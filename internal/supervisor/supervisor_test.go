@@ -23,9 +23,9 @@ import (
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
-// The test binary doubles as a fake bangerd (named bangerd in a scratch
-// directory): with SUPERVISOR_FAKE set it plays the helper or the daemon,
-// as selected by its arguments, and starts a "VMM" (sleep) in its own
+// The test binary doubles as a fake bangerd and banger-helper (copied under
+// both names into a scratch directory): with SUPERVISOR_FAKE set it plays
+// the helper or the daemon, as selected by its name, and starts a "VMM" (sleep) in its own
 // session the way the daemon starts QEMU.
 const envFake = "SUPERVISOR_FAKE"
 
@@ -37,12 +37,10 @@ func TestMain(m *testing.M) {
 }
 
 func fakeBangerd(mode string, args []string) int {
-	helper := false
+	helper := filepath.Base(os.Args[0]) == "banger-helper"
 	readyFD := 0
 	for i, a := range args {
 		switch a {
-		case "--root-helper":
-			helper = true
 		case "--ready-fd":
 			readyFD, _ = strconv.Atoi(args[i+1])
 		}
@@ -129,11 +127,15 @@ func newFixture(t *testing.T, mode string) *fixture {
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	helperBin := filepath.Join(root, "bin", "banger-helper")
+	if err := os.WriteFile(helperBin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	owner := installmeta.Meta{OwnerUser: "nobody", OwnerUID: 65534, OwnerGID: 65534, OwnerHome: "/nonexistent", Version: "v0.0.0-test"}
 	sys := paths.System{Root: root}
 	f := &fixture{
 		sup: &Supervisor{
-			System: sys, Owner: owner, Bangerd: bin, Env: []string{envFake + "=" + mode},
+			System: sys, Owner: owner, Bangerd: bin, Helper: helperBin, Env: []string{envFake + "=" + mode},
 			StopTimeout: 3 * time.Second, ReadyTimeout: 10 * time.Second, StartTimeout: 10 * time.Second,
 		},
 		home: sys.Home(), owner: owner,
@@ -169,7 +171,7 @@ func TestHelperGetsTheInstalledNetwork(t *testing.T) {
 	if err := f.sup.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("uid=0 args=--root-helper --owner-uid 65534 --socket %s --ready-fd 3 --subnet 10.50.0.0/24 --bridge bangertest env_home=%s root=%s",
+	want := fmt.Sprintf("uid=0 args=--owner-uid 65534 --socket %s --ready-fd 3 --subnet 10.50.0.0/24 --bridge bangertest env_home=%s root=%s",
 		f.sup.Layout().HelperSocket(), f.home, f.sup.System.Root)
 	if got := f.read(t, "helper.args"); got != want {
 		t.Fatalf("helper started as\n %s\nwant\n %s", got, want)
@@ -204,7 +206,7 @@ func TestStartRunsTheLayoutAsInstalled(t *testing.T) {
 		t.Fatal("pid files do not name the running services")
 	}
 	helperArgs := f.read(t, "helper.args")
-	wantHelper := fmt.Sprintf("uid=0 args=--root-helper --owner-uid 65534 --socket %s --ready-fd 3 env_home=%s root=%s",
+	wantHelper := fmt.Sprintf("uid=0 args=--owner-uid 65534 --socket %s --ready-fd 3 env_home=%s root=%s",
 		f.sup.Layout().HelperSocket(), f.home, f.sup.System.Root)
 	if helperArgs != wantHelper {
 		t.Fatalf("helper started as\n %s\nwant\n %s", helperArgs, wantHelper)

@@ -1,5 +1,5 @@
 // Package sysinstall installs banger system-wide (`banger system install`):
-// the three binaries under /usr/local, /etc/banger/install.toml naming the
+// the four binaries under /usr/local, /etc/banger/install.toml naming the
 // owner, the owner's state directory, and the two systemd units (the owner
 // daemon and the root helper), enabled when systemd runs the host. Every
 // path is under paths.System.Root, so tests install into a scratch root.
@@ -90,8 +90,8 @@ func (n Network) helperArgs() []string {
 	return installmeta.Meta{NetworkSubnet: n.Subnet, NetworkBridge: n.Bridge}.HelperNetworkArgs()
 }
 
-// Binaries are the three banger programs to install.
-type Binaries struct{ Banger, Bangerd, Agent string }
+// Binaries are the four banger programs to install.
+type Binaries struct{ Banger, Bangerd, Agent, Helper string }
 
 // Options configure Install.
 type Options struct {
@@ -175,7 +175,7 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	}
 	// Check every source before writing anything, so a bad source leaves
 	// the host untouched.
-	for _, src := range []string{opts.Source.Agent, opts.Source.Bangerd, opts.Source.Banger} {
+	for _, src := range []string{opts.Source.Agent, opts.Source.Helper, opts.Source.Bangerd, opts.Source.Banger} {
 		if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
 			return res, fmt.Errorf("install: source binary %q is not a readable regular file", src)
 		}
@@ -183,6 +183,7 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	tg := updater.InstallTargets(sys)
 	for _, b := range []struct{ src, dst string }{
 		{opts.Source.Agent, tg.Agent},
+		{opts.Source.Helper, tg.Helper},
 		{opts.Source.Bangerd, tg.Bangerd},
 		{opts.Source.Banger, tg.Banger},
 	} {
@@ -302,7 +303,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 		filepath.Join(sys.UnitDir(), updater.HelperUnit),
 		sys.InstallMeta(),
 	}
-	for _, p := range []string{tg.Agent, tg.Bangerd, tg.Banger} {
+	for _, p := range []string{tg.Agent, tg.Helper, tg.Bangerd, tg.Banger} {
 		files = append(files, p, system.PreviousPath(p))
 	}
 	for _, p := range files {

@@ -22,7 +22,7 @@ import (
 	"github.com/bangerdev/banger/internal/updater"
 )
 
-// sourceBinaries writes three small executables to install.
+// sourceBinaries writes four small executables to install.
 func sourceBinaries(t *testing.T) Binaries {
 	t.Helper()
 	dir := t.TempDir()
@@ -30,8 +30,9 @@ func sourceBinaries(t *testing.T) Binaries {
 		Banger:  filepath.Join(dir, "banger"),
 		Bangerd: filepath.Join(dir, "bangerd"),
 		Agent:   filepath.Join(dir, "banger-vsock-agent"),
+		Helper:  filepath.Join(dir, "banger-helper"),
 	}
-	for p, body := range map[string]string{b.Banger: "cli", b.Bangerd: "daemon", b.Agent: "agent"} {
+	for p, body := range map[string]string{b.Banger: "cli", b.Bangerd: "daemon", b.Agent: "agent", b.Helper: "helper"} {
 		if err := os.WriteFile(p, []byte("#!/bin/sh\n# "+body+"\nexit 0\n"), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +84,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 		t.Fatalf("systemctl used without systemd: %v", sc.calls)
 	}
 	tg := updater.InstallTargets(sys)
-	for p, marker := range map[string]string{tg.Banger: "cli", tg.Bangerd: "daemon", tg.Agent: "agent"} {
+	for p, marker := range map[string]string{tg.Banger: "cli", tg.Bangerd: "daemon", tg.Agent: "agent", tg.Helper: "helper"} {
 		st, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
@@ -110,7 +111,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 			t.Fatalf("unit %s not written: %v", u, err)
 		}
 	}
-	wantExec := "ExecStart=" + sys.BangerdBin() + " --root-helper --owner-uid " + strconv.Itoa(owner.UID) + " --socket " + sys.HelperSocket() + " --subnet 10.50.0.0/24 --bridge bangertest\n"
+	wantExec := "ExecStart=" + sys.HelperBin() + " --owner-uid " + strconv.Itoa(owner.UID) + " --socket " + sys.HelperSocket() + " --subnet 10.50.0.0/24 --bridge bangertest\n"
 	if b, _ := os.ReadFile(filepath.Join(sys.UnitDir(), updater.HelperUnit)); !strings.Contains(string(b), wantExec) {
 		t.Fatalf("helper unit lacks %q:\n%s", wantExec, b)
 	}
@@ -259,7 +260,7 @@ func TestRenderedUnits(t *testing.T) {
 	}
 	helper, daemon := string(units[updater.HelperUnit]), string(units[updater.DaemonUnit])
 	for _, want := range []string{
-		"ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000 --socket /run/banger/root-helper.sock\n",
+		"ExecStart=/usr/local/lib/banger/banger-helper --owner-uid 1000 --socket /run/banger/root-helper.sock\n",
 		"KillMode=process\n", "SendSIGKILL=no\n", "Environment=BANGER_HOME=/var/lib/banger/home\n",
 	} {
 		if !strings.Contains(helper, want) {
@@ -268,7 +269,7 @@ func TestRenderedUnits(t *testing.T) {
 	}
 	for _, want := range []string{
 		"User=alice\n", "Group=1001\n", "ExecStart=/usr/local/bin/bangerd\n", "Restart=on-failure\n",
-		"KillMode=process\n", "Environment=BANGER_HOME=/var/lib/banger/home\n", "Wants=bangerd-root.service\n",
+		"KillMode=process\n", "SendSIGKILL=no\n", "Environment=BANGER_HOME=/var/lib/banger/home\n", "Wants=bangerd-root.service\n",
 	} {
 		if !strings.Contains(daemon, want) {
 			t.Errorf("daemon unit lacks %q:\n%s", want, daemon)
@@ -293,7 +294,7 @@ func TestRenderedUnits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "ExecStart=/usr/local/bin/bangerd --root-helper --owner-uid 1000 --socket /run/banger/root-helper.sock" + tc.exec
+		want := "ExecStart=/usr/local/lib/banger/banger-helper --owner-uid 1000 --socket /run/banger/root-helper.sock" + tc.exec
 		if h := string(units[updater.HelperUnit]); !strings.Contains(h, want) {
 			t.Errorf("helper unit for %+v lacks %q:\n%s", tc.net, want, h)
 		}
@@ -313,8 +314,10 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 	analyze := testutil.RequireBinary(t, "systemd-analyze")
 	root := t.TempDir()
 	sys := paths.System{Root: root}
-	if err := system.CopyFileAtomic("/bin/true", sys.BangerdBin(), 0o755); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{sys.BangerdBin(), sys.HelperBin()} {
+		if err := system.CopyFileAtomic("/bin/true", p, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cur, err := user.Current()
 	if err != nil {
@@ -356,7 +359,7 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 	}
 
 	// The check can fail: a unit naming a missing binary is rejected.
-	os.Remove(sys.BangerdBin())
+	os.Remove(sys.HelperBin())
 	cmd = exec.CommandContext(ctx, analyze, append([]string{"verify", "--man=no"}, files...)...)
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("systemd-analyze accepted units with a missing ExecStart binary:\n%s", out)

@@ -12,11 +12,11 @@ import (
 	"github.com/bangerdev/banger/internal/updater"
 )
 
-// Both units use KillMode=process: stopping or restarting a unit (as
-// `banger update` does) signals only the main process, so the VMM processes
-// it started keep running and the new daemon re-adopts them. The helper
-// also sets SendSIGKILL=no, or systemd would still SIGKILL the leftover
-// cgroup members in its final kill stage.
+// Both units use KillMode=process and SendSIGKILL=no: stopping or
+// restarting a unit (as `banger update` does) signals only the main
+// process, and systemd's final kill never SIGKILLs what is left in the
+// unit's cgroup. VMMs do not rely on that alone: the helper moves each one
+// into a cgroup of its own (vm.cgroup.adopt), outside every unit.
 var (
 	helperUnit = template.Must(template.New(updater.HelperUnit).Parse(`# Written by banger system install. Changes are lost on reinstall.
 [Unit]
@@ -30,7 +30,7 @@ Environment=BANGER_HOME={{.Home}}
 {{- if .SystemRoot}}
 Environment=BANGER_SYSTEM_ROOT={{.SystemRoot}}
 {{- end}}
-ExecStart={{.Bangerd}} --root-helper --owner-uid {{.UID}} --socket {{.HelperSocket}}{{range .HelperArgs}} {{.}}{{end}}
+ExecStart={{.Helper}} --owner-uid {{.UID}} --socket {{.HelperSocket}}{{range .HelperArgs}} {{.}}{{end}}
 Restart=on-failure
 RestartSec=1
 KillMode=process
@@ -58,6 +58,7 @@ ExecStart={{.Bangerd}}
 Restart=on-failure
 RestartSec=1
 KillMode=process
+SendSIGKILL=no
 UMask=0077
 
 [Install]
@@ -85,19 +86,20 @@ func RenderUnits(sys paths.System, owner Owner, network Network) (map[string][]b
 		return nil, fmt.Errorf("render units: %w", err)
 	}
 	data := struct {
-		User, Home, Bangerd, SystemRoot, HelperUnit string
-		HelperSocket                                string
-		UID, GID                                    string
-		HelperArgs                                  []string
+		User, Home, Bangerd, Helper, SystemRoot string
+		HelperUnit                              string
+		HelperSocket                            string
+		UID, GID                                string
+		HelperArgs                              []string
 	}{
-		User: owner.User, Home: sys.Home(), Bangerd: sys.BangerdBin(), HelperUnit: updater.HelperUnit,
+		User: owner.User, Home: sys.Home(), Bangerd: sys.BangerdBin(), Helper: sys.HelperBin(), HelperUnit: updater.HelperUnit,
 		HelperSocket: sys.HelperSocket(),
 		UID:          strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID), HelperArgs: network.helperArgs(),
 	}
 	if root := filepath.Clean(sys.Root); root != "/" {
 		data.SystemRoot = root
 	}
-	for _, v := range append([]string{data.Home, data.Bangerd, data.SystemRoot, data.HelperSocket}, data.HelperArgs...) {
+	for _, v := range append([]string{data.Home, data.Bangerd, data.Helper, data.SystemRoot, data.HelperSocket}, data.HelperArgs...) {
 		if v != "" && !safeUnitValue.MatchString(v) {
 			return nil, fmt.Errorf("render units: value %q has characters a unit file cannot hold unquoted", v)
 		}

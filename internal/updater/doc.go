@@ -1,6 +1,6 @@
 // Package updater implements `banger update`: find a release in the release
 // manifest, download and verify it, stage it, check it with the staged
-// bangerd, swap the three installed binaries, restart the root helper and the
+// bangerd, swap the four installed binaries, restart the root helper and the
 // owner daemon (VMs keep running: the units use KillMode=process), check
 // the result with the new banger's own doctor, and roll everything back
 // when any step after the first swap fails.
@@ -48,9 +48,16 @@
 //
 // # Tarball
 //
-// gzip'd tar of exactly three regular files at the top level: banger,
-// bangerd, banger-vsock-agent. Anything else is refused; files are unpacked
-// at 0755 whatever their header says.
+// gzip'd tar of exactly four regular files at the top level: banger,
+// bangerd, banger-vsock-agent and banger-helper (the root helper, a binary
+// of its own since the release that grew the set from three; it installs
+// to /usr/local/lib/banger/banger-helper). Anything else is refused; files
+// are unpacked at 0755 whatever their header says. They are swapped in the
+// order agent → helper → bangerd → banger, journalled per binary, and
+// rolled back in reverse. An install of an earlier, three-binary release
+// has no helper binary to replace: the update refuses it before anything
+// changes ("not installed") and `sudo banger system install` moves it to
+// four binaries.
 //
 // # Versions
 //
@@ -79,7 +86,7 @@
 // update lock, before anything else), by `banger doctor` run as root, and
 // by the supervisor's service start. A journal that is not a regular file
 // owned by root and writable only by it, or whose paths are not exactly
-// the install's three binaries and their staged copies, is refused and
+// the install's four binaries and their staged copies, is refused and
 // kept: recovery acts on nothing it says. Policy, per phase:
 //
 //   - swapping or swapped: the update is completed when every target holds

@@ -41,7 +41,7 @@ func fetchRelease(t *testing.T, rs *releaseServer, version string) Release {
 
 func TestDownloadReleaseHappyPath(t *testing.T) {
 	rs := newReleaseServer(t)
-	tarball := makeTarball(t, releaseBins("cli", "daemon", "agent"))
+	tarball := makeTarball(t, releaseBins("cli", "daemon", "agent", "helper"))
 	rs.addRelease("v0.2.0", tarball, true)
 	rel := fetchRelease(t, rs, "v0.2.0")
 	staging := filepath.Join(t.TempDir(), "staging")
@@ -87,7 +87,7 @@ func TestDownloadReleaseTamperingStagesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := newReleaseServer(t)
-			rs.addRelease("v0.2.0", makeTarball(t, releaseBins("cli", "daemon", "agent")), true)
+			rs.addRelease("v0.2.0", makeTarball(t, releaseBins("cli", "daemon", "agent", "helper")), true)
 			body := rs.get(tc.path)
 			rs.set(tc.path, flipByte(body, tc.index(len(body))))
 			rel := fetchRelease(t, rs, "v0.2.0")
@@ -106,7 +106,7 @@ func TestDownloadReleaseTamperingStagesNothing(t *testing.T) {
 
 func TestDownloadReleaseTarballNotInSums(t *testing.T) {
 	rs := newReleaseServer(t)
-	rs.addRelease("v0.2.0", makeTarball(t, releaseBins("a", "b", "c")), true)
+	rs.addRelease("v0.2.0", makeTarball(t, releaseBins("a", "b", "c", "d")), true)
 	// A correctly signed SHA256SUMS that lists another file only.
 	sums := []byte("0000000000000000000000000000000000000000000000000000000000000000  banger_v0.1.0_linux_amd64.tar.gz\n")
 	rs.set("/v0.2.0/SHA256SUMS", sums)
@@ -123,7 +123,7 @@ func TestDownloadReleaseTarballNotInSums(t *testing.T) {
 
 func TestDownloadReleaseClearsOldStaging(t *testing.T) {
 	rs := newReleaseServer(t)
-	rs.addRelease("v0.2.0", makeTarball(t, releaseBins("a", "b", "c")), true)
+	rs.addRelease("v0.2.0", makeTarball(t, releaseBins("a", "b", "c", "d")), true)
 	staging := filepath.Join(t.TempDir(), "staging")
 	os.MkdirAll(filepath.Join(staging, "release"), 0o700)
 	os.WriteFile(filepath.Join(staging, "leftover"), []byte("x"), 0o644)

@@ -67,10 +67,11 @@ func makeTarball(t *testing.T, entries []tarEntry) []byte {
 	return buf.Bytes()
 }
 
-// releaseBins returns the three binaries of a release as tar entries.
-func releaseBins(banger, bangerd, agent string) []tarEntry {
+// releaseBins returns the four binaries of a release as tar entries.
+func releaseBins(banger, bangerd, agent, helper string) []tarEntry {
 	return []tarEntry{
 		{Name: AgentName, Body: agent, Mode: 0o600},
+		{Name: HelperName, Body: helper, Mode: 0o640},
 		{Name: BangerdName, Body: bangerd, Mode: 0o644},
 		{Name: BangerName, Body: banger, Mode: 0o700},
 	}

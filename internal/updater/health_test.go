@@ -65,7 +65,7 @@ func TestInstalledDoctor(t *testing.T) {
 func TestRunHealthCheckRunsTheNewBanger(t *testing.T) {
 	e := newUpdateEnv(t)
 	newCLI := "#!/bin/sh\ncat <<'JSON'\n" + healthyReport + "\nJSON\nexit 1\n"
-	e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins(newCLI, fakeBangerd("v0.3.0", 0, "new"), "agent3")), true)
+	e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins(newCLI, fakeBangerd("v0.3.0", 0, "new"), "agent3", "helper3")), true)
 	var ran []string
 	e.deps.Doctor = InstalledDoctor(e.tg.Banger, func(ctx context.Context, name string, args ...string) ([]byte, error) {
 		ran = append(ran, name)

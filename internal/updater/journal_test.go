@@ -82,7 +82,7 @@ func killedUpdate(t *testing.T, e *updateEnv, n int) {
 
 // newBins is the content of v0.2.0's binaries in newUpdateEnv, by target.
 func (e *updateEnv) newBins() map[string]string {
-	return map[string]string{e.tg.Banger: "new-cli", e.tg.Bangerd: fakeBangerd("v0.2.0", 0, "new"), e.tg.Agent: "new-agent"}
+	return map[string]string{e.tg.Banger: "new-cli", e.tg.Bangerd: fakeBangerd("v0.2.0", 0, "new"), e.tg.Agent: "new-agent", e.tg.Helper: "new-helper"}
 }
 
 // assertMixed checks the state a kill after swap n leaves: the first n
@@ -130,9 +130,11 @@ func (e *updateEnv) assertAllNew(t *testing.T) {
 
 // TestJournalKilledUpdateIsCompleted: killed after each swap, the update is
 // completed by Recover (doctor, service start) when the staged release is
-// intact: all three binaries new, restarted, checked, then committed.
+// intact: all four binaries new, restarted, checked, then committed. A kill
+// after swap 2 leaves the agent and the root helper new, bangerd and banger
+// old.
 func TestJournalKilledUpdateIsCompleted(t *testing.T) {
-	for n := 1; n <= 3; n++ {
+	for n := 1; n <= 4; n++ {
 		t.Run(fmt.Sprintf("killed after swap %d", n), func(t *testing.T) {
 			e := newUpdateEnv(t)
 			killedUpdate(t, e, n)
@@ -162,26 +164,30 @@ func TestJournalKilledUpdateIsCompleted(t *testing.T) {
 // that no longer matches the journal's hash is never installed: the swap
 // is reverted from the .previous files, which survive until then.
 func TestJournalKilledUpdateIsRevertedWhenStagingAltered(t *testing.T) {
-	e := newUpdateEnv(t)
-	killedUpdate(t, e, 1)
-	e.assertMixed(t, 1)
-	staged := filepath.Join(e.sys.StagingDir(), "release", BangerdName)
-	if err := os.WriteFile(staged, []byte("#!/bin/sh\necho planted\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := Recover(context.Background(), e.opts, e.deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rec.Reverted || rec.Completed || !strings.Contains(rec.Reason, "altered") {
-		t.Fatalf("recovery %+v", rec)
-	}
-	e.assertUntouched(t)
-	if got, want := e.svc.Calls(), []string{"restart-helper", "restart-daemon", "wait-ready"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("services not restarted on the restored binaries: %v", got)
-	}
-	if e.doctors != 0 {
-		t.Fatal("doctor ran for a reverted update")
+	for _, name := range []string{HelperName, BangerdName} {
+		t.Run(name, func(t *testing.T) {
+			e := newUpdateEnv(t)
+			killedUpdate(t, e, 1)
+			e.assertMixed(t, 1)
+			staged := filepath.Join(e.sys.StagingDir(), "release", name)
+			if err := os.WriteFile(staged, []byte("#!/bin/sh\necho planted\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := Recover(context.Background(), e.opts, e.deps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rec.Reverted || rec.Completed || !strings.Contains(rec.Reason, "altered") {
+				t.Fatalf("recovery %+v", rec)
+			}
+			e.assertUntouched(t)
+			if got, want := e.svc.Calls(), []string{"restart-helper", "restart-daemon", "wait-ready"}; !reflect.DeepEqual(got, want) {
+				t.Fatalf("services not restarted on the restored binaries: %v", got)
+			}
+			if e.doctors != 0 {
+				t.Fatal("doctor ran for a reverted update")
+			}
+		})
 	}
 }
 
@@ -205,7 +211,7 @@ func TestJournalCompletedInstallUnhealthyIsReverted(t *testing.T) {
 // phase is always reverted, whatever staging holds.
 func TestJournalKilledDuringRollbackIsReverted(t *testing.T) {
 	e := newUpdateEnv(t)
-	killedUpdate(t, e, 3)
+	killedUpdate(t, e, 4)
 	path := JournalPath(e.sys.StagingDir())
 	var j Journal
 	b, err := os.ReadFile(path)
@@ -412,15 +418,15 @@ func TestRunRollbackOrderIsReverseOfSwap(t *testing.T) {
 	if want := e.tg.all(); !reflect.DeepEqual(swapped, want) {
 		t.Fatalf("swap order %v, want %v", swapped, want)
 	}
-	want := []string{e.tg.Banger, e.tg.Bangerd, e.tg.Agent}
+	want := []string{e.tg.Banger, e.tg.Bangerd, e.tg.Helper, e.tg.Agent}
 	if !reflect.DeepEqual(restored, want) {
 		t.Fatalf("rollback order %v, want the reverse of the swap %v", restored, want)
 	}
 	e.assertUntouched(t)
 }
 
-// TestRunSwapFailureInsideRun: the second swap fails for real (its staged
-// file vanished): Run restores the first, touches no service, and leaves
+// TestRunSwapFailureInsideRun: the second swap (the root helper) fails for
+// real (its staged file vanished): Run restores the first, touches no service, and leaves
 // neither backups nor a journal.
 func TestRunSwapFailureInsideRun(t *testing.T) {
 	e := newUpdateEnv(t)
@@ -428,11 +434,11 @@ func TestRunSwapFailureInsideRun(t *testing.T) {
 	e.deps.Progress = func(ev progress.Event) { events = append(events, ev) }
 	e.deps.AfterSwap = func(n int) {
 		if n == 1 {
-			os.Remove(filepath.Join(e.sys.StagingDir(), "release", BangerdName))
+			os.Remove(filepath.Join(e.sys.StagingDir(), "release", HelperName))
 		}
 	}
 	res, err := Run(context.Background(), e.opts, e.deps)
-	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "swap binaries (1 of 3 done)") {
+	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "swap binaries (1 of 4 done)") {
 		t.Fatalf("err = %v, want a rolled-back swap failure", err)
 	}
 	if !res.RolledBack || res.Installed || len(res.Swapped) != 0 {

@@ -55,7 +55,7 @@ func (u *run) recoverJournal(ctx context.Context) (Recovery, error) {
 	tg := InstallTargets(u.opts.System)
 	j, err := readJournal(path, tg, u.opts.StagingDir)
 	if err != nil {
-		return Recovery{Found: true}, fmt.Errorf("recover interrupted update: %w (check the three binaries by hand, then remove the journal)", err)
+		return Recovery{Found: true}, fmt.Errorf("recover interrupted update: %w (check the four binaries by hand, then remove the journal)", err)
 	}
 	if j == nil {
 		return Recovery{}, nil

@@ -279,7 +279,7 @@ func (u *run) do(ctx context.Context) (Result, error) {
 // staged hash. Every target must exist: an update replaces an install.
 func newJournal(from string, build BuildInfo, staged StagedRelease, t Targets) (*Journal, error) {
 	j := &Journal{Schema: journalSchema, From: from, To: build.Version, Build: build, Phase: PhaseSwapping}
-	for i, src := range []string{staged.Agent, staged.Bangerd, staged.Banger} {
+	for i, src := range staged.all() {
 		dst := t.all()[i]
 		oldSum, err := fileSHA256(dst)
 		if err == nil && oldSum == "" {

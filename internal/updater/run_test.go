@@ -93,13 +93,13 @@ func newUpdateEnv(t *testing.T) *updateEnv {
 	root := t.TempDir()
 	sys := paths.System{Root: root}
 	e := &updateEnv{sys: sys}
-	e.tg = installTree(t, root, "old-cli", fakeBangerd("v0.1.0", 0, "old"), "old-agent")
+	e.tg = installTree(t, root, "old-cli", fakeBangerd("v0.1.0", 0, "old"), "old-agent", "old-helper")
 	if err := installmeta.Write(sys.InstallMeta(), ownerMeta); err != nil {
 		t.Fatal(err)
 	}
 	e.before = snapshot(t, e.tg)
 	e.rs = newReleaseServer(t)
-	e.rs.addRelease("v0.2.0", makeTarball(t, releaseBins("new-cli", fakeBangerd("v0.2.0", 0, "new"), "new-agent")), true)
+	e.rs.addRelease("v0.2.0", makeTarball(t, releaseBins("new-cli", fakeBangerd("v0.2.0", 0, "new"), "new-agent", "new-helper")), true)
 	e.svc = &fakeServices{bangerd: e.tg.Bangerd}
 	e.opts = Options{System: sys, ManifestURL: e.rs.manifestURL(), PublicKey: e.rs.pub}
 	e.deps = Deps{
@@ -212,7 +212,7 @@ func TestRunPostSwapFailuresRollBackAndRestart(t *testing.T) {
 		{
 			name: "restart daemon fails",
 			setup: func(e *updateEnv) {
-				e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins("broken-cli", fakeBangerd("v0.3.0", 0, "broken"), "broken-agent")), false)
+				e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins("broken-cli", fakeBangerd("v0.3.0", 0, "broken"), "broken-agent", "broken-helper")), false)
 				e.opts.To = "v0.3.0"
 			},
 			calls: []string{"restart-helper", "restart-daemon", "restart-helper", "restart-daemon", "wait-ready"},
@@ -266,7 +266,7 @@ func TestRunRollbackFailureIsReported(t *testing.T) {
 
 func TestRunPreSwapCheckFailureSwapsNothing(t *testing.T) {
 	e := newUpdateEnv(t)
-	e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins("cli3", fakeBangerd("v0.3.0", 1, "needs newer store"), "agent3")), true)
+	e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins("cli3", fakeBangerd("v0.3.0", 1, "needs newer store"), "agent3", "helper3")), true)
 	_, err := Run(context.Background(), e.opts, e.deps)
 	if !errors.Is(err, ErrPreSwapCheck) {
 		t.Fatalf("err = %v, want ErrPreSwapCheck", err)
@@ -279,7 +279,7 @@ func TestRunPreSwapCheckFailureSwapsNothing(t *testing.T) {
 
 func TestRunStagedVersionMismatchSwapsNothing(t *testing.T) {
 	e := newUpdateEnv(t)
-	e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins("cli3", fakeBangerd("v0.2.9", 0, "x"), "agent3")), true)
+	e.rs.addRelease("v0.3.0", makeTarball(t, releaseBins("cli3", fakeBangerd("v0.2.9", 0, "x"), "agent3", "helper3")), true)
 	if _, err := Run(context.Background(), e.opts, e.deps); !errors.Is(err, ErrVersionMismatch) {
 		t.Fatalf("err = %v, want ErrVersionMismatch", err)
 	}
@@ -408,5 +408,30 @@ func TestRunRefusesConcurrentUpdate(t *testing.T) {
 	}
 	if got := snapshot(t, e.tg); !reflect.DeepEqual(got, e.before) {
 		t.Fatal("binaries changed during a refused update")
+	}
+}
+
+// An install made by a three-binary release has no banger-helper: the
+// update refuses before swapping anything and says how to move on.
+func TestRunThreeBinaryInstallSwapsNothing(t *testing.T) {
+	e := newUpdateEnv(t)
+	if err := os.Remove(e.tg.Helper); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), e.opts, e.deps)
+	if err == nil || !strings.Contains(err.Error(), "banger-helper is not installed") || !strings.Contains(err.Error(), "sudo banger system install") {
+		t.Fatalf("err = %v", err)
+	}
+	for _, p := range []string{e.tg.Agent, e.tg.Bangerd, e.tg.Banger} {
+		assertContent(t, p, e.before[p])
+		if _, err := os.Lstat(system.PreviousPath(p)); err == nil {
+			t.Fatalf("%s exists", system.PreviousPath(p))
+		}
+	}
+	if _, err := os.Lstat(e.tg.Helper); err == nil {
+		t.Fatal("helper installed by a refused update")
+	}
+	if JournalExists(e.sys.StagingDir()) || len(e.svc.Calls()) != 0 {
+		t.Fatal("journal written or services touched")
 	}
 }

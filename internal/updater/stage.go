@@ -12,15 +12,16 @@ import (
 	"syscall"
 )
 
-// Binary names: exactly these three entries make a release tarball.
+// Binary names: exactly these four entries make a release tarball.
 const (
 	BangerName  = "banger"
 	BangerdName = "bangerd"
 	AgentName   = "banger-vsock-agent"
+	HelperName  = "banger-helper"
 )
 
 // ReleaseEntries is the exact entry set of a release tarball.
-var ReleaseEntries = []string{BangerName, BangerdName, AgentName}
+var ReleaseEntries = []string{BangerName, BangerdName, AgentName, HelperName}
 
 // Caps on what a tarball may unpack to.
 const (
@@ -28,21 +29,22 @@ const (
 	maxTotalBytes = 512 << 20
 )
 
-// ErrBadTarball reports a release tarball that is not exactly the three
+// ErrBadTarball reports a release tarball that is not exactly the four
 // banger binaries as regular files.
 var ErrBadTarball = errors.New("invalid release tarball")
 
 // StagedRelease is a release unpacked into the staging directory, ready to
 // be checked and swapped in.
 type StagedRelease struct {
-	Dir     string // the directory holding the three binaries
+	Dir     string // the directory holding the four binaries
 	Banger  string
 	Bangerd string
 	Agent   string
+	Helper  string
 }
 
 // StageTarball unpacks the verified tarball into destDir/release. The entry
-// set must be exactly {banger, bangerd, banger-vsock-agent}: plain names, each
+// set must be exactly {banger, bangerd, banger-vsock-agent, banger-helper}: plain names, each
 // once, regular files, within the size caps. Files are written at 0755
 // whatever the tarball claims. On error nothing is left in destDir/release.
 func StageTarball(tarball, destDir string) (sr StagedRelease, err error) {
@@ -120,6 +122,7 @@ func StageTarball(tarball, destDir string) (sr StagedRelease, err error) {
 		Banger:  filepath.Join(dir, BangerName),
 		Bangerd: filepath.Join(dir, BangerdName),
 		Agent:   filepath.Join(dir, AgentName),
+		Helper:  filepath.Join(dir, HelperName),
 	}, nil
 }
 

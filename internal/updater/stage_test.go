@@ -19,11 +19,11 @@ func writeTarball(t *testing.T, entries []tarEntry) string {
 
 func TestStageTarballHappyPath(t *testing.T) {
 	dest := t.TempDir()
-	sr, err := StageTarball(writeTarball(t, releaseBins("cli-bytes", "daemon-bytes", "agent-bytes")), dest)
+	sr, err := StageTarball(writeTarball(t, releaseBins("cli-bytes", "daemon-bytes", "agent-bytes", "helper-bytes")), dest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{sr.Banger: "cli-bytes", sr.Bangerd: "daemon-bytes", sr.Agent: "agent-bytes"}
+	want := map[string]string{sr.Banger: "cli-bytes", sr.Bangerd: "daemon-bytes", sr.Agent: "agent-bytes", sr.Helper: "helper-bytes"}
 	for p, content := range want {
 		if filepath.Dir(p) != sr.Dir {
 			t.Errorf("%s is outside %s", p, sr.Dir)
@@ -37,21 +37,23 @@ func TestStageTarballHappyPath(t *testing.T) {
 		}
 		st, _ := os.Stat(p)
 		if st.Mode().Perm() != 0o755 {
-			t.Errorf("%s mode %v, want 0755 (headers said 0600/0644/0700)", p, st.Mode().Perm())
+			t.Errorf("%s mode %v, want 0755 (headers said 0600/0640/0644/0700)", p, st.Mode().Perm())
 		}
 	}
 	entries, _ := os.ReadDir(sr.Dir)
-	if len(entries) != 3 {
-		t.Fatalf("staged %d files, want 3", len(entries))
+	if len(entries) != 4 {
+		t.Fatalf("staged %d files, want 4", len(entries))
 	}
 }
 
 func TestStageTarballRejects(t *testing.T) {
-	bins := releaseBins("a", "b", "c")
+	bins := releaseBins("a", "b", "c", "d")
 	cases := map[string][]tarEntry{
-		"extra entry":      append(bins[:3:3], tarEntry{Name: "README", Body: "hi"}),
+		"extra entry":      append(bins[:4:4], tarEntry{Name: "README", Body: "hi"}),
 		"missing entry":    bins[:2],
-		"duplicate entry":  append(bins[:3:3], tarEntry{Name: BangerName, Body: "again"}),
+		"missing helper":   append(bins[:1:1], bins[2:]...),
+		"duplicate entry":  append(bins[:4:4], tarEntry{Name: BangerName, Body: "again"}),
+		"duplicate helper": append(bins[:4:4], tarEntry{Name: HelperName, Body: "again"}),
 		"path traversal":   {bins[0], bins[1], {Name: "../banger", Body: "x"}},
 		"nested path":      {bins[0], bins[1], {Name: "bin/banger", Body: "x"}},
 		"dot slash prefix": {bins[0], bins[1], {Name: "./banger", Body: "x"}},

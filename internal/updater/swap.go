@@ -13,15 +13,19 @@ type Targets struct {
 	Banger  string // /usr/local/bin/banger
 	Bangerd string // /usr/local/bin/bangerd
 	Agent   string // /usr/local/lib/banger/banger-vsock-agent
+	Helper  string // /usr/local/lib/banger/banger-helper
 }
 
 // InstallTargets pins the canonical install paths under sys.Root.
 func InstallTargets(sys paths.System) Targets {
-	return Targets{Banger: sys.BangerBin(), Bangerd: sys.BangerdBin(), Agent: sys.AgentBin()}
+	return Targets{Banger: sys.BangerBin(), Bangerd: sys.BangerdBin(), Agent: sys.AgentBin(), Helper: sys.HelperBin()}
 }
 
 // all lists the targets in swap order.
-func (t Targets) all() []string { return []string{t.Agent, t.Bangerd, t.Banger} }
+func (t Targets) all() []string { return []string{t.Agent, t.Helper, t.Bangerd, t.Banger} }
+
+// staged lists the staged copies in swap order, matching all.
+func (s StagedRelease) all() []string { return []string{s.Agent, s.Helper, s.Bangerd, s.Banger} }
 
 // SwapResult records which targets were replaced, in swap order, so a
 // partial swap can be unwound exactly.
@@ -30,7 +34,7 @@ type SwapResult struct {
 }
 
 // Swap replaces the installed binaries with the staged ones, in the order
-// vsock agent → bangerd → banger so the CLI, the binary a user runs next,
+// vsock agent → root helper → bangerd → banger so the CLI, the binary a user runs next,
 // changes last. Each step is system.AtomicReplace (the old binary stays as
 // .previous). It stops at the first failure; the result lists what was
 // swapped so far, for Rollback.
@@ -44,6 +48,7 @@ func swapWith(staged StagedRelease, t Targets, after func(n int, target string) 
 	var res SwapResult
 	steps := []struct{ src, dst string }{
 		{staged.Agent, t.Agent},
+		{staged.Helper, t.Helper},
 		{staged.Bangerd, t.Bangerd},
 		{staged.Banger, t.Banger},
 	}

@@ -215,6 +215,7 @@ func (m *Manager) launch(ctx context.Context, s *bootState, undo *vmm.Undo, star
 		return errors.Join(err, vmm.RemoveFiles(inst.Files...))
 	})
 	s.vm.PID, s.vm.PIDStartTime = inst.PID, inst.PIDStartTime
+	m.adoptCgroup(ctx, s.vm.ID, inst)
 	s.vm.ControlSocket, s.vm.AgentSocket, s.vm.ConsoleLog = inst.ControlSocket, inst.Agent.SocketPath, inst.ConsoleLog
 	if err := writeInstance(s.vm, inst); err != nil {
 		return err

@@ -39,6 +39,13 @@ type Network interface {
 	OpenTap(ctx context.Context, vm model.VM) (*os.File, error)
 }
 
+// VMMCgroups moves a VMM out of the daemon's cgroup into one of its own
+// (through the root helper), so stopping or killing the daemon's service
+// never reaches it. Nil means VMMs stay where they started.
+type VMMCgroups interface {
+	AdoptVMM(ctx context.Context, vmID string, pid int, startTime uint64) error
+}
+
 // Attachment is a VM's network identity.
 type Attachment struct {
 	Tap   string
@@ -59,6 +66,7 @@ type Deps struct {
 	// DialAgent makes an agent client for a running VM's endpoint.
 	DialAgent func(ep vmm.AgentEndpoint) Agent
 	Network   Network
+	Cgroups   VMMCgroups
 	// AuthorizedKeys are put into every guest (banger's SSH key).
 	AuthorizedKeys func(ctx context.Context) []string
 	// DNS servers handed to guests.

@@ -305,6 +305,7 @@ func (m *Manager) Adopt(ctx context.Context) error {
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")
 		}
 		m.track(vm, drv, inst, agent)
+		m.adoptCgroup(ctx, vm.ID, inst)
 		lg.InfoContext(ctx, "re-adopted running vm", "pid", inst.PID)
 		// Re-bind its tap to its lease: a helper of an older banger (or a
 		// filter table lost since) would leave the running guest either

@@ -1,10 +1,10 @@
 // Command mkrelease builds a banger release the updater can install: the
-// tarball of the three binaries, SHA256SUMS, its cosign-compatible
+// tarball of the four binaries, SHA256SUMS, its cosign-compatible
 // signature, and a manifest.json that lists every release built into the
 // same output directory.
 //
 //	go run ./tools/mkrelease --version v0.2.0 --out dist/releases [--key KEY.pem]
-//	    [--base-url URL] [--bin-dir DIR | --banger P --bangerd P --agent P]
+//	    [--base-url URL] [--bin-dir DIR | --banger P --bangerd P --agent P --helper P]
 //
 // Layout of --out (serve it as is, e.g. python3 -m http.server):
 //
@@ -57,7 +57,7 @@ func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stder
 
 type config struct {
 	version, out, key, baseURL, binDir, src string
-	banger, bangerd, agent                  string
+	banger, bangerd, agent, helper          string
 	commit, builtAt                         string
 	releasedAt                              string
 	latest                                  bool
@@ -71,10 +71,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.out, "out", "", "output directory holding manifest.json and one directory per version (required)")
 	fs.StringVar(&c.key, "key", "", "PEM EC P-256 private key to sign with (default: a generated development key beside --out)")
 	fs.StringVar(&c.baseURL, "base-url", "", "absolute URL the release directories are served under (default: URLs relative to the manifest)")
-	fs.StringVar(&c.binDir, "bin-dir", "", "take prebuilt banger, bangerd and banger-vsock-agent from this directory")
+	fs.StringVar(&c.binDir, "bin-dir", "", "take prebuilt banger, bangerd, banger-vsock-agent and banger-helper from this directory")
 	fs.StringVar(&c.banger, "banger", "", "prebuilt banger binary")
 	fs.StringVar(&c.bangerd, "bangerd", "", "prebuilt bangerd binary")
 	fs.StringVar(&c.agent, "agent", "", "prebuilt banger-vsock-agent binary")
+	fs.StringVar(&c.helper, "helper", "", "prebuilt banger-helper binary")
 	fs.StringVar(&c.src, "src", ".", "module root to build the binaries from")
 	fs.StringVar(&c.commit, "commit", "", "commit stamped into built binaries (default: git rev-parse)")
 	fs.StringVar(&c.builtAt, "built-at", "", "build time stamped into built binaries, RFC 3339 (default: now)")
@@ -172,13 +173,14 @@ func build(ctx context.Context, c config, stdout io.Writer) error {
 	return nil
 }
 
-// binaries returns the paths of the three binaries: prebuilt ones where
+// binaries returns the paths of the four binaries: prebuilt ones where
 // given, the rest built from --src with the version stamped in.
 func binaries(ctx context.Context, c config) (map[string]string, func(), error) {
 	bins := map[string]string{
 		updater.BangerName:  c.banger,
 		updater.BangerdName: c.bangerd,
 		updater.AgentName:   c.agent,
+		updater.HelperName:  c.helper,
 	}
 	cleanup := func() {}
 	for name, p := range bins {
@@ -218,7 +220,7 @@ func binaries(ctx context.Context, c config) (map[string]string, func(), error) 
 	return bins, cleanup, nil
 }
 
-// makeTarball writes exactly the three entries, 0755, owned by root, with a
+// makeTarball writes exactly the four entries, 0755, owned by root, with a
 // fixed time: the same binaries give the same tarball.
 func makeTarball(bins map[string]string, mtime time.Time) ([]byte, error) {
 	var buf bytes.Buffer
