@@ -75,16 +75,23 @@ func (s SystemdServices) run(ctx context.Context, args ...string) ([]byte, error
 // RestartHelper restarts bangerd-root.service. Its KillMode=process and
 // SendSIGKILL=no leave the VMM children running.
 func (s SystemdServices) RestartHelper(ctx context.Context) error {
-	if _, err := s.run(ctx, "restart", HelperUnit); err != nil {
-		return fmt.Errorf("restart %s: %w", HelperUnit, err)
-	}
-	return nil
+	return s.restart(ctx, HelperUnit)
 }
 
 // RestartDaemon restarts bangerd.service.
 func (s SystemdServices) RestartDaemon(ctx context.Context) error {
-	if _, err := s.run(ctx, "restart", DaemonUnit); err != nil {
-		return fmt.Errorf("restart %s: %w", DaemonUnit, err)
+	return s.restart(ctx, DaemonUnit)
+}
+
+// restart clears the unit's failed state first: a daemon that failed in a
+// loop (Restart=on-failure) hits its start limit, and systemd then refuses
+// every start, the rollback's included, until reset-failed.
+func (s SystemdServices) restart(ctx context.Context, unit string) error {
+	if _, err := s.run(ctx, "reset-failed", unit); err != nil {
+		return fmt.Errorf("restart %s: clear its failed state: %w", unit, err)
+	}
+	if _, err := s.run(ctx, "restart", unit); err != nil {
+		return fmt.Errorf("restart %s: %w", unit, err)
 	}
 	return nil
 }

@@ -51,7 +51,9 @@ func TestSystemdServicesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
+		"systemctl reset-failed bangerd-root.service",
 		"systemctl restart bangerd-root.service",
+		"systemctl reset-failed bangerd.service",
 		"systemctl restart bangerd.service",
 		"systemctl is-active bangerd.service",
 		"systemctl is-active bangerd.service",
@@ -64,6 +66,16 @@ func TestSystemdServicesRestart(t *testing.T) {
 	s.Run = sc.run
 	if err := s.RestartDaemon(ctx); err == nil || !strings.Contains(err.Error(), "bangerd.service") {
 		t.Fatalf("failed restart: %v", err)
+	}
+
+	// A failed reset-failed is reported, and no restart is attempted.
+	sc = &scriptedSystemctl{fail: map[string]error{"systemctl reset-failed bangerd-root.service": errors.New("access denied")}}
+	s.Run = sc.run
+	if err := s.RestartHelper(ctx); err == nil || !strings.Contains(err.Error(), "clear its failed state") || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("failed reset-failed: %v", err)
+	}
+	if want := []string{"systemctl reset-failed bangerd-root.service"}; !reflect.DeepEqual(sc.calls, want) {
+		t.Fatalf("calls %q, want %q", sc.calls, want)
 	}
 }
 
