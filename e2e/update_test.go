@@ -234,9 +234,17 @@ func (s *sysInstall) ok(args ...string) string {
 	s.t.Helper()
 	out, errOut, code := s.banger(args...)
 	if code != 0 {
-		s.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), code, out, errOut, readFile(s.sys.User().DaemonLog()))
+		s.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), code, out, errOut, s.daemonLog())
 	}
 	return out
+}
+
+// daemonLog is the owner daemon's log: the units' journal under systemd.
+func (s *sysInstall) daemonLog() string {
+	if s.systemd {
+		return sysdJournal()
+	}
+	return readFile(s.sys.User().DaemonLog())
 }
 
 func (s *sysInstall) update(args ...string) (string, string, int) {
@@ -426,7 +434,7 @@ func updateToGood(t *testing.T, s *sysInstall, installed installmeta.Meta) {
 	oldHelper := s.helperPID()
 	out, errOut, code := s.update("--yes")
 	if code != 0 || !strings.Contains(out, "updated v0.0.0-e2e → "+smokeGood) {
-		t.Fatalf("update: exit %d\n%s%s\ndaemon log:\n%s", code, out, errOut, readFile(s.sys.User().DaemonLog()))
+		t.Fatalf("update: exit %d\n%s%s\ndaemon log:\n%s", code, out, errOut, s.daemonLog())
 	}
 	for _, step := range []string{"swapping binaries", "restarting root helper", "restarting daemon", "checking the new install (doctor)"} {
 		if !strings.Contains(errOut, step) {
