@@ -96,6 +96,21 @@ func (s SystemdServices) restart(ctx context.Context, unit string) error {
 	return nil
 }
 
+// journalTail is the daemon unit's last log lines, for an error saying why
+// it failed (the supervisor's error carries its log tail the same way);
+// empty when the journal cannot be read.
+func (s SystemdServices) journalTail(ctx context.Context) string {
+	run := s.Run
+	if run == nil {
+		run = ExecRunner
+	}
+	out, err := run(ctx, "journalctl", "--no-pager", "--output", "cat", "--lines", "10", "--unit", DaemonUnit)
+	if tail := strings.TrimSpace(string(out)); err == nil && tail != "" {
+		return "; its last log lines:\n" + tail
+	}
+	return ""
+}
+
 // WaitDaemonReady polls until the daemon unit is active and Probe passes.
 func (s SystemdServices) WaitDaemonReady(ctx context.Context) error {
 	timeout, interval := s.ReadyTimeout, s.PollInterval
@@ -113,7 +128,7 @@ func (s SystemdServices) WaitDaemonReady(ctx context.Context) error {
 		state := strings.TrimSpace(string(out))
 		switch state {
 		case "failed":
-			return fmt.Errorf("wait for %s: the unit failed", DaemonUnit)
+			return fmt.Errorf("wait for %s: the unit failed%s", DaemonUnit, s.journalTail(ctx))
 		case "active":
 			if s.Probe == nil {
 				return nil
