@@ -345,6 +345,35 @@ func sysdInside(t *testing.T) {
 		s.waitDaemon()
 		s.requireSameVM(vm, guestBoot)
 	})
+	// The kill path: the daemon dies by SIGKILL (a crash, the OOM killer);
+	// Restart=on-failure brings it back, and with KillMode=process the
+	// failed unit's stop leaves the VMM alone, to be re-adopted.
+	t.Run("bangerd_sigkill_restarts_keeps_vm_alive", func(t *testing.T) {
+		s.t = t
+		pid := unitMainPID(t, updater.DaemonUnit)
+		if pid == 0 {
+			t.Fatalf("%s has no main pid", updater.DaemonUnit)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill the daemon: %v", err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if p := unitMainPID(t, updater.DaemonUnit); p != 0 && p != pid {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("systemd did not restart %s within 30 s of its SIGKILL\njournal:\n%s", updater.DaemonUnit, sysdJournal())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		requireVMMAlive(t, vm.PID, "SIGKILL of the daemon and systemd's restart")
+		s.waitDaemon()
+		if n := unitProp(t, updater.DaemonUnit, "NRestarts"); n == "0" {
+			t.Fatalf("%s restarted, yet NRestarts is 0", updater.DaemonUnit)
+		}
+		s.requireSameVM(vm, guestBoot)
+	})
 	t.Run("systemctl_restart_bangerd_root_keeps_vm_alive", func(t *testing.T) {
 		s.t = t
 		old := s.helperPID()
