@@ -313,6 +313,16 @@ func sysdInside(t *testing.T) {
 	if helper == 0 || procUID(t, helper) != 0 {
 		t.Fatalf("root helper: %s main pid %d", updater.HelperUnit, helper)
 	}
+	// The helper's socket, made by the unit's root process: in root's
+	// /run/banger, handed to the owner alone.
+	var st unix.Stat_t
+	if err := unix.Lstat(s.sys.HelperSocket(), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK ||
+		st.Uid != uid || st.Mode&0o777 != 0o600 {
+		t.Fatalf("helper socket %s: %v, mode %o uid %d; want a socket, 0600, owned by uid %d", s.sys.HelperSocket(), err, st.Mode, st.Uid, uid)
+	}
+	if err := unix.Lstat(filepath.Dir(s.sys.HelperSocket()), &st); err != nil || st.Uid != 0 || st.Mode&0o022 != 0 {
+		t.Fatalf("%s: %v, mode %o uid %d; want root's, writable by root alone", filepath.Dir(s.sys.HelperSocket()), err, st.Mode, st.Uid)
+	}
 	if c, ok := s.journalDoctor()["root helper"]; !ok || c.Status != "ok" || !strings.Contains(c.Detail, fmt.Sprintf("pid %d,", helper)) {
 		t.Fatalf("doctor's root helper check: %+v, want ok with pid %d", c, helper)
 	}
