@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/model"
@@ -57,8 +59,18 @@ func TestSystemd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hostLinks := sysdHostLinks(t)
+	bootStart := time.Now()
 	c := sysdBoot(t, []string{binDir, filepath.Dir(exe), filepath.Dir(rel),
 		filepath.Dir(vmlinuz), modules, filepath.Dir(image)})
+	t.Logf("systemd container booted in %s", time.Since(bootStart).Round(time.Millisecond))
+	// The bridge and taps live in the container's network namespace: the
+	// host's own links are the same before and after.
+	defer func() {
+		if after := sysdHostLinks(t); after != hostLinks {
+			t.Errorf("the host's links changed while the container ran:\nbefore: %s\nafter:  %s", hostLinks, after)
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), sysdInnerTimeout)
 	defer cancel()
@@ -71,6 +83,24 @@ func TestSystemd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestSystemd") {
 		t.Fatalf("TestSystemd failed inside the systemd container (%v); the container's journal:\n%s", err, c.journal())
 	}
+}
+
+// sysdHostLinks lists the bridge and tap devices of the test's own
+// (the host's) network namespace.
+func sysdHostLinks(t *testing.T) string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatalf("list the host's links: %v", err)
+	}
+	var names []string
+	for _, l := range links {
+		if typ := l.Type(); typ == "bridge" || typ == "tuntap" {
+			names = append(names, typ+":"+l.Attrs().Name)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
 }
 
 // sysdContainer is a booted systemd-nspawn container: systemd is PID 1 of
