@@ -362,16 +362,19 @@ func sysdInside(t *testing.T) {
 
 	t.Run("update_keeps_vm_alive", func(t *testing.T) {
 		s.t = t
+		requireVMMAlive(t, vm.PID, "an earlier step")
 		updateToGood(t, s, installed)
 		s.requireSameVM(vm, guestBoot)
 	})
 	t.Run("update_rollback_keeps_vm_alive", func(t *testing.T) {
 		s.t = t
+		requireVMMAlive(t, vm.PID, "an earlier step")
 		updateToBrokenRollsBack(t, s)
 		s.requireSameVM(vm, guestBoot)
 	})
 	t.Run("systemctl_stop_bangerd_keeps_vm_alive", func(t *testing.T) {
 		s.t = t
+		requireVMMAlive(t, vm.PID, "an earlier step")
 		pid := s.daemonPID()
 		systemctl(t, "stop", updater.DaemonUnit)
 		if st := unitProp(t, updater.DaemonUnit, "ActiveState"); st != "inactive" {
@@ -390,6 +393,7 @@ func sysdInside(t *testing.T) {
 	// failed unit's stop leaves the VMM alone, to be re-adopted.
 	t.Run("bangerd_sigkill_restarts_keeps_vm_alive", func(t *testing.T) {
 		s.t = t
+		requireVMMAlive(t, vm.PID, "an earlier step")
 		pid := unitMainPID(t, updater.DaemonUnit)
 		if pid == 0 {
 			t.Fatalf("%s has no main pid", updater.DaemonUnit)
@@ -416,6 +420,7 @@ func sysdInside(t *testing.T) {
 	})
 	t.Run("systemctl_restart_bangerd_root_keeps_vm_alive", func(t *testing.T) {
 		s.t = t
+		requireVMMAlive(t, vm.PID, "an earlier step")
 		old := s.helperPID()
 		systemctl(t, "restart", updater.HelperUnit)
 		helper := s.helperPID()
