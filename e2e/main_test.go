@@ -27,6 +27,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(envHostileRacer); spec != "" {
 		os.Exit(hostileOwnerRacerMain(spec))
 	}
+	if dir := os.Getenv(envSystemdBinDir); dir != "" {
+		// Re-executed inside the systemd container: the binaries were built
+		// by the run outside and are bind-mounted at the same path.
+		binDir = dir
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "banger-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -50,27 +50,46 @@ type smokeReleases struct {
 var (
 	smokeOnce sync.Once
 	smokeRel  smokeReleases
-	smokeErr  error
+
+	smokeDirOnce sync.Once
+	smokeDir     string
+	smokeDirErr  error
 )
 
 func releases(t *testing.T) smokeReleases {
 	t.Helper()
-	smokeOnce.Do(func() { smokeRel, smokeErr = buildSmokeReleases() })
-	if smokeErr != nil {
-		t.Fatal(smokeErr)
-	}
+	dir := smokeReleaseDir(t)
+	smokeOnce.Do(func() {
+		srv := httptest.NewServer(http.FileServer(http.Dir(dir))) // 127.0.0.1:0; lives as long as the run
+		smokeRel = smokeReleases{manifestURL: srv.URL + "/manifest.json", pubkey: filepath.Join(dir, "release.pub")}
+	})
 	return smokeRel
+}
+
+// smokeReleaseDir builds the smoke releases once per run and returns their
+// directory (manifest, artefacts, release.pub).
+func smokeReleaseDir(t *testing.T) string {
+	t.Helper()
+	smokeDirOnce.Do(func() { smokeDir, smokeDirErr = buildSmokeReleases() })
+	if smokeDirErr != nil {
+		t.Fatal(smokeDirErr)
+	}
+	return smokeDir
 }
 
 // buildSmokeReleases builds v0.smoke.0 (a normal build) and
 // v0.smoke.broken-bangerd (whose bangerd passes the pre-swap checks and
 // serves as root helper, but exits 1 as the owner daemon) with
-// tools/mkrelease, and serves them.
-func buildSmokeReleases() (smokeReleases, error) {
+// tools/mkrelease into binDir/releases. Inside the systemd container they
+// were built outside, under the same path.
+func buildSmokeReleases() (string, error) {
 	out := filepath.Join(binDir, "releases")
+	if os.Getenv(envSystemdBinDir) != "" {
+		return out, nil
+	}
 	brokenDir := filepath.Join(binDir, "broken")
 	if err := os.MkdirAll(brokenDir, 0o755); err != nil {
-		return smokeReleases{}, err
+		return "", err
 	}
 	broken := filepath.Join(brokenDir, "bangerd")
 	script := fmt.Sprintf(`#!/bin/sh
@@ -87,7 +106,7 @@ echo "bangerd %[1]s: broken on purpose, exiting" >&2
 exit 1
 `, smokeBroken, filepath.Join(binDir, "bangerd"))
 	if err := os.WriteFile(broken, []byte(script), 0o755); err != nil {
-		return smokeReleases{}, err
+		return "", err
 	}
 	for _, args := range [][]string{
 		{"--version", smokeBroken, "--latest=false", "--banger", filepath.Join(binDir, "banger"),
@@ -97,19 +116,31 @@ exit 1
 		cmd := exec.Command("go", append([]string{"run", "./tools/mkrelease", "--out", out, "--src", "."}, args...)...)
 		cmd.Dir = ".."
 		if msg, err := cmd.CombinedOutput(); err != nil {
-			return smokeReleases{}, fmt.Errorf("mkrelease %v: %w\n%s", args, err, msg)
+			return "", fmt.Errorf("mkrelease %v: %w\n%s", args, err, msg)
 		}
 	}
-	srv := httptest.NewServer(http.FileServer(http.Dir(out))) // 127.0.0.1:0; lives as long as the run
-	return smokeReleases{manifestURL: srv.URL + "/manifest.json", pubkey: filepath.Join(out, "release.pub")}, nil
+	return out, nil
 }
 
-// sysInstall is banger installed into a scratch system root.
+// sysInstall is banger installed into a scratch system root, or (systemd
+// set) into the root of the systemd container, its services run by systemd.
 type sysInstall struct {
-	t    *testing.T
-	root string
-	sys  paths.System
-	rel  smokeReleases
+	t       *testing.T
+	root    string
+	sys     paths.System
+	rel     smokeReleases
+	systemd bool
+}
+
+// helperPID is the running root helper's pid, or 0: bangerd-root.service's
+// main pid under systemd, else the supervisor's record.
+func (s *sysInstall) helperPID() int {
+	s.t.Helper()
+	if s.systemd {
+		return unitMainPID(s.t, updater.HelperUnit)
+	}
+	sup := &supervisor.Supervisor{System: s.sys, Owner: s.meta()}
+	return sup.HelperPID()
 }
 
 // installSystem runs `banger system install --owner banger-e2e-owner` from
@@ -203,9 +234,17 @@ func (s *sysInstall) ok(args ...string) string {
 	s.t.Helper()
 	out, errOut, code := s.banger(args...)
 	if code != 0 {
-		s.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), code, out, errOut, readFile(s.sys.User().DaemonLog()))
+		s.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), code, out, errOut, s.daemonLog())
 	}
 	return out
+}
+
+// daemonLog is the owner daemon's log: the units' journal under systemd.
+func (s *sysInstall) daemonLog() string {
+	if s.systemd {
+		return sysdJournal()
+	}
+	return readFile(s.sys.User().DaemonLog())
 }
 
 func (s *sysInstall) update(args ...string) (string, string, int) {
@@ -392,11 +431,10 @@ func TestUpdateSmoke(t *testing.T) {
 func updateToGood(t *testing.T, s *sysInstall, installed installmeta.Meta) {
 	t.Helper()
 	oldPID := s.daemonPID()
-	sup := &supervisor.Supervisor{System: s.sys, Owner: installed}
-	oldHelper := sup.HelperPID()
+	oldHelper := s.helperPID()
 	out, errOut, code := s.update("--yes")
 	if code != 0 || !strings.Contains(out, "updated v0.0.0-e2e → "+smokeGood) {
-		t.Fatalf("update: exit %d\n%s%s\ndaemon log:\n%s", code, out, errOut, readFile(s.sys.User().DaemonLog()))
+		t.Fatalf("update: exit %d\n%s%s\ndaemon log:\n%s", code, out, errOut, s.daemonLog())
 	}
 	for _, step := range []string{"swapping binaries", "restarting root helper", "restarting daemon", "checking the new install (doctor)"} {
 		if !strings.Contains(errOut, step) {
@@ -410,7 +448,7 @@ func updateToGood(t *testing.T, s *sysInstall, installed installmeta.Meta) {
 	if pid := s.daemonPID(); pid == oldPID || processAlive(oldPID) {
 		t.Fatalf("daemon was not restarted (pid %d, old %d alive: %v)", pid, oldPID, processAlive(oldPID))
 	}
-	if h := sup.HelperPID(); h == 0 || h == oldHelper || processAlive(oldHelper) {
+	if h := s.helperPID(); h == 0 || h == oldHelper || processAlive(oldHelper) {
 		t.Fatalf("root helper was not restarted (pid %d, old %d)", h, oldHelper)
 	}
 	m := s.meta()
@@ -428,8 +466,7 @@ func updateToBrokenRollsBack(t *testing.T, s *sysInstall) {
 	t.Helper()
 	bins := s.binaries()
 	before := s.meta()
-	sup := &supervisor.Supervisor{System: s.sys, Owner: before}
-	oldHelper := sup.HelperPID()
+	oldHelper := s.helperPID()
 	if oldHelper == 0 {
 		t.Fatal("root helper not running before the update")
 	}
@@ -448,7 +485,7 @@ func updateToBrokenRollsBack(t *testing.T, s *sysInstall) {
 	if _, err := os.Lstat(updater.JournalPath(s.sys.StagingDir())); err == nil {
 		t.Fatal("update journal left after a complete rollback")
 	}
-	helper := sup.HelperPID()
+	helper := s.helperPID()
 	if helper == 0 || helper == oldHelper || processAlive(oldHelper) {
 		t.Fatalf("root helper not restarted by the rollback (pid %d, old %d alive: %v)", helper, oldHelper, processAlive(oldHelper))
 	}

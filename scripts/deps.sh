@@ -17,6 +17,7 @@ pkgs=(
   passwd            # useradd, for the peer-credential tests
   hyperfine         # scripts/bench: whole-process timings
   systemd           # systemd-analyze verify for the units
+  systemd-container # systemd-nspawn: e2e TestSystemd boots systemd as PID 1 in a container
   nodejs            # runs the independent MCP client of the e2e tests (e2e/testdata/mcp-client)
 )
 missing=()

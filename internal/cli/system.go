@@ -100,7 +100,13 @@ the owner's config.toml.`,
 				return err
 			}
 			if res.UnitsEnabled {
-				fmt.Fprintf(w, "enabled and started %s and %s\n", updater.HelperUnit, updater.DaemonUnit)
+				// Type=simple units are "started" once forked: wait until the
+				// daemon serves, so the next banger command finds it.
+				svc := updater.SystemdServices{Probe: daemonProbe(sys.User().Socket())}
+				if err := svc.WaitDaemonReady(cmd.Context()); err != nil {
+					return fmt.Errorf("banger system install: %w (see journalctl -u %s)", err, updater.DaemonUnit)
+				}
+				fmt.Fprintf(w, "enabled and started %s and %s\ndaemon running (%s)\n", updater.HelperUnit, updater.DaemonUnit, sys.User().Socket())
 				return nil
 			}
 			meta, err := installmeta.Read(sys.InstallMeta())

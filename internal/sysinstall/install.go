@@ -227,6 +227,9 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	for _, args := range [][]string{
 		{"daemon-reload"},
 		{"enable", updater.HelperUnit, updater.DaemonUnit},
+		// A unit that failed in a loop hit its start limit: systemd refuses
+		// to start it again, the reinstall meant to repair it included.
+		{"reset-failed", updater.HelperUnit, updater.DaemonUnit},
 		{"restart", updater.HelperUnit},
 		{"restart", updater.DaemonUnit},
 	} {

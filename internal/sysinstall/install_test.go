@@ -192,6 +192,7 @@ func TestInstallWithSystemdEnablesUnits(t *testing.T) {
 	want := []string{
 		"systemctl daemon-reload",
 		"systemctl enable bangerd-root.service bangerd.service",
+		"systemctl reset-failed bangerd-root.service bangerd.service",
 		"systemctl restart bangerd-root.service",
 		"systemctl restart bangerd.service",
 	}

@@ -75,18 +75,40 @@ func (s SystemdServices) run(ctx context.Context, args ...string) ([]byte, error
 // RestartHelper restarts bangerd-root.service. Its KillMode=process and
 // SendSIGKILL=no leave the VMM children running.
 func (s SystemdServices) RestartHelper(ctx context.Context) error {
-	if _, err := s.run(ctx, "restart", HelperUnit); err != nil {
-		return fmt.Errorf("restart %s: %w", HelperUnit, err)
-	}
-	return nil
+	return s.restart(ctx, HelperUnit)
 }
 
 // RestartDaemon restarts bangerd.service.
 func (s SystemdServices) RestartDaemon(ctx context.Context) error {
-	if _, err := s.run(ctx, "restart", DaemonUnit); err != nil {
-		return fmt.Errorf("restart %s: %w", DaemonUnit, err)
+	return s.restart(ctx, DaemonUnit)
+}
+
+// restart clears the unit's failed state first: a daemon that failed in a
+// loop (Restart=on-failure) hits its start limit, and systemd then refuses
+// every start, the rollback's included, until reset-failed.
+func (s SystemdServices) restart(ctx context.Context, unit string) error {
+	if _, err := s.run(ctx, "reset-failed", unit); err != nil {
+		return fmt.Errorf("restart %s: clear its failed state: %w", unit, err)
+	}
+	if _, err := s.run(ctx, "restart", unit); err != nil {
+		return fmt.Errorf("restart %s: %w", unit, err)
 	}
 	return nil
+}
+
+// journalTail is the daemon unit's last log lines, for an error saying why
+// it failed (the supervisor's error carries its log tail the same way);
+// empty when the journal cannot be read.
+func (s SystemdServices) journalTail(ctx context.Context) string {
+	run := s.Run
+	if run == nil {
+		run = ExecRunner
+	}
+	out, err := run(ctx, "journalctl", "--no-pager", "--output", "cat", "--lines", "10", "--unit", DaemonUnit)
+	if tail := strings.TrimSpace(string(out)); err == nil && tail != "" {
+		return "; its last log lines:\n" + tail
+	}
+	return ""
 }
 
 // WaitDaemonReady polls until the daemon unit is active and Probe passes.
@@ -106,7 +128,7 @@ func (s SystemdServices) WaitDaemonReady(ctx context.Context) error {
 		state := strings.TrimSpace(string(out))
 		switch state {
 		case "failed":
-			return fmt.Errorf("wait for %s: the unit failed", DaemonUnit)
+			return fmt.Errorf("wait for %s: the unit failed%s", DaemonUnit, s.journalTail(ctx))
 		case "active":
 			if s.Probe == nil {
 				return nil

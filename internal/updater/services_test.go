@@ -16,6 +16,7 @@ type scriptedSystemctl struct {
 	states []string
 	calls  []string
 	fail   map[string]error
+	output map[string]string
 }
 
 func (s *scriptedSystemctl) run(_ context.Context, name string, args ...string) ([]byte, error) {
@@ -23,6 +24,9 @@ func (s *scriptedSystemctl) run(_ context.Context, name string, args ...string) 
 	s.calls = append(s.calls, line)
 	if err := s.fail[line]; err != nil {
 		return nil, err
+	}
+	if out, ok := s.output[line]; ok {
+		return []byte(out), nil
 	}
 	if len(args) > 0 && args[0] == "is-active" {
 		st := s.states[0]
@@ -51,7 +55,9 @@ func TestSystemdServicesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
+		"systemctl reset-failed bangerd-root.service",
 		"systemctl restart bangerd-root.service",
+		"systemctl reset-failed bangerd.service",
 		"systemctl restart bangerd.service",
 		"systemctl is-active bangerd.service",
 		"systemctl is-active bangerd.service",
@@ -65,18 +71,38 @@ func TestSystemdServicesRestart(t *testing.T) {
 	if err := s.RestartDaemon(ctx); err == nil || !strings.Contains(err.Error(), "bangerd.service") {
 		t.Fatalf("failed restart: %v", err)
 	}
+
+	// A failed reset-failed is reported, and no restart is attempted.
+	sc = &scriptedSystemctl{fail: map[string]error{"systemctl reset-failed bangerd-root.service": errors.New("access denied")}}
+	s.Run = sc.run
+	if err := s.RestartHelper(ctx); err == nil || !strings.Contains(err.Error(), "clear its failed state") || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("failed reset-failed: %v", err)
+	}
+	if want := []string{"systemctl reset-failed bangerd-root.service"}; !reflect.DeepEqual(sc.calls, want) {
+		t.Fatalf("calls %q, want %q", sc.calls, want)
+	}
 }
 
 func TestSystemdServicesWaitFailures(t *testing.T) {
 	ctx := context.Background()
-	sc := &scriptedSystemctl{states: []string{"activating", "failed"}}
+	journal := "journalctl --no-pager --output cat --lines 10 --unit bangerd.service"
+	sc := &scriptedSystemctl{states: []string{"activating", "failed"},
+		output: map[string]string{journal: "bangerd: open store: disk full\n"}}
 	s := SystemdServices{Run: sc.run, PollInterval: time.Millisecond, ReadyTimeout: 5 * time.Second}
 	start := time.Now()
-	if err := s.WaitDaemonReady(ctx); err == nil || !strings.Contains(err.Error(), "failed") {
+	// The error says why: the unit's last log lines.
+	if err := s.WaitDaemonReady(ctx); err == nil || !strings.Contains(err.Error(), "the unit failed") ||
+		!strings.Contains(err.Error(), "open store: disk full") {
 		t.Fatalf("failed unit: %v", err)
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Fatal("a failed unit did not end the wait at once")
+	}
+	// An unreadable journal leaves the plain error.
+	sc = &scriptedSystemctl{states: []string{"failed"}, fail: map[string]error{journal: errors.New("no journal")}}
+	s.Run = sc.run
+	if err := s.WaitDaemonReady(ctx); err == nil || err.Error() != "wait for bangerd.service: the unit failed" {
+		t.Fatalf("failed unit, no journal: %v", err)
 	}
 
 	probes := 0
