@@ -212,17 +212,18 @@ func TestVMSurvivesServiceCgroupKill(t *testing.T) {
 	waitGone(t, before.PID)
 }
 
-// vmmCgroupProblem says why vm's VMM is not in banger/vm-<id> in every
-// process-tracking hierarchy, or "" when it is.
+// vmmCgroupProblem says why vm's VMM is not in a cgroup of its own in
+// every process-tracking hierarchy, or "" when it is: banger/vm-<id>
+// without systemd, a transient banger-vm-<id>.scope under systemd.
 func vmmCgroupProblem(vm model.VM) string {
 	cg := readFile(fmt.Sprintf("/proc/%d/cgroup", vm.PID))
-	want := "/banger/vm-" + vm.ID
+	want, scope := "/banger/vm-"+vm.ID, "/banger-vm-"+vm.ID+".scope"
 	found := false
 	for _, line := range strings.Split(strings.TrimSpace(cg), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) == 3 && (parts[0] == "0" || parts[1] == "name=systemd") {
-			if parts[2] != want {
-				return fmt.Sprintf("vmm of vm %s (pid %d) is not in %s:\n%s", vm.Name, vm.PID, want, cg)
+			if parts[2] != want && !strings.HasSuffix(parts[2], scope) {
+				return fmt.Sprintf("vmm of vm %s (pid %d) is in neither %s nor a %s:\n%s", vm.Name, vm.PID, want, scope[1:], cg)
 			}
 			found = true
 		}
