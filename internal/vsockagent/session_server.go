@@ -72,7 +72,7 @@ func (t *sessionTable) makeRoom() error {
 			return nil
 		}
 	}
-	return errorf(CodeUnsupported, "%d sessions are running already: wait for one to end", MaxSessions)
+	return errorf(CodeExecFailed, "%d sessions are running already: wait for one to end", MaxSessions)
 }
 
 func (t *sessionTable) add(sess *session) {
@@ -325,7 +325,7 @@ func (s *Server) handleSessionAttach(ctx context.Context, st *stream, log *slog.
 	}
 	sub, err := sess.out.Subscribe()
 	if err != nil {
-		return fail(st, errorf(CodeUnsupported, "session %s has %d clients attached already", p.ID, maxSessionClients))
+		return fail(st, errorf(CodeExecFailed, "session %s has %d clients attached already", p.ID, maxSessionClients))
 	}
 	defer sub.Close()
 	sess.mu.Lock()

@@ -248,7 +248,7 @@ func TestSessionTableIsBounded(t *testing.T) {
 			first = s.ID
 		}
 	}
-	if _, err := c.StartSession(ctx, SessionStart{ExecRequest: ExecRequest{Argv: []string{"true"}}}); !errors.Is(err, &Error{Code: CodeUnsupported}) {
+	if _, err := c.StartSession(ctx, SessionStart{ExecRequest: ExecRequest{Argv: []string{"true"}}}); !errors.Is(err, &Error{Code: CodeExecFailed}) {
 		t.Fatalf("start beyond %d running sessions: %v", MaxSessions, err)
 	}
 	// Once one has ended, it makes room for a new one.
