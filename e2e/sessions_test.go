@@ -229,7 +229,8 @@ func TestSessDetachAttachSurvivesClientAndDaemon(t *testing.T) {
 	}
 }
 
-// A session that prints 10 MB replays at most replay_bytes, its tail.
+// A session that prints 10 MB replays at most replay_bytes, its tail; and
+// what a session prints reaches the user escaped unless --raw.
 func TestSessReplayRingIsBounded(t *testing.T) {
 	if !testutil.InNetNS(t) {
 		return
@@ -253,6 +254,16 @@ func TestSessReplayRingIsBounded(t *testing.T) {
 	}
 	if !strings.HasSuffix(out.String(), "yyy\nEND\n") || strings.Trim(strings.TrimSuffix(out.String(), "\nEND\n"), "y") != "" {
 		t.Fatalf("replay is not the output's tail: ...%q", out.String()[max(0, out.Len()-40):])
+	}
+
+	// A hostile guest's escape sequence (OSC 52 writes the clipboard).
+	osc := strings.TrimSpace(in.ok("banger", "vm", "exec", "--detach", "sess", "--", "printf", `\033]52;c;ZXZpbA==\007osc-done\n`))
+	sessWaitExited(t, in, osc, time.Minute)
+	if got := in.ok("banger", "vm", "attach", "sess", osc); strings.ContainsRune(got, 0x1b) || got != `\x1b]52;c;ZXZpbA==\x07osc-done`+"\n" {
+		t.Fatalf("attach wrote %q, want the escape made visible", got)
+	}
+	if got := in.ok("banger", "vm", "attach", "--raw", "sess", osc); got != "\x1b]52;c;ZXZpbA==\x07osc-done\n" {
+		t.Fatalf("attach --raw wrote %q, want the guest's bytes", got)
 	}
 }
 

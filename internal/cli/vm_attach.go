@@ -26,7 +26,7 @@ const (
 )
 
 func newVMAttachCommand(a *app) *cobra.Command {
-	var stdin bool
+	var stdin, raw bool
 	cmd := &cobra.Command{
 		Use:   "attach NAME SESSION",
 		Short: "Re-attach to a detached session (banger vm exec --detach)",
@@ -40,6 +40,10 @@ the session). A session started without one shows its stdout and stderr;
 with -i, your stdin is sent to it and its end closes the session's stdin
 (the session must have been started with -i).
 
+Output is the guest's: unless a tty session is shown on your terminal, it
+is escaped as vm logs does (controls and escape sequences made visible,
+newlines kept); --raw writes the bytes as they are.
+
 Detach without stopping the command: Ctrl-\, or Ctrl-P then Ctrl-Q. Ctrl-C
 reaches the command as with vm exec. The session lives in the guest agent:
 a daemon restart does not end it; a VM stop does.`,
@@ -49,10 +53,11 @@ a daemon restart does not end it; a VM stop does.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.attach(cmd.Context(), args[0], args[1], stdin)
+			return a.attach(cmd.Context(), args[0], args[1], stdin, raw)
 		},
 	}
 	cmd.Flags().BoolVarP(&stdin, "interactive", "i", false, "send stdin to a session without a terminal (its end closes the session's stdin)")
+	cmd.Flags().BoolVar(&raw, "raw", false, "write the guest's output unescaped")
 	return cmd
 }
 
@@ -77,7 +82,7 @@ var errDetached = errors.New("detached")
 
 // attach relays the terminal to a detached session until it exits or the
 // user detaches.
-func (a *app) attach(ctx context.Context, name, session string, interactive bool) error {
+func (a *app) attach(ctx context.Context, name, session string, interactive, raw bool) error {
 	c, err := a.client(ctx)
 	if err != nil {
 		return err
@@ -185,18 +190,15 @@ func (a *app) attach(ctx context.Context, name, session string, interactive bool
 							restore = func() { _ = term.Restore(int(inFile.Fd()), st) }
 						}
 					}
-					// A tty session's bytes are its terminal's: raw, as vm exec
-					// -t. Otherwise guest output shown on a terminal is
-					// escaped (termsafe); piped, it stays byte for byte.
-					if !ds.TTY && outTerm {
-						tw := termsafe.NewWriter(a.env.Stdout)
+					// A tty session shown on a terminal gets its bytes raw,
+					// as vm exec -t. Anything else is guest text for a
+					// human, escaped as vm logs does (files and pipes too:
+					// they reach a terminal later); --raw opts out.
+					if !raw && !(ds.TTY && outTerm) {
+						tw, te := termsafe.NewWriter(a.env.Stdout), termsafe.NewWriter(a.env.Stderr)
 						defer tw.Flush()
-						out = tw
-					}
-					if errFile, ok := a.env.Stderr.(*os.File); ok && !ds.TTY && term.IsTerminal(int(errFile.Fd())) {
-						tw := termsafe.NewWriter(a.env.Stderr)
-						defer tw.Flush()
-						errOut = tw
+						defer te.Flush()
+						out, errOut = tw, te
 					}
 					switch {
 					case ds.TTY && inTerm:
