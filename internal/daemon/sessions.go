@@ -79,7 +79,9 @@ func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call) (any, error) {
 		Stdin: stdin, Stdout: &frameWriter{c: c, kind: api.KindStdout}, Stderr: &frameWriter{c: c, kind: api.KindStderr},
 		Resize: in.resize, Signals: in.signals,
 		Attached: func(a vsockagent.SessionAttached) {
-			_ = c.Send(api.KindAttached, api.DetachedSession{ID: a.ID, TTY: a.TTY, State: vsockagent.SessionRunning})
+			// The mode is the one the daemon chose (the id carries it),
+			// which the agent client has checked the guest's word against.
+			_ = c.Send(api.KindAttached, api.DetachedSession{ID: a.ID, TTY: vsockagent.SessionIDTTY(a.ID), State: vsockagent.SessionRunning})
 			if a.TTY && p.Rows > 0 && p.Cols > 0 {
 				select {
 				case in.resizeIn <- vsockagent.WinSize{Rows: p.Rows, Cols: p.Cols}:

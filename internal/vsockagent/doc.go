@@ -87,9 +87,11 @@
 // of the host's streams, and its output goes into a bounded replay ring
 // (package sessionstream) instead of a stream (session_*.go).
 //
-//	session.start   params SessionStart (an ExecRequest, stdin kept open
-//	                or not, replay_bytes ≤ MaxReplayBytes); result
-//	                SessionStarted {id: 16 hex digits, pid}. At most
+//	session.start   params SessionStart (an ExecRequest, the host's id,
+//	                stdin kept open or not, replay_bytes ≤ MaxReplayBytes);
+//	                result SessionStarted {id, pid}. An id is 16 hex digits,
+//	                the last odd exactly for a tty session (NewSessionID):
+//	                the host reads the mode from the id it chose. At most
 //	                MaxSessions are kept; the oldest finished one makes room.
 //	session.list    result []SessionInfo (state running or exited, exit code).
 //	session.attach  params {"id"}; result SessionAttached, then exec's
@@ -100,7 +102,8 @@
 //	                At most 4 clients per session; 'z' closes a pipe stdin
 //	                and is ignored on a tty.
 //
-// The host checks every id, state and count in these answers before use.
+// The host checks every id, state, count and tty flag in these answers
+// before use.
 //
 // # Processes
 //

@@ -8,13 +8,21 @@ import (
 )
 
 // StartSession starts a process that the agent keeps running whatever
-// becomes of this stream; it returns the session's id.
+// becomes of this stream; it returns the session's id (req.ID, made here
+// when empty).
 func (c *Client) StartSession(ctx context.Context, req SessionStart) (SessionStarted, error) {
+	if req.ID == "" {
+		id, err := NewSessionID(req.TTY)
+		if err != nil {
+			return SessionStarted{}, err
+		}
+		req.ID = id
+	}
 	var res SessionStarted
 	if err := c.unary(ctx, MethodSessionStart, req, &res); err != nil {
 		return SessionStarted{}, err
 	}
-	if !ValidSessionID(res.ID) || res.PID <= 0 {
+	if res.ID != req.ID || res.PID <= 0 {
 		return SessionStarted{}, fmt.Errorf("%s: agent answered an invalid session (id %.40q, pid %d)", MethodSessionStart, res.ID, res.PID)
 	}
 	return res, nil
@@ -69,6 +77,12 @@ func (c *Client) Attach(ctx context.Context, id string, aio AttachIO) (int, erro
 	if res.ID != id {
 		abort(st)
 		return -1, fmt.Errorf("%s: agent attached session %.40q, not %s", MethodSessionAttach, res.ID, id)
+	}
+	if res.TTY != SessionIDTTY(id) {
+		// The mode is the host's (encoded in the id it chose): a guest
+		// claiming a terminal would get raw bytes onto the user's.
+		abort(st)
+		return -1, fmt.Errorf("%s: agent claims session %s has tty=%t, but it was started with tty=%t", MethodSessionAttach, id, res.TTY, !res.TTY)
 	}
 	if aio.Attached != nil {
 		aio.Attached(res)

@@ -1,8 +1,11 @@
 package vsockagent
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -46,10 +49,34 @@ var sessionIDRe = regexp.MustCompile(`^[0-9a-f]{16}$`)
 // (16 lower-case hex digits).
 func ValidSessionID(id string) bool { return sessionIDRe.MatchString(id) }
 
+// NewSessionID makes a session id for the host to hand to session.start.
+// Its last hex digit is odd exactly when the session has a tty: the host
+// reads a session's mode from the id it chose, never from the guest's
+// word, so a guest cannot turn a pipes session into raw terminal output.
+func NewSessionID(tty bool) (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("make session id: %w", err)
+	}
+	b[7] &^= 1
+	if tty {
+		b[7] |= 1
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// SessionIDTTY reports the mode encoded in a valid session id.
+func SessionIDTTY(id string) bool {
+	return len(id) == 16 && strings.IndexByte("13579bdf", id[15]) >= 0
+}
+
 // SessionStart is session.start's request: a process the agent keeps
 // running, whatever becomes of the host's stream.
 type SessionStart struct {
 	ExecRequest
+	// ID is the host's id for the session (see NewSessionID); empty, the
+	// agent makes one. It must match TTY and not be in use.
+	ID string `json:"id,omitempty"`
 	// Stdin keeps the process's stdin open for attached clients; without
 	// it (and without a tty) the process starts with its stdin at EOF.
 	Stdin bool `json:"stdin,omitempty"`
@@ -84,6 +111,8 @@ func (si SessionInfo) validate() error {
 	switch {
 	case !ValidSessionID(si.ID):
 		return fmt.Errorf("session id %.40q is not 16 hex digits", si.ID)
+	case si.TTY != SessionIDTTY(si.ID):
+		return fmt.Errorf("session %s: its tty flag does not match its id", si.ID)
 	case len(si.Argv) == 0 || len(si.Argv) > maxListArgv:
 		return fmt.Errorf("session %s: %d argv entries", si.ID, len(si.Argv))
 	case si.State == SessionRunning && si.ExitCode != nil:

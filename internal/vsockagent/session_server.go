@@ -2,12 +2,9 @@ package vsockagent
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -48,14 +45,6 @@ type session struct {
 	ended   time.Time
 	code    int
 	clients int
-}
-
-func newSessionID() (string, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("session id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // makeRoom drops the oldest finished session when the table is full, or
@@ -140,9 +129,15 @@ func (s *Server) handleSessionStart(_ context.Context, st *stream, log *slog.Log
 	if req.ReplayBytes == 0 {
 		req.ReplayBytes = DefaultReplayBytes
 	}
-	id, err := newSessionID()
-	if err != nil {
-		return fail(st, err)
+	id := req.ID
+	if id == "" {
+		var err error
+		if id, err = NewSessionID(req.TTY); err != nil {
+			return fail(st, err)
+		}
+	}
+	if !ValidSessionID(id) || SessionIDTTY(id) != req.TTY {
+		return fail(st, errorf(CodeBadRequest, "session id %.40q is not 16 hex digits whose last is odd exactly for a tty session", id))
 	}
 	env := mergeEnv(os.Environ(), req.Env)
 	if req.TTY && envValue(env, "TERM") == "" {
@@ -164,6 +159,9 @@ func (s *Server) handleSessionStart(_ context.Context, st *stream, log *slog.Log
 	// any process exists.
 	s.sessions.startMu.Lock()
 	defer s.sessions.startMu.Unlock()
+	if s.sessions.get(id) != nil {
+		return fail(st, errorf(CodeBadRequest, "session id %s is in use", id))
+	}
 	if err := s.sessions.makeRoom(); err != nil {
 		return fail(st, err)
 	}

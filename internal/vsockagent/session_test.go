@@ -214,6 +214,17 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 	}
 }
 
+func TestSessionIDCarriesTheMode(t *testing.T) {
+	for range 200 {
+		for _, tty := range []bool{false, true} {
+			id, err := NewSessionID(tty)
+			if err != nil || !ValidSessionID(id) || SessionIDTTY(id) != tty {
+				t.Fatalf("NewSessionID(%v) = %q, %v", tty, id, err)
+			}
+		}
+	}
+}
+
 func TestSessionBadRequests(t *testing.T) {
 	c := startUnix(t, newTestServer(ServerOptions{}))
 	ctx := context.Background()
@@ -229,8 +240,20 @@ func TestSessionBadRequests(t *testing.T) {
 	if _, err := c.Attach(ctx, "../../etc", AttachIO{}); err == nil {
 		t.Fatal("malformed id accepted")
 	}
+	// The host's id must carry the session's mode and be unused.
+	ttyID, _ := NewSessionID(true)
+	if _, err := c.StartSession(ctx, SessionStart{ID: ttyID, ExecRequest: ExecRequest{Argv: []string{"true"}}}); !errors.Is(err, &Error{Code: CodeBadRequest}) {
+		t.Fatalf("tty id for a pipes session: %v", err)
+	}
+	pipesID, _ := NewSessionID(false)
+	if _, err := c.StartSession(ctx, SessionStart{ID: pipesID, ExecRequest: ExecRequest{Argv: []string{"true"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StartSession(ctx, SessionStart{ID: pipesID, ExecRequest: ExecRequest{Argv: []string{"true"}}}); !errors.Is(err, &Error{Code: CodeBadRequest}) {
+		t.Fatalf("id in use: %v", err)
+	}
 	list, err := c.Sessions(ctx)
-	if err != nil || len(list) != 0 {
+	if err != nil || len(list) != 1 || list[0].ID != pipesID {
 		t.Fatalf("failed starts left sessions behind: %+v %v", list, err)
 	}
 }
@@ -302,6 +325,28 @@ func TestSessionRepliesFromHostileAgent(t *testing.T) {
 		var out syncBuf
 		if _, err := c.Attach(context.Background(), "0123456789abcdef", AttachIO{Stdout: &out}); err == nil || out.String() != "" {
 			t.Fatalf("attach to a swapped session: %v, output %q", err, out.String())
+		}
+	})
+	t.Run("attach claims a tty for a pipes session", func(t *testing.T) {
+		pipes, _ := NewSessionID(false)
+		c := scriptedAgent(t, func(st *stream, method string) {
+			_ = respond(st, SessionAttached{ID: pipes, TTY: true})
+			_ = st.writeFrame(frameStdout, []byte("\x1b]52;c;ZXZpbA==\x07"))
+		})
+		var out syncBuf
+		var attached bool
+		_, err := c.Attach(context.Background(), pipes, AttachIO{Stdout: &out, Attached: func(SessionAttached) { attached = true }})
+		if err == nil || attached || out.String() != "" {
+			t.Fatalf("a guest upgraded a pipes session to a tty: err %v, attached %v, output %q", err, attached, out.String())
+		}
+	})
+	t.Run("listed tty flag contradicts the id", func(t *testing.T) {
+		pipes, _ := NewSessionID(false)
+		c := scriptedAgent(t, func(st *stream, method string) {
+			_ = respond(st, []SessionInfo{{ID: pipes, Argv: []string{"sh"}, TTY: true, State: SessionRunning}})
+		})
+		if list, err := c.Sessions(context.Background()); err == nil {
+			t.Fatalf("accepted %+v", list)
 		}
 	})
 	t.Run("start answers a bad id", func(t *testing.T) {
