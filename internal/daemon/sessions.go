@@ -101,6 +101,8 @@ func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call) (any, error) {
 	return api.ExecResult{ExitCode: code}, nil
 }
 
+var errClientGone = errors.New("client gone")
+
 // clientInput is what a client sends on an exec-like call, decoded.
 type clientInput struct {
 	stdin    *io.PipeReader
@@ -117,10 +119,12 @@ func relayClientInput(ctx context.Context, c *rpc.Call) clientInput {
 	resize := make(chan vsockagent.WinSize, 4)
 	signals := make(chan os.Signal, 4)
 	go func() {
-		defer stdinW.Close()
 		for {
 			f, err := c.Recv(ctx)
 			if err != nil {
+				// Not io.EOF: a client that went away detaches, it does
+				// not end the session's stdin.
+				stdinW.CloseWithError(errClientGone)
 				return
 			}
 			switch f.Kind {

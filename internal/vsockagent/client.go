@@ -182,14 +182,15 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, std
 	if err != nil {
 		return -1, err
 	}
-	return relayExec(ctx, st, "exec", stdin, true, stdout, stderr, resize, signals, nil)
+	send := func(st *stream, finished <-chan struct{}) { sendStdin(st, stdin, finished) }
+	return relayExec(ctx, st, "exec", send, stdout, stderr, resize, signals, nil)
 }
 
 // relayExec carries an exec-like stream (exec, session.attach) until its
 // exit frame: stdin, sizes and signals out; output, lost counts (onLost,
-// may be nil) and the exit code in. A nil stdin sends end-of-stdin at once
-// when eofIfNone (exec), nothing otherwise (an attach that only watches).
-func relayExec(ctx context.Context, st *stream, what string, stdin io.Reader, eofIfNone bool, stdout, stderr io.Writer,
+// may be nil) and the exit code in. sendIn (nil: none) streams stdin until
+// finished is closed.
+func relayExec(ctx context.Context, st *stream, what string, sendIn func(*stream, <-chan struct{}), stdout, stderr io.Writer,
 	resize <-chan WinSize, signals <-chan os.Signal, onLost func(uint64)) (int, error) {
 	defer st.Close()
 	finished := make(chan struct{})
@@ -197,8 +198,8 @@ func relayExec(ctx context.Context, st *stream, what string, stdin io.Reader, eo
 	stop := context.AfterFunc(ctx, func() { abort(st) })
 	defer stop()
 
-	if stdin != nil || eofIfNone {
-		go sendStdin(st, stdin, finished)
+	if sendIn != nil {
+		go sendIn(st, finished)
 	}
 	go func() {
 		for {

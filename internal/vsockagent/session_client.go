@@ -2,6 +2,7 @@ package vsockagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,7 +49,8 @@ func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
 
 // AttachIO is what Attach relays: as for Exec, any field may be nil, but a
 // nil Stdin sends nothing (the session's stdin stays open), and the end of
-// a non-nil one closes the session's stdin (pipes; a tty ignores it).
+// a non-nil one (io.EOF, not another error) closes the session's stdin
+// (pipes; a tty ignores it).
 type AttachIO struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
@@ -87,5 +89,32 @@ func (c *Client) Attach(ctx context.Context, id string, aio AttachIO) (int, erro
 	if aio.Attached != nil {
 		aio.Attached(res)
 	}
-	return relayExec(ctx, st, "attach session "+id, aio.Stdin, false, aio.Stdout, aio.Stderr, aio.Resize, aio.Signals, aio.Lost)
+	var sendIn func(*stream, <-chan struct{})
+	if aio.Stdin != nil {
+		sendIn = func(st *stream, finished <-chan struct{}) { sendAttachStdin(st, aio.Stdin, finished) }
+	}
+	return relayExec(ctx, st, "attach session "+id, sendIn, aio.Stdout, aio.Stderr, aio.Resize, aio.Signals, aio.Lost)
+}
+
+// sendAttachStdin streams stdin; only its real end (io.EOF) is passed on:
+// a client that goes away detaches without closing the session's stdin.
+func sendAttachStdin(st *stream, stdin io.Reader, finished <-chan struct{}) {
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := stdin.Read(buf)
+		select {
+		case <-finished:
+			return
+		default:
+		}
+		if n > 0 && st.writeFrame(frameStdin, buf[:n]) != nil {
+			return
+		}
+		if errors.Is(err, io.EOF) {
+			_ = st.writeFrame(frameEOF, nil)
+		}
+		if err != nil {
+			return
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -176,6 +177,28 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 		t.Fatalf("cat session: %d %v %q", code, err, out.String())
 	}
 
+	// A client whose stdin fails (it went away) detaches without closing
+	// the session's stdin: the next client still types into it.
+	s1b, err := c.StartSession(ctx, SessionStart{Stdin: true, ExecRequest: ExecRequest{Argv: []string{"cat"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outB syncBuf
+	actx, cancel := context.WithCancel(ctx)
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Attach(actx, s1b.ID, AttachIO{Stdin: io.MultiReader(strings.NewReader("one "), failingReader{}), Stdout: &outB})
+		first <- err
+	}()
+	sessWaitFor(t, "the first client's input echoed", func() bool { return outB.String() == "one " })
+	cancel()
+	<-first
+	var outC syncBuf
+	code, err = c.Attach(ctx, s1b.ID, AttachIO{Stdin: strings.NewReader("two\n"), Stdout: &outC})
+	if err != nil || code != 0 || outC.String() != "one two\n" {
+		t.Fatalf("second client: %d %v %q", code, err, outC.String())
+	}
+
 	// Without Stdin the process starts at end of input.
 	s2, err := c.StartSession(ctx, SessionStart{ExecRequest: ExecRequest{Argv: []string{"cat"}}})
 	if err != nil {
@@ -213,6 +236,10 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 		t.Fatalf("tty session: code %d err %v attached %+v out %q", tcode, terr, attached, tout.String())
 	}
 }
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("client gone") }
 
 func TestSessionIDCarriesTheMode(t *testing.T) {
 	for range 200 {
