@@ -214,3 +214,24 @@ func TestNextHonoursContextAndCopies(t *testing.T) {
 		t.Fatalf("write after close counted: %d", w)
 	}
 }
+
+// BenchmarkWrite measures appending 4 KiB writes to a 1 MiB ring that has
+// wrapped, with one live reader.
+func BenchmarkWrite(b *testing.B) {
+	s := New(1<<20, 1)
+	r, _ := s.Subscribe()
+	defer r.Close()
+	go func() {
+		for {
+			if _, _, err := r.Next(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	p := bytes.Repeat([]byte("x"), 4096)
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		s.Write(Stdout, p)
+	}
+	s.Close()
+}
