@@ -37,7 +37,8 @@ The command ends if banger exits or loses the daemon.
 
 With --detach the guest agent keeps the command running on its own and
 banger prints its session id: banger vm attach NAME ID joins it (replaying
-its recent output), banger vm sessions NAME lists it.`,
+its recent output), banger vm sessions NAME lists it. With --detach, -i
+keeps the session's stdin open for vm attach -i.`,
 		Example: `  banger vm exec dev -- uname -a
   echo hi | banger vm exec -i dev -- cat
   banger vm exec -it dev -- bash
