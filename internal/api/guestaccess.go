@@ -93,4 +93,8 @@ type VMCopy struct {
 // SessionList is vm.sessions's result.
 type SessionList struct {
 	Sessions []model.GuestSession `json:"sessions"`
+	// Detached are the sessions the VM's agent keeps (vm exec --detach),
+	// when the VM is running; DetachedError says why they are missing.
+	Detached      []DetachedSession `json:"detached"`
+	DetachedError string            `json:"detached_error,omitempty"`
 }

@@ -96,6 +96,9 @@ type VMExec struct {
 	// applies and caps it.
 	TimeoutSeconds int    `json:"timeout_seconds,omitempty"`
 	Origin         string `json:"origin,omitempty"`
+	// Detach starts a session the guest agent keeps running: the result
+	// is SessionStarted at once (see vm.attach).
+	Detach bool `json:"detach,omitempty"`
 }
 
 // Data frame kinds of streaming methods.

@@ -44,7 +44,9 @@ starts: restart it (banger daemon stop && banger daemon start) after a change.
   [policy]                      # defaults for new VMs; create flags add to them
   deny_egress = []              # IPv4 CIDRs the host drops for VM traffic (169.254.0.0/16 always)
   deny_private = false          # also drop 10/8, 172.16/12, 192.168/16, 100.64/10 (not the VM subnet)
-  forward_deny = []             # guest ports vm forward refuses`,
+  forward_deny = []             # guest ports vm forward refuses
+  [sessions]
+  replay_bytes = 1048576        # output a detached session keeps for vm attach (at most 16 MiB)`,
 		Example: `  banger config show
   banger config show --json`,
 		Args: cobra.ArbitraryArgs,
@@ -77,6 +79,7 @@ func newConfigShowCommand(a *app) *cobra.Command {
 				tomlStrings(cfg.Policy.DenyEgress), cfg.Policy.DenyPrivate, tomlInts(cfg.Policy.ForwardDeny))
 			fmt.Fprintf(w, "\n[mcp]\nmax_vms = %d\nmax_memory = %d\nallow_network = %t\ndefault_timeout = %q\n",
 				cfg.MCP.MaxVMs, cfg.MCP.MaxMemory, cfg.MCP.AllowNetwork, cfg.MCP.DefaultTimeout)
+			fmt.Fprintf(w, "\n[sessions]\nreplay_bytes = %d\n", cfg.Sessions.ReplayBytes)
 			return nil
 		},
 	}

@@ -28,7 +28,8 @@ func newVMCommand(a *app) *cobra.Command {
 	cmd.AddCommand(newVMRunCommand(a), newVMCreateCommand(a), newVMStartCommand(a), newVMStopCommand(a),
 		newVMSuspendCommand(a), newVMResumeCommand(a), newVMRestartCommand(a), newVMRmCommand(a), newVMLsCommand(a), newVMInspectCommand(a),
 		newVMLogsCommand(a), newVMExecCommand(a), newVMSSHCommand(a), newVMPortsCommand(a),
-		newVMForwardCommand(a), newVMCpCommand(a), newVMSessionsCommand(a))
+		newVMForwardCommand(a), newVMCpCommand(a), newVMSessionsCommand(a),
+		newVMAttachCommand(a))
 	return cmd
 }
 

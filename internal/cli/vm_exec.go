@@ -17,11 +17,12 @@ import (
 )
 
 type execOptions struct {
-	argv  []string
-	env   []string
-	dir   string
-	stdin bool
-	tty   bool
+	argv   []string
+	env    []string
+	dir    string
+	stdin  bool
+	tty    bool
+	detach bool
 }
 
 func newVMExecCommand(a *app) *cobra.Command {
@@ -31,11 +32,18 @@ func newVMExecCommand(a *app) *cobra.Command {
 		Short: "Run a command in a VM through its guest agent (no sshd needed)",
 		Long: `Run a command in a running VM through the guest agent. Output streams
 back; the exit code is the command's. -i streams stdin, -t allocates a
-terminal (window size follows yours). Ctrl-C reaches the guest process.`,
+terminal (window size follows yours). Ctrl-C reaches the guest process.
+The command ends if banger exits or loses the daemon.
+
+With --detach the guest agent keeps the command running on its own and
+banger prints its session id: banger vm attach NAME ID joins it (replaying
+its recent output), banger vm sessions NAME lists it. With --detach, -i
+keeps the session's stdin open for vm attach -i.`,
 		Example: `  banger vm exec dev -- uname -a
   echo hi | banger vm exec -i dev -- cat
   banger vm exec -it dev -- bash
-  banger vm exec -e FOO=bar -w /tmp dev -- sh -c 'echo $FOO; pwd'`,
+  banger vm exec -e FOO=bar -w /tmp dev -- sh -c 'echo $FOO; pwd'
+  banger vm exec --detach dev -- sh -c 'make -j2 2>&1'`,
 		Args:              cobra.MinimumNArgs(2),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -43,6 +51,9 @@ terminal (window size follows yours). Ctrl-C reaches the guest process.`,
 				return &UsageError{Err: fmt.Errorf("usage: banger vm exec NAME [flags] -- COMMAND [ARG...]")}
 			}
 			o.argv = args[1:]
+			if o.detach {
+				return a.execDetached(cmd.Context(), args[0], o) // vm_attach.go
+			}
 			return a.execIn(cmd.Context(), args[0], o)
 		},
 	}
@@ -50,6 +61,7 @@ terminal (window size follows yours). Ctrl-C reaches the guest process.`,
 	cmd.Flags().BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	cmd.Flags().StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (K=V), repeatable")
 	cmd.Flags().StringVarP(&o.dir, "workdir", "w", "", "working directory in the guest")
+	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "keep the command running in the guest and print its session id (see vm attach)")
 	return cmd
 }
 

@@ -2,12 +2,14 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/termsafe"
 )
 
 func newVMSessionsCommand(a *app) *cobra.Command {
@@ -17,7 +19,11 @@ func newVMSessionsCommand(a *app) *cobra.Command {
 		Short: "List the commands run in a VM through banger vm exec",
 		Long: `List the guest sessions recorded for a VM: every banger vm exec command with
 its op_id, start, end and exit code. An exit code of -1 means the agent
-channel broke before the command reported its exit.`,
+channel broke before the command reported its exit.
+
+Detached sessions (vm exec --detach) are listed first when the VM runs: the
+guest agent keeps them, running and finished, with their id for banger vm
+attach, state and exit code (the last 32 at most).`,
 		Example: `  banger vm sessions dev
   banger vm sessions dev --json | jq '.sessions[] | select(.exit_code != 0)'`,
 		Args:              cobra.ExactArgs(1),
@@ -29,6 +35,9 @@ channel broke before the command reported its exit.`,
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if err := detachedTable(cmd.OutOrStdout(), res); err != nil {
+				return err
 			}
 			rows := make([][]string, 0, len(res.Sessions))
 			for _, s := range res.Sessions {
@@ -46,4 +55,32 @@ channel broke before the command reported its exit.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// detachedTable prints the agent's sessions (the guest's word: escaped).
+func detachedTable(w io.Writer, res api.SessionList) error {
+	if len(res.Detached) == 0 {
+		if res.DetachedError != "" {
+			fmt.Fprintf(w, "detached sessions: unavailable (%s)\n\n", termsafe.Line(res.DetachedError))
+		}
+		return nil
+	}
+	rows := make([][]string, 0, len(res.Detached))
+	for _, s := range res.Detached {
+		exit := "-"
+		if s.ExitCode != nil {
+			exit = fmt.Sprint(*s.ExitCode)
+		}
+		mode := "pipes"
+		if s.TTY {
+			mode = "tty"
+		}
+		rows = append(rows, []string{s.ID, s.StartedAt.Local().Format(time.DateTime), termsafe.Line(s.State), exit, mode,
+			fmt.Sprint(s.Clients), termsafe.Line(strings.Join(s.Command, " "))})
+	}
+	if err := table(w, []string{"SESSION", "STARTED", "STATE", "EXIT", "MODE", "CLIENTS", "COMMAND"}, rows); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	return err
 }

@@ -48,6 +48,15 @@ type Config struct {
 	Copy    Copy    `toml:"copy" json:"copy"`
 	MCP     MCP     `toml:"mcp" json:"mcp"`
 	Policy  Policy  `toml:"policy" json:"policy"`
+	// Sessions bounds detached exec sessions (vm exec --detach).
+	Sessions Sessions `toml:"sessions" json:"sessions"`
+}
+
+// Sessions configures detached exec sessions, which the guest agent keeps.
+type Sessions struct {
+	// ReplayBytes is the output each session keeps for vm attach to replay
+	// (guest memory: at most vsockagent.MaxReplayBytes).
+	ReplayBytes int64 `toml:"replay_bytes" json:"replay_bytes"`
 }
 
 // Policy is the default policy of new VMs (package policy applies it);
@@ -132,7 +141,8 @@ func Default() Config {
 		Copy:    Copy{MaxBytes: vsockagent.DefaultCopyMaxBytes, MaxEntries: vsockagent.DefaultCopyMaxEntries},
 		MCP: MCP{MaxVMs: DefaultMCPMaxVMs, MaxMemory: DefaultMCPMaxMemory, AllowNetwork: true,
 			DefaultTimeout: DefaultMCPDefaultTimeout},
-		Policy: Policy{DenyEgress: []string{}, ForwardDeny: []int{}}, // [] not null in config show --json
+		Policy:   Policy{DenyEgress: []string{}, ForwardDeny: []int{}}, // [] not null in config show --json
+		Sessions: Sessions{ReplayBytes: vsockagent.DefaultReplayBytes},
 	}
 }
 
@@ -213,6 +223,9 @@ func (c Config) Validate() error {
 	}
 	if c.Copy.MaxBytes < 0 || c.Copy.MaxEntries < 0 {
 		errs = append(errs, fmt.Errorf("copy.max_bytes and copy.max_entries must not be negative (0 means the default)"))
+	}
+	if c.Sessions.ReplayBytes < 1 || c.Sessions.ReplayBytes > vsockagent.MaxReplayBytes {
+		errs = append(errs, fmt.Errorf("sessions.replay_bytes %d must be between 1 and %d (16 MiB: the ring lives in guest memory)", c.Sessions.ReplayBytes, vsockagent.MaxReplayBytes))
 	}
 	if c.MCP.MaxVMs < 1 {
 		errs = append(errs, fmt.Errorf("mcp.max_vms %d must be at least 1", c.MCP.MaxVMs))

@@ -63,6 +63,9 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Detach {
+		return d.startDetached(ctx, c, vm, ga, p) // sessions.go
+	}
 	callCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc

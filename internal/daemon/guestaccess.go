@@ -425,7 +425,8 @@ func (d *Daemon) vmSessions(ctx context.Context, c *rpc.Call) (any, error) {
 	if s == nil {
 		s = []model.GuestSession{}
 	}
-	return api.SessionList{Sessions: s}, nil
+	detached, why := d.detachedSessions(ctx, vm.Name)
+	return api.SessionList{Sessions: s, Detached: detached, DetachedError: why}, nil
 }
 
 // sessionLost is the exit code recorded when a command's fate is unknown

@@ -182,13 +182,25 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, std
 	if err != nil {
 		return -1, err
 	}
+	send := func(st *stream, finished <-chan struct{}) { sendStdin(st, stdin, finished) }
+	return relayExec(ctx, st, "exec", send, stdout, stderr, resize, signals, nil)
+}
+
+// relayExec carries an exec-like stream (exec, session.attach) until its
+// exit frame: stdin, sizes and signals out; output, lost counts (onLost,
+// may be nil) and the exit code in. sendIn (nil: none) streams stdin until
+// finished is closed.
+func relayExec(ctx context.Context, st *stream, what string, sendIn func(*stream, <-chan struct{}), stdout, stderr io.Writer,
+	resize <-chan WinSize, signals <-chan os.Signal, onLost func(uint64)) (int, error) {
 	defer st.Close()
 	finished := make(chan struct{})
 	defer close(finished)
 	stop := context.AfterFunc(ctx, func() { abort(st) })
 	defer stop()
 
-	go sendStdin(st, stdin, finished)
+	if sendIn != nil {
+		go sendIn(st, finished)
+	}
 	go func() {
 		for {
 			select {
@@ -224,23 +236,27 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, std
 	for {
 		t, payload, err := st.readFrame()
 		if ctx.Err() != nil {
-			return -1, fmt.Errorf("exec: %w", ctx.Err())
+			return -1, fmt.Errorf("%s: %w", what, ctx.Err())
 		}
 		if err != nil {
-			return -1, fmt.Errorf("exec: %w", lostIfEOF(err))
+			return -1, fmt.Errorf("%s: %w", what, lostIfEOF(err))
 		}
 		switch t {
 		case frameStdout:
 			_, _ = stdout.Write(payload) // a failing writer must not stall the process
 		case frameStderr:
 			_, _ = stderr.Write(payload)
+		case frameLost:
+			if onLost != nil && len(payload) == 8 {
+				onLost(binary.BigEndian.Uint64(payload))
+			}
 		case frameExit:
 			if len(payload) != 4 {
-				return -1, fmt.Errorf("exec: malformed exit frame")
+				return -1, fmt.Errorf("%s: malformed exit frame", what)
 			}
 			return int(int32(binary.BigEndian.Uint32(payload))), nil
 		case frameError:
-			return -1, fmt.Errorf("exec: %w", decodeErrorFrame(payload))
+			return -1, fmt.Errorf("%s: %w", what, decodeErrorFrame(payload))
 		}
 	}
 }

@@ -81,6 +81,30 @@
 // TCP connection's bytes both ways, and a half-close on either side is
 // passed on (on yamux, a stream's Close is the half-close).
 //
+// # Sessions
+//
+// A session is an exec the agent owns: it keeps running whatever becomes
+// of the host's streams, and its output goes into a bounded replay ring
+// (package sessionstream) instead of a stream (session_*.go).
+//
+//	session.start   params SessionStart (an ExecRequest, the host's id,
+//	                stdin kept open or not, replay_bytes ≤ MaxReplayBytes);
+//	                result SessionStarted {id, pid}. An id is 16 hex digits,
+//	                the last odd exactly for a tty session (NewSessionID):
+//	                the host reads the mode from the id it chose. At most
+//	                MaxSessions are kept; the oldest finished one makes room.
+//	session.list    result []SessionInfo (state running or exited, exit code).
+//	session.attach  params {"id"}; result SessionAttached, then exec's
+//	                frames both ways: the ring is replayed, live output
+//	                follows, 'x' once the process has exited. 'l' (uint64
+//	                BE) counts bytes a slow client lost to the ring. A host
+//	                that closes the stream only detaches: no signal is sent.
+//	                At most 4 clients per session; 'z' closes a pipe stdin
+//	                and is ignored on a tty.
+//
+// The host checks every id, state, count and tty flag in these answers
+// before use.
+//
 // # Processes
 //
 // An exec'd process gets its own process group (a session with a

@@ -35,8 +35,9 @@ type ServerOptions struct {
 
 // Server answers agent requests inside the guest.
 type Server struct {
-	opts ServerOptions
-	log  *slog.Logger
+	opts     ServerOptions
+	log      *slog.Logger
+	sessions sessionTable // exec sessions that outlive their host stream
 }
 
 // NewServer returns a server; it serves nothing until Serve or ServePort.
@@ -99,6 +100,10 @@ func (s *Server) handlers() map[string]handlerFunc {
 		MethodForward:    s.handleForward,
 		MethodPoweroff:   s.handlePoweroff,
 		MethodClockSet:   s.handleClockSet,
+		// Sessions (session_server.go).
+		MethodSessionStart:  s.handleSessionStart,
+		MethodSessionAttach: s.handleSessionAttach,
+		MethodSessionList:   s.handleSessionList,
 	}
 }
 
