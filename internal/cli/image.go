@@ -76,12 +76,14 @@ func newImageImportCommand(a *app) *cobra.Command {
 
 func newImageLsCommand(a *app) *cobra.Command {
 	var asJSON bool
+	var format string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List images",
 		Example: `  banger image ls
-  banger image ls --json`,
+  banger image ls --json
+  banger image ls --format '{{.Name}} {{.SizeBytes}}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res api.ImageList
@@ -90,6 +92,13 @@ func newImageLsCommand(a *app) *cobra.Command {
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if format != "" {
+				t, err := parseFormat(format)
+				if err != nil {
+					return err
+				}
+				return printFormatted(cmd.OutOrStdout(), t, res.Images)
 			}
 			now := time.Now()
 			rows := [][]string{}
@@ -100,6 +109,7 @@ func newImageLsCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&format, "format", "", formatFlagHelp)
 	return cmd
 }
 

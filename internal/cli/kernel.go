@@ -82,12 +82,14 @@ func newKernelImportCommand(a *app) *cobra.Command {
 
 func newKernelLsCommand(a *app) *cobra.Command {
 	var asJSON bool
+	var format string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List kernels and which VMMs can boot each",
 		Example: `  banger kernel ls
-  banger kernel ls --json`,
+  banger kernel ls --json
+  banger kernel ls --format '{{.Name}} {{.Release}}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res api.KernelList
@@ -96,6 +98,13 @@ func newKernelLsCommand(a *app) *cobra.Command {
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if format != "" {
+				t, err := parseFormat(format)
+				if err != nil {
+					return err
+				}
+				return printFormatted(cmd.OutOrStdout(), t, res.Kernels)
 			}
 			rows := [][]string{}
 			for _, k := range res.Kernels {
@@ -109,6 +118,7 @@ func newKernelLsCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&format, "format", "", formatFlagHelp)
 	return cmd
 }
 

@@ -117,40 +117,6 @@ func newVMRmCommand(a *app) *cobra.Command {
 	return cmd
 }
 
-func newVMLsCommand(a *app) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"ps", "list"},
-		Short:   "List VMs",
-		Example: `  banger vm ls
-  banger vm ps --json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var res api.VMList
-			if err := a.call(cmd.Context(), api.MethodVMList, nil, &res); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(res.VMs))
-			for _, vm := range res.VMs {
-				up := "-"
-				if vm.State == model.StateRunning && !vm.StartedAt.IsZero() {
-					up = ago(now, vm.StartedAt)
-				}
-				rows = append(rows, []string{vm.Name, string(vm.State), vm.IP, vm.Image, vm.VMM,
-					fmt.Sprintf("%d", vm.CPUs), fmt.Sprintf("%dM", vm.MemoryMiB), up})
-			}
-			return table(cmd.OutOrStdout(), []string{"NAME", "STATE", "IP", "IMAGE", "VMM", "CPUS", "MEMORY", "UP"}, rows)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
-}
-
 func newVMInspectCommand(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{

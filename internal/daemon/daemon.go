@@ -14,6 +14,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
@@ -53,7 +54,8 @@ type Daemon struct {
 	kvm       kvmprobe.Result
 	startedAt time.Time
 	stop      context.CancelFunc
-	mcpMu     sync.Mutex // serialises MCP creates (see mcpCreate)
+	mcpMu     sync.Mutex  // serialises MCP creates (see mcpCreate)
+	events    *events.Bus // lifecycle events (banger events, vm ls -w)
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is
@@ -102,6 +104,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		startedAt: opts.Now(),
 		stop:      cancel,
 	}
+	d.events = events.New(opts.Now, 0)
+	st.ObserveVMs(d.observeVM)
 	d.ensureHelper(ctx)
 	defer d.stopManagedHelper()
 	d.vms = d.newVMManager(ctx)
@@ -165,6 +169,7 @@ var untracked = map[string]bool{
 	api.MethodOperationsList: true,
 	api.MethodDaemonShutdown: true,
 	api.MethodNetworkState:   true,
+	api.MethodEventsWatch:    true,
 }
 
 func (d *Daemon) trackOperation(c *rpc.Call) func(error) {

@@ -50,6 +50,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 		network = nil
 	}
 	return vmlife.New(life, vmlife.Deps{
+		Events:  d.events,
 		Network: network,
 		Store:   d.store,
 		Paths:   d.paths,

@@ -47,6 +47,8 @@ type Store struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	writeMu sync.Mutex
+	// observer hears committed VM changes (the daemon's event bus).
+	observer VMObserver
 }
 
 // options is the test seam behind Open.

@@ -78,7 +78,9 @@ func (s *Store) CreateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 	if err != nil {
 		return model.VM{}, fmt.Errorf("create vm %q: %w", vm.Name, err)
 	}
-	return roundTimes(vm), nil
+	vm = roundTimes(vm)
+	s.notify(ctx, nil, &vm)
+	return vm, nil
 }
 
 // GetVM finds a VM by name or by id; a name wins over an id that happens to
@@ -112,7 +114,7 @@ func (s *Store) UpdateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 	if err := vm.Validate(); err != nil {
 		return model.VM{}, fmt.Errorf("update vm: %w", err)
 	}
-	var out model.VM
+	var out, prev model.VM
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		cur, err := scanVM(tx.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, vm.ID))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -135,18 +137,20 @@ func (s *Store) UpdateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 			return fmt.Errorf("another vm is named %q: %w", vm.Name, ErrExists)
 		}
 		out = roundTimes(vm)
+		prev = cur
 		return err
 	})
 	if err != nil {
 		return model.VM{}, fmt.Errorf("update vm %q: %w", vm.Name, err)
 	}
+	s.notify(ctx, &prev, &out)
 	return out, nil
 }
 
 // SetVMState moves the VM with id to state to, recording why, if
 // model.CanTransition allows it; otherwise model.ErrInvalidTransition.
 func (s *Store) SetVMState(ctx context.Context, id string, to model.VMState, reason string) (model.VM, error) {
-	var out model.VM
+	var out, prev model.VM
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		cur, err := scanVM(tx.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -158,6 +162,7 @@ func (s *Store) SetVMState(ctx context.Context, id string, to model.VMState, rea
 		if err := model.CheckTransition(cur.State, to); err != nil {
 			return fmt.Errorf("vm %q: %w", cur.Name, err)
 		}
+		prev = cur
 		cur.State, cur.StateReason, cur.UpdatedAt = to, reason, s.now()
 		if _, err := tx.ExecContext(ctx, `UPDATE vms SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?`,
 			string(to), reason, encodeTime(cur.UpdatedAt), id); err != nil {
@@ -169,18 +174,26 @@ func (s *Store) SetVMState(ctx context.Context, id string, to model.VMState, rea
 	if err != nil {
 		return model.VM{}, fmt.Errorf("set state of vm %s to %s: %w", id, to, err)
 	}
+	s.notify(ctx, &prev, &out)
 	return out, nil
 }
 
 // DeleteVM removes the VM with id, and with it its lease, guest sessions and
 // pinned host keys. Its net objects stay recorded until removed.
 func (s *Store) DeleteVM(ctx context.Context, id string) error {
+	var prev model.VM
 	err := s.write(ctx, func(tx *sql.Tx) error {
+		cur, err := scanVM(tx.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, id))
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		prev = cur
 		return expectOne(tx.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete vm id %s: %w", id, err)
 	}
+	s.notify(ctx, &prev, nil)
 	return nil
 }
 
