@@ -125,10 +125,11 @@ func newKernelLsCommand(a *app) *cobra.Command {
 func newKernelInspectCommand(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "inspect NAME",
-		Short:   "Show a kernel's files, hash and VMMs",
-		Example: `  banger kernel inspect debian-cloud --json`,
-		Args:    cobra.ExactArgs(1),
+		Use:               "inspect NAME",
+		ValidArgsFunction: a.completeNames("kernel"),
+		Short:             "Show a kernel's files, hash and VMMs",
+		Example:           `  banger kernel inspect debian-cloud --json`,
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var k model.Kernel
 			if err := a.call(cmd.Context(), api.MethodKernelGet, api.ArtifactRef{Name: args[0]}, &k); err != nil {
@@ -149,10 +150,11 @@ func newKernelInspectCommand(a *app) *cobra.Command {
 
 func newKernelRmCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "rm NAME...",
-		Short:   "Remove kernels (refused while a VM uses one)",
-		Example: `  banger kernel rm custom`,
-		Args:    cobra.MinimumNArgs(1),
+		Use:               "rm NAME...",
+		ValidArgsFunction: a.completeNames("kernel"),
+		Short:             "Remove kernels (refused while a VM uses one)",
+		Example:           `  banger kernel rm custom`,
+		Args:              cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
 				if err := a.call(cmd.Context(), api.MethodKernelRemove, api.ArtifactRef{Name: n}, nil); err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
-	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // eachVM runs fn for every named VM, joining the errors so one failure does
@@ -159,17 +158,5 @@ func newVMInspectCommand(a *app) *cobra.Command {
 
 // completeVMNames offers VM names for shell completion.
 func (a *app) completeVMNames(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	p, err := a.paths()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var res api.VMList
-	if err := rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodVMList, nil, &res); err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	names := make([]string, 0, len(res.VMs))
-	for _, vm := range res.VMs {
-		names = append(names, vm.Name)
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return a.completeNames("vm")(cmd, args, toComplete)
 }

@@ -64,6 +64,7 @@ and exit with its exit code. With --rm the VM is removed afterwards.
 		},
 	}
 	f.add(cmd)
+	f.addPublish(a, cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command ends")
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "stream stdin to the command")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal (without a command: a login shell)")
