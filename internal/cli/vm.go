@@ -40,6 +40,7 @@ type createFlags struct {
 	denyEgress                                            []string
 	denyPrivate                                           bool
 	forwardDeny                                           []int
+	pub                                                   publishFlags // vm_publish.go
 }
 
 func (f *createFlags) add(cmd *cobra.Command) {
@@ -65,6 +66,9 @@ func (f *createFlags) params() (api.VMCreate, error) {
 		return p, &UsageError{Err: fmt.Errorf("--deny-egress/--forward-deny: %w", err)}
 	}
 	p.Policy = pol
+	if p.Publish, err = f.pub.parse(); err != nil {
+		return p, err
+	}
 	if f.memory != "" {
 		b, err := parseSize(f.memory, 1<<20)
 		if err != nil {

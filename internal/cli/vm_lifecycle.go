@@ -149,6 +149,7 @@ func newVMInspectCommand(a *app) *cobra.Command {
 					fmt.Fprintf(w, "%-9s %s\n", kv[0]+":", kv[1])
 				}
 			}
+			printPublished(w, vm)
 			return nil
 		},
 	}

@@ -41,6 +41,10 @@ and exit with its exit code. With --rm the VM is removed afterwards.
 				return err
 			}
 			fmt.Fprintf(a.env.Stderr, "vm %s is running (boot_id %s)\n", vm.Name, vm.BootID)
+			stopAnnounce := func() {}
+			if p.Publish.All || len(p.Publish.Ports) > 0 {
+				stopAnnounce = a.announcePublished(ctx, vm.Name)
+			}
 			var runErr error
 			switch {
 			case len(args) > 0:
@@ -52,6 +56,7 @@ and exit with its exit code. With --rm the VM is removed afterwards.
 			case tty:
 				runErr = a.shellIn(ctx, vm.Name)
 			}
+			stopAnnounce()
 			if rm {
 				// Remove even when the command failed or was interrupted.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)

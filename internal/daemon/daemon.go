@@ -21,6 +21,7 @@ import (
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmforward"
 	"github.com/bangerdev/banger/internal/vmlife"
 )
 
@@ -54,8 +55,9 @@ type Daemon struct {
 	kvm       kvmprobe.Result
 	startedAt time.Time
 	stop      context.CancelFunc
-	mcpMu     sync.Mutex  // serialises MCP creates (see mcpCreate)
-	events    *events.Bus // lifecycle events (banger events, vm ls -w)
+	mcpMu     sync.Mutex           // serialises MCP creates (see mcpCreate)
+	events    *events.Bus          // lifecycle events (banger events, vm ls -w)
+	pub       *vmforward.Publisher // published ports (--publish-all, -p)
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is
@@ -114,6 +116,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err := d.vms.Adopt(ctx); err != nil {
 		lg.Error("re-adopt vms", "err", err)
 	}
+	d.startPublishing(ctx)
+	defer d.pub.Close()
 
 	ln, err := listenOwnerSocket(p.Socket())
 	if err != nil {

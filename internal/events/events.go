@@ -27,6 +27,12 @@ const (
 	KindResumed   = "resumed"   // running again from saved state
 	KindRemoved   = "removed"   // the VM and its files are gone
 
+	// Published ports (vm create/run --publish-all, -p): Reason says
+	// which host address leads to which guest port.
+	KindPortPublished   = "port.published"
+	KindPortUnpublished = "port.unpublished"
+	KindPortError       = "port.error"
+
 	KindSnapshotCreated = "snapshot.created"
 	KindSnapshotRemoved = "snapshot.removed"
 )
