@@ -8,7 +8,8 @@ import (
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
-// Shell completion names VMs, images and kernels from a running daemon.
+// Shell completion names VMs, images and kernels from a running daemon;
+// errors about them name the command to run next.
 func TestCompletionNames(t *testing.T) {
 	if !testutil.InNetNS(t) {
 		return
@@ -42,6 +43,23 @@ func TestCompletionNames(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, c.want) {
 			t.Errorf("__complete %q = %q, want %q", c.args, got, c.want)
+		}
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"image", "rm", "nope"}, "banger image ls"},
+		{[]string{"kernel", "rm", "nope"}, "banger kernel ls"},
+		{[]string{"image", "rm", "debian-bookworm"}, "banger vm rm -f comp-one comp-two"},
+		{[]string{"kernel", "rm", "debian-cloud"}, "banger vm rm -f comp-one comp-two"},
+		{[]string{"vm", "exec", "comp-one", "--", "true"}, "banger vm start comp-one"},
+		{[]string{"vm", "inspect", "nope"}, "banger vm ls"},
+	} {
+		_, stderr, code := in.run("banger", c.args...)
+		if code == 0 || !strings.Contains(stderr, c.want) {
+			t.Errorf("banger %q: exit %d, stderr %q; want it to name %q", c.args, code, stderr, c.want)
 		}
 	}
 }
