@@ -141,6 +141,8 @@ func TestEventsOrderAndWatch(t *testing.T) {
 
 	in.ok("banger", "vm", "stop", "e1")
 	in.ok("banger", "vm", "start", "e1")
+	in.ok("banger", "vm", "suspend", "e1")
+	in.ok("banger", "vm", "resume", "e1")
 	vm := in.inspect("e1")
 	if err := syscall.Kill(vm.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -149,7 +151,7 @@ func TestEventsOrderAndWatch(t *testing.T) {
 		return strings.Contains(strings.Join(l, "\n"), `"kind":"error"`)
 	})
 	in.ok("banger", "vm", "rm", "e1")
-	want := []string{"stopping", "stopped", "started", "ready", "error", "removed"}
+	want := []string{"stopping", "stopped", "started", "ready", "suspended", "resumed", "error", "removed"}
 	ev.waitFor(t, "removed event", 30*time.Second, func(l []string, _ string) bool { return len(l) >= len(want) })
 	kinds := eventKinds(t, ev)
 	if strings.Join(kinds, ",") != strings.Join(want, ",") {
