@@ -170,6 +170,18 @@ func TestShellAndRunInteractive(t *testing.T) {
 	}
 	s.checkRestored()
 
+	// The same through ssh (banger's key, the host key pinned on first use).
+	ss := startPTY(t, in, "vm", "shell", "--ssh", "sh1")
+	ss.expect("trusted the host key", 60*time.Second)
+	ss.waitRaw(60 * time.Second)
+	ss.typeText("echo ssh-$((2+2)) $SSH_CONNECTION\n")
+	ss.expect("ssh-4 10.", 60*time.Second)
+	ss.typeText("exit 5\n")
+	if code := ss.exit(60 * time.Second); code != 5 {
+		t.Fatalf("vm shell --ssh exit code %d, want 5; output:\n%s", code, ss.output())
+	}
+	ss.checkRestored()
+
 	// vm run -it --rm -- bash: a fresh VM, a terminal, removed afterwards.
 	r := startPTY(t, in, "vm", "run", "-it", "--rm", "--name", "run1", "--memory", "512M", "--", "bash")
 	r.waitRaw(5 * time.Minute)
