@@ -131,6 +131,17 @@ func TestPublishPorts(t *testing.T) {
 		t.Fatalf("vm inspect does not list the forwards:\n%s", out)
 	}
 
+	// A restarted daemon re-adopts the VM and publishes its ports again.
+	in.ok("banger", "daemon", "stop")
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:18081", 2*time.Second); err == nil {
+		c.Close()
+		t.Fatal("127.0.0.1:18081 still accepts with the daemon stopped")
+	}
+	waitForwards(t, in, "pub", 4) // vm inspect starts the daemon again
+	if got, err := readHello("127.0.0.1:18081"); err != nil || got != "hello-18081" {
+		t.Fatalf("after a daemon restart: %q, %v", got, err)
+	}
+
 	// A guest opening many listeners gets at most MaxAutoForwards host
 	// sockets (plus its explicit -p ones).
 	before := loopbackListeners(t)
