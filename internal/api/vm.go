@@ -48,6 +48,8 @@ type VMCreate struct {
 	Origin string `json:"origin,omitempty"`
 	// Policy adds to config.toml's [policy] defaults (never removes).
 	Policy model.VMPolicy `json:"policy,omitzero"`
+	// Publish forwards guest ports to 127.0.0.1 while the VM runs.
+	Publish model.VMPublish `json:"publish,omitzero"`
 }
 
 // VMRef names one VM (by name or id).

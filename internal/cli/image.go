@@ -76,12 +76,14 @@ func newImageImportCommand(a *app) *cobra.Command {
 
 func newImageLsCommand(a *app) *cobra.Command {
 	var asJSON bool
+	var format string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List images",
 		Example: `  banger image ls
-  banger image ls --json`,
+  banger image ls --json
+  banger image ls --format '{{.Name}} {{.SizeBytes}}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res api.ImageList
@@ -90,6 +92,13 @@ func newImageLsCommand(a *app) *cobra.Command {
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if format != "" {
+				t, err := parseFormat(format)
+				if err != nil {
+					return err
+				}
+				return printFormatted(cmd.OutOrStdout(), t, res.Images)
 			}
 			now := time.Now()
 			rows := [][]string{}
@@ -100,16 +109,18 @@ func newImageLsCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&format, "format", "", formatFlagHelp)
 	return cmd
 }
 
 func newImageInspectCommand(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "inspect NAME",
-		Short:   "Show an image's source, digest, size and file",
-		Example: `  banger image inspect debian-bookworm --json`,
-		Args:    cobra.ExactArgs(1),
+		Use:               "inspect NAME",
+		ValidArgsFunction: a.completeNames("image"),
+		Short:             "Show an image's source, digest, size and file",
+		Example:           `  banger image inspect debian-bookworm --json`,
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var img model.Image
 			if err := a.call(cmd.Context(), api.MethodImageGet, api.ArtifactRef{Name: args[0]}, &img); err != nil {
@@ -130,10 +141,11 @@ func newImageInspectCommand(a *app) *cobra.Command {
 func newImageRmCommand(a *app) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
-		Use:     "rm NAME...",
-		Short:   "Remove images (refused while a VM uses one, unless --force)",
-		Example: `  banger image rm myroot`,
-		Args:    cobra.MinimumNArgs(1),
+		Use:               "rm NAME...",
+		ValidArgsFunction: a.completeNames("image"),
+		Short:             "Remove images (refused while a VM uses one, unless --force)",
+		Example:           `  banger image rm myroot`,
+		Args:              cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
 				if err := a.call(cmd.Context(), api.MethodImageRemove, api.ArtifactRef{Name: n, Force: force}, nil); err != nil {

@@ -82,12 +82,14 @@ func newKernelImportCommand(a *app) *cobra.Command {
 
 func newKernelLsCommand(a *app) *cobra.Command {
 	var asJSON bool
+	var format string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List kernels and which VMMs can boot each",
 		Example: `  banger kernel ls
-  banger kernel ls --json`,
+  banger kernel ls --json
+  banger kernel ls --format '{{.Name}} {{.Release}}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res api.KernelList
@@ -96,6 +98,13 @@ func newKernelLsCommand(a *app) *cobra.Command {
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if format != "" {
+				t, err := parseFormat(format)
+				if err != nil {
+					return err
+				}
+				return printFormatted(cmd.OutOrStdout(), t, res.Kernels)
 			}
 			rows := [][]string{}
 			for _, k := range res.Kernels {
@@ -109,16 +118,18 @@ func newKernelLsCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&format, "format", "", formatFlagHelp)
 	return cmd
 }
 
 func newKernelInspectCommand(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "inspect NAME",
-		Short:   "Show a kernel's files, hash and VMMs",
-		Example: `  banger kernel inspect debian-cloud --json`,
-		Args:    cobra.ExactArgs(1),
+		Use:               "inspect NAME",
+		ValidArgsFunction: a.completeNames("kernel"),
+		Short:             "Show a kernel's files, hash and VMMs",
+		Example:           `  banger kernel inspect debian-cloud --json`,
+		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var k model.Kernel
 			if err := a.call(cmd.Context(), api.MethodKernelGet, api.ArtifactRef{Name: args[0]}, &k); err != nil {
@@ -139,10 +150,11 @@ func newKernelInspectCommand(a *app) *cobra.Command {
 
 func newKernelRmCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "rm NAME...",
-		Short:   "Remove kernels (refused while a VM uses one)",
-		Example: `  banger kernel rm custom`,
-		Args:    cobra.MinimumNArgs(1),
+		Use:               "rm NAME...",
+		ValidArgsFunction: a.completeNames("kernel"),
+		Short:             "Remove kernels (refused while a VM uses one)",
+		Example:           `  banger kernel rm custom`,
+		Args:              cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
 				if err := a.call(cmd.Context(), api.MethodKernelRemove, api.ArtifactRef{Name: n}, nil); err != nil {

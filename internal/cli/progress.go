@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -24,10 +26,14 @@ type progressRenderer struct {
 	bars    map[string]*mpb.Bar
 	lastMsg string
 	lastLog map[string]time.Time
+	// msgs is each bar's current message (e.g. the package debootstrap is
+	// on), read by the bar's decorator on mpb's goroutine.
+	msgMu sync.Mutex
+	msgs  map[string]string
 }
 
 func newProgressRenderer(w io.Writer) *progressRenderer {
-	r := &progressRenderer{w: w, bars: map[string]*mpb.Bar{}, lastLog: map[string]time.Time{}}
+	r := &progressRenderer{w: w, bars: map[string]*mpb.Bar{}, lastLog: map[string]time.Time{}, msgs: map[string]string{}}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		r.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(30), mpb.WithRefreshRate(120*time.Millisecond))
 	}
@@ -54,11 +60,15 @@ func (r *progressRenderer) Handle(ev progress.Event) {
 		}
 		return
 	}
-	key := termsafe.Line(ev.Stage + " " + ev.Item)
+	key := termsafe.Line(strings.TrimSpace(ev.Stage + " " + ev.Item))
 	if r.p == nil {
 		done := ev.Total > 0 && ev.Done >= ev.Total
 		if done || time.Since(r.lastLog[key]) >= time.Second {
-			fmt.Fprintf(r.w, "%s: %s\n", key, counter(ev))
+			if ev.Message != "" {
+				fmt.Fprintf(r.w, "%s: %s %s\n", key, counter(ev), termsafe.Line(ev.Message))
+			} else {
+				fmt.Fprintf(r.w, "%s: %s\n", key, counter(ev))
+			}
 			r.lastLog[key] = time.Now()
 		}
 		return
@@ -72,10 +82,26 @@ func (r *progressRenderer) Handle(ev progress.Event) {
 			counters = decor.Counters(decor.SizeB1024(0), "% .1f / % .1f")
 			speed = decor.AverageSpeed(decor.SizeB1024(0), "% .1f")
 		}
+		eta := decor.OnComplete(decor.AverageETA(decor.ET_STYLE_GO), "done")
+		if ev.Total == 0 && ev.Message != "" {
+			counters = decor.CurrentNoUnit("%d " + ev.Unit)
+			// A counting item of unknown size (a tool's steps): the current
+			// step's message instead of an ETA.
+			eta = decor.Any(func(decor.Statistics) string {
+				r.msgMu.Lock()
+				defer r.msgMu.Unlock()
+				return r.msgs[key]
+			})
+		}
 		bar = r.p.AddBar(max(ev.Total, 0),
 			mpb.PrependDecorators(decor.Name(key, decor.WCSyncSpaceR)),
-			mpb.AppendDecorators(counters, decor.Name(" "), speed, decor.Name(" "), decor.OnComplete(decor.AverageETA(decor.ET_STYLE_GO), "done")))
+			mpb.AppendDecorators(counters, decor.Name(" "), speed, decor.Name(" "), eta))
 		r.bars[key] = bar
+	}
+	if ev.Message != "" {
+		r.msgMu.Lock()
+		r.msgs[key] = termsafe.Line(ev.Message)
+		r.msgMu.Unlock()
 	}
 	if ev.Total > 0 {
 		bar.SetTotal(ev.Total, false)

@@ -121,6 +121,7 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newConfigCommand(a),
 		newMCPCommand(a),
 	)
+	root.AddCommand(newEventsCommand(a))
 	return root
 }
 

@@ -30,6 +30,7 @@ func newVMCommand(a *app) *cobra.Command {
 		newVMLogsCommand(a), newVMExecCommand(a), newVMSSHCommand(a), newVMPortsCommand(a),
 		newVMForwardCommand(a), newVMCpCommand(a), newVMSessionsCommand(a),
 		newVMAttachCommand(a))
+	cmd.AddCommand(newVMShellCommand(a))
 	return cmd
 }
 
@@ -40,6 +41,7 @@ type createFlags struct {
 	denyEgress                                            []string
 	denyPrivate                                           bool
 	forwardDeny                                           []int
+	pub                                                   publishFlags // vm_publish.go
 }
 
 func (f *createFlags) add(cmd *cobra.Command) {
@@ -65,6 +67,9 @@ func (f *createFlags) params() (api.VMCreate, error) {
 		return p, &UsageError{Err: fmt.Errorf("--deny-egress/--forward-deny: %w", err)}
 	}
 	p.Policy = pol
+	if p.Publish, err = f.pub.parse(); err != nil {
+		return p, err
+	}
 	if f.memory != "" {
 		b, err := parseSize(f.memory, 1<<20)
 		if err != nil {

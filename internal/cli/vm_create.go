@@ -36,6 +36,7 @@ func newVMCreateCommand(a *app) *cobra.Command {
 		},
 	}
 	f.add(cmd)
+	f.addPublish(a, cmd)
 	cmd.Flags().BoolVar(&start, "start", false, "start the VM and wait until it is ready")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd

@@ -9,7 +9,6 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
-	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // eachVM runs fn for every named VM, joining the errors so one failure does
@@ -117,40 +116,6 @@ func newVMRmCommand(a *app) *cobra.Command {
 	return cmd
 }
 
-func newVMLsCommand(a *app) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"ps", "list"},
-		Short:   "List VMs",
-		Example: `  banger vm ls
-  banger vm ps --json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var res api.VMList
-			if err := a.call(cmd.Context(), api.MethodVMList, nil, &res); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(res.VMs))
-			for _, vm := range res.VMs {
-				up := "-"
-				if vm.State == model.StateRunning && !vm.StartedAt.IsZero() {
-					up = ago(now, vm.StartedAt)
-				}
-				rows = append(rows, []string{vm.Name, string(vm.State), vm.IP, vm.Image, vm.VMM,
-					fmt.Sprintf("%d", vm.CPUs), fmt.Sprintf("%dM", vm.MemoryMiB), up})
-			}
-			return table(cmd.OutOrStdout(), []string{"NAME", "STATE", "IP", "IMAGE", "VMM", "CPUS", "MEMORY", "UP"}, rows)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
-}
-
 func newVMInspectCommand(a *app) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -184,6 +149,7 @@ func newVMInspectCommand(a *app) *cobra.Command {
 					fmt.Fprintf(w, "%-9s %s\n", kv[0]+":", kv[1])
 				}
 			}
+			printPublished(w, vm)
 			return nil
 		},
 	}
@@ -193,17 +159,5 @@ func newVMInspectCommand(a *app) *cobra.Command {
 
 // completeVMNames offers VM names for shell completion.
 func (a *app) completeVMNames(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	p, err := a.paths()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var res api.VMList
-	if err := rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodVMList, nil, &res); err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	names := make([]string, 0, len(res.VMs))
-	for _, vm := range res.VMs {
-		names = append(names, vm.Name)
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return a.completeNames("vm")(cmd, args, toComplete)
 }

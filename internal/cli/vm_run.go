@@ -13,15 +13,18 @@ import (
 
 func newVMRunCommand(a *app) *cobra.Command {
 	var f createFlags
-	var rm bool
+	var rm, interactive, tty bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] [-- COMMAND [ARG...]]",
 		Short: "Create and start a VM; with a command, run it there and exit with its code",
 		Long: `Create a VM, start it and wait until its guest agent answers. With a
 command after --, run it in the guest through the agent, stream its output,
-and exit with its exit code. With --rm the VM is removed afterwards.`,
+and exit with its exit code. With --rm the VM is removed afterwards.
+-i streams stdin and -t gives the command a terminal (like docker run -it);
+-it without a command opens root's login shell.`,
 		Example: `  banger vm run --name dev
   banger vm run --rm -- uname -a
+  banger vm run -it --rm -- bash
   banger vm run --rm --memory 2G -- sh -c 'echo hello from $(hostname)'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash > 0 || (dash < 0 && len(args) > 0) {
@@ -38,10 +41,22 @@ and exit with its exit code. With --rm the VM is removed afterwards.`,
 				return err
 			}
 			fmt.Fprintf(a.env.Stderr, "vm %s is running (boot_id %s)\n", vm.Name, vm.BootID)
-			var runErr error
-			if len(args) > 0 {
-				runErr = a.execIn(ctx, vm.Name, execOptions{argv: args, stdin: false})
+			stopAnnounce := func() {}
+			if p.Publish.All || len(p.Publish.Ports) > 0 {
+				stopAnnounce = a.announcePublished(ctx, vm.Name)
 			}
+			var runErr error
+			switch {
+			case len(args) > 0:
+				o := execOptions{argv: args, stdin: interactive, tty: tty}
+				if t := a.env.Getenv("TERM"); tty && t != "" {
+					o.env = []string{"TERM=" + t}
+				}
+				runErr = a.execIn(ctx, vm.Name, o)
+			case tty:
+				runErr = a.shellIn(ctx, vm.Name)
+			}
+			stopAnnounce()
 			if rm {
 				// Remove even when the command failed or was interrupted.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -54,6 +69,9 @@ and exit with its exit code. With --rm the VM is removed afterwards.`,
 		},
 	}
 	f.add(cmd)
+	f.addPublish(a, cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command ends")
+	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "stream stdin to the command")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal (without a command: a login shell)")
 	return cmd
 }

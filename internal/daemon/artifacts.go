@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
@@ -50,7 +51,7 @@ func (d *Daemon) kernelRemove(ctx context.Context, c *rpc.Call) (any, error) {
 	c.SetTarget(p.Name)
 	k, err := d.store.GetKernel(ctx, p.Name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, api.Errorf(api.CodeNotFound, "kernel %q not found", p.Name)
+		return nil, api.Errorf(api.CodeNotFound, "kernel %q not found (banger kernel ls lists kernels)", p.Name)
 	} else if err != nil {
 		return nil, err
 	}
@@ -58,7 +59,7 @@ func (d *Daemon) kernelRemove(ctx context.Context, c *rpc.Call) (any, error) {
 	if users, err := d.store.KernelInUse(ctx, k.Name); err != nil {
 		return nil, err
 	} else if len(users) > 0 {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "kernel %q is used by vms %v: remove them first", k.Name, users)
+		return nil, api.Errorf(api.CodeFailedPrecondition, "kernel %q is used by vms %v: remove them first (banger vm rm -f %s)", k.Name, users, strings.Join(users, " "))
 	}
 	if err := d.store.DeleteKernel(ctx, k.Name); err != nil {
 		return nil, fmt.Errorf("remove kernel %q: %w", k.Name, err)
@@ -94,14 +95,14 @@ func (d *Daemon) imageRemove(ctx context.Context, c *rpc.Call) (any, error) {
 	c.SetTarget(p.Name)
 	img, err := d.store.GetImage(ctx, p.Name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, api.Errorf(api.CodeNotFound, "image %q not found", p.Name)
+		return nil, api.Errorf(api.CodeNotFound, "image %q not found (banger image ls lists images)", p.Name)
 	} else if err != nil {
 		return nil, err
 	}
 	if users, err := d.store.ImageInUse(ctx, img.Name); err != nil {
 		return nil, err
 	} else if len(users) > 0 && !p.Force {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "image %q is used by vms %v: remove them first, or use --force (their disks are copies and keep working)", img.Name, users)
+		return nil, api.Errorf(api.CodeFailedPrecondition, "image %q is used by vms %v: remove them first (banger vm rm -f %s), or use banger image rm --force %s (their disks are copies and keep working)", img.Name, users, strings.Join(users, " "), img.Name)
 	}
 	del := d.store.DeleteImage
 	if p.Force {

@@ -14,12 +14,14 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmforward"
 	"github.com/bangerdev/banger/internal/vmlife"
 )
 
@@ -53,7 +55,9 @@ type Daemon struct {
 	kvm       kvmprobe.Result
 	startedAt time.Time
 	stop      context.CancelFunc
-	mcpMu     sync.Mutex // serialises MCP creates (see mcpCreate)
+	mcpMu     sync.Mutex           // serialises MCP creates (see mcpCreate)
+	events    *events.Bus          // lifecycle events (banger events, vm ls -w)
+	pub       *vmforward.Publisher // published ports (--publish-all, -p)
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is
@@ -102,6 +106,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		startedAt: opts.Now(),
 		stop:      cancel,
 	}
+	d.events = events.New(opts.Now, 0)
+	st.ObserveVMs(d.observeVM)
 	d.ensureHelper(ctx)
 	defer d.stopManagedHelper()
 	d.vms = d.newVMManager(ctx)
@@ -110,6 +116,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err := d.vms.Adopt(ctx); err != nil {
 		lg.Error("re-adopt vms", "err", err)
 	}
+	d.startPublishing(ctx)
+	defer d.pub.Close()
 
 	ln, err := listenOwnerSocket(p.Socket())
 	if err != nil {
@@ -165,6 +173,7 @@ var untracked = map[string]bool{
 	api.MethodOperationsList: true,
 	api.MethodDaemonShutdown: true,
 	api.MethodNetworkState:   true,
+	api.MethodEventsWatch:    true,
 }
 
 func (d *Daemon) trackOperation(c *rpc.Call) func(error) {

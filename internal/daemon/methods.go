@@ -27,6 +27,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.networkMethods(m)
 	d.guestAccessMethods(m)
 	d.sessionMethods(m)
+	d.eventMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}

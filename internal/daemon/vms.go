@@ -132,7 +132,11 @@ func (d *Daemon) vmGet(ctx context.Context, c *rpc.Call) (any, error) {
 	if err := c.Decode(&p); err != nil {
 		return nil, err
 	}
-	return d.vms.Get(ctx, p.Name)
+	vm, err := d.vms.Get(ctx, p.Name)
+	if err == nil && d.pub != nil {
+		vm.Forwards = d.pub.Forwards(vm.ID)
+	}
+	return vm, err
 }
 
 // vmLogs streams the serial console; with Follow it keeps streaming until

@@ -50,6 +50,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 		network = nil
 	}
 	return vmlife.New(life, vmlife.Deps{
+		Events:  d.events,
 		Network: network,
 		Cgroups: helperCgroups{d.helper},
 		Store:   d.store,

@@ -158,6 +158,20 @@ func runDebootstrap(ctx context.Context, e Entry, m Mirror, target string, log *
 	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// The full output goes to a fresh file (O_EXCL in the temp dir, 0600)
+	// kept when the build fails, so the progress bar can stay one line.
+	full, err := os.CreateTemp("", "banger-debootstrap-"+e.Name+"-*.log")
+	if err != nil {
+		return fmt.Errorf("create debootstrap log: %w", err)
+	}
+	keepLog := false
+	defer func() {
+		full.Close()
+		if !keepLog {
+			os.Remove(full.Name())
+		}
+	}()
+	steps := progress.Lines{Stage: StageDebootstrap, Step: progress.DebootstrapStep}
 
 	tail := newTail(15)
 	var wg sync.WaitGroup
@@ -172,12 +186,15 @@ func runDebootstrap(ctx context.Context, e Entry, m Mirror, target string, log *
 				continue
 			}
 			tail.add(line)
+			fmt.Fprintln(full, line)
 			log.DebugContext(ctx, "debootstrap", "line", line)
-			report.Report(progress.Event{Stage: StageDebootstrap, Message: line})
+			if ev, ok := steps.Line(line); ok {
+				report.Report(ev)
+			}
 		}
 		io.Copy(io.Discard, pr) // keep draining after an over-long line
 	}()
-	err := cmd.Start()
+	err = cmd.Start()
 	if err == nil {
 		err = cmd.Wait()
 	}
@@ -186,6 +203,7 @@ func runDebootstrap(ctx context.Context, e Entry, m Mirror, target string, log *
 	if err == nil {
 		return nil
 	}
+	keepLog = true
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("debootstrap %s: %w", e.Suite, ctxErr)
 	}
@@ -200,7 +218,7 @@ func runDebootstrap(ctx context.Context, e Entry, m Mirror, target string, log *
 		}
 		detail += "\n--- debootstrap.log ---\n" + lt.String()
 	}
-	return fmt.Errorf("debootstrap %s from %s: %w\n%s", e.Suite, m.URI, err, detail)
+	return fmt.Errorf("debootstrap %s from %s: %w\n%s\nfull output: %s", e.Suite, m.URI, err, detail, full.Name())
 }
 
 // tail keeps the last n lines of output for error messages.

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -268,7 +271,7 @@ func TestBuildDebootstrapRejectsWrongKeyring(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, l := range lines {
-		if strings.Contains(l, "Retrieving Packages") || strings.Contains(l, "Installing") || strings.Contains(l, "Extracting") {
+		if ll := strings.ToLower(l); strings.Contains(ll, "retrieving packages") || strings.Contains(ll, "installing") || strings.Contains(ll, "extracting") {
 			t.Fatalf("debootstrap went on past the unverified Release file: %q", l)
 		}
 	}
@@ -278,4 +281,78 @@ func TestBuildDebootstrapRejectsWrongKeyring(t *testing.T) {
 	t.Logf("expected failure: %v", err)
 	assertDirHolds(t, work)
 	assertDirHolds(t, outDir)
+}
+
+// debootstrap's raw output becomes one counting progress item naming the
+// current package; the full output is kept in a log file whose path the
+// error names when debootstrap fails, and removed when it succeeds.
+func TestDebootstrapOutputToProgressAndLog(t *testing.T) {
+	testutil.RequireRoot(t) // runDebootstrap unshares a mount namespace
+	bin := t.TempDir()
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	fake := func(exit int) {
+		writeFile(t, filepath.Join(bin, "debootstrap"), fmt.Sprintf(`#!/bin/sh
+echo "I: Retrieving InRelease "
+echo "I: Retrieving libc6 2.36-9"
+echo "I: Validating libc6 2.36-9"
+echo "I: Unpacking libc6..."
+echo "noise that only the log keeps" >&2
+echo "I: Configuring libc6..."
+exit %d
+`, exit))
+		if err := os.Chmod(filepath.Join(bin, "debootstrap"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logsBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "banger-debootstrap-fake-*.log"))
+	run := func() ([]progress.Event, error) {
+		var evs []progress.Event
+		var mu sync.Mutex
+		err := runDebootstrap(testCtx(t, time.Minute), Entry{Name: "fake", Suite: "bookworm"}, Mirror{URI: "http://127.0.0.1:1/debian", Keyring: "/nonexistent"},
+			filepath.Join(t.TempDir(), "rootfs"), slog.New(slog.DiscardHandler), func(ev progress.Event) {
+				mu.Lock()
+				evs = append(evs, ev)
+				mu.Unlock()
+			})
+		return evs, err
+	}
+
+	fake(3)
+	evs, err := run()
+	if err == nil {
+		t.Fatal("a failing debootstrap succeeded")
+	}
+	_, path, ok := strings.Cut(err.Error(), "full output: ")
+	if !ok {
+		t.Fatalf("error does not name the full log: %v", err)
+	}
+	defer os.Remove(path)
+	b, rerr := os.ReadFile(path)
+	if rerr != nil || !strings.Contains(string(b), "noise that only the log keeps") || !strings.Contains(string(b), "I: Configuring libc6...") {
+		t.Fatalf("log %s: %q, %v", path, b, rerr)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("log mode %v, want 0600", fi.Mode().Perm())
+	}
+	var msgs []string
+	var last int64
+	for _, ev := range evs {
+		if ev.Stage != StageDebootstrap || ev.Done < last || ev.Done < 1 {
+			t.Fatalf("event %+v after done=%d", ev, last)
+		}
+		last = ev.Done
+		msgs = append(msgs, ev.Message)
+	}
+	if last != 4 || !slices.Contains(msgs, "unpacking libc6") || !slices.Contains(msgs, "configuring libc6") {
+		t.Fatalf("progress: done=%d messages %q", last, msgs)
+	}
+
+	fake(0)
+	if _, err := run(); err != nil {
+		t.Fatal(err)
+	}
+	logsAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "banger-debootstrap-fake-*.log"))
+	if len(logsAfter) != len(logsBefore)+1 { // only the failed run's, removed by the defer above
+		t.Fatalf("logs before %v, after %v: a successful run kept its log", logsBefore, logsAfter)
+	}
 }

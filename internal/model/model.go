@@ -72,6 +72,10 @@ type VM struct {
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	StartedAt     time.Time `json:"started_at,omitzero"`
+	// Publish is which guest ports are forwarded to the host's loopback
+	// while the VM runs; Forwards the live ones (runtime, not stored).
+	Publish  VMPublish `json:"publish,omitzero"`
+	Forwards []Forward `json:"forwards,omitempty"`
 }
 
 // OriginMCP marks VMs created through `banger mcp`: the daemon counts them

@@ -49,6 +49,7 @@ var daemonParams = map[string]func() any{
 	api.MethodImagePull:       func() any { return &api.ImagePull{} },
 	api.MethodNetworkDown:     func() any { return &api.NetworkDown{} },
 	api.MethodDebugSleep:      func() any { return &api.SleepParams{} },
+	api.MethodEventsWatch:     func() any { return &api.EventsWatch{} },
 }
 
 // fuzzMethods decodes each method's params into its type and returns

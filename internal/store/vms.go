@@ -14,7 +14,7 @@ import (
 
 const vmColumns = `id, name, state, state_reason, image, kernel, vmm, cpus, memory_mib, disk_bytes,
 	init_mode, boot_id, dir, ip, mac, tap, pid, pid_start_time, control_socket, agent_socket,
-	console_log, created_at, updated_at, started_at, network, origin, policy`
+	console_log, created_at, updated_at, started_at, network, origin, policy, publish`
 
 // vmPlaceholders has one "?" per column of vmColumns.
 var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmColumns, ",")+1), ",")
@@ -22,16 +22,16 @@ var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmCol
 func vmArgs(v model.VM) []any {
 	return []any{v.ID, v.Name, string(v.State), v.StateReason, v.Image, v.Kernel, v.VMM, v.CPUs, v.MemoryMiB, v.DiskBytes,
 		v.InitMode, v.BootID, v.Dir, v.IP, v.MAC, v.Tap, v.PID, int64(v.PIDStartTime), v.ControlSocket, v.AgentSocket,
-		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy)}
+		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy), encodePublish(v.Publish)}
 }
 
 func scanVM(sc scanner) (model.VM, error) {
 	var v model.VM
-	var state, created, updated, started, pol string
+	var state, created, updated, started, pol, pub string
 	var startTime int64
 	err := sc.Scan(&v.ID, &v.Name, &state, &v.StateReason, &v.Image, &v.Kernel, &v.VMM, &v.CPUs, &v.MemoryMiB, &v.DiskBytes,
 		&v.InitMode, &v.BootID, &v.Dir, &v.IP, &v.MAC, &v.Tap, &v.PID, &startTime, &v.ControlSocket, &v.AgentSocket,
-		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol)
+		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol, &pub)
 	if err != nil {
 		return v, err
 	}
@@ -39,6 +39,9 @@ func scanVM(sc scanner) (model.VM, error) {
 	v.PIDStartTime = uint64(startTime) // stored as the same 64 bits
 	if err := json.Unmarshal([]byte(pol), &v.Policy); err != nil {
 		return v, fmt.Errorf("decode policy of vm %q: %w", v.Name, err)
+	}
+	if err := json.Unmarshal([]byte(pub), &v.Publish); err != nil {
+		return v, fmt.Errorf("decode published ports of vm %q: %w", v.Name, err)
 	}
 	return v, decodeTimes(created, &v.CreatedAt, updated, &v.UpdatedAt, started, &v.StartedAt)
 }
@@ -78,7 +81,9 @@ func (s *Store) CreateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 	if err != nil {
 		return model.VM{}, fmt.Errorf("create vm %q: %w", vm.Name, err)
 	}
-	return roundTimes(vm), nil
+	vm = roundTimes(vm)
+	s.notify(ctx, nil, &vm)
+	return vm, nil
 }
 
 // GetVM finds a VM by name or by id; a name wins over an id that happens to
@@ -112,7 +117,7 @@ func (s *Store) UpdateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 	if err := vm.Validate(); err != nil {
 		return model.VM{}, fmt.Errorf("update vm: %w", err)
 	}
-	var out model.VM
+	var out, prev model.VM
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		cur, err := scanVM(tx.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, vm.ID))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -135,18 +140,20 @@ func (s *Store) UpdateVM(ctx context.Context, vm model.VM) (model.VM, error) {
 			return fmt.Errorf("another vm is named %q: %w", vm.Name, ErrExists)
 		}
 		out = roundTimes(vm)
+		prev = cur
 		return err
 	})
 	if err != nil {
 		return model.VM{}, fmt.Errorf("update vm %q: %w", vm.Name, err)
 	}
+	s.notify(ctx, &prev, &out)
 	return out, nil
 }
 
 // SetVMState moves the VM with id to state to, recording why, if
 // model.CanTransition allows it; otherwise model.ErrInvalidTransition.
 func (s *Store) SetVMState(ctx context.Context, id string, to model.VMState, reason string) (model.VM, error) {
-	var out model.VM
+	var out, prev model.VM
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		cur, err := scanVM(tx.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -158,6 +165,7 @@ func (s *Store) SetVMState(ctx context.Context, id string, to model.VMState, rea
 		if err := model.CheckTransition(cur.State, to); err != nil {
 			return fmt.Errorf("vm %q: %w", cur.Name, err)
 		}
+		prev = cur
 		cur.State, cur.StateReason, cur.UpdatedAt = to, reason, s.now()
 		if _, err := tx.ExecContext(ctx, `UPDATE vms SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?`,
 			string(to), reason, encodeTime(cur.UpdatedAt), id); err != nil {
@@ -169,18 +177,26 @@ func (s *Store) SetVMState(ctx context.Context, id string, to model.VMState, rea
 	if err != nil {
 		return model.VM{}, fmt.Errorf("set state of vm %s to %s: %w", id, to, err)
 	}
+	s.notify(ctx, &prev, &out)
 	return out, nil
 }
 
 // DeleteVM removes the VM with id, and with it its lease, guest sessions and
 // pinned host keys. Its net objects stay recorded until removed.
 func (s *Store) DeleteVM(ctx context.Context, id string) error {
+	var prev model.VM
 	err := s.write(ctx, func(tx *sql.Tx) error {
+		cur, err := scanVM(tx.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, id))
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		prev = cur
 		return expectOne(tx.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete vm id %s: %w", id, err)
 	}
+	s.notify(ctx, &prev, nil)
 	return nil
 }
 
@@ -219,6 +235,15 @@ func encodePolicy(p model.VMPolicy) string {
 	b, err := json.Marshal(p)
 	if err != nil { // plain strings, bools and ints: cannot fail
 		panic(fmt.Sprintf("encode vm policy: %v", err))
+	}
+	return string(b)
+}
+
+// encodePublish stores a VM's published ports as JSON ("{}" when none).
+func encodePublish(p model.VMPublish) string {
+	b, err := json.Marshal(p)
+	if err != nil { // bools and ints: cannot fail
+		panic(fmt.Sprintf("encode vm publish: %v", err))
 	}
 	return string(b)
 }

@@ -55,7 +55,7 @@ func (m *Manager) Start(ctx context.Context, ref string, report progress.Func) (
 		return m.resumeLocked(ctx, vm, report) // what a user starting it means
 	}
 	if vm.State != model.StateStopped && vm.State != model.StateError {
-		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s: wait for it, or stop it first", vm.Name, vm.State)
+		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s: wait for it (banger events --vm %s), or stop it first (banger vm stop %s)", vm.Name, vm.State, vm.Name, vm.Name)
 	}
 	return m.startLocked(ctx, vm, report)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/paths"
@@ -79,4 +80,8 @@ type Deps struct {
 	HostMemoryMiB int
 	// ConsoleMaxBytes bounds each VM's console log.
 	ConsoleMaxBytes int64
+	// Events receives lifecycle events the store does not see (snapshots:
+	// m.d.Events.Publish(ctx, events.Event{Kind: events.KindSnapshotCreated, ...})).
+	// State changes are published by the daemon from the store. May be nil.
+	Events *events.Bus
 }

@@ -93,6 +93,8 @@ type CreateRequest struct {
 	Origin    string `json:"origin,omitempty"` // model.OriginMCP or ""
 	// Policy is the VM's policy overrides, the caller's defaults merged in.
 	Policy model.VMPolicy `json:"policy,omitzero"`
+	// Publish forwards guest ports to 127.0.0.1 while the VM runs.
+	Publish model.VMPublish `json:"publish,omitzero"`
 }
 
 // createState flows through the create chain.
@@ -186,6 +188,9 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if err != nil {
 		return api.Errorf(api.CodeInvalidArgument, "vm policy: %v", err)
 	}
+	if err := checkPublish(r.Name, pol, r.Publish); err != nil {
+		return err
+	}
 	img, err := m.d.Store.GetImage(ctx, r.Image)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -234,7 +239,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	s.vm = model.VM{
 		ID: id, Name: r.Name, State: model.StateCreating, Image: img.Name, Kernel: k.Name,
 		VMM: drv.Name(), CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, DiskBytes: r.DiskBytes,
-		InitMode: r.InitMode, Network: r.Network, Origin: r.Origin, Policy: pol, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
+		InitMode: r.InitMode, Network: r.Network, Origin: r.Origin, Policy: pol, Publish: r.Publish, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
 	}
 	return nil
 }

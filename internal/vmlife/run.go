@@ -223,7 +223,7 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 	m.mu.Unlock()
 	if running {
 		if !force {
-			return api.Errorf(api.CodeFailedPrecondition, "vm %q is running: stop it first, or remove it with --force", vm.Name)
+			return api.Errorf(api.CodeFailedPrecondition, "vm %q is running: stop it first (banger vm stop %s), or remove it at once with banger vm rm -f %s", vm.Name, vm.Name, vm.Name)
 		}
 		if _, err := m.stopLocked(ctx, vm, true, 10*time.Second); err != nil {
 			return err
