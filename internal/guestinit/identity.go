@@ -1,0 +1,270 @@
+package guestinit
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/vsockagent"
+)
+
+// Snapshot and clone support on the guest side: the agent server's
+// Freeze, Thaw and Reidentify hooks.
+
+// Linux's FIFREEZE/FITHAW (_IOWR('X', 119/120, int)).
+const (
+	fiFreeze = 0xc0045877
+	fiThaw   = 0xc0045878
+)
+
+// Identity is the agent's identity hooks, for one init mode.
+type Identity struct {
+	Log      *slog.Logger
+	InitMode guestconfig.InitMode
+
+	mu       sync.Mutex
+	autoThaw *time.Timer
+}
+
+// Freeze syncs and freezes the root filesystem, thawing it by itself after
+// autoThaw unless Thaw comes first.
+func (g *Identity) Freeze(_ context.Context, autoThaw time.Duration) error {
+	unix.Sync()
+	if err := rootIoctl(fiFreeze); err != nil && !errors.Is(err, unix.EBUSY) { // EBUSY: already frozen
+		return fmt.Errorf("freeze /: %w", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.autoThaw != nil {
+		g.autoThaw.Stop()
+	}
+	g.autoThaw = time.AfterFunc(autoThaw, func() {
+		if err := rootIoctl(fiThaw); err == nil {
+			g.Log.Warn("root filesystem thawed after the host did not")
+		}
+	})
+	return nil
+}
+
+// Thaw thaws the root filesystem; thawing one that is not frozen is fine.
+func (g *Identity) Thaw(context.Context) error {
+	g.mu.Lock()
+	if g.autoThaw != nil {
+		g.autoThaw.Stop()
+		g.autoThaw = nil
+	}
+	g.mu.Unlock()
+	if err := rootIoctl(fiThaw); err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: not frozen
+		return fmt.Errorf("thaw /: %w", err)
+	}
+	return nil
+}
+
+func rootIoctl(req uint) error {
+	fd, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// Reidentify makes a clone its own machine: its CRNG reseeded with the
+// host's entropy first (everything after draws on it), then its root
+// filesystem thawed (the snapshot froze it), host name, machine-id, SSH
+// host keys (sshd restarted to serve them) and network identity.
+func (g *Identity) Reidentify(ctx context.Context, id vsockagent.Identity) (vsockagent.Reidentified, error) {
+	var out vsockagent.Reidentified
+	if err := reseedCRNG(id.Entropy); err != nil {
+		return out, err
+	}
+	if err := g.Thaw(ctx); err != nil {
+		return out, err
+	}
+	if err := unix.Sethostname([]byte(id.Hostname)); err != nil {
+		return out, fmt.Errorf("sethostname: %w", err)
+	}
+	cfg := &guestconfig.Config{Hostname: id.Hostname}
+	if id.OldMAC != "" {
+		cfg.Network = &guestconfig.Network{Address: id.Address, Gateway: id.Gateway, MAC: id.MAC}
+	}
+	if err := writeIdentity("/", cfg); err != nil {
+		return out, err
+	}
+	if err := writeFileAtomic("/etc/machine-id", []byte(id.MachineID+"\n"), 0o444); err != nil {
+		return out, err
+	}
+	if id.OldMAC != "" {
+		if err := renumber(g.Log, id); err != nil {
+			return out, err
+		}
+	}
+	keys, err := g.renewHostKeys(ctx)
+	if err != nil {
+		return out, err
+	}
+	out.SSHHostKeys = keys
+	unix.Sync()
+	return out, nil
+}
+
+// reseedCRNG credits the host's entropy to the input pool and forces the
+// CRNG to reseed from it (RNDADDENTROPY, RNDRESEEDCRNG).
+func reseedCRNG(entropy []byte) error {
+	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open /dev/urandom: %w", err)
+	}
+	defer f.Close()
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	buf := make([]byte, 8+(len(entropy)+3)/4*4)
+	binary.NativeEndian.PutUint32(buf[0:], uint32(len(entropy)*8))
+	binary.NativeEndian.PutUint32(buf[4:], uint32(len(entropy)))
+	copy(buf[8:], entropy)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&buf[0]))); errno != 0 {
+		return fmt.Errorf("add host entropy: %w", errno)
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); errno != 0 {
+		return fmt.Errorf("reseed crng: %w", errno)
+	}
+	return nil
+}
+
+// renumber moves the interface that had OldMAC to the new MAC and address.
+func renumber(log *slog.Logger, id vsockagent.Identity) error {
+	old, _ := net.ParseMAC(id.OldMAC)
+	mac, _ := net.ParseMAC(id.MAC)
+	link, err := linkByMAC(old)
+	if err != nil {
+		if link, err = linkByMAC(mac); err != nil { // a retried call did it already
+			return err
+		}
+	}
+	name := link.Attrs().Name
+	if err := netlink.LinkSetDown(link); err != nil {
+		return fmt.Errorf("set %s down: %w", name, err)
+	}
+	if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+		return fmt.Errorf("set %s mac to %s: %w", name, mac, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list %s addresses: %w", name, err)
+	}
+	for _, a := range addrs {
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove %s from %s: %w", a.IPNet, name, err)
+		}
+	}
+	// configureNetwork finds the link by its new MAC and brings it up.
+	return configureNetwork(log, &guestconfig.Network{Address: id.Address, Gateway: id.Gateway, MAC: id.MAC})
+}
+
+// renewHostKeys replaces the SSH host keys (the clone's source's are in
+// its disk) and restarts sshd so it serves them; it returns the public
+// keys. No sshd, no keys.
+func (g *Identity) renewHostKeys(ctx context.Context) ([]string, error) {
+	if _, err := os.Stat(sshdPath); err != nil {
+		return nil, nil
+	}
+	old, _ := filepath.Glob("/etc/ssh/ssh_host_*_key*")
+	for _, p := range old {
+		if err := os.Remove(p); err != nil {
+			return nil, fmt.Errorf("remove old host key: %w", err)
+		}
+	}
+	var keys []string
+	for _, typ := range []string{"ed25519", "ecdsa"} {
+		kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		path := "/etc/ssh/ssh_host_" + typ + "_key"
+		out, err := exec.CommandContext(kctx, "ssh-keygen", "-q", "-t", typ, "-N", "", "-C", "", "-f", path).CombinedOutput()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("generate ssh %s host key: %w: %s", typ, err, bytes.TrimSpace(out))
+		}
+		pub, err := os.ReadFile(path + ".pub")
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, strings.TrimSpace(string(pub)))
+	}
+	return keys, g.restartSSHD(ctx)
+}
+
+// restartSSHD makes sshd load the new host keys: under banger-init the
+// listener (a child of PID 1) is ended and its supervisor starts it again;
+// under the image's systemd the service is restarted.
+func (g *Identity) restartSSHD(ctx context.Context) error {
+	if g.InitMode == guestconfig.InitImage {
+		for _, unit := range []string{"ssh", "sshd"} {
+			if exec.CommandContext(ctx, "systemctl", "try-restart", unit+".service").Run() == nil {
+				return nil
+			}
+		}
+		return errors.New("restart sshd: systemctl try-restart failed for ssh and sshd")
+	}
+	pids, err := sshdListeners()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("restart sshd: %w", err)
+		}
+	}
+	return nil
+}
+
+// sshdListeners are the sshd processes whose parent is PID 1 (sessions are
+// children of a listener).
+func sshdListeners() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || exe != sshdPath {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces, so cut after ')'.
+		i := bytes.LastIndexByte(st, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(st[i+1:]))
+		if len(f) > 1 && f[1] == "1" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
