@@ -29,6 +29,7 @@ func newVMCommand(a *app) *cobra.Command {
 		newVMSuspendCommand(a), newVMResumeCommand(a), newVMRestartCommand(a), newVMRmCommand(a), newVMLsCommand(a), newVMInspectCommand(a),
 		newVMLogsCommand(a), newVMExecCommand(a), newVMSSHCommand(a), newVMPortsCommand(a),
 		newVMForwardCommand(a), newVMCpCommand(a), newVMSessionsCommand(a))
+	cmd.AddCommand(newVMSnapshotCommand(a), newVMForkCommand(a))
 	return cmd
 }
 

@@ -14,15 +14,20 @@ import (
 func newVMRunCommand(a *app) *cobra.Command {
 	var f createFlags
 	var rm bool
+	var from string
 	cmd := &cobra.Command{
 		Use:   "run [flags] [-- COMMAND [ARG...]]",
 		Short: "Create and start a VM; with a command, run it there and exit with its code",
 		Long: `Create a VM, start it and wait until its guest agent answers. With a
 command after --, run it in the guest through the agent, stream its output,
-and exit with its exit code. With --rm the VM is removed afterwards.`,
+and exit with its exit code. With --rm the VM is removed afterwards.
+With --from SNAP the VM is restored from a snapshot or template (banger vm
+fork) with its own identity instead of booting; its size, image and kernel
+are the snapshot's.`,
 		Example: `  banger vm run --name dev
   banger vm run --rm -- uname -a
-  banger vm run --rm --memory 2G -- sh -c 'echo hello from $(hostname)'`,
+  banger vm run --rm --memory 2G -- sh -c 'echo hello from $(hostname)'
+  banger vm run --rm --from base -- make test   # restored from a snapshot: about a second`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash > 0 || (dash < 0 && len(args) > 0) {
 				return &UsageError{Err: fmt.Errorf("put the guest command after --: banger vm run [flags] -- %v", args)}
@@ -34,7 +39,11 @@ and exit with its exit code. With --rm the VM is removed afterwards.`,
 			p.Start = true
 			ctx := cmd.Context()
 			var vm model.VM
-			if err := a.callWithProgress(ctx, api.MethodVMCreate, p, &vm); err != nil {
+			if from != "" {
+				if vm, err = a.runFrom(cmd, from, p); err != nil {
+					return err
+				}
+			} else if err := a.callWithProgress(ctx, api.MethodVMCreate, p, &vm); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.env.Stderr, "vm %s is running (boot_id %s)\n", vm.Name, vm.BootID)
@@ -55,5 +64,31 @@ and exit with its exit code. With --rm the VM is removed afterwards.`,
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the command ends")
+	cmd.Flags().StringVar(&from, "from", "", "restore the VM from this snapshot or template instead of booting it (see banger vm fork)")
 	return cmd
+}
+
+// runFrom forks one VM from a snapshot for vm run. Sizes, image and kernel
+// are the snapshot's: asking for others is a usage error, not ignored.
+func (a *app) runFrom(cmd *cobra.Command, from string, p api.VMCreate) (model.VM, error) {
+	for _, fl := range []string{"image", "cpus", "memory", "disk-size", "init", "network", "deny-egress", "deny-private", "forward-deny"} {
+		if cmd.Flags().Changed(fl) {
+			return model.VM{}, &UsageError{Err: fmt.Errorf("--%s cannot be combined with --from: a VM restored from a snapshot has the snapshot's shape (banger snapshot inspect %s)", fl, from)}
+		}
+	}
+	req := api.VMFork{From: from, Name: p.Name, Count: 1}
+	if cmd.Flags().Changed("vmm") {
+		req.VMM = p.VMM
+	}
+	if cmd.Flags().Changed("kernel") {
+		req.Kernel = p.Kernel
+	}
+	var res api.ForkResult
+	if err := a.callWithProgress(cmd.Context(), api.MethodVMFork, req, &res); err != nil {
+		return model.VM{}, err
+	}
+	if len(res.VMs) != 1 {
+		return model.VM{}, fmt.Errorf("vm fork from %s made %d vms, want 1", from, len(res.VMs))
+	}
+	return res.VMs[0], nil
 }

@@ -26,6 +26,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.artifactMakeMethods(m)
 	d.networkMethods(m)
 	d.guestAccessMethods(m)
+	d.snapshotMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}

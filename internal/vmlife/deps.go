@@ -71,4 +71,7 @@ type Deps struct {
 	HostMemoryMiB int
 	// ConsoleMaxBytes bounds each VM's console log.
 	ConsoleMaxBytes int64
+	// CanSnapshot, when set, refuses a snapshot of a VM that cannot be
+	// captured whole (say, one with host mounts): the error says why.
+	CanSnapshot func(ctx context.Context, vm model.VM) error
 }
