@@ -40,6 +40,12 @@ type Identity struct {
 
 	mu       sync.Mutex
 	autoThaw *time.Timer
+
+	// One identity change at a time; a repeated call for the same id (a
+	// host retrying after a lost answer) gets the first answer again.
+	reMu   sync.Mutex
+	doneID string
+	done   vsockagent.Reidentified
 }
 
 // Freeze syncs and freezes the root filesystem, thawing it by itself after
@@ -94,7 +100,23 @@ func rootIoctl(req uint) error {
 // filesystem thawed (the snapshot froze it), host name, machine-id, SSH
 // host keys (sshd restarted to serve them) and network identity.
 func (g *Identity) Reidentify(ctx context.Context, id vsockagent.Identity) (vsockagent.Reidentified, error) {
+	g.reMu.Lock()
+	defer g.reMu.Unlock()
+	if g.doneID == id.BootID {
+		g.Log.Info("identity already taken", "hostname", id.Hostname)
+		return g.done, nil
+	}
+	out, err := g.reidentify(ctx, id)
+	if err != nil {
+		return out, err
+	}
+	g.doneID, g.done = id.BootID, out
+	return out, nil
+}
+
+func (g *Identity) reidentify(ctx context.Context, id vsockagent.Identity) (vsockagent.Reidentified, error) {
 	var out vsockagent.Reidentified
+	g.Log.Info("taking a new identity", "hostname", id.Hostname)
 	if err := reseedCRNG(id.Entropy); err != nil {
 		return out, err
 	}
@@ -189,14 +211,19 @@ func (g *Identity) renewHostKeys(ctx context.Context) ([]string, error) {
 	}
 	old, _ := filepath.Glob("/etc/ssh/ssh_host_*_key*")
 	for _, p := range old {
-		if err := os.Remove(p); err != nil {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove old host key: %w", err)
 		}
 	}
 	var keys []string
 	for _, typ := range []string{"ed25519", "ecdsa"} {
-		kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		path := "/etc/ssh/ssh_host_" + typ + "_key"
+		for _, p := range []string{path, path + ".pub"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("remove old host key: %w", err)
+			}
+		}
+		kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		out, err := exec.CommandContext(kctx, "ssh-keygen", "-q", "-t", typ, "-N", "", "-C", "", "-f", path).CombinedOutput()
 		cancel()
 		if err != nil {

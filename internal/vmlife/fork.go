@@ -197,6 +197,7 @@ type forkState struct {
 	sn      model.Snapshot
 	boot    *bootState
 	newBoot string // the clone's own id, handed over by reidentify
+	console string // the console's tail, kept by the undo for the error
 }
 
 // forkOne makes one clone; on failure nothing of it is left.
@@ -254,8 +255,8 @@ func (m *Manager) forkOne(ctx context.Context, sn model.Snapshot, drv vmm.Driver
 	begin := time.Now()
 	if err := chain.Run(ctx, m.d.Log, fs, &undo); err != nil {
 		msg := fmt.Sprintf("fork vm %q from snapshot %q: %v", name, sn.Name, err)
-		if tail := m.consoleTail(fs.boot, 15); tail != "" {
-			msg += "\nlast console lines:\n" + tail
+		if fs.console != "" {
+			msg += "\nlast console lines:\n" + fs.console
 		}
 		var ae *api.Error
 		if errors.As(err, &ae) {
@@ -306,6 +307,8 @@ func (m *Manager) forkRestore(ctx context.Context, fs *forkState, undo *vmm.Undo
 	}); err != nil {
 		return err
 	}
+	// Runs before the VMM's undo removes the console log.
+	undo.Push(func() error { fs.console = m.consoleTail(s, 15); return nil })
 	if err := pr.Resume(ctx, s.inst); err != nil {
 		return fmt.Errorf("continue the restored vm: %w", err)
 	}
