@@ -171,7 +171,8 @@ func TestSnapshotForkClones(t *testing.T) {
 }
 
 // snapHostState is what a failed fork must not change: VM records, VM
-// dirs, links (taps), qemu processes and leases.
+// dirs, links (taps), this instance's qemu processes and leases (vm ls
+// shows each VM's address).
 func snapHostState(t *testing.T, in *instance) string {
 	t.Helper()
 	var b strings.Builder
@@ -192,7 +193,9 @@ func snapHostState(t *testing.T, in *instance) string {
 	var qemus []string
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		if c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && strings.HasPrefix(string(c), "qemu-system") {
+		// Only this test's: other tests' VMs may come and go meanwhile.
+		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(c), "qemu-system") && strings.Contains(string(c), in.p.VMsDir()) {
 			qemus = append(qemus, e.Name())
 		}
 	}

@@ -33,6 +33,34 @@ const (
 	fiThaw   = 0xc0045878
 )
 
+// bootedMarker is written by banger-init once every boot step is done
+// (sshd's host keys made): a snapshot taken earlier would catch init half
+// way, and a clone would finish that boot step concurrently with its own
+// identity change.
+const bootedMarker = "/run/banger-init.booted"
+
+func markBooted() { _ = os.WriteFile(bootedMarker, nil, 0o644) }
+
+// waitBooted waits (bounded) for banger-init to finish booting; under the
+// image's own init there is no marker and nothing to wait for.
+func (g *Identity) waitBooted(ctx context.Context) error {
+	if g.InitMode == guestconfig.InitImage {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(bootedMarker); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("banger-init has not finished booting: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Identity is the agent's identity hooks, for one init mode.
 type Identity struct {
 	Log      *slog.Logger
@@ -50,7 +78,10 @@ type Identity struct {
 
 // Freeze syncs and freezes the root filesystem, thawing it by itself after
 // autoThaw unless Thaw comes first.
-func (g *Identity) Freeze(_ context.Context, autoThaw time.Duration) error {
+func (g *Identity) Freeze(ctx context.Context, autoThaw time.Duration) error {
+	if err := g.waitBooted(ctx); err != nil {
+		return err
+	}
 	unix.Sync()
 	if err := rootIoctl(fiFreeze); err != nil && !errors.Is(err, unix.EBUSY) { // EBUSY: already frozen
 		return fmt.Errorf("freeze /: %w", err)
@@ -121,6 +152,9 @@ func (g *Identity) reidentify(ctx context.Context, id vsockagent.Identity) (vsoc
 		return out, err
 	}
 	if err := g.Thaw(ctx); err != nil {
+		return out, err
+	}
+	if err := g.waitBooted(ctx); err != nil {
 		return out, err
 	}
 	if err := unix.Sethostname([]byte(id.Hostname)); err != nil {

@@ -342,7 +342,7 @@ func (m *Manager) forkIdentity(ctx context.Context, fs *forkState, _ *vmm.Undo) 
 		}
 		id.OldMAC, id.MAC, id.Address, id.Gateway = fs.sn.MAC, att.MAC, att.Guest.Address, att.Guest.Gateway
 	}
-	rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	out, err := ri.Reidentify(rctx, id)
 	cancel()
 	if err != nil {

@@ -123,7 +123,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 
 	report.Stage("quiesce", "syncing and freezing the guest's filesystems")
 	if fz, ok := r.agent.(freezer); ok {
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		fctx, cancel := context.WithTimeout(ctx, 100*time.Second) // the guest first finishes booting
 		err := fz.Freeze(fctx, autoThaw)
 		cancel()
 		switch {
