@@ -260,3 +260,52 @@ func TestSnapshotRefusesBadState(t *testing.T) {
 		t.Fatalf("vm run --from frozen -- hostname = %q", out)
 	}
 }
+
+// TestSnapshotTemplateRun: template create boots, provisions and captures
+// a VM (and removes it); vm run --template restores from it; a plain vm
+// run of the same shape uses it and says so; --cold boots the image
+// afresh; a failing provisioning command makes no template and leaves no VM.
+func TestSnapshotTemplateRun(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	in := vmInstance(t)
+	_, errOut, code := in.run("banger", "template", "create", "broken", "--memory", "512M", "--run", "echo failing-step; exit 3")
+	if code == 0 || !strings.Contains(errOut, "exited with 3") || !strings.Contains(errOut, "failing-step") {
+		t.Fatalf("template with a failing --run: exit %d, %q", code, errOut)
+	}
+	if ls := in.ok("banger", "vm", "ls"); strings.Contains(ls, "tmpl-") {
+		t.Fatalf("a failed template left its vm:\n%s", ls)
+	}
+	if _, _, code := in.run("banger", "snapshot", "inspect", "broken"); code == 0 {
+		t.Fatal("a failed template was recorded")
+	}
+
+	in.ok("banger", "template", "create", "base", "--memory", "512M", "--run", "echo provisioned > /root/prov")
+	sn := snapSnapshot(t, in, "base")
+	if sn.Kind != model.SnapshotKindTemplate || sn.Image != "debian-bookworm" || sn.MemoryMiB != 512 {
+		t.Fatalf("template record: %+v", sn)
+	}
+	if ls := in.ok("banger", "vm", "ls"); strings.Contains(ls, "tmpl-") {
+		t.Fatalf("template create left its vm:\n%s", ls)
+	}
+	if out := in.ok("banger", "vm", "run", "--rm", "--template", "base", "--name", "t1", "--", "sh", "-c", "cat /root/prov; hostname"); out != "provisioned\nt1\n" {
+		t.Fatalf("vm run --template base: %q", out)
+	}
+	out, errOut, code := in.run("banger", "vm", "run", "--rm", "--memory", "512M", "--name", "t2", "--", "cat", "/root/prov")
+	if code != 0 || out != "provisioned\n" || !strings.Contains(errOut, "using template base") {
+		t.Fatalf("vm run of the template's shape: exit %d, stdout %q, stderr %q (want it restored from template base, saying so)", code, out, errOut)
+	}
+	out, errOut, code = in.run("banger", "vm", "run", "--rm", "--cold", "--memory", "512M", "--name", "t3", "--", "test", "-e", "/root/prov")
+	if code != 1 || strings.Contains(errOut, "using template") {
+		t.Fatalf("vm run --cold: exit %d, stdout %q, stderr %q (want a fresh boot without the provisioned file)", code, out, errOut)
+	}
+	// Another shape does not match.
+	if _, errOut, _ := in.run("banger", "vm", "run", "--rm", "--memory", "384M", "--name", "t4", "--", "true"); strings.Contains(errOut, "using template") {
+		t.Fatalf("vm run --memory 384M used the 512M template: %q", errOut)
+	}
+	if _, errOut, code := in.run("banger", "vm", "run", "--template", "nope", "--", "true"); code == 0 || !strings.Contains(errOut, "not found") {
+		t.Fatalf("vm run --template nope: exit %d, %q", code, errOut)
+	}
+	in.ok("banger", "snapshot", "rm", "base")
+}

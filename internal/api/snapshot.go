@@ -71,6 +71,8 @@ type TemplateMatch struct {
 	DiskBytes int64  `json:"disk_bytes,omitempty"`
 	InitMode  string `json:"init_mode,omitempty"`
 	Network   string `json:"network,omitempty"`
+	// Policy is the run's own policy flags (config defaults are added).
+	Policy model.VMPolicy `json:"policy,omitzero"`
 }
 
 // TemplateMatchResult names the matching template, "" when none.

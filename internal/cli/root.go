@@ -121,6 +121,7 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newConfigCommand(a),
 		newMCPCommand(a),
 		newSnapshotCommand(a),
+		newTemplateCommand(a),
 	)
 	return root
 }

@@ -27,6 +27,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.networkMethods(m)
 	d.guestAccessMethods(m)
 	d.snapshotMethods(m)
+	d.templateMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}
