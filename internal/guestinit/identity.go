@@ -3,6 +3,12 @@ package guestinit
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/pem"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +24,7 @@ import (
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/guestconfig"
@@ -249,27 +256,58 @@ func (g *Identity) renewHostKeys(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("remove old host key: %w", err)
 		}
 	}
+	// Made in Go from the just-reseeded CRNG: an ssh-keygen process per
+	// key costs seconds under software emulation.
 	var keys []string
 	for _, typ := range []string{"ed25519", "ecdsa"} {
 		path := "/etc/ssh/ssh_host_" + typ + "_key"
-		for _, p := range []string{path, path + ".pub"} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("remove old host key: %w", err)
-			}
-		}
-		kctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		out, err := exec.CommandContext(kctx, "ssh-keygen", "-q", "-t", typ, "-N", "", "-C", "", "-f", path).CombinedOutput()
-		cancel()
+		pub, err := writeHostKey(typ, path)
 		if err != nil {
-			return nil, fmt.Errorf("generate ssh %s host key: %w: %s", typ, err, bytes.TrimSpace(out))
+			return nil, fmt.Errorf("generate ssh %s host key: %w", typ, err)
 		}
-		pub, err := os.ReadFile(path + ".pub")
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, strings.TrimSpace(string(pub)))
+		keys = append(keys, pub)
 	}
 	return keys, g.restartSSHD(ctx)
+}
+
+// writeHostKey makes a host key of type typ ("ed25519" or "ecdsa", P-256)
+// at path (OpenSSH format, 0600) and path.pub, returning the public key in
+// authorized_keys form.
+func writeHostKey(typ, path string) (string, error) {
+	var priv crypto.Signer
+	var err error
+	switch typ {
+	case "ed25519":
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	case "ecdsa":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	default:
+		return "", fmt.Errorf("unknown host key type %q", typ)
+	}
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		return "", err
+	}
+	sshPub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		return "", err
+	}
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	for _, p := range []string{path, path + ".pub"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("remove old host key: %w", err)
+		}
+	}
+	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(path+".pub", []byte(pub+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return pub, nil
 }
 
 // restartSSHD makes sshd load the new host keys: under banger-init the
