@@ -75,7 +75,13 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 		if _, verr := m.d.Store.GetVM(ctx, req.From); verr != nil {
 			return res, api.Errorf(api.CodeNotFound, "%q is neither a snapshot nor a vm (banger snapshot ls, banger vm ls)", req.From)
 		}
-		if sn, err = m.Snapshot(ctx, SnapshotRequest{VM: req.From}, report); err != nil {
+		// Named apart from any other fork of the same VM in the same second.
+		var tail [3]byte
+		if _, err := rand.Read(tail[:]); err != nil {
+			return res, err
+		}
+		as := fmt.Sprintf("%.40s-fork-%s", req.From, hex.EncodeToString(tail[:]))
+		if sn, err = m.Snapshot(ctx, SnapshotRequest{VM: req.From, As: as}, report); err != nil {
 			return res, err
 		}
 	case err != nil:
