@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -80,7 +81,7 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 		if _, err := rand.Read(tail[:]); err != nil {
 			return res, err
 		}
-		as := fmt.Sprintf("%.40s-fork-%s", req.From, hex.EncodeToString(tail[:]))
+		as := strings.TrimRight(fmt.Sprintf("%.40s", req.From), "-") + "-fork-" + hex.EncodeToString(tail[:])
 		if sn, err = m.Snapshot(ctx, SnapshotRequest{VM: req.From, As: as}, report); err != nil {
 			return res, err
 		}
