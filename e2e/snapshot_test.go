@@ -167,6 +167,18 @@ func TestSnapshotForkClones(t *testing.T) {
 	if _, err := os.Stat(sn.Dir); !os.IsNotExist(err) {
 		t.Fatalf("snapshot dir left after rm: %v", err)
 	}
+	// Forking a running VM snapshots it first (it runs on).
+	in.ok("banger", "vm", "fork", "origin", "--name", "direct")
+	if out := strings.TrimSpace(in.ok("banger", "vm", "exec", "direct", "--", "sh", "-c", "hostname; cat /root/after.txt")); out != "direct\nafter" {
+		t.Fatalf("vm fork origin: %q, want the clone's own name and origin's latest file", out)
+	}
+	var all []model.Snapshot
+	if err := json.Unmarshal([]byte(in.ok("banger", "snapshot", "ls", "--json")), &all); err != nil || len(all) != 1 ||
+		!strings.HasPrefix(all[0].Name, "origin-fork-") || len(all[0].Users) != 1 || all[0].Users[0] != "direct" {
+		t.Fatalf("snapshot ls after vm fork origin: %+v, %v", all, err)
+	}
+	in.ok("banger", "vm", "rm", "-f", "direct")
+	in.ok("banger", "snapshot", "rm", all[0].Name)
 	in.ok("banger", "vm", "exec", "origin", "--", "true")
 }
 
