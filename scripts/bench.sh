@@ -16,3 +16,6 @@ echo "== initramfs build, cold and cached"
 go test -count=1 -run '^$' -bench 'Build' ./internal/initramfs/
 echo "== VMs (real QEMU, inside a private network namespace)"
 unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "VMListWith20VMs|VMRunVsBareQEMU|DaemonMemoryPerVM|ExecVsSSH|ForwardThroughput|VMSuspendResume" -benchtime 3x -timeout 30m ./e2e/'
+echo "== snapshots: vm run from a template vs cold; fork of 10 vs 10 cold creates, and their PSS"
+unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "SnapshotRunFromTemplate" -benchtime 5x -timeout 30m ./e2e/'
+unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "SnapshotFork10" -benchtime 1x -timeout 40m ./e2e/'

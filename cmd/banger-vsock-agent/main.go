@@ -69,6 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	ident := &guestinit.Identity{Log: log, InitMode: guestconfig.InitMode(*initMode)}
 	srv := vsockagent.NewServer(vsockagent.ServerOptions{
 		Logger:    log,
 		BootID:    *bootID,
@@ -76,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		StartTime: bootTime(),
 		Poweroff:  poweroff(guestconfig.InitMode(*initMode)),
 		SetClock:  setClock,
+		// Snapshots and clones (vsockagent/identity.go).
+		Freeze:     ident.Freeze,
+		Thaw:       ident.Thaw,
+		Reidentify: ident.Reidentify,
 	})
 	var err error
 	switch guestconfig.Transport(*transport) {

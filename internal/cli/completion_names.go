@@ -15,14 +15,15 @@ import (
 // nameLister lists one kind of object's names with one API call.
 type nameLister func(ctx context.Context, c *rpc.Client) ([]string, error)
 
-// nameKinds is every kind shell completion can name. Adding a kind (e.g.
-// snapshots, once they have a list method) is one line here.
+// nameKinds is every kind shell completion can name. Adding a kind is one
+// line here.
 var nameKinds = map[string]nameLister{
 	"vm":    listNames(api.MethodVMList, func(r api.VMList) []string { return pluck(r.VMs, func(v model.VM) string { return v.Name }) }),
 	"image": listNames(api.MethodImageList, func(r api.ImageList) []string { return pluck(r.Images, func(v model.Image) string { return v.Name }) }),
 	"kernel": listNames(api.MethodKernelList, func(r api.KernelList) []string {
 		return pluck(r.Kernels, func(v model.Kernel) string { return v.Name })
 	}),
+	"snapshot": listNames(api.MethodSnapshotList, func(r []model.Snapshot) []string { return pluck(r, func(v model.Snapshot) string { return v.Name }) }),
 }
 
 func listNames[R any](method string, names func(R) []string) nameLister {

@@ -120,6 +120,8 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newDNSCommand(a),
 		newConfigCommand(a),
 		newMCPCommand(a),
+		newSnapshotCommand(a),
+		newTemplateCommand(a),
 	)
 	root.AddCommand(newEventsCommand(a))
 	return root

@@ -28,6 +28,8 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.guestAccessMethods(m)
 	d.sessionMethods(m)
 	d.eventMethods(m)
+	d.snapshotMethods(m)
+	d.templateMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}

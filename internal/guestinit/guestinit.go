@@ -157,6 +157,7 @@ func (b *boot) run() {
 	}
 	b.runSteps(ctx, late, sigs)
 	watchdog.Stop()
+	markBooted() // identity.go: a snapshot waits for it
 
 	host, _ := os.Hostname()
 	b.printf("banger-init: ready boot_id=%s hostname=%s uptime=%s", b.cfg.BootID, host, uptime())

@@ -113,6 +113,7 @@ func (u User) VMsDir() string         { return filepath.Join(u.State, "vms") }
 func (u User) VMDir(id string) string { return filepath.Join(u.VMsDir(), id) }
 func (u User) ImagesDir() string      { return filepath.Join(u.Data, "images") }
 func (u User) KernelsDir() string     { return filepath.Join(u.Data, "kernels") }
+func (u User) SnapshotsDir() string   { return filepath.Join(u.Data, "snapshots") }
 func (u User) LayersDir() string      { return filepath.Join(u.Cache, "layers") }
 func (u User) InitramfsDir() string   { return filepath.Join(u.Cache, "initramfs") }
 func (u User) DownloadsDir() string   { return filepath.Join(u.Cache, "downloads") }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,11 @@ type ServerOptions struct {
 	PortsInterval time.Duration
 	// CopyLimits bound an fs.copy_in archive (zero: the defaults).
 	CopyLimits CopyLimits
+	// Freeze, Thaw and Reidentify serve snapshots and clones (identity.go);
+	// nil means the method answers CodeUnsupported.
+	Freeze     FreezeFunc
+	Thaw       ThawFunc
+	Reidentify ReidentifyFunc
 }
 
 // Server answers agent requests inside the guest.
@@ -38,6 +44,9 @@ type Server struct {
 	opts     ServerOptions
 	log      *slog.Logger
 	sessions sessionTable // exec sessions that outlive their host stream
+	// bootID is what health answers: opts.BootID until a clone is handed
+	// its own (system.reidentify).
+	bootID atomic.Pointer[string]
 }
 
 // NewServer returns a server; it serves nothing until Serve or ServePort.
@@ -54,7 +63,9 @@ func NewServer(opts ServerOptions) *Server {
 	if opts.PortsInterval <= 0 {
 		opts.PortsInterval = 500 * time.Millisecond
 	}
-	return &Server{opts: opts, log: opts.Logger}
+	srv := &Server{opts: opts, log: opts.Logger}
+	srv.bootID.Store(&opts.BootID)
+	return srv
 }
 
 // Serve answers one request per accepted connection until ctx ends or ln
@@ -104,6 +115,9 @@ func (s *Server) handlers() map[string]handlerFunc {
 		MethodSessionStart:  s.handleSessionStart,
 		MethodSessionAttach: s.handleSessionAttach,
 		MethodSessionList:   s.handleSessionList,
+		MethodFreeze:        s.handleFreeze,
+		MethodThaw:          s.handleThaw,
+		MethodReidentify:    s.handleReidentify,
 	}
 }
 
@@ -188,7 +202,7 @@ func decodeParams(raw json.RawMessage, v any) error {
 
 func (s *Server) handleHealth(_ context.Context, st *stream, _ *slog.Logger, _ json.RawMessage) error {
 	return respond(st, Health{
-		BootID:        s.opts.BootID,
+		BootID:        *s.bootID.Load(),
 		UptimeSeconds: time.Since(s.opts.StartTime).Seconds(),
 		Version:       s.opts.Version,
 		PID:           os.Getpid(),

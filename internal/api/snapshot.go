@@ -1,0 +1,81 @@
+package api
+
+import "github.com/bangerdev/banger/internal/model"
+
+// Snapshot, fork and template methods of the owner daemon.
+const (
+	MethodVMSnapshot     = "vm.snapshot"     // VMSnapshot → model.Snapshot
+	MethodVMFork         = "vm.fork"         // VMFork → ForkResult
+	MethodSnapshotList   = "snapshot.list"   // Empty → []model.Snapshot
+	MethodSnapshotGet    = "snapshot.get"    // SnapshotRef → model.Snapshot
+	MethodSnapshotRemove = "snapshot.rm"     // SnapshotRemove → Empty
+	MethodTemplateCreate = "template.create" // TemplateCreate → model.Snapshot
+	MethodTemplateMatch  = "template.match"  // TemplateMatch → TemplateMatchResult
+)
+
+// VMSnapshot is vm.snapshot's params.
+type VMSnapshot struct {
+	Name string `json:"name"`           // the VM
+	As   string `json:"as,omitempty"`   // the snapshot's name
+	Stop bool   `json:"stop,omitempty"` // end the VM afterwards
+}
+
+// VMFork is vm.fork's params.
+type VMFork struct {
+	From   string `json:"from"` // snapshot, template or running VM
+	Name   string `json:"name,omitempty"`
+	Count  int    `json:"count,omitempty"`
+	VMM    string `json:"vmm,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+}
+
+// ForkResult is vm.fork's answer.
+type ForkResult struct {
+	Snapshot model.Snapshot `json:"snapshot"`
+	VMs      []model.VM     `json:"vms"`
+}
+
+// SnapshotRef names one snapshot or template.
+type SnapshotRef struct {
+	Name string `json:"name"`
+}
+
+// SnapshotRemove is snapshot.rm's params.
+type SnapshotRemove struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// TemplateCreate is template.create's params: a VM is created from Image,
+// booted, provisioned with Run (sh -c, through the agent), quiesced and
+// snapshotted as the template, then removed.
+type TemplateCreate struct {
+	Name      string `json:"name"`
+	Image     string `json:"image,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	VMM       string `json:"vmm,omitempty"`
+	CPUs      int    `json:"cpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskBytes int64  `json:"disk_bytes,omitempty"`
+	Network   string `json:"network,omitempty"`
+	Run       string `json:"run,omitempty"`
+}
+
+// TemplateMatch asks for a template fitting a vm run's shape (zero: defaults).
+type TemplateMatch struct {
+	Image     string `json:"image,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	VMM       string `json:"vmm,omitempty"`
+	CPUs      int    `json:"cpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskBytes int64  `json:"disk_bytes,omitempty"`
+	InitMode  string `json:"init_mode,omitempty"`
+	Network   string `json:"network,omitempty"`
+	// Policy is the run's own policy flags (config defaults are added).
+	Policy model.VMPolicy `json:"policy,omitzero"`
+}
+
+// TemplateMatchResult names the matching template, "" when none.
+type TemplateMatchResult struct {
+	Template string `json:"template,omitempty"`
+}
