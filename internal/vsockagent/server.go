@@ -104,6 +104,9 @@ func (s *Server) handlers() map[string]handlerFunc {
 		MethodSessionStart:  s.handleSessionStart,
 		MethodSessionAttach: s.handleSessionAttach,
 		MethodSessionList:   s.handleSessionList,
+		// vm sync (sync.go).
+		MethodManifest:      s.handleManifest,
+		MethodRemove:        s.handleRemove,
 	}
 }
 
