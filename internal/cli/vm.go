@@ -31,6 +31,7 @@ func newVMCommand(a *app) *cobra.Command {
 		newVMForwardCommand(a), newVMCpCommand(a), newVMSessionsCommand(a),
 		newVMAttachCommand(a))
 	cmd.AddCommand(newVMShellCommand(a))
+	cmd.AddCommand(newVMSyncCommand(a))
 	return cmd
 }
 

@@ -28,6 +28,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.guestAccessMethods(m)
 	d.sessionMethods(m)
 	d.eventMethods(m)
+	d.syncMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}
