@@ -122,6 +122,7 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newMCPCommand(a),
 	)
 	root.AddCommand(newEventsCommand(a))
+	root.AddCommand(newPlanCommand(a))
 	return root
 }
 
