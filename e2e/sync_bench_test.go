@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BenchmarkSyncTouch10 syncs a 10,000-file tree once, then per round
+// touches 10 files (mtime only: they are hashed on both sides, nothing is
+// sent) and modifies 10 others (same size: hashed and sent), each followed
+// by one `banger vm sync` process, timed whole.
+func BenchmarkSyncTouch10(b *testing.B) {
+	in := benchVM(b, "syncb")
+	host := filepath.Join(b.TempDir(), "tree")
+	for d := range 100 {
+		for f := range 100 {
+			p := filepath.Join(host, fmt.Sprintf("d%03d", d), fmt.Sprintf("f%03d.txt", f))
+			if f == 0 {
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(p, fmt.Appendf(nil, "file %d/%d\n", d, f), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	in.ok("banger", "vm", "sync", host, "syncb:/root/tree")
+	var touchT, modT []time.Duration
+	for i := 0; i < b.N; i++ {
+		now := time.Now()
+		for k := range 10 {
+			p := filepath.Join(host, fmt.Sprintf("d%03d", (i*10+k)%100), "f001.txt")
+			if err := os.Chtimes(p, now, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		start := time.Now()
+		in.ok("banger", "vm", "sync", host, "syncb:/root/tree")
+		touchT = append(touchT, time.Since(start))
+		for k := range 10 {
+			p := filepath.Join(host, fmt.Sprintf("d%03d", (i*10+k)%100), "f002.txt")
+			if err := os.WriteFile(p, fmt.Appendf(nil, "FILE %d/%d\n", (i*10+k)%100, 2), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		start = time.Now()
+		in.ok("banger", "vm", "sync", host, "syncb:/root/tree")
+		modT = append(modT, time.Since(start))
+	}
+	b.ReportMetric(float64(percentile(touchT, 50).Microseconds())/1000, "touch10-median-ms")
+	b.ReportMetric(float64(percentile(modT, 50).Microseconds())/1000, "modify10-median-ms")
+}
+
+// BenchmarkSyncInitialVsCp sends the same 200 MiB tree (200 files of
+// 1 MiB in 10 directories) into an empty guest directory with vm sync and
+// with vm cp, alternating, each as a whole banger process.
+func BenchmarkSyncInitialVsCp(b *testing.B) {
+	in := benchVM(b, "syncc")
+	host := filepath.Join(b.TempDir(), "big")
+	buf := make([]byte, 1<<20)
+	for d := range 10 {
+		dir := filepath.Join(host, fmt.Sprintf("d%d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for f := range 20 {
+			_, _ = rand.Read(buf)
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.bin", f)), buf, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var syncT, cpT []time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		in.ok("banger", "vm", "sync", host, "syncc:/root/s/big")
+		syncT = append(syncT, time.Since(start))
+		in.ok("banger", "vm", "exec", "syncc", "--", "rm", "-rf", "/root/s")
+		start = time.Now()
+		in.ok("banger", "vm", "cp", host, "syncc:/root/c")
+		cpT = append(cpT, time.Since(start))
+		in.ok("banger", "vm", "exec", "syncc", "--", "rm", "-rf", "/root/c")
+	}
+	sm, cm := percentile(syncT, 50), percentile(cpT, 50)
+	b.ReportMetric(sm.Seconds(), "sync-s")
+	b.ReportMetric(cm.Seconds(), "cp-s")
+	b.ReportMetric(sm.Seconds()/cm.Seconds(), "sync/cp")
+}
