@@ -23,4 +23,10 @@ type SyncResult struct {
 	Hashed     int     `json:"hashed"`
 	Removed    int     `json:"removed"`
 	DurationMS float64 `json:"duration_ms"`
+	// Phases of DurationMS: the host's walk, the guest's listing, sha256
+	// on both sides, removing and uploading.
+	LocalMS    float64 `json:"local_ms"`
+	ManifestMS float64 `json:"manifest_ms"`
+	HashMS     float64 `json:"hash_ms"`
+	ApplyMS    float64 `json:"apply_ms"`
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/guestsync"
@@ -60,9 +61,14 @@ func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, agentError(fmt.Errorf("sync %s into %s in vm %q: %w%s", p.Local, p.Guest, vm.Name, err, hint))
 	}
 	c.Log.InfoContext(ctx, "synced into guest", "vm", vm.Name, "guest_dir", p.Guest,
-		"uploaded", res.Uploaded, "bytes", res.Bytes, "removed", res.Removed, "hashed", res.Hashed, "duration", res.Duration)
+		"uploaded", res.Uploaded, "bytes", res.Bytes, "removed", res.Removed, "hashed", res.Hashed, "duration", res.Duration,
+		"local", res.Local, "manifest", res.Manifest, "hash", res.Hash, "apply", res.Apply)
 	return api.SyncResult{
 		Scanned: res.Scanned, Uploaded: res.Uploaded, Bytes: res.Bytes, Hashed: res.Hashed, Removed: res.Removed,
-		DurationMS: float64(res.Duration.Microseconds()) / 1000,
+		DurationMS: ms(res.Duration), LocalMS: ms(res.Local), ManifestMS: ms(res.Manifest), HashMS: ms(res.Hash), ApplyMS: ms(res.Apply),
 	}, nil
+}
+
+func ms(d time.Duration) float64 {
+	return float64(d.Microseconds()) / 1000
 }

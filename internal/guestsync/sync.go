@@ -30,6 +30,9 @@ type Result struct {
 	Hashed   int           `json:"hashed"`   // files compared by sha256
 	Removed  int           `json:"removed"`  // guest names removed (topmost)
 	Duration time.Duration `json:"duration_ns"`
+	// Where the time went: the host's walk, the guest's listing, hashing
+	// on both sides, and removing plus uploading.
+	Local, Manifest, Hash, Apply time.Duration
 }
 
 // Agent is what a round needs of the guest agent (vsockagent.Client).
@@ -154,6 +157,8 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 		return res, err
 	}
 	res.Scanned = len(local)
+	res.Local = time.Since(start)
+	mark := time.Now()
 
 	remote := Tree{}
 	err = agent.Manifest(ctx, vsockagent.ManifestRequest{Dir: guestDir, MaxEntries: opts.MaxEntries}, func(batch []vsockagent.ManifestEntry) error {
@@ -168,12 +173,16 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 		return res, fmt.Errorf("list guest directory: %w", err)
 	}
 
+	res.Manifest = time.Since(mark)
+	mark = time.Now()
 	plan := Diff(local, remote, opts.Delete)
 	changed, err := settleByHash(ctx, agent, root, guestDir, plan.Hash)
 	if err != nil {
 		return res, err
 	}
 	res.Hashed = len(plan.Hash)
+	res.Hash = time.Since(mark)
+	mark = time.Now()
 	upload := append(plan.Upload, changed...)
 
 	for _, batch := range batches(plan.Remove) {
@@ -199,6 +208,7 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 			return res, fmt.Errorf("upload to guest: %w", err)
 		}
 	}
+	res.Apply = time.Since(mark)
 	res.Duration = time.Since(start)
 	return res, nil
 }

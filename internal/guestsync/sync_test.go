@@ -19,7 +19,7 @@ import (
 
 // startAgent serves a real agent on a unix socket (the guest side runs in
 // this process, so "guest" paths are temp directories).
-func startAgent(t *testing.T) *vsockagent.Client {
+func startAgent(t testing.TB) *vsockagent.Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", sock)
