@@ -26,14 +26,22 @@ func BenchmarkRoundTouch10(b *testing.B) {
 	if _, err := Run(ctx, c, host, guest, Options{}); err != nil {
 		b.Fatal(err)
 	}
+	var local, manifest, hash, apply time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		now := time.Now()
 		for k := range 10 {
 			_ = os.Chtimes(filepath.Join(host, fmt.Sprintf("d%03d", k), "f001.txt"), now, now)
 		}
-		if _, err := Run(ctx, c, host, guest, Options{}); err != nil {
+		res, err := Run(ctx, c, host, guest, Options{})
+		if err != nil {
 			b.Fatal(err)
 		}
+		local, manifest, hash, apply = local+res.Local, manifest+res.Manifest, hash+res.Hash, apply+res.Apply
 	}
+	n := float64(b.N)
+	b.ReportMetric(float64(local.Milliseconds())/n, "local-ms")
+	b.ReportMetric(float64(manifest.Milliseconds())/n, "manifest-ms")
+	b.ReportMetric(float64(hash.Milliseconds())/n, "hash-ms")
+	b.ReportMetric(float64(apply.Milliseconds())/n, "apply-ms")
 }
