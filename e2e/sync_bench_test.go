@@ -4,27 +4,45 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/bangerdev/banger/internal/api"
 )
 
 // slowOK runs a banger command that may take longer than in.ok's 60 s (a
 // 200 MiB transfer over the agent channel of a TCG guest).
-func slowOK(b *testing.B, in *instance, args ...string) {
+func slowOK(b *testing.B, in *instance, args ...string) string {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), args...)
 	cmd.Env = in.env()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
-		b.Fatalf("banger %v: %v\n%s", args, err, out.String())
+		b.Fatalf("banger %v: %v\n%s", args, err, errOut.String())
 	}
+	return out.String()
+}
+
+// timedSync runs one `vm sync --json` and returns its wall time and the
+// round's own account of where the time went.
+func timedSync(b *testing.B, in *instance, args ...string) (time.Duration, api.SyncResult) {
+	b.Helper()
+	start := time.Now()
+	out := slowOK(b, in, append([]string{"vm", "sync", "--json"}, args...)...)
+	took := time.Since(start)
+	var r api.SyncResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		b.Fatalf("vm sync --json printed %q: %v", out, err)
+	}
+	return took, r
 }
 
 // BenchmarkSyncTouch10 syncs a 10,000-file tree once, then per round
@@ -50,7 +68,7 @@ func BenchmarkSyncTouch10(b *testing.B) {
 	start := time.Now()
 	slowOK(b, in, "vm", "sync", host, "syncb:/root/tree")
 	b.ReportMetric(time.Since(start).Seconds(), "initial-10k-s")
-	var touchT, modT []time.Duration
+	var touchT, modT, manifestT, localT []time.Duration
 	for i := 0; i < b.N; i++ {
 		now := time.Now()
 		for k := range 10 {
@@ -59,21 +77,23 @@ func BenchmarkSyncTouch10(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		start := time.Now()
-		in.ok("banger", "vm", "sync", host, "syncb:/root/tree")
-		touchT = append(touchT, time.Since(start))
+		took, r := timedSync(b, in, host, "syncb:/root/tree")
+		touchT = append(touchT, took)
+		manifestT = append(manifestT, time.Duration(r.ManifestMS*float64(time.Millisecond)))
+		localT = append(localT, time.Duration(r.LocalMS*float64(time.Millisecond)))
 		for k := range 10 {
 			p := filepath.Join(host, fmt.Sprintf("d%03d", (i*10+k)%100), "f002.txt")
 			if err := os.WriteFile(p, fmt.Appendf(nil, "FILE %d/%d\n", (i*10+k)%100, 2), 0o644); err != nil {
 				b.Fatal(err)
 			}
 		}
-		start = time.Now()
-		in.ok("banger", "vm", "sync", host, "syncb:/root/tree")
-		modT = append(modT, time.Since(start))
+		took, _ = timedSync(b, in, host, "syncb:/root/tree")
+		modT = append(modT, took)
 	}
 	b.ReportMetric(float64(percentile(touchT, 50).Microseconds())/1000, "touch10-median-ms")
 	b.ReportMetric(float64(percentile(modT, 50).Microseconds())/1000, "modify10-median-ms")
+	b.ReportMetric(float64(percentile(manifestT, 50).Microseconds())/1000, "touch10-guest-listing-ms")
+	b.ReportMetric(float64(percentile(localT, 50).Microseconds())/1000, "touch10-host-walk-ms")
 }
 
 // BenchmarkSyncInitialVsCp sends the same 200 MiB tree (200 files of
