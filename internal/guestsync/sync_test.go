@@ -345,3 +345,44 @@ func TestSyncLyingManifestOnlyCausesUploads(t *testing.T) {
 		t.Errorf("removed %v, uploaded %d; want [secret zz/only-guest] and 1", f.removed, res.Uploaded)
 	}
 }
+
+// A guest directory swapped for a link between the listing and the
+// hashing makes the hash request meet the link: the file is sent again
+// (replacing the link), not refused, and nothing outside changes.
+func TestSyncHashUnderGuestLink(t *testing.T) {
+	ctx := context.Background()
+	c := startAgent(t)
+	base := t.TempDir()
+	host, guest, outside := filepath.Join(base, "host"), filepath.Join(base, "guest"), filepath.Join(base, "outside")
+	write(t, filepath.Join(host, "d", "f"), "host", 0o644)
+	write(t, filepath.Join(outside, "f"), "HOST", 0o644) // same size
+	if _, err := Run(ctx, c, host, guest, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(host, "d", "f"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(guest, "d")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(guest, "d")); err != nil {
+		t.Fatal(err)
+	}
+	// Asked directly for d/f's hash, the guest answers nothing for it.
+	got := 0
+	err := c.Manifest(ctx, vsockagent.ManifestRequest{Dir: guest, Paths: []string{"d/f"}}, func(b []vsockagent.ManifestEntry) error {
+		got += len(b)
+		return nil
+	})
+	if err != nil || got != 0 {
+		t.Fatalf("hash through a link escaping the dir: %d entries, %v", got, err)
+	}
+	if _, err := Run(ctx, c, host, guest, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(outside, "f")); string(b) != "HOST" {
+		t.Fatalf("outside file now %q", b)
+	}
+	sameAs(t, host, guest)
+}

@@ -180,16 +180,15 @@ func (s *Server) handleManifest(ctx context.Context, st *stream, _ *slog.Logger,
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			// Not there, under a link, unreadable: left out, so the host
+			// sends its own copy (which replaces whatever is there).
 			info, err := fs.Lstat(fsys, rel)
-			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) {
-				continue
-			}
 			if err != nil {
-				return failFrame(st, fmt.Errorf("stat %s: %w", rel, err))
+				continue
 			}
 			e, ok, err := EntryOf(fsys, rel, info, true)
 			if err != nil {
-				return failFrame(st, err)
+				continue
 			}
 			if ok {
 				if err := emit(e); err != nil {
