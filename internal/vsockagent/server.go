@@ -105,8 +105,8 @@ func (s *Server) handlers() map[string]handlerFunc {
 		MethodSessionAttach: s.handleSessionAttach,
 		MethodSessionList:   s.handleSessionList,
 		// vm sync (sync.go).
-		MethodManifest:      s.handleManifest,
-		MethodRemove:        s.handleRemove,
+		MethodManifest: s.handleManifest,
+		MethodRemove:   s.handleRemove,
 	}
 }
 
