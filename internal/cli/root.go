@@ -124,6 +124,7 @@ starts the daemon when needed. BANGER_HOME moves all state under one directory.`
 		newTemplateCommand(a),
 	)
 	root.AddCommand(newEventsCommand(a))
+	root.AddCommand(newPlanCommand(a))
 	return root
 }
 

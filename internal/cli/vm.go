@@ -32,6 +32,7 @@ func newVMCommand(a *app) *cobra.Command {
 		newVMAttachCommand(a))
 	cmd.AddCommand(newVMShellCommand(a))
 	cmd.AddCommand(newVMSnapshotCommand(a), newVMForkCommand(a))
+	cmd.AddCommand(newVMSyncCommand(a))
 	return cmd
 }
 

@@ -30,6 +30,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.eventMethods(m)
 	d.snapshotMethods(m)
 	d.templateMethods(m)
+	d.syncMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}

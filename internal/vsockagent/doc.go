@@ -71,6 +71,18 @@
 //	fs.copy_in   params {"dir","name"}; host: 'd' tar bytes…, then 'z'
 //	             (or '!' to abort). guest: 'k' once all is extracted, or '!'.
 //
+//	fs.manifest  params ManifestRequest {"dir","paths","max_entries"}.
+//	             guest: 'm' JSON []ManifestEntry batches, then 'z', or
+//	             '!'. The whole tree under dir (lstat, never followed),
+//	             or only paths, each file then with its sha256.
+//	fs.remove    unary, params {"dir","paths"}: RemoveAll of each path
+//	             beneath dir through an os.Root (links removed, not
+//	             followed).
+//
+// vm sync uploads with fs.copy_in and the name ".". The client checks
+// every manifest entry (CheckRelPath, type, size, hash, link length) and
+// the entry count, and refuses the whole manifest otherwise.
+//
 // Archives are extracted with ExtractTar on either side, the host's
 // (copy_out: the guest is hostile) like the guest's: only the one name
 // asked for and what is beneath it, never through a symlink, no devices

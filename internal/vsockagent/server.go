@@ -118,6 +118,9 @@ func (s *Server) handlers() map[string]handlerFunc {
 		MethodFreeze:        s.handleFreeze,
 		MethodThaw:          s.handleThaw,
 		MethodReidentify:    s.handleReidentify,
+		// vm sync (sync.go).
+		MethodManifest: s.handleManifest,
+		MethodRemove:   s.handleRemove,
 	}
 }
 
