@@ -48,6 +48,10 @@ type VMCreate struct {
 	Origin string `json:"origin,omitempty"`
 	// Policy adds to config.toml's [policy] defaults (never removes).
 	Policy model.VMPolicy `json:"policy,omitzero"`
+	// Mounts share host directories (absolute paths; QEMU only); Workdir
+	// is where vm exec and vm run start commands without -w (--workspace).
+	Mounts  []model.Mount `json:"mounts,omitempty"`
+	Workdir string        `json:"workdir,omitempty"`
 }
 
 // VMRef names one VM (by name or id).

@@ -63,6 +63,9 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Dir == "" {
+		p.Dir = vm.Workdir // --workspace: commands start in the mounted project
+	}
 	callCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc

@@ -14,7 +14,7 @@ import (
 
 const vmColumns = `id, name, state, state_reason, image, kernel, vmm, cpus, memory_mib, disk_bytes,
 	init_mode, boot_id, dir, ip, mac, tap, pid, pid_start_time, control_socket, agent_socket,
-	console_log, created_at, updated_at, started_at, network, origin, policy`
+	console_log, created_at, updated_at, started_at, network, origin, policy, mounts, workdir`
 
 // vmPlaceholders has one "?" per column of vmColumns.
 var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmColumns, ",")+1), ",")
@@ -22,16 +22,16 @@ var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmCol
 func vmArgs(v model.VM) []any {
 	return []any{v.ID, v.Name, string(v.State), v.StateReason, v.Image, v.Kernel, v.VMM, v.CPUs, v.MemoryMiB, v.DiskBytes,
 		v.InitMode, v.BootID, v.Dir, v.IP, v.MAC, v.Tap, v.PID, int64(v.PIDStartTime), v.ControlSocket, v.AgentSocket,
-		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy)}
+		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy), encodeMounts(v.Mounts), v.Workdir}
 }
 
 func scanVM(sc scanner) (model.VM, error) {
 	var v model.VM
-	var state, created, updated, started, pol string
+	var state, created, updated, started, pol, mounts string
 	var startTime int64
 	err := sc.Scan(&v.ID, &v.Name, &state, &v.StateReason, &v.Image, &v.Kernel, &v.VMM, &v.CPUs, &v.MemoryMiB, &v.DiskBytes,
 		&v.InitMode, &v.BootID, &v.Dir, &v.IP, &v.MAC, &v.Tap, &v.PID, &startTime, &v.ControlSocket, &v.AgentSocket,
-		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol)
+		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol, &mounts, &v.Workdir)
 	if err != nil {
 		return v, err
 	}
@@ -39,6 +39,12 @@ func scanVM(sc scanner) (model.VM, error) {
 	v.PIDStartTime = uint64(startTime) // stored as the same 64 bits
 	if err := json.Unmarshal([]byte(pol), &v.Policy); err != nil {
 		return v, fmt.Errorf("decode policy of vm %q: %w", v.Name, err)
+	}
+	if mounts == "[]" {
+		mounts = "null" // none: a nil list, as the VM was made
+	}
+	if err := json.Unmarshal([]byte(mounts), &v.Mounts); err != nil {
+		return v, fmt.Errorf("decode mounts of vm %q: %w", v.Name, err)
 	}
 	return v, decodeTimes(created, &v.CreatedAt, updated, &v.UpdatedAt, started, &v.StartedAt)
 }
@@ -219,6 +225,18 @@ func encodePolicy(p model.VMPolicy) string {
 	b, err := json.Marshal(p)
 	if err != nil { // plain strings, bools and ints: cannot fail
 		panic(fmt.Sprintf("encode vm policy: %v", err))
+	}
+	return string(b)
+}
+
+// encodeMounts stores a VM's shared directories as JSON ("[]" when none).
+func encodeMounts(ms []model.Mount) string {
+	if len(ms) == 0 {
+		return "[]"
+	}
+	b, err := json.Marshal(ms)
+	if err != nil { // plain strings and bools: cannot fail
+		panic(fmt.Sprintf("encode vm mounts: %v", err))
 	}
 	return string(b)
 }
