@@ -74,7 +74,11 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 		"-append", cmdline,
 	}
 	if len(spec.Shares) > 0 {
-		a = append(a, "-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(spec.MemoryMiB)+"M,share=on")
+		// virtiofsd's libvhost-user refuses legacy virtio, microvm's
+		// virtio-mmio default; VMs without shares keep it (their saved
+		// states stay loadable).
+		a = append(a, "-global", "virtio-mmio.force-legacy=false",
+			"-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(spec.MemoryMiB)+"M,share=on")
 	}
 	for i, sh := range spec.Shares {
 		id := "fs" + strconv.Itoa(i)
