@@ -20,6 +20,7 @@ import (
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmm"
+	"golang.org/x/sys/unix"
 )
 
 // Shared directories (virtio-fs). The daemon runs as a real second uid
@@ -469,5 +470,105 @@ func TestMountRefusesUnreadableDir(t *testing.T) {
 	}
 	if got := e.vmProcesses(); fmt.Sprint(got) != fmt.Sprint(before) {
 		t.Fatalf("processes left after refusals: %v (before: %v)", got, before)
+	}
+}
+
+// TestMountEscapeAttempts: a root guest attacks its share: symlinks the
+// host planted pointing out (absolute, relative, to a directory), "..",
+// the host's own paths, its own symlinks out, hard links, device nodes,
+// set-uid and capability bits, and forged file handles (open_by_handle_at
+// over node ids and the host inode numbers). The file next to the share
+// is the owner's own (the owner could read it): the share still must not
+// expose it. On the host, nothing outside the share changed (hash, mode,
+// owner) and the secret never reached the guest.
+func TestMountEscapeAttempts(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	e := mountSetup(t)
+	share := filepath.Join(e.base, "share")
+	outside := filepath.Join(e.base, "outside")
+	e.mkdirOwned(share, 0o755)
+	e.mkdirOwned(outside, 0o755)
+	const marker = "TOP-SECRET-7f3a9c"
+	secret := filepath.Join(outside, "secret")
+	sentinel := filepath.Join(outside, "sentinel")
+	e.writeOwned(secret, marker+"\n", 0o600)
+	e.writeOwned(sentinel, "sentinel: must not change\n", 0o644)
+	e.writeOwned(filepath.Join(share, "inside.txt"), "inside the share\n", 0o644)
+	for name, target := range map[string]string{"abs-link": secret, "rel-link": "../outside/secret", "dir-link": outside} {
+		if err := os.Symlink(target, filepath.Join(share, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(filepath.Join(share, name), int(e.uid), int(e.gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attack := filepath.Join(share, "mountattack")
+	build := exec.Command("go", "build", "-o", attack, "./testdata/mountattack")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the attacker: %v\n%s", err, out)
+	}
+	if err := os.Chown(attack, int(e.uid), int(e.gid)); err != nil {
+		t.Fatal(err)
+	}
+	watched := []string{e.base, outside, secret, sentinel, e.sys.Root, "/etc/passwd", "/etc/shadow"}
+	before := hostileOwnerSnapshot(t, watched...)
+	var inos []string
+	for _, p := range []string{secret, sentinel, outside, e.base} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inos = append(inos, strconv.FormatUint(st.Sys().(*syscall.Stat_t).Ino, 10))
+	}
+
+	e.ok("", "vm", "create", "--name", "esc", "--memory", "512M", "--mount", share+":/mnt/s", "--start")
+	out, errOut, code := e.run("", append([]string{"vm", "exec", "esc", "--", "/mnt/s/mountattack", "/mnt/s", marker, outside}, inos...)...)
+	t.Logf("attacker (exit %d):\n%s%s", code, out, errOut)
+	if code != 0 || !strings.Contains(out, "attack done") {
+		t.Fatalf("attacker did not finish: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if strings.Contains(out, "LEAK") || strings.Contains(out+errOut, marker) {
+		t.Errorf("the guest reached the secret:\n%s", out)
+	}
+	for _, must := range []string{"refused read through abs-link", "refused read through rel-link", "refused read through dir-link/secret",
+		"refused mknod", "refused chown 1000:1000", "refused setxattr security.capability", "refused hardlink guest /etc/passwd"} {
+		if !strings.Contains(out, must) {
+			t.Errorf("attacker output lacks %q", must)
+		}
+	}
+	// Also from a shell: the planted links, cat'd by a root guest.
+	if out, _, _ := e.guest("esc", "cat /mnt/s/abs-link /mnt/s/rel-link /mnt/s/dir-link/secret 2>&1; ls -la /mnt/s/.. 2>&1"); strings.Contains(out, marker) {
+		t.Errorf("guest shell read the secret:\n%s", out)
+	}
+	e.ok("", "vm", "rm", "-f", "esc")
+
+	if after := hostileOwnerSnapshot(t, watched...); after != before {
+		t.Errorf("outside the share changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	// What the guest made in the share is the owner's, with no device,
+	// no root-owned set-uid file and no capability.
+	err := filepath.Walk(share, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != e.uid {
+			t.Errorf("%s is owned by uid %d, not the owner %d", p, st.Uid, e.uid)
+		}
+		if fi.Mode()&(os.ModeDevice|os.ModeCharDevice) != 0 {
+			t.Errorf("%s is a device node", p)
+		}
+		if fi.Mode().IsRegular() {
+			if n, err := unix.Lgetxattr(p, "security.capability", make([]byte, 64)); err == nil && n > 0 {
+				t.Errorf("%s carries a file capability", p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
