@@ -572,3 +572,57 @@ func TestMountEscapeAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMountWorkspace: --workspace shares the current directory at the same
+// path and starts vm run's command and vm exec there (-w still wins); a
+// restarted daemon re-adopts the VM with its shares working, and stopping
+// it then ends virtiofsd.
+func TestMountWorkspace(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	e := mountSetup(t)
+	proj := filepath.Join(e.base, "proj")
+	e.mkdirOwned(proj, 0o755)
+	e.writeOwned(filepath.Join(proj, "README"), "project readme\n", 0o644)
+
+	out := e.ok(proj, "vm", "run", "--rm", "--memory", "512M", "--workspace", "--", "sh", "-c", "pwd; cat README; echo made > made-in-guest")
+	if out != proj+"\nproject readme\n" {
+		t.Fatalf("vm run --workspace printed %q, want the project path and its readme", out)
+	}
+	if u, _ := mountFileOwner(t, filepath.Join(proj, "made-in-guest")); u != e.uid {
+		t.Fatalf("made-in-guest is owned by %d, want the owner %d", u, e.uid)
+	}
+	mountWaitGone(t, "processes after vm run --rm", 15*time.Second, e.vmProcesses)
+
+	e.ok(proj, "vm", "create", "--name", "ws", "--memory", "512M", "--workspace", "--start")
+	if vm := e.inspect("ws"); vm.Workdir != proj || len(vm.Mounts) != 1 || vm.Mounts[0].Target != proj {
+		t.Fatalf("inspect: workdir %q mounts %+v", vm.Workdir, vm.Mounts)
+	}
+	if out := e.ok("", "vm", "exec", "ws", "--", "pwd"); out != proj+"\n" {
+		t.Errorf("vm exec without -w ran in %q, want %q", out, proj)
+	}
+	if out := e.ok("", "vm", "exec", "ws", "-w", "/", "--", "pwd"); out != "/\n" {
+		t.Errorf("vm exec -w / ran in %q", out)
+	}
+
+	// Daemon restart: the VM and its virtiofsd keep running and are
+	// re-adopted.
+	hs := e.helpers(e.inspect("ws"))
+	e.ok("", "daemon", "stop")
+	e.ok("", "daemon", "start")
+	if st := e.inspect("ws").State; st != model.StateRunning {
+		t.Fatalf("after daemon restart the vm is %s", st)
+	}
+	e.writeOwned(filepath.Join(proj, "after-restart"), "still shared\n", 0o644)
+	if out := e.ok("", "vm", "exec", "ws", "--", "cat", "after-restart"); out != "still shared\n" {
+		t.Errorf("after daemon restart the guest reads %q", out)
+	}
+	for _, h := range hs {
+		if ok, why := vmm.ProcessAlive(h.PID, h.PIDStartTime); !ok {
+			t.Errorf("%s after daemon restart: %s", h.Name, why)
+		}
+	}
+	e.ok("", "vm", "stop", "ws")
+	mountWaitGone(t, "processes after stop", 15*time.Second, e.vmProcesses)
+}
