@@ -107,6 +107,9 @@ func Start(ctx context.Context, cfg Config, share Share, sock, logPath string) (
 	if !filepath.IsAbs(share.Source) || filepath.Clean(share.Source) != share.Source {
 		return nil, fmt.Errorf("start virtiofsd: source %q is not a clean absolute path", share.Source)
 	}
+	if st, err := os.Stat(share.Source); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("start virtiofsd: source %s is not a directory (%v)", share.Source, err)
+	}
 	if _, err := os.Stat(cfg.Binary); err != nil {
 		return nil, fmt.Errorf("start virtiofsd: %w (install qemu-system-common)", err)
 	}
