@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
 )
 
 // CheckVirtiofs is the shared-directory check (vm create --mount).
@@ -86,4 +85,3 @@ func sysctl(name string) (string, error) {
 	b, err := os.ReadFile(filepath.Join("/proc/sys", name))
 	return string(b), err
 }
-
