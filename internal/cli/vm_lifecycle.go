@@ -184,6 +184,7 @@ func newVMInspectCommand(a *app) *cobra.Command {
 					fmt.Fprintf(w, "%-9s %s\n", kv[0]+":", kv[1])
 				}
 			}
+			printMounts(w, vm)
 			return nil
 		},
 	}
