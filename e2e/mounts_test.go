@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmm"
 	"golang.org/x/sys/unix"
@@ -33,20 +35,20 @@ const mountOwner = "banger-e2e-mount"
 // mountEnv is a banger whose daemon runs as the owner uid, with a real root
 // helper for that uid (taps), the test kernel and image imported.
 type mountEnv struct {
-	t        *testing.T
+	t        testing.TB
 	in       *instance
 	uid, gid uint32
 	base     string // 0755, root-owned: shares and sentinels live here
 	sys      paths.System
 }
 
-func mountSetup(t *testing.T) *mountEnv {
+func mountSetup(t testing.TB) *mountEnv {
 	t.Helper()
 	testutil.RequireQEMU(t)
 	testutil.RequireBinary(t, "/usr/lib/qemu/virtiofsd")
 	kernel, modules := testutil.Kernel(t)
 	image := testutil.Image(t)
-	uid, gid := ensureTestUser(t, mountOwner)
+	uid, gid := mountEnsureUser(t, mountOwner)
 	base, err := os.MkdirTemp("", "banger-mount-")
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +116,13 @@ func (e *mountEnv) startHelper() {
 			t.Logf("helper log:\n%s", mountTail(readFile(logf.Name()), 30))
 		}
 	})
-	waitForSocket(t, e.sys.HelperSocket())
+	deadline := time.Now().Add(10 * time.Second)
+	for rpc.NewClient(e.sys.HelperSocket()).Call(context.Background(), api.MethodHelperPing, nil, nil) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the root helper did not answer on %s", e.sys.HelperSocket())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *mountEnv) cred() *syscall.Credential { return &syscall.Credential{Uid: e.uid, Gid: e.gid} }
@@ -625,4 +633,21 @@ func TestMountWorkspace(t *testing.T) {
 	}
 	e.ok("", "vm", "stop", "ws")
 	mountWaitGone(t, "processes after stop", 15*time.Second, e.vmProcesses)
+}
+
+// mountEnsureUser is ensureTestUser for tests and benchmarks alike.
+func mountEnsureUser(t testing.TB, name string) (uint32, uint32) {
+	t.Helper()
+	if _, err := user.Lookup(name); err != nil {
+		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd %s: %v\n%s", name, err, out)
+		}
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uint32(uid), uint32(gid)
 }
