@@ -466,6 +466,12 @@ func (d *Driver) Adopt(ctx context.Context, inst vmm.Instance) error {
 	if err != nil {
 		return fmt.Errorf("adopt vm %q: qmp does not answer: %w", inst.ID, err)
 	}
+	for _, h := range inst.Helpers {
+		// The VM runs on; its share answers with errors until it restarts.
+		if ok, why := vmm.ProcessAlive(h.PID, h.PIDStartTime); !ok {
+			d.log.WarnContext(ctx, "vm adopted without its share server: restart it to get the share back", "vm_id", inst.ID, "helper", h.Name, "reason", why)
+		}
+	}
 	d.log.InfoContext(ctx, "vm adopted", "vm_id", inst.ID, "pid", inst.PID, "status", st.Status)
 	return nil
 }
