@@ -16,3 +16,5 @@ echo "== initramfs build, cold and cached"
 go test -count=1 -run '^$' -bench 'Build' ./internal/initramfs/
 echo "== VMs (real QEMU, inside a private network namespace)"
 unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "VMListWith20VMs|VMRunVsBareQEMU|DaemonMemoryPerVM|ExecVsSSH|ForwardThroughput|VMSuspendResume" -benchtime 3x -timeout 30m ./e2e/'
+echo "== shared directories: tar -c on virtio-fs vs the root ext4, git status guest vs host"
+unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "MountTarAndGitStatus" -benchtime 1x -timeout 40m ./e2e/'
