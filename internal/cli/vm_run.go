@@ -22,7 +22,8 @@ command after --, run it in the guest through the agent, stream its output,
 and exit with its exit code. With --rm the VM is removed afterwards.`,
 		Example: `  banger vm run --name dev
   banger vm run --rm -- uname -a
-  banger vm run --rm --memory 2G -- sh -c 'echo hello from $(hostname)'`,
+  banger vm run --rm --memory 2G -- sh -c 'echo hello from $(hostname)'
+  banger vm run --rm --workspace -- make test`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash > 0 || (dash < 0 && len(args) > 0) {
 				return &UsageError{Err: fmt.Errorf("put the guest command after --: banger vm run [flags] -- %v", args)}
