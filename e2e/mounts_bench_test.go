@@ -28,6 +28,7 @@ func BenchmarkMountTarAndGitStatus(b *testing.B) {
 		b.Skip("run inside a network namespace: scripts/bench.sh does (unshare -n)")
 	}
 	e := mountSetup(b)
+	e.timeout = 20 * time.Minute // 200 MB through TCG
 	mb := 200
 	if v, err := strconv.Atoi(os.Getenv("BANGER_BENCH_MB")); err == nil && v > 0 {
 		mb = v
@@ -60,7 +61,7 @@ git clone -q --no-hardlinks "$3" "$2"
 	e.ok("", "vm", "create", "--name", "bench", "--memory", "1G", "--disk-size", "4G", "--mount", share+":/mnt/bench", "--start")
 	// The same tree on the root disk.
 	if _, errOut, code := e.guest("bench", "cp -a /mnt/bench/tree /root/tree && sync"); code != 0 {
-		b.Fatalf("copy tree to the root disk: %s", errOut)
+		b.Fatalf("copy tree to the root disk: exit %d: %s", code, errOut)
 	}
 	guestTime := func(script string) time.Duration {
 		b.Helper()

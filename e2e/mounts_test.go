@@ -40,6 +40,7 @@ type mountEnv struct {
 	uid, gid uint32
 	base     string // 0755, root-owned: shares and sentinels live here
 	sys      paths.System
+	timeout  time.Duration // per banger command; default 3 minutes
 }
 
 func mountSetup(t testing.TB) *mountEnv {
@@ -130,7 +131,11 @@ func (e *mountEnv) cred() *syscall.Credential { return &syscall.Credential{Uid: 
 // run runs banger as the owner in dir ("" is the base directory).
 func (e *mountEnv) run(dir string, args ...string) (string, string, int) {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	timeout := e.timeout
+	if timeout == 0 {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), args...)
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + e.in.home,
