@@ -19,3 +19,5 @@ unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -c
 echo "== snapshots: vm run from a template vs cold; fork of 10 vs 10 cold creates, and their PSS"
 unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "SnapshotRunFromTemplate" -benchtime 5x -timeout 30m ./e2e/'
 unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "SnapshotFork10" -benchtime 1x -timeout 40m ./e2e/'
+echo "== shared directories: tar -c on virtio-fs vs the root ext4, git status guest vs host"
+unshare -n -- sh -c 'ip link set lo up && BANGER_TEST_IN_NETNS=1 exec go test -count=1 -run "^$" -bench "MountTarAndGitStatus" -benchtime 1x -timeout 40m ./e2e/'

@@ -26,9 +26,14 @@ import (
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/virtiofs"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == virtiofs.SandboxArg {
+		// The owner daemon re-runs itself as virtiofsd's wrapper.
+		os.Exit(virtiofs.SandboxMain(os.Args[2:]))
+	}
 	ensureSbinOnPath()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

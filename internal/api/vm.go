@@ -50,6 +50,10 @@ type VMCreate struct {
 	Policy model.VMPolicy `json:"policy,omitzero"`
 	// Publish forwards guest ports to 127.0.0.1 while the VM runs.
 	Publish model.VMPublish `json:"publish,omitzero"`
+	// Mounts share host directories (absolute paths; QEMU only); Workdir
+	// is where vm exec and vm run start commands without -w (--workspace).
+	Mounts  []model.Mount `json:"mounts,omitempty"`
+	Workdir string        `json:"workdir,omitempty"`
 }
 
 // VMRef names one VM (by name or id).

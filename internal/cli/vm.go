@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -44,6 +46,8 @@ type createFlags struct {
 	denyPrivate                                           bool
 	forwardDeny                                           []int
 	pub                                                   publishFlags // vm_publish.go
+	mounts                                                []string
+	workspace                                             bool
 }
 
 func (f *createFlags) add(cmd *cobra.Command) {
@@ -60,6 +64,8 @@ func (f *createFlags) add(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.denyEgress, "deny-egress", nil, "drop the VM's traffic to this IPv4 CIDR (repeatable; 169.254.0.0/16 is always dropped)")
 	fl.BoolVar(&f.denyPrivate, "deny-private", false, "drop the VM's traffic to 10/8, 172.16/12, 192.168/16 and 100.64/10 (its own subnet stays reachable)")
 	fl.IntSliceVar(&f.forwardDeny, "forward-deny", nil, "refuse vm forward to this guest port (repeatable)")
+	fl.StringArrayVar(&f.mounts, "mount", nil, "share HOST_DIR[:GUEST_DIR][:ro] with the VM through virtio-fs (repeatable; QEMU only; GUEST_DIR defaults to the same path)")
+	fl.BoolVar(&f.workspace, "workspace", false, "share the current directory at the same path and start vm exec/run commands there")
 }
 
 func (f *createFlags) params() (api.VMCreate, error) {
@@ -70,6 +76,9 @@ func (f *createFlags) params() (api.VMCreate, error) {
 	}
 	p.Policy = pol
 	if p.Publish, err = f.pub.parse(); err != nil {
+		return p, err
+	}
+	if err := f.mountParams(&p); err != nil {
 		return p, err
 	}
 	if f.memory != "" {
@@ -131,4 +140,31 @@ func (a *app) call(ctx context.Context, method string, params, result any) error
 		return err
 	}
 	return c.Call(ctx, method, params, result)
+}
+
+// mountParams turns --mount and --workspace into absolute mounts: the
+// daemon does not share the client's working directory.
+func (f *createFlags) mountParams(p *api.VMCreate) error {
+	for _, spec := range f.mounts {
+		m, err := model.ParseMount(spec)
+		if err != nil {
+			return &UsageError{Err: fmt.Errorf("--mount: %w", err)}
+		}
+		if m.Source, err = filepath.Abs(m.Source); err != nil {
+			return fmt.Errorf("--mount %s: %w", spec, err)
+		}
+		if m.Target == "" {
+			m.Target = m.Source
+		}
+		p.Mounts = append(p.Mounts, m)
+	}
+	if f.workspace {
+		wd, err := os.Getwd()
+		if err != nil {
+			return fmt.Errorf("--workspace: find the current directory: %w", err)
+		}
+		p.Mounts = append(p.Mounts, model.Mount{Source: wd, Target: wd})
+		p.Workdir = wd
+	}
+	return nil
 }

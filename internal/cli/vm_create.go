@@ -16,7 +16,8 @@ func newVMCreateCommand(a *app) *cobra.Command {
 		Use:   "create",
 		Short: "Create a VM (disk, config, address) without starting it",
 		Example: `  banger vm create --name dev
-  banger vm create --name big --cpus 2 --memory 4G --disk-size 20G --start`,
+  banger vm create --name big --cpus 2 --memory 4G --disk-size 20G --start
+  banger vm create --name dev --mount ~/src/app:/app --mount ~/data:/data:ro`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := f.params()

@@ -150,6 +150,7 @@ func newVMInspectCommand(a *app) *cobra.Command {
 				}
 			}
 			printPublished(w, vm)
+			printMounts(w, vm)
 			return nil
 		},
 	}

@@ -34,7 +34,8 @@ afresh regardless.`,
   banger vm run --rm -- uname -a
   banger vm run -it --rm -- bash
   banger vm run --rm --memory 2G -- sh -c 'echo hello from $(hostname)'
-  banger vm run --rm --from base -- make test   # restored from a snapshot: about a second`,
+  banger vm run --rm --from base -- make test   # restored from a snapshot: about a second
+  banger vm run --rm --workspace -- make test`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash > 0 || (dash < 0 && len(args) > 0) {
 				return &UsageError{Err: fmt.Errorf("put the guest command after --: banger vm run [flags] -- %v", args)}

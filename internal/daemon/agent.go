@@ -63,6 +63,9 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Dir == "" {
+		p.Dir = vm.Workdir // --workspace: commands start in the mounted project
+	}
 	if p.Detach {
 		return d.startDetached(ctx, c, vm, ga, p) // sessions.go
 	}

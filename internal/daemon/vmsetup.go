@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/netattach"
 	"github.com/bangerdev/banger/internal/paths"
+	"github.com/bangerdev/banger/internal/virtiofs"
 	"github.com/bangerdev/banger/internal/vmlife"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
@@ -31,7 +32,10 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 	}
 	d.kvm = kvm
 	d.log.Info("virtualization", "accel", kvm.Accel, "reason", kvm.Reason)
-	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", "qemu")})
+	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", "qemu"),
+		// virtiofsd runs as this daemon's uid, inside a user namespace that
+		// maps guest-root requests to it; bangerd is its wrapper.
+		Virtiofs: virtiofs.Config{Launcher: d.opts.Executable, UID: os.Geteuid(), GID: os.Getegid()}})
 	// Firecracker is offered everywhere; Select only picks it where its
 	// binary is installed and KVM can run a standard kernel. Jails live
 	// beside the VM dirs (the jailer hard-links the disks in).

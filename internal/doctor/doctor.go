@@ -18,6 +18,7 @@ import (
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/virtiofs"
 )
 
 // Status is a check's verdict.
@@ -122,9 +123,20 @@ type Config struct {
 	// its files itself. Kernels and images then come from the daemon only,
 	// and CheckStore must read the store as the owner.
 	OwnerState bool
+	// Virtiofsd is the virtio-fs daemon --mount runs (default
+	// virtiofs.DefaultBinary); Sysctl reads /proc/sys/NAME (default: the
+	// file).
+	Virtiofsd string
+	Sysctl    func(name string) (string, error)
 }
 
 func (c *Config) defaults() {
+	if c.Virtiofsd == "" {
+		c.Virtiofsd = virtiofs.DefaultBinary
+	}
+	if c.Sysctl == nil {
+		c.Sysctl = sysctl
+	}
 	if c.CheckStore == nil {
 		c.CheckStore = store.Check
 	}
@@ -223,6 +235,7 @@ func Run(ctx context.Context, cfg Config) Report {
 		r.checkKernels,
 		r.checkImages,
 		r.checkVMMCgroups,
+		r.checkVirtiofs,
 	}
 	rep := Report{OK: true}
 	for _, check := range checks {

@@ -61,6 +61,8 @@ func newHost(t *testing.T, osRelease string) *host {
 		},
 		Geteuid:     func() int { return 1000 },
 		CallTimeout: 2 * time.Second,
+		Virtiofsd:   filepath.Join(h.bin, "virtiofsd"),
+		Sysctl:      func(string) (string, error) { return "", os.ErrNotExist },
 	}
 	return h
 }
@@ -127,7 +129,7 @@ func TestEveryCheckRunsInOrder(t *testing.T) {
 	h.goodTools()
 	r := h.run()
 	want := []string{CheckKVM, CheckQEMU, CheckFirecracker, CheckE2fsprogs, CheckDebootstrap, CheckNetTools,
-		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckHostNetwork, CheckKernels, CheckImages, CheckVMMCgroups}
+		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckHostNetwork, CheckKernels, CheckImages, CheckVMMCgroups, CheckVirtiofs}
 	if len(r.Checks) != len(want) {
 		t.Fatalf("got %d checks, want %d: %+v", len(r.Checks), len(want), r.Checks)
 	}

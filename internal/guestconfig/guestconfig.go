@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"regexp"
 	"strings"
 
@@ -80,6 +81,15 @@ type Config struct {
 	// Modules are extra kernel modules loaded with the image's modprobe after
 	// switching root.
 	Modules []string `json:"modules,omitempty"`
+	// Mounts are virtio-fs shares the guest mounts before it reports ready.
+	Mounts []Mount `json:"mounts,omitempty"`
+}
+
+// Mount is one virtio-fs share: the device tagged Tag mounted at Path.
+type Mount struct {
+	Tag      string `json:"tag"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only,omitempty"`
 }
 
 // Network is the guest's static address on the host bridge.
@@ -101,6 +111,7 @@ var (
 	hostnameLabel = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 	safeToken     = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
 	moduleName    = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+	mountTag      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,35}$`)
 )
 
 // Validate checks every field; both Write and Read call it, so a guest never
@@ -158,6 +169,14 @@ func (c *Config) Validate() error {
 	for _, m := range c.Modules {
 		if !moduleName.MatchString(m) {
 			bad("module name %q is invalid", m)
+		}
+	}
+	for _, m := range c.Mounts {
+		if !mountTag.MatchString(m.Tag) {
+			bad("mount tag %q is invalid", m.Tag)
+		}
+		if !path.IsAbs(m.Path) || path.Clean(m.Path) != m.Path || m.Path == "/" || strings.ContainsAny(m.Path, "\x00\n") {
+			bad("mount path %q must be a clean absolute path other than /", m.Path)
 		}
 	}
 	if len(errs) > 0 {

@@ -156,6 +156,10 @@ func TestValidate(t *testing.T) {
 		"port name":        func(c *Config) { c.Agent.PortName = "../x" },
 		"vsock port":       func(c *Config) { c.Agent = Agent{Transport: TransportVsock} },
 		"module traversal": func(c *Config) { c.Modules = []string{"../../evil"} },
+		"mount tag":        func(c *Config) { c.Mounts = []Mount{{Tag: "a,b", Path: "/x"}} },
+		"mount relative":   func(c *Config) { c.Mounts = []Mount{{Tag: "banger0", Path: "x"}} },
+		"mount root":       func(c *Config) { c.Mounts = []Mount{{Tag: "banger0", Path: "/"}} },
+		"mount unclean":    func(c *Config) { c.Mounts = []Mount{{Tag: "banger0", Path: "/a/../etc"}} },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -171,6 +175,11 @@ func TestValidate(t *testing.T) {
 	}
 	if err := sample().Validate(); err != nil {
 		t.Fatalf("sample config: %v", err)
+	}
+	withMounts := sample()
+	withMounts.Mounts = []Mount{{Tag: "banger0", Path: "/work"}, {Tag: "banger1", Path: "/data", ReadOnly: true}}
+	if err := withMounts.Validate(); err != nil {
+		t.Fatalf("config with mounts: %v", err)
 	}
 }
 

@@ -137,6 +137,7 @@ func (b *boot) run() {
 
 	late := []step{
 		{"load extra modules", b.loadExtraModules},
+		{"mount shares", b.mountShares},
 		{"set hostname", b.applyIdentity},
 		{"configure network", b.configureNetwork},
 		{"install ssh keys", func(context.Context) error { return writeAuthorizedKeys("/", b.cfg.AuthorizedKeys) }},

@@ -39,6 +39,11 @@ var DefaultModules = []string{
 	"vsock", "vmw_vsock_virtio_transport", "ext4", "crc32c_generic",
 }
 
+// OptionalModules join DefaultModules when the kernel has them: virtiofs
+// (with fuse) mounts shared host directories (vm create --mount); a kernel
+// without it still boots, and such a VM's mount fails in the guest.
+var OptionalModules = []string{"virtiofs"}
+
 // Compression of the cpio archive.
 type Compression string
 
@@ -135,7 +140,12 @@ func planBuild(in Inputs) (*plan, error) {
 	}
 	want := in.Modules
 	if want == nil {
-		want = DefaultModules
+		want = append([]string(nil), DefaultModules...)
+		for _, m := range OptionalModules {
+			if _, ok := idx.paths[m]; ok || idx.builtin[m] {
+				want = append(want, m)
+			}
+		}
 	}
 	p.modules, err = idx.resolve(want)
 	if err != nil {

@@ -55,6 +55,10 @@ type VM struct {
 	InitMode    string   `json:"init_mode"`
 	Network     string   `json:"network"` // NetworkIsolated or NetworkShared
 	Policy      VMPolicy `json:"policy,omitzero"`
+	// Mounts are host directories shared with the VM; Workdir is where
+	// vm exec and vm run start commands when not told (--workspace).
+	Mounts  []Mount `json:"mounts,omitempty"`
+	Workdir string  `json:"workdir,omitempty"`
 	// Origin is who asked for the VM: OriginMCP or "" (any other client).
 	Origin string `json:"origin,omitempty"`
 	BootID string `json:"boot_id,omitempty"`

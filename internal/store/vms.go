@@ -14,7 +14,7 @@ import (
 
 const vmColumns = `id, name, state, state_reason, image, kernel, vmm, cpus, memory_mib, disk_bytes,
 	init_mode, boot_id, dir, ip, mac, tap, pid, pid_start_time, control_socket, agent_socket,
-	console_log, created_at, updated_at, started_at, network, origin, policy, publish`
+	console_log, created_at, updated_at, started_at, network, origin, policy, publish, mounts, workdir`
 
 // vmPlaceholders has one "?" per column of vmColumns.
 var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmColumns, ",")+1), ",")
@@ -22,16 +22,16 @@ var vmPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(vmCol
 func vmArgs(v model.VM) []any {
 	return []any{v.ID, v.Name, string(v.State), v.StateReason, v.Image, v.Kernel, v.VMM, v.CPUs, v.MemoryMiB, v.DiskBytes,
 		v.InitMode, v.BootID, v.Dir, v.IP, v.MAC, v.Tap, v.PID, int64(v.PIDStartTime), v.ControlSocket, v.AgentSocket,
-		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy), encodePublish(v.Publish)}
+		v.ConsoleLog, encodeTime(v.CreatedAt), encodeTime(v.UpdatedAt), encodeTime(v.StartedAt), v.Network, v.Origin, encodePolicy(v.Policy), encodePublish(v.Publish), encodeMounts(v.Mounts), v.Workdir}
 }
 
 func scanVM(sc scanner) (model.VM, error) {
 	var v model.VM
-	var state, created, updated, started, pol, pub string
+	var state, created, updated, started, pol, pub, mounts string
 	var startTime int64
 	err := sc.Scan(&v.ID, &v.Name, &state, &v.StateReason, &v.Image, &v.Kernel, &v.VMM, &v.CPUs, &v.MemoryMiB, &v.DiskBytes,
 		&v.InitMode, &v.BootID, &v.Dir, &v.IP, &v.MAC, &v.Tap, &v.PID, &startTime, &v.ControlSocket, &v.AgentSocket,
-		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol, &pub)
+		&v.ConsoleLog, &created, &updated, &started, &v.Network, &v.Origin, &pol, &pub, &mounts, &v.Workdir)
 	if err != nil {
 		return v, err
 	}
@@ -42,6 +42,12 @@ func scanVM(sc scanner) (model.VM, error) {
 	}
 	if err := json.Unmarshal([]byte(pub), &v.Publish); err != nil {
 		return v, fmt.Errorf("decode published ports of vm %q: %w", v.Name, err)
+	}
+	if mounts == "[]" {
+		mounts = "null" // none: a nil list, as the VM was made
+	}
+	if err := json.Unmarshal([]byte(mounts), &v.Mounts); err != nil {
+		return v, fmt.Errorf("decode mounts of vm %q: %w", v.Name, err)
 	}
 	return v, decodeTimes(created, &v.CreatedAt, updated, &v.UpdatedAt, started, &v.StartedAt)
 }
@@ -244,6 +250,18 @@ func encodePublish(p model.VMPublish) string {
 	b, err := json.Marshal(p)
 	if err != nil { // bools and ints: cannot fail
 		panic(fmt.Sprintf("encode vm publish: %v", err))
+	}
+	return string(b)
+}
+
+// encodeMounts stores a VM's shared directories as JSON ("[]" when none).
+func encodeMounts(ms []model.Mount) string {
+	if len(ms) == 0 {
+		return "[]"
+	}
+	b, err := json.Marshal(ms)
+	if err != nil { // plain strings and bools: cannot fail
+		panic(fmt.Sprintf("encode vm mounts: %v", err))
 	}
 	return string(b)
 }

@@ -106,7 +106,7 @@ func (m *Manager) stepValidate(ctx context.Context, s *bootState, _ *vmm.Undo) e
 	if _, err := os.Stat(rootDisk(s.vm)); err != nil {
 		return fmt.Errorf("root disk: %w", err)
 	}
-	return nil
+	return recheckMounts(s.vm)
 }
 
 func (m *Manager) stepStarting(ctx context.Context, s *bootState, undo *vmm.Undo) error {
@@ -124,6 +124,7 @@ func (m *Manager) stepConfig(ctx context.Context, s *bootState, _ *vmm.Undo) err
 		VMName: s.vm.Name, Hostname: s.vm.Name, BootID: s.vm.BootID,
 		InitMode: guestconfig.InitMode(s.vm.InitMode),
 		Agent:    guestconfig.Agent{Transport: guestconfig.TransportVirtioSerial, PortName: AgentPortName},
+		Mounts:   guestMounts(s.vm),
 	}
 	if s.driver.Capabilities().SupportsVsock && s.vm.VMM == model.VMMFirecracker {
 		cfg.Agent = guestconfig.Agent{Transport: guestconfig.TransportVsock, VsockPort: AgentVsockPort}
@@ -165,6 +166,7 @@ func (m *Manager) stepInitramfs(ctx context.Context, s *bootState, _ *vmm.Undo) 
 		CPUs: s.vm.CPUs, MemoryMiB: s.vm.MemoryMiB, Agent: agent,
 		ConsoleLog:      ConsoleLog(s.vm),
 		ConsoleMaxBytes: m.d.ConsoleMaxBytes,
+		Shares:          specShares(s.vm),
 	}
 	if s.vm.Tap != "" {
 		s.spec.Net = &vmm.Net{Tap: s.vm.Tap, MAC: s.vm.MAC}

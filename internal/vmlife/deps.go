@@ -84,7 +84,4 @@ type Deps struct {
 	// m.d.Events.Publish(ctx, events.Event{Kind: events.KindSnapshotCreated, ...})).
 	// State changes are published by the daemon from the store. May be nil.
 	Events *events.Bus
-	// CanSnapshot, when set, refuses a snapshot of a VM that cannot be
-	// captured whole (say, one with host mounts): the error says why.
-	CanSnapshot func(ctx context.Context, vm model.VM) error
 }

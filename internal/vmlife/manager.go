@@ -95,6 +95,10 @@ type CreateRequest struct {
 	Policy model.VMPolicy `json:"policy,omitzero"`
 	// Publish forwards guest ports to 127.0.0.1 while the VM runs.
 	Publish model.VMPublish `json:"publish,omitzero"`
+	// Mounts are host directories to share (absolute, the client resolves
+	// them); Workdir is where exec and run start commands by default.
+	Mounts  []model.Mount `json:"mounts,omitempty"`
+	Workdir string        `json:"workdir,omitempty"`
 }
 
 // createState flows through the create chain.
@@ -212,6 +216,10 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if !contains(k.VMMs, drv.Name()) {
 		return api.Errorf(api.CodeFailedPrecondition, "kernel %q cannot be booted by %s (it boots under %v): pick another --kernel or --vmm", k.Name, drv.Name(), k.VMMs)
 	}
+	mounts, err := checkMounts(r, drv)
+	if err != nil {
+		return err
+	}
 	if r.CPUs == 0 {
 		r.CPUs = min(DefaultCPUs, max(m.d.HostCPUs, 1))
 	}
@@ -240,6 +248,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 		ID: id, Name: r.Name, State: model.StateCreating, Image: img.Name, Kernel: k.Name,
 		VMM: drv.Name(), CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, DiskBytes: r.DiskBytes,
 		InitMode: r.InitMode, Network: r.Network, Origin: r.Origin, Policy: pol, Publish: r.Publish, Dir: m.d.Paths.VMDir(id), CreatedAt: now, UpdatedAt: now,
+		Mounts: mounts, Workdir: r.Workdir,
 	}
 	return nil
 }

@@ -95,6 +95,7 @@ func waitProcessExit(ctx context.Context, pid int) {
 }
 
 func (m *Manager) clearRuntime(ctx context.Context, id string, inst vmm.Instance) {
+	endHelpers(ctx, m.d.Log, inst)
 	_ = vmm.RemoveFiles(inst.Files...)
 	vm, err := m.d.Store.GetVM(ctx, id)
 	if err != nil {

@@ -80,10 +80,8 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 	if !ok || !r.driver.Capabilities().SupportsSnapshots {
 		return model.Snapshot{}, api.Errorf(api.CodeUnimplemented, "snapshot vm %q: not supported by the %s driver yet", vm.Name, r.driver.Name())
 	}
-	if m.d.CanSnapshot != nil {
-		if err := m.d.CanSnapshot(ctx, vm); err != nil {
-			return model.Snapshot{}, api.Errorf(api.CodeFailedPrecondition, "snapshot vm %q: %v", vm.Name, err)
-		}
+	if err := Migratable(vm); err != nil {
+		return model.Snapshot{}, api.Errorf(api.CodeFailedPrecondition, "snapshot vm %q: %v", vm.Name, err)
 	}
 	if req.Kind == "" {
 		req.Kind = model.SnapshotKindSnapshot

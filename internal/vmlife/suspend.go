@@ -96,6 +96,9 @@ func (m *Manager) Suspend(ctx context.Context, ref string, report progress.Func)
 	if vm.State != model.StateRunning || r == nil {
 		return vm, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s: only a running vm can be suspended", vm.Name, vm.State)
 	}
+	if err := Migratable(vm); err != nil {
+		return vm, api.Errorf(api.CodeFailedPrecondition, "suspend vm %q: %v: stop it instead (banger vm stop %s)", vm.Name, err, vm.Name)
+	}
 	snap, ok := r.driver.(vmm.Snapshotter)
 	if !ok || !r.driver.Capabilities().SupportsSnapshots {
 		return vm, api.Errorf(api.CodeUnimplemented, "suspend vm %q: not supported by the %s driver yet: stop it instead (banger vm stop %s)", vm.Name, r.driver.Name(), vm.Name)

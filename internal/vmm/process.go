@@ -41,7 +41,15 @@ type Command struct {
 	// ExtraFiles are inherited as descriptors 3, 4, …; the caller keeps
 	// (and closes) its own copies.
 	ExtraFiles []*os.File
+	// UserNS, when set, starts the process in new user and mount
+	// namespaces with these single-id maps (uid and gid 0 inside map to
+	// them outside), so it holds no privilege beyond that uid's.
+	UserNS *UserNS
 }
+
+// UserNS is the identity a process started in its own user namespace has
+// outside it.
+type UserNS struct{ UID, GID int }
 
 // StartDetached launches cmd in its own session with stdin on /dev/null and
 // output to its log, tied to no context: it outlives the request that
@@ -66,6 +74,11 @@ func StartDetached(cmd Command) (*Process, error) {
 	c.Stdin, c.Stdout, c.Stderr = devnull, out, out
 	c.ExtraFiles = cmd.ExtraFiles
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cmd.Cred}
+	if ns := cmd.UserNS; ns != nil {
+		c.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS
+		c.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: ns.UID, Size: 1}}
+		c.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: ns.GID, Size: 1}}
+	}
 	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}

@@ -58,6 +58,16 @@ type Spec struct {
 	// ConsoleMaxBytes bounds it through TrimConsole (0: unbounded).
 	ConsoleLog      string
 	ConsoleMaxBytes int64
+	// Shares are host directories shared with the guest (virtio-fs); a
+	// driver without Capabilities.SharedDirs refuses a spec that has any.
+	Shares []Share
+}
+
+// Share is a host directory the guest mounts by Tag.
+type Share struct {
+	Tag      string
+	Source   string // absolute, symlink-free; checked with the owner's rights
+	ReadOnly bool
 }
 
 // Kernel names the guest kernel in the forms drivers want.
@@ -113,6 +123,16 @@ type Instance struct {
 	Accel         string        `json:"accel"` // "kvm" or "tcg"
 	// Files are sockets and logs the driver made; removed once the VM is gone.
 	Files []string `json:"files,omitempty"`
+	// Helpers are processes serving the VMM (virtiofsd per share); they
+	// end with it.
+	Helpers []Helper `json:"helpers,omitempty"`
+}
+
+// Helper is a process a VMM depends on, named for logs.
+type Helper struct {
+	Name         string `json:"name"`
+	PID          int    `json:"pid"`
+	PIDStartTime uint64 `json:"pid_start_time"`
 }
 
 // Capabilities are a driver's behaviour flags.
@@ -123,6 +143,7 @@ type Capabilities struct {
 	NeedsKVM          bool // cannot fall back to software emulation
 	NeedsRootHelper   bool // launch needs root (jailer)
 	TapFile           bool // the VMM takes an open tap (Net.File) instead of opening it by name
+	SharedDirs        bool // Spec.Shares work (virtio-fs)
 }
 
 // Lifecycle starts, stops and watches VMM processes.

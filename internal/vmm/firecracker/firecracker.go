@@ -164,6 +164,9 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", vmm.ErrInvalidSpec, fmt.Sprintf(format, a...))
 	}
+	if len(spec.Shares) > 0 {
+		return bad("firecracker cannot share host directories (no virtio-fs): create the vm without --mount and copy files in with banger vm sync, or use --vmm qemu")
+	}
 	if !idRe.MatchString(spec.ID) {
 		return bad("vm id %q must be 1-64 letters, digits or '-' (jailer rule)", spec.ID)
 	}

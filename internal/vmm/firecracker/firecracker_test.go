@@ -356,6 +356,7 @@ func TestValidate(t *testing.T) {
 		"same basename": func(s *vmm.Spec) { s.Disks = append(s.Disks, vmm.Disk{ID: "x", Path: s.Disks[0].Path}) },
 		"bad tap":       func(s *vmm.Spec) { s.Net = &vmm.Net{Tap: "a b", MAC: "06:00:00:00:00:01"} },
 		"zero cpus":     func(s *vmm.Spec) { s.CPUs = 0 },
+		"shares":        func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: "banger0", Source: "/home/u/proj"}} },
 	}
 	for name, mutate := range cases {
 		s := f.spec
@@ -416,4 +417,15 @@ func containsAll(cmdline string, args ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestValidateRefusesSharesNamingSync: no virtio-fs in Firecracker; the
+// refusal points at banger vm sync.
+func TestValidateRefusesSharesNamingSync(t *testing.T) {
+	f := newFixture(t, "v1.7.0")
+	s := f.spec
+	s.Shares = []vmm.Share{{Tag: "banger0", Source: "/home/u/proj"}}
+	if err := f.d.Validate(s); err == nil || !strings.Contains(err.Error(), "banger vm sync") {
+		t.Fatalf("Validate with shares = %v, want a refusal naming banger vm sync", err)
+	}
 }

@@ -3,6 +3,7 @@ package qemu
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -21,7 +22,11 @@ type Paths struct {
 	Agent      string // virtio-serial agent socket
 	ConsoleLog string // serial console (appended, bounded by TrimConsole)
 	StderrLog  string // QEMU's own stdout/stderr
+	Dir        string // the VM's directory: share sockets live there
 }
+
+// share is the vhost-user socket of the share tagged tag.
+func (p Paths) share(tag string) string { return filepath.Join(p.Dir, "fs-"+tag+".sock") }
 
 // escape makes a value safe inside QEMU's comma-separated option syntax,
 // where a literal comma is written twice.
@@ -51,9 +56,14 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 	if extra := strings.TrimSpace(spec.Kernel.Cmdline); extra != "" {
 		cmdline += " " + extra
 	}
+	machine := "microvm,accel=" + accel + ",acpi=on"
+	if len(spec.Shares) > 0 {
+		// vhost-user-fs needs guest memory virtiofsd can map.
+		machine += ",memory-backend=mem"
+	}
 	a := []string{
 		"-name", "banger-" + spec.ID + ",debug-threads=off",
-		"-M", "microvm,accel=" + accel + ",acpi=on",
+		"-M", machine,
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(spec.CPUs),
 		"-m", strconv.Itoa(spec.MemoryMiB),
@@ -62,6 +72,19 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 		"-serial", "chardev:con",
 		"-kernel", spec.Kernel.Path,
 		"-append", cmdline,
+	}
+	if len(spec.Shares) > 0 {
+		// virtiofsd's libvhost-user refuses legacy virtio, microvm's
+		// virtio-mmio default; VMs without shares keep it (their saved
+		// states stay loadable).
+		a = append(a, "-global", "virtio-mmio.force-legacy=false",
+			"-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(spec.MemoryMiB)+"M,share=on")
+	}
+	for i, sh := range spec.Shares {
+		id := "fs" + strconv.Itoa(i)
+		a = append(a,
+			"-chardev", "socket,id="+id+",path="+escape(p.share(sh.Tag)),
+			"-device", "vhost-user-fs-device,chardev="+id+",tag="+sh.Tag)
 	}
 	if spec.Initrd != "" {
 		a = append(a, "-initrd", spec.Initrd)

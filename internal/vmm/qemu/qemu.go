@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/virtiofs"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -33,6 +34,7 @@ var (
 const (
 	StepValidate    = "validate"
 	StepPrepare     = "prepare-files"
+	StepShares      = "virtiofsd"
 	StepSpawn       = "spawn"
 	StepWaitQMP     = "wait-qmp"
 	StepCheckStatus = "check-status"
@@ -58,6 +60,8 @@ type Config struct {
 	// before init (seen here); telling it the rate (tsc_early_khz) avoids
 	// that. Default: /proc/cpuinfo.
 	HostTSCkHz func() int
+	// Virtiofs runs one virtiofsd per shared directory (Spec.Shares).
+	Virtiofs virtiofs.Config
 	// EditSteps may change the boot chain (tests, future features).
 	EditSteps func(vmm.Steps[*Boot]) vmm.Steps[*Boot]
 }
@@ -99,7 +103,7 @@ func (d *Driver) Name() string { return vmm.QEMU }
 
 // Capabilities of QEMU microvm.
 func (d *Driver) Capabilities() vmm.Capabilities {
-	return vmm.Capabilities{SupportsVsock: d.cfg.VhostVsock(), SupportsSnapshots: true, TapFile: true}
+	return vmm.Capabilities{SupportsVsock: d.cfg.VhostVsock(), SupportsSnapshots: true, TapFile: true, SharedDirs: true}
 }
 
 // Available checks that the QEMU binary can be found.
@@ -160,6 +164,19 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 			return bad("mac %q: want xx:xx:xx:xx:xx:xx", spec.Net.MAC)
 		}
 	}
+	tags := map[string]bool{}
+	for i, sh := range spec.Shares {
+		if !virtiofs.ValidTag(sh.Tag) || tags[sh.Tag] {
+			return bad("share %d: tag %q must be unique, 1-36 lower-case letters, digits, '-' or '_'", i, sh.Tag)
+		}
+		tags[sh.Tag] = true
+		if !filepath.IsAbs(sh.Source) || filepath.Clean(sh.Source) != sh.Source {
+			return bad("share %q: source %q is not a clean absolute path", sh.Tag, sh.Source)
+		}
+		if len(d.paths(spec).share(sh.Tag)) > maxSocketPath {
+			return bad("vm dir %q is too long for unix sockets", spec.Dir)
+		}
+	}
 	if spec.CPUs < 1 || spec.CPUs > 64 {
 		return bad("cpus %d: want 1-64", spec.CPUs)
 	}
@@ -208,6 +225,7 @@ func (d *Driver) paths(spec vmm.Spec) Paths {
 		Agent:      filepath.Join(spec.Dir, "agent.sock"),
 		ConsoleLog: con,
 		StderrLog:  filepath.Join(spec.Dir, "qemu.log"),
+		Dir:        spec.Dir,
 	}
 }
 
@@ -217,6 +235,7 @@ type Boot struct {
 	Paths    Paths
 	Agent    vmm.AgentEndpoint
 	Args     []string // QEMU arguments; steps may append before spawn
+	Helpers  []vmm.Helper
 	Proc     *vmm.Process
 	Instance vmm.Instance
 }
@@ -226,6 +245,7 @@ func (d *Driver) Steps() vmm.Steps[*Boot] {
 	return vmm.Steps[*Boot]{
 		{Name: StepValidate, Fn: d.stepValidate},
 		{Name: StepPrepare, Fn: d.stepPrepare},
+		{Name: StepShares, Fn: d.stepShares},
 		{Name: StepSpawn, Fn: d.stepSpawn},
 		{Name: StepWaitQMP, Fn: d.stepWaitQMP},
 		{Name: StepCheckStatus, Fn: d.stepCheckStatus},
@@ -333,9 +353,31 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 		ConsoleLog:    b.Paths.ConsoleLog,
 		Accel:         d.cfg.Accel,
 		Files:         []string{b.Paths.QMP, b.Paths.Agent},
+		Helpers:       b.Helpers,
 	}
 	if b.Agent.Kind != vmm.AgentVirtioSerialYamux {
 		b.Instance.Files = b.Instance.Files[:1]
+	}
+	for _, sh := range b.Spec.Shares {
+		b.Instance.Files = append(b.Instance.Files, b.Paths.share(sh.Tag))
+	}
+	return nil
+}
+
+// stepShares starts one virtiofsd per share, before QEMU, which connects
+// to their sockets as it starts.
+func (d *Driver) stepShares(ctx context.Context, b *Boot, undo *vmm.Undo) error {
+	for _, sh := range b.Spec.Shares {
+		sock := b.Paths.share(sh.Tag)
+		p, err := virtiofs.Start(ctx, d.cfg.Virtiofs, virtiofs.Share{Tag: sh.Tag, Source: sh.Source, ReadOnly: sh.ReadOnly},
+			sock, filepath.Join(b.Spec.Dir, "virtiofsd-"+sh.Tag+".log"))
+		if err != nil {
+			return fmt.Errorf("share %s as %q: %w", sh.Source, sh.Tag, err)
+		}
+		undo.Push(func() error {
+			return errors.Join(vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout), vmm.RemoveFiles(sock))
+		})
+		b.Helpers = append(b.Helpers, vmm.Helper{Name: "virtiofsd:" + sh.Tag, PID: p.PID, PIDStartTime: p.StartTime})
 	}
 	return nil
 }
@@ -424,6 +466,12 @@ func (d *Driver) Adopt(ctx context.Context, inst vmm.Instance) error {
 	if err != nil {
 		return fmt.Errorf("adopt vm %q: qmp does not answer: %w", inst.ID, err)
 	}
+	for _, h := range inst.Helpers {
+		// The VM runs on; its share answers with errors until it restarts.
+		if ok, why := vmm.ProcessAlive(h.PID, h.PIDStartTime); !ok {
+			d.log.WarnContext(ctx, "vm adopted without its share server: restart it to get the share back", "vm_id", inst.ID, "helper", h.Name, "reason", why)
+		}
+	}
 	d.log.InfoContext(ctx, "vm adopted", "vm_id", inst.ID, "pid", inst.PID, "status", st.Status)
 	return nil
 }
@@ -490,9 +538,20 @@ func (d *Driver) quit(ctx context.Context, inst vmm.Instance) error {
 	return q.Quit(ctx)
 }
 
-// cleanup removes the sockets of a VMM that is gone (QEMU leaves them).
+// cleanup ends the helpers of a VMM that is gone (virtiofsd exits by
+// itself once QEMU hangs up; this covers one that did not) and removes the
+// sockets (QEMU leaves them).
 func (d *Driver) cleanup(inst vmm.Instance) error {
+	var errs []error
+	for _, h := range inst.Helpers {
+		if err := vmm.KillAndWait(context.Background(), h.PID, h.PIDStartTime, d.cfg.StopTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("end %s: %w", h.Name, err))
+		}
+	}
 	if err := vmm.RemoveFiles(inst.Files...); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clean up after vm %q: %w", inst.ID, err)
 	}
 	return nil

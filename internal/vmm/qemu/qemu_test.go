@@ -262,6 +262,11 @@ func TestValidate(t *testing.T) {
 		"vsock no vhost":  func(s *vmm.Spec) { s.Agent = vmm.Agent{Transport: vmm.TransportVsock, VsockCID: 3} },
 		"port name comma": func(s *vmm.Spec) { s.Agent.PortName = "a,b" },
 		"no transport":    func(s *vmm.Spec) { s.Agent.Transport = "" },
+		"share tag comma": func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: "a,b", Source: dir}} },
+		"share tag long":  func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: strings.Repeat("a", 37), Source: dir}} },
+		"share dup tag":   func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: "a", Source: dir}, {Tag: "a", Source: dir}} },
+		"share relative":  func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: "a", Source: "rel/dir"}} },
+		"share unclean":   func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: "a", Source: dir + "/../x"}} },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -277,7 +282,7 @@ func TestValidate(t *testing.T) {
 
 func TestStepsAreNamedAndEditable(t *testing.T) {
 	d := New(Config{})
-	if got := strings.Join(d.Steps().Names(), ","); got != "validate,prepare-files,spawn,wait-qmp,check-status" {
+	if got := strings.Join(d.Steps().Names(), ","); got != "validate,prepare-files,virtiofsd,spawn,wait-qmp,check-status" {
 		t.Fatalf("steps %s", got)
 	}
 }
@@ -544,5 +549,33 @@ func TestParseTSCkHz(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(b.Args, " "), "pci=off tsc_early_khz=1234 -") {
 		t.Fatalf("tcg boot lacks tsc_early_khz: %v", b.Args)
+	}
+}
+
+// TestArgsWithShares: each share is a vhost-user-fs device on its
+// virtiofsd socket, with shared memfd guest memory and modern virtio-mmio
+// (virtiofsd refuses legacy); a VM without shares keeps neither.
+func TestArgsWithShares(t *testing.T) {
+	spec := vmm.Spec{ID: "a1", Kernel: vmm.Kernel{Path: "/k/vmlinuz"}, CPUs: 1, MemoryMiB: 768,
+		Agent:  vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
+		Shares: []vmm.Share{{Tag: "banger0", Source: "/home/u/proj"}, {Tag: "banger1", Source: "/srv/data", ReadOnly: true}}}
+	p := Paths{QMP: "/v/qmp.sock", Agent: "/v/agent.sock", ConsoleLog: "/v/console.log", Dir: "/v,x"}
+	line := strings.Join(Args(spec, p, "tcg", false), " ")
+	for _, want := range []string{
+		"-M microvm,accel=tcg,acpi=on,memory-backend=mem ",
+		"-global virtio-mmio.force-legacy=false -object memory-backend-memfd,id=mem,size=768M,share=on",
+		"-chardev socket,id=fs0,path=/v,,x/fs-banger0.sock -device vhost-user-fs-device,chardev=fs0,tag=banger0",
+		"-chardev socket,id=fs1,path=/v,,x/fs-banger1.sock -device vhost-user-fs-device,chardev=fs1,tag=banger1",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("command line lacks %q:\n%s", want, line)
+		}
+	}
+	spec.Shares = nil
+	plain := strings.Join(Args(spec, p, "tcg", false), " ")
+	for _, not := range []string{"memory-backend", "force-legacy", "vhost-user-fs"} {
+		if strings.Contains(plain, not) {
+			t.Errorf("a vm without shares has %q: %s", not, plain)
+		}
 	}
 }

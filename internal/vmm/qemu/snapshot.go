@@ -30,6 +30,10 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, statePath string) 
 	if ok, reason := d.Alive(inst); !ok {
 		return fmt.Errorf("save vm %q: %w: %s", inst.ID, vmm.ErrNotRunning, reason)
 	}
+	if len(inst.Helpers) > 0 {
+		// QEMU 7.2 cannot migrate vhost-user-fs devices.
+		return fmt.Errorf("save vm %q: %w: it shares host directories (virtio-fs)", inst.ID, vmm.ErrUnsupported)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultMigrateTimeout)
