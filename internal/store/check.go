@@ -47,7 +47,7 @@ func Check(ctx context.Context, path string) (CheckResult, error) {
 }
 
 func checkWith(ctx context.Context, path string, migs []migration) (CheckResult, error) {
-	res := CheckResult{Path: path, Target: len(migs)}
+	res := CheckResult{Path: path, Target: latestOf(migs)}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return res, fmt.Errorf("check store %s: %w", path, err)

@@ -32,8 +32,11 @@ type migration struct {
 
 var migrationName = regexp.MustCompile(`^([0-9]{4})_[a-z0-9_]+\.sql$`)
 
-// loadMigrations reads NNNN_name.sql files from dir and insists that they
-// are numbered 1, 2, 3… without gaps.
+// loadMigrations reads NNNN_name.sql files from dir and insists that their
+// numbers are unique and start at 1. A gap is allowed: numbers are handed
+// out to work that lands separately, and a branch may carry a later number
+// before the earlier ones are merged; the schema version is the highest
+// number applied.
 func loadMigrations(fsys fs.FS, dir string) ([]migration, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
@@ -54,8 +57,11 @@ func loadMigrations(fsys fs.FS, dir string) ([]migration, error) {
 	}
 	sort.Slice(migs, func(i, j int) bool { return migs[i].version < migs[j].version })
 	for i, m := range migs {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: want version %d (migrations are numbered from 1 without gaps)", m.name, i+1)
+		if i == 0 && m.version != 1 {
+			return nil, fmt.Errorf("migration %s: the first migration must be version 1", m.name)
+		}
+		if i > 0 && m.version == migs[i-1].version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", migs[i-1].name, m.name, m.version)
 		}
 	}
 	return migs, nil
@@ -72,7 +78,15 @@ var embeddedMigrations = sync.OnceValue(func() []migration {
 })
 
 // LatestVersion is the schema version this binary migrates stores to.
-func LatestVersion() int { return len(embeddedMigrations()) }
+func LatestVersion() int { return latestOf(embeddedMigrations()) }
+
+// latestOf is the version a set of migrations brings a store to.
+func latestOf(migs []migration) int {
+	if len(migs) == 0 {
+		return 0
+	}
+	return migs[len(migs)-1].version
+}
 
 // txBeginner is *sql.DB (the live store) or *sql.Conn (a dry-run copy).
 type txBeginner interface {

@@ -78,7 +78,7 @@ func openWith(ctx context.Context, path string, logger *slog.Logger, opts option
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	latest := len(migs)
+	latest := latestOf(migs)
 
 	// Look before touching: a newer banger's store must come out of this
 	// byte-for-byte as it went in.
@@ -138,11 +138,12 @@ func (s *Store) init(ctx context.Context, migs []migration) error {
 	if err != nil {
 		return err
 	}
-	if cur > len(migs) {
-		return tooNew(s.path, cur, len(migs))
+	latest := latestOf(migs)
+	if cur > latest {
+		return tooNew(s.path, cur, latest)
 	}
-	if cur < len(migs) {
-		s.logger.Info("store schema out of date", "path", s.path, "current", cur, "target", len(migs))
+	if cur < latest {
+		s.logger.Info("store schema out of date", "path", s.path, "current", cur, "target", latest)
 	}
 	return applyMigrations(ctx, s.db, cur, migs, s.logger)
 }
