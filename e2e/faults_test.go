@@ -304,7 +304,8 @@ func TestFaultKillStart(t *testing.T) {
 			t.Fatalf("start/%s: recovered vm still records vmm pid %d", step, vm.PID)
 		case vm.State == model.StateError && !strings.Contains(vm.StateReason, "daemon stopped during vm start (step "+step+")"):
 			t.Fatalf("start/%s: error without the reason: %q", step, vm.StateReason)
-		case vm.State != model.StateError && !(step == "validate" && vm.State == model.StateStopped):
+		// Paused before step "starting" ran, the VM never left stopped.
+		case vm.State != model.StateError && !((step == "validate" || step == "starting") && vm.State == model.StateStopped):
 			t.Fatalf("start/%s: recovered vm is %s (%s)", step, vm.State, vm.StateReason)
 		}
 		if out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+vm.Dir).Output(); len(out) > 0 {
@@ -383,3 +384,100 @@ func TestFaultReleaseBuildHasNoHooks(t *testing.T) {
 }
 
 func faultMarked(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Host reboot: phase "before" runs VMs in one network namespace and then
+// loses everything a reboot loses (every banger process and VMM killed,
+// the runtime directory removed, the namespace and with it the bridge,
+// taps and nftables tables gone); phase "after" starts the daemon in a
+// fresh namespace on the same BANGER_HOME.
+const (
+	envRebootPhase = "BANGER_FAULT_REBOOT_PHASE"
+	envRebootHome  = "BANGER_FAULT_REBOOT_HOME"
+)
+
+// TestFaultHostReboot: after a simulated reboot the daemon reconciles every
+// VM to stopped, and vm start works again.
+func TestFaultHostReboot(t *testing.T) {
+	if phase := os.Getenv(envRebootPhase); phase != "" {
+		faultRebootPhase(t, phase, os.Getenv(envRebootHome))
+		return
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireQEMU(t)
+	testutil.Kernel(t)
+	testutil.Image(t)
+	testutil.RequireBinary(t, "unshare")
+	home := t.TempDir()
+	for _, phase := range []string{"before", "after"} {
+		cmd := exec.Command("unshare", "-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", os.Args[0],
+			"-test.run", "^TestFaultHostReboot$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), testutil.EnvInNetNS+"=1", envRebootPhase+"="+phase, envRebootHome+"="+home)
+		out, err := cmd.CombinedOutput()
+		t.Logf("phase %s, in its own network namespace:\n%s", phase, out)
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestFaultHostReboot") {
+			t.Fatalf("phase %s failed: %v", phase, err)
+		}
+	}
+}
+
+func faultRebootPhase(t *testing.T, phase, home string) {
+	in := newInstanceFromHome(t, home)
+	switch phase {
+	case "before":
+		kernel, modules := testutil.Kernel(t)
+		in.ok("banger", "kernel", "import", "debian-cloud", kernel, "--modules", modules)
+		in.ok("banger", "image", "import", "debian-bookworm", testutil.Image(t))
+		in.ok("banger", "vm", "create", "--start", "--name", "up1", "--memory", "384M")
+		in.ok("banger", "vm", "create", "--start", "--name", "up2", "--memory", "384M")
+		in.ok("banger", "vm", "create", "--name", "down", "--memory", "384M")
+		// Power off: every process of this home dies at once.
+		var pids []int
+		for _, f := range []string{in.p.PidFile(), in.p.HelperPidFile()} {
+			pids = append(pids, ReadPidOrFail(t, f))
+		}
+		for _, vm := range []string{"up1", "up2"} {
+			pids = append(pids, in.inspect(vm).PID)
+		}
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %d: %v", pid, err)
+			}
+		}
+		for _, pid := range pids {
+			waitGone(t, pid)
+		}
+		if err := os.RemoveAll(in.p.Runtime); err != nil {
+			t.Fatal(err)
+		}
+		// The namespace, and its bridge, taps and nftables tables, goes
+		// when this process exits.
+	case "after":
+		t.Cleanup(in.cleanup)
+		if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), "banger0") {
+			t.Fatalf("the fresh namespace already has banger's bridge:\n%s", out)
+		}
+		in.ok("banger", "daemon", "start")
+		for _, name := range []string{"up1", "up2", "down"} {
+			vm := in.inspect(name)
+			if vm.State != model.StateStopped || vm.PID != 0 {
+				t.Fatalf("after the reboot vm %s is %s (%s), pid %d: want stopped", name, vm.State, vm.StateReason, vm.PID)
+			}
+		}
+		in.ok("banger", "vm", "start", "up1")
+		in.ok("banger", "vm", "exec", "up1", "--", "true")
+		in.ok("banger", "vm", "start", "down")
+		in.ok("banger", "vm", "exec", "down", "--", "true")
+		for _, name := range []string{"up1", "up2", "down"} {
+			in.ok("banger", "vm", "rm", "-f", name)
+		}
+		if d := in.vmDirs(); len(d) != 0 {
+			t.Fatalf("vm dirs left: %v", d)
+		}
+		out, _ := exec.Command("ip", "-o", "link", "show").Output()
+		if strings.Contains(string(out), "bt-") {
+			t.Fatalf("taps left after removing every vm:\n%s", out)
+		}
+	default:
+		t.Fatalf("unknown phase %q", phase)
+	}
+}
