@@ -161,8 +161,15 @@ func TestSoak(t *testing.T) {
 	ratio := float64(last) / float64(first)
 	t.Logf("soak: %d cycles, all passed; median cycle of the first %d %s, of the last %d %s (%.3f×); min %s, max %s",
 		cycles, w, first.Round(time.Millisecond), w, last.Round(time.Millisecond), ratio, slices.Min(times).Round(time.Millisecond), slices.Max(times).Round(time.Millisecond))
-	if ratio > 1.10 {
-		t.Errorf("the last %d cycles are %.0f%% slower than the first (median %s → %s)", w, (ratio-1)*100, first, last)
+	// 10% holds the soak (windows of 30). Windows of 10 on a shared
+	// machine swing more than that with the load: the short run only
+	// catches a gross slowdown.
+	limit := 1.10
+	if w < 30 {
+		limit = 1.50
+	}
+	if ratio > limit {
+		t.Errorf("the last %d cycles are %.0f%% slower than the first (median %s → %s; limit %.0f%%)", w, (ratio-1)*100, first, last, (limit-1)*100)
 	}
 }
 
