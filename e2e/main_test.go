@@ -59,6 +59,8 @@ type instance struct {
 	t    testing.TB
 	home string
 	p    paths.User
+	// extraEnv is added to every command's environment (later wins).
+	extraEnv []string
 }
 
 func newInstance(t *testing.T) *instance {
@@ -83,7 +85,8 @@ func newInstanceFromHome(t testing.TB, home string) *instance {
 }
 
 func (in *instance) env() []string {
-	return append(os.Environ(), "BANGER_HOME="+in.home, "BANGER_DAEMON_BIN="+filepath.Join(binDir, "bangerd"))
+	env := append(os.Environ(), "BANGER_HOME="+in.home, "BANGER_DAEMON_BIN="+filepath.Join(binDir, "bangerd"))
+	return append(env, in.extraEnv...)
 }
 
 // run executes a banger binary and returns stdout, stderr and exit code.

@@ -106,6 +106,14 @@ type DaemonStatus struct {
 	Store         string         `json:"store"`
 	SchemaVersion int            `json:"schema_version"`
 	Helper        HelperStatus   `json:"helper"`
+	// Resources are the daemon's own counts (leak checks: the soak test).
+	Resources *ProcessResources `json:"resources,omitempty"`
+}
+
+// ProcessResources are a process's goroutines and open descriptors.
+type ProcessResources struct {
+	Goroutines int `json:"goroutines"`
+	FDs        int `json:"fds"`
 }
 
 // HelperStatus says how the daemon reaches the root helper.
@@ -115,6 +123,8 @@ type HelperStatus struct {
 	PID       int    `json:"pid,omitempty"`
 	Version   string `json:"version,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Resources are the helper's counts, as it reported them.
+	Resources *ProcessResources `json:"resources,omitempty"`
 }
 
 // HelperIdentity is helper.identity's result.
@@ -123,6 +133,8 @@ type HelperIdentity struct {
 	Build    buildinfo.Info `json:"build"`
 	OwnerUID int            `json:"owner_uid"`
 	Managed  bool           `json:"managed"` // spawned by a daemon (stopped with it) rather than by systemd
+	// Resources: the helper's goroutines and descriptors (leak checks).
+	Resources *ProcessResources `json:"resources,omitempty"`
 }
 
 // Operation is one in-flight operation in daemon.operations.list.

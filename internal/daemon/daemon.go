@@ -113,6 +113,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	d.vms = d.newVMManager(ctx)
 	go d.syncDNS(ctx)
 	defer d.vms.Close() // VMs keep running: the next daemon re-adopts them
+	// Operations a crash cut short first (finished or rolled back), then
+	// the VMs that still run.
+	if err := d.vms.Recover(ctx); err != nil {
+		lg.Error("recover interrupted operations", "err", err)
+	}
 	if err := d.vms.Adopt(ctx); err != nil {
 		lg.Error("re-adopt vms", "err", err)
 	}

@@ -92,7 +92,7 @@ func (d *Daemon) helperStatus(ctx context.Context) api.HelperStatus {
 		hs.Error = err.Error()
 		return hs
 	}
-	hs.Reachable, hs.PID, hs.Version = true, id.PID, id.Build.Version
+	hs.Reachable, hs.PID, hs.Version, hs.Resources = true, id.PID, id.Build.Version, id.Resources
 	return hs
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/system"
 )
 
 // methods is the daemon's API: one explicit table of area.verb names. Each
@@ -56,6 +57,7 @@ func (d *Daemon) status(ctx context.Context, c *rpc.Call) (any, error) {
 		Store:         d.paths.StoreFile(),
 		SchemaVersion: v,
 		Helper:        d.helperStatus(ctx),
+		Resources:     system.Resources(),
 	}, nil
 }
 

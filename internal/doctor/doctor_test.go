@@ -363,7 +363,38 @@ func TestStoreStates(t *testing.T) {
 	if err := os.WriteFile(h.cfg.Paths.StoreFile(), []byte("this is not a database, just some text that is long enough to be read as one......"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	expect(t, mustFind(t, h.run(), CheckStore), Fail, "cannot be opened", "restore the store from a backup")
+	expect(t, mustFind(t, h.run(), CheckStore), Fail, "store is damaged", "move it aside to start empty")
+}
+
+// TestDamagedStoreNamesTheBackup: with a pre-migration backup beside a
+// damaged store, doctor's fix is the exact restore of that backup.
+func TestDamagedStoreNamesTheBackup(t *testing.T) {
+	h := newHost(t, debian)
+	if err := os.MkdirAll(h.cfg.Paths.State, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := h.cfg.Paths.StoreFile()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A store at schema 1 (an old banger's): opening it backs it up first.
+	if _, err := db.Exec(`CREATE TABLE images (name TEXT); PRAGMA user_version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := store.Open(context.Background(), path, nil)
+	if err == nil {
+		s.Close()
+	}
+	bs, _ := store.Backups(path)
+	if len(bs) != 1 {
+		t.Fatalf("backups after opening an old store: %+v (open: %v)", bs, err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Repeat("damaged ", 600)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, mustFind(t, h.run(), CheckStore), Fail, "store is damaged", "cp "+bs[0].Path+" "+path)
 }
 
 func TestNoDaemonNoHelper(t *testing.T) {

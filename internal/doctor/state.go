@@ -37,10 +37,17 @@ func (r *runner) checkStore(ctx context.Context) Check {
 	case !res.WouldSucceed:
 		c.Status = Fail
 		c.Detail = fmt.Sprintf("%s (schema %d, this banger knows up to %d) cannot be opened: %s", res.Path, res.Current, res.Target, res.Reason)
-		if res.Current > res.Target {
+		switch {
+		case res.Current > res.Target:
 			c.Fix = "a newer banger wrote this store: install that release or later (banger update), or restore the store from a backup"
-		} else {
+		default:
 			c.Fix = "restore the store from a backup, or move it aside to start empty (VM records are lost)"
+		}
+		// The store names the exact backup and commands (see store.damaged).
+		if _, how, ok := strings.Cut(res.Reason, "banger leaves it as it is: "); ok {
+			c.Fix = how
+		} else if _, how, ok := strings.Cut(res.Reason, "or restore the backup taken before it migrated the store"); ok {
+			c.Fix += "; the backup taken before it migrated the store" + how
 		}
 	case res.Current == 0:
 		c.Status, c.Detail = OK, fmt.Sprintf("no store yet at %s: the daemon creates it (schema %d)", res.Path, res.Target)

@@ -16,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/system"
 )
 
 // Options configure the helper.
@@ -96,7 +97,8 @@ func (h *Helper) ping(ctx context.Context, c *rpc.Call) (any, error) {
 }
 
 func (h *Helper) identity(ctx context.Context, c *rpc.Call) (any, error) {
-	return api.HelperIdentity{PID: os.Getpid(), Build: buildinfo.Get(), OwnerUID: h.opts.OwnerUID, Managed: h.opts.Managed}, nil
+	return api.HelperIdentity{PID: os.Getpid(), Build: buildinfo.Get(), OwnerUID: h.opts.OwnerUID, Managed: h.opts.Managed,
+		Resources: system.Resources()}, nil
 }
 
 func (h *Helper) stop(ctx context.Context, c *rpc.Call) (any, error) {

@@ -71,6 +71,9 @@ func checkWith(ctx context.Context, path string, migs []migration) (CheckResult,
 		return fail("%s is not a regular file", abs)
 	case fi.Size() > 0:
 		res.Current, image, err = snapshot(ctx, abs)
+		if isCorrupt(err) {
+			return fail("%v", damaged(abs, err))
+		}
 		if err != nil {
 			return fail("%v", err)
 		}
@@ -98,6 +101,11 @@ func checkWith(ctx context.Context, path string, migs []migration) (CheckResult,
 			return d.Deserialize(image)
 		}); err != nil {
 			return res, fmt.Errorf("check store %s: load in-memory copy: %w", abs, err)
+		}
+	}
+	if image != nil {
+		if err := quickCheck(ctx, conn); err != nil {
+			return fail("%v", damaged(abs, err))
 		}
 	}
 	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = ON"); err != nil {
@@ -152,14 +160,26 @@ func snapshot(ctx context.Context, abs string) (version int, image []byte, err e
 	return version, image, nil
 }
 
-// probeVersion reads the schema version without writing anything.
+// probeVersion reads the schema version without writing anything, and
+// checks the file is a sound database (ErrCorrupt, naming the newest
+// backup, if not).
 func probeVersion(ctx context.Context, abs string) (int, error) {
 	db, err := openReadOnly(abs)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	return readVersion(ctx, db)
+	v, err := readVersion(ctx, db)
+	if isCorrupt(err) {
+		return 0, damaged(abs, err)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := quickCheck(ctx, db); err != nil {
+		return 0, damaged(abs, err)
+	}
+	return v, nil
 }
 
 // openReadOnly opens the store so that nothing is written, not even beside

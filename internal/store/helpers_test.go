@@ -102,6 +102,13 @@ func dirState(t testing.TB, dir string) map[string]fileFact {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if fi.IsDir() {
+			// A subdirectory (backups/) is fingerprinted file by file.
+			for name, f := range dirState(t, filepath.Join(dir, e.Name())) {
+				out[e.Name()+"/"+name] = f
+			}
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			t.Fatal(err)

@@ -84,6 +84,8 @@ func openWith(ctx context.Context, path string, logger *slog.Logger, opts option
 
 	// Look before touching: a newer banger's store must come out of this
 	// byte-for-byte as it went in.
+	// A damaged one is refused the same way, before SQLite could "repair"
+	// anything in it.
 	if fi, err := os.Stat(abs); err == nil && fi.Size() > 0 {
 		cur, err := probeVersion(ctx, abs)
 		if err != nil {
@@ -147,13 +149,30 @@ func (s *Store) init(ctx context.Context, migs []migration) error {
 	if cur < latest {
 		s.logger.Info("store schema out of date", "path", s.path, "current", cur, "target", latest)
 	}
+	if cur > 0 && cur < latest {
+		// A store with something in it is copied before it is changed.
+		b, err := s.backup(ctx, cur, latest)
+		if err != nil {
+			return err
+		}
+		s.logger.Info("store backed up before migrating", "backup", b, "keep", KeepBackups)
+	}
 	return applyMigrations(ctx, s.db, cur, migs, s.logger)
 }
 
 func tooNew(path string, cur, latest int) error {
+	restore := "restore the store from a backup taken before the upgrade"
+	bs, _ := Backups(path)
+	for _, b := range bs {
+		if b.Version <= latest {
+			restore = fmt.Sprintf("restore the backup taken before it migrated the store (schema %d): banger daemon stop; rm -f %s-wal %s-shm; cp %s %s",
+				b.Version, path, path, b.Path, path)
+			break
+		}
+	}
 	return fmt.Errorf("%w: %s is at schema version %d, this banger knows versions up to %d; "+
-		"a newer banger wrote it: upgrade banger to that release or later, or restore the store from a backup taken before the upgrade",
-		ErrSchemaTooNew, path, cur, latest)
+		"a newer banger wrote it: upgrade banger to that release or later, or %s",
+		ErrSchemaTooNew, path, cur, latest, restore)
 }
 
 // dsn builds a modernc.org/sqlite URI for an absolute path; the URL form
@@ -205,6 +224,17 @@ func isConstraint(err error) bool {
 	}
 	c := se.Code()
 	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// isCorrupt reports whether err is SQLite saying the file is no database
+// or a damaged one.
+func isCorrupt(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code() & 0xff
+	return c == sqlite3.SQLITE_CORRUPT || c == sqlite3.SQLITE_NOTADB
 }
 
 // isForeignKey reports whether err is a FOREIGN KEY violation.

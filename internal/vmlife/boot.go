@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmdisk"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -70,8 +71,13 @@ func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.
 	if err != nil {
 		return vm, api.Errorf(api.CodeNotFound, "vm %q: kernel %q is gone: pull it again (banger kernel pull %s)", vm.Name, vm.Kernel, vm.Kernel)
 	}
+	ctx, j, done, err := m.journalFor(ctx, store.OpStart, vm)
+	if err != nil {
+		return vm, apiError(fmt.Errorf("start vm %q: %w", vm.Name, err))
+	}
+	defer done()
 	s := &bootState{vm: vm, kernel: k, driver: drv, report: report}
-	chain := vmm.Steps[*bootState]{
+	chain := journaled(j, vmm.Steps[*bootState]{
 		{Name: "validate", Fn: m.stepValidate},
 		{Name: "starting", Fn: m.stepStarting},
 		{Name: "config", Fn: m.stepConfig},
@@ -79,7 +85,7 @@ func (m *Manager) startLocked(ctx context.Context, vm model.VM, report progress.
 		{Name: "vmm", Fn: m.stepVMM},
 		{Name: "ready", Fn: m.stepReady},
 		{Name: "running", Fn: m.stepRunning},
-	}
+	}, bootMade)
 	var undo vmm.Undo
 	if err := chain.Run(ctx, m.d.Log, s, &undo); err != nil {
 		serr := &StartError{VM: vm.Name, Err: err, Console: m.consoleTail(s, 15)}

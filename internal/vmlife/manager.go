@@ -133,13 +133,20 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest, report progress
 	ctx = opid.WithVM(ctx, s.vm.Name)
 	unlock := m.lock(s.vm.ID)
 	defer unlock()
+	// Journalled before the first side effect; `vm run`'s start writes to
+	// the same row, so a crash anywhere before it is ready removes it whole.
+	ctx, j, done, err := m.journalFor(ctx, store.OpCreate, s.vm)
+	if err != nil {
+		return model.VM{}, apiError(fmt.Errorf("create vm %q: %w", s.vm.Name, err))
+	}
+	defer done()
 	var undo vmm.Undo
-	chain := vmm.Steps[*createState]{
+	chain := journaled(j, vmm.Steps[*createState]{
 		{Name: "record", Fn: m.stepRecord},
 		{Name: "disk", Fn: m.stepDisk},
 		{Name: "network", Fn: m.stepNetwork},
 		{Name: "parked", Fn: m.stepParked},
-	}
+	}, createMade)
 	if err := chain.Run(ctx, m.d.Log, s, &undo); err != nil {
 		return model.VM{}, apiError(fmt.Errorf("create vm %q: %w", s.vm.Name, err))
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
+	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 	"golang.org/x/sys/unix"
 )
@@ -145,11 +146,23 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 		_, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "stopped")
 		return m.getOr(ctx, vm, err)
 	}
+	ctx, j, done, err := m.journalFor(ctx, store.OpStop, vm)
+	if err != nil {
+		return vm, apiError(fmt.Errorf("stop vm %q: %w", vm.Name, err))
+	}
+	defer done()
+	j.made(store.OpResources{Dir: vm.Dir, PID: r.inst.PID, PIDStartTime: r.inst.PIDStartTime})
+	if err := j.at(ctx, "stopping"); err != nil {
+		return vm, err
+	}
 	if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopping, ""); err != nil {
 		return vm, err
 	}
 	if timeout <= 0 {
 		timeout = 30 * time.Second
+	}
+	if err := j.at(ctx, "poweroff"); err != nil {
+		return vm, err
 	}
 	var stopErr error
 	if !force {
@@ -176,6 +189,9 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 	m.mu.Lock()
 	delete(m.running, vm.ID)
 	m.mu.Unlock()
+	if err := j.at(ctx, "stopped"); err != nil {
+		return vm, err
+	}
 	m.clearRuntime(ctx, vm.ID, r.inst)
 	_, err = m.d.Store.SetVMState(ctx, vm.ID, model.StateStopped, "stopped")
 	return m.getOr(ctx, vm, err)
@@ -219,6 +235,15 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 	if err != nil {
 		return err
 	}
+	ctx, j, done, err := m.journalFor(ctx, store.OpRemove, vm)
+	if err != nil {
+		return apiError(fmt.Errorf("remove vm %q: %w", vm.Name, err))
+	}
+	defer done()
+	j.made(store.OpResources{Record: true, Dir: vm.Dir, Disk: rootDisk(vm), Tap: vm.Tap, IP: vm.IP, PID: vm.PID, PIDStartTime: vm.PIDStartTime})
+	if err := j.at(ctx, "kill"); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	running := m.running[vm.ID] != nil
 	m.mu.Unlock()
@@ -240,14 +265,28 @@ func (m *Manager) removeLocked(ctx context.Context, vm model.VM, force bool) err
 			}
 		}
 	}
+	// And any VMM of this VM nobody recorded (started an instant before a
+	// crash): removing the VM must not leave one running.
+	if err := killVMMs(ctx, vm.Dir); err != nil {
+		return apiError(fmt.Errorf("remove vm %q: %w", vm.Name, err))
+	}
 	var errs []error
+	if err := j.at(ctx, "detach"); err != nil {
+		return err
+	}
 	if m.d.Network != nil {
 		if err := m.d.Network.Detach(ctx, vm); err != nil {
 			errs = append(errs, fmt.Errorf("detach network: %w", err))
 		}
 	}
+	if err := j.at(ctx, "files"); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(vm.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove vm directory: %w", err))
+	}
+	if err := j.at(ctx, "forget"); err != nil {
+		return err
 	}
 	if err := m.d.Store.DeleteVM(ctx, vm.ID); err != nil {
 		errs = append(errs, fmt.Errorf("delete vm record: %w", err))
