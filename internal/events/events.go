@@ -1,4 +1,4 @@
-// Package events is the daemon's lifecycle event bus: VM state changes (and
+// Package events is the daemon's lifecycle event bus: VM state changes and
 // later snapshots) are published once and fanned out to subscribers such as
 // `banger events` and `banger vm ls -w`. Publishing never blocks: a
 // subscriber that falls behind by more than its buffer is dropped, told so,

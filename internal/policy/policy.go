@@ -1,6 +1,6 @@
 // Package policy is the one place that decides what a VM may expose and
 // reach: which guest listeners `vm ports` reports and how, which guest
-// ports `vm forward` (and a future auto-forward) may carry, and which
+// ports `vm forward` and published ports may carry, and which
 // destinations the host drops for a VM's traffic. It is pure: no I/O, no
 // clock, so every rule is table-tested.
 //
