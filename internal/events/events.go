@@ -1,5 +1,5 @@
 // Package events is the daemon's lifecycle event bus: VM state changes and
-// later snapshots) are published once and fanned out to subscribers such as
+// snapshots are published once and fanned out to subscribers such as
 // `banger events` and `banger vm ls -w`. Publishing never blocks: a
 // subscriber that falls behind by more than its buffer is dropped, told so,
 // and may subscribe again.
