@@ -188,7 +188,7 @@ func TestSnapshotForkClones(t *testing.T) {
 func snapHostState(t *testing.T, in *instance) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "vms: %s\n", strings.TrimSpace(in.ok("banger", "vm", "ls")))
+	fmt.Fprintf(&b, "vms: %s\n", strings.TrimSpace(in.ok("banger", "vm", "ls", "--format", "{{.Name}} {{.State}} {{.IP}} {{.Image}} {{.VMM}} {{.CPUs}} {{.Memory}}")))
 	fmt.Fprintf(&b, "dirs: %v\n", in.vmDirs())
 	out, err := exec.Command("ip", "-o", "link", "show").CombinedOutput()
 	if err != nil {

@@ -64,11 +64,8 @@ burst of changes, one line per round, until Ctrl-C.`,
 				printSyncRound(w, res, js)
 				return nil
 			}
-			if err := round(cmd.Context()); err != nil {
-				return err
-			}
 			if !watch {
-				return nil
+				return round(cmd.Context())
 			}
 			return watchAndSync(cmd.Context(), p, cmd.ErrOrStderr(), round)
 		},
@@ -123,8 +120,10 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// watchAndSync runs round after each burst of changes under p.Local until
-// ctx ends. A failed round is reported and the next change tries again.
+// watchAndSync runs a first round, then one after each burst of changes
+// under p.Local until ctx ends. The watches are in place before the first
+// round, so a change made once it is reported is never missed. A failed
+// later round is reported and the next change tries again.
 func watchAndSync(ctx context.Context, p api.VMSync, errw io.Writer, round func(context.Context) error) error {
 	root, err := os.OpenRoot(p.Local)
 	if err != nil {
@@ -155,6 +154,9 @@ func watchAndSync(ctx context.Context, p api.VMSync, errw io.Writer, round func(
 		})
 	}
 	addTree(p.Local)
+	if err := round(ctx); err != nil {
+		return err
+	}
 
 	var timer <-chan time.Time
 	for {
