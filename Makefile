@@ -1,5 +1,5 @@
 # banger — see README.md. Every target does its own set-up.
-.PHONY: build test bench run release docs fmt fuzz soak
+.PHONY: build test bench run release docs fmt fuzz soak faults
 
 build:
 	scripts/build.sh
@@ -20,6 +20,10 @@ run:
 # CYCLES (default 300) rounds of vm run --rm -- true; nothing may leak.
 soak:
 	CYCLES=$${CYCLES:-300} scripts/soak.sh
+
+# every kill point of the fault tests (make test runs three per operation).
+faults:
+	scripts/faults.sh
 
 # make release VERSION=v0.2.0 → dist/manifest.json, dist/v0.2.0/{tarball,SHA256SUMS,SHA256SUMS.sig};
 # the tarball holds the four binaries (banger, bangerd, banger-vsock-agent, banger-helper).
