@@ -106,6 +106,7 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	if err := netlink.LinkSetUp(lo); err != nil {
 		t.Fatal(err)
 	}
+	in.ok("banger", "vm", "start", "cli-vm")
 	hostLn := peerListener(t, "0.0.0.0:0")
 	_, port, _ := net.SplitHostPort(hostLn.ln.Addr().String())
 	targets := gw + "/" + port + " 198.51.100.1/" + port
@@ -118,6 +119,7 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	if peers := hostLn.wait(2, 10*time.Second); len(peers) != 2 {
 		t.Fatalf("control: the host listener saw %v, want the CLI VM twice", peers)
 	}
+	in.ok("banger", "vm", "stop", "cli-vm") // its CPU is not needed by the rest
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
