@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/vishvananda/netlink"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
@@ -89,6 +91,36 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	// A VM made by the CLI is not counted against max_vms.
 	in.ok("banger", "vm", "create", "--name", "cli-vm", "--memory", "512M")
 
+	// Host listeners the MCP guests must not reach (allow_network = false):
+	// one on the bridge's gateway address, one on an outside address (on
+	// the namespace's loopback: the host's input path). The CLI VM, under
+	// no such limit, reaches both: the positive control.
+	gw := bridgeGateway(t)
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(198, 51, 100, 1), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	in.ok("banger", "vm", "start", "cli-vm")
+	hostLn := peerListener(t, "0.0.0.0:0")
+	_, port, _ := net.SplitHostPort(hostLn.ln.Addr().String())
+	targets := gw + "/" + port + " 198.51.100.1/" + port
+	for _, tg := range strings.Fields(targets) {
+		out, errOut, code := in.run("banger", "vm", "exec", "cli-vm", "--", "timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/"+tg+" && echo connected")
+		if code != 0 || !strings.Contains(out, "connected") {
+			t.Fatalf("control: the CLI VM could not reach %s: exit %d %q %q", tg, code, out, errOut)
+		}
+	}
+	if peers := hostLn.wait(2, 10*time.Second); len(peers) != 2 {
+		t.Fatalf("control: the host listener saw %v, want the CLI VM twice", peers)
+	}
+	in.ok("banger", "vm", "stop", "cli-vm") // its CPU is not needed by the rest
+
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "client.mjs"), filepath.Join(binDir, "banger"))
@@ -98,7 +130,7 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("host only\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Env = append(in.env(), "MCP_HOST_SECRET="+secret)
+	cmd.Env = append(in.env(), "MCP_HOST_SECRET="+secret, "MCP_NET_TARGETS="+targets)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -150,7 +182,7 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 			t.Errorf("tool %s: input schema %v, output schema %v", tl.Name, tl.HasInput, tl.HasOutput)
 		}
 	}
-	for _, want := range []string{"vm_run", "vm_create", "vm_exec", "vm_write_file", "vm_read_file", "vm_ports", "vm_forward", "vm_list", "vm_remove"} {
+	for _, want := range []string{"vm_run", "vm_create", "vm_exec", "vm_write_file", "vm_read_file", "vm_ports", "vm_forward", "vm_list", "vm_remove", "vm_snapshot", "vm_fork", "snapshot_list"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("tools/list lacks %s: %v", want, names)
 		}
@@ -225,6 +257,31 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	}
 	refused("forward", "allow_network is false")
 	ok("ports", nil)
+	ok("net", &res)
+	if want := "refused:" + strings.ReplaceAll(targets, " ", "\nrefused:") + "\n"; res.Stdout != want {
+		t.Errorf("allow_network=false guest probing the host: %q, want %q", res.Stdout, want)
+	}
+	var snap struct {
+		Name      string `json:"name"`
+		Kind      string `json:"kind"`
+		SourceVM  string `json:"source_vm"`
+		MemoryMiB int    `json:"memory_mib"`
+	}
+	ok("snapshot", &snap)
+	if snap.Name != "mcpsnap" || snap.Kind != model.SnapshotKindSnapshot || snap.SourceVM != "mcpdev" || snap.MemoryMiB != 512 {
+		t.Errorf("vm_snapshot: %+v", snap)
+	}
+	refused("snapshot_bad_name", "as: ")
+	refused("fork_over", "mcp.max_vms would be exceeded: 1 VMs created through MCP exist (mcpdev) and 2 more were asked for, at most 1")
+	var snaps struct {
+		Snapshots []struct {
+			Name string `json:"name"`
+		} `json:"snapshots"`
+	}
+	ok("snapshots", &snaps)
+	if len(snaps.Snapshots) != 1 || snaps.Snapshots[0].Name != "mcpsnap" {
+		t.Errorf("snapshot_list: %+v", snaps)
+	}
 	refused("unknown_vm", "nosuchvm")
 	var list struct {
 		VMs []struct {
@@ -244,12 +301,34 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 	if len(list.VMs) != 1 || list.VMs[0].Name != "cli-vm" {
 		t.Errorf("after vm_remove: %+v", list)
 	}
+	var fromRun struct {
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+		Removed  bool   `json:"removed"`
+		VM       struct {
+			Origin    string `json:"origin"`
+			MemoryMiB int    `json:"memory_mib"`
+			Network   string `json:"network"`
+		} `json:"vm"`
+	}
+	ok("run_from", &fromRun)
+	wantFrom := "hello from mcp\né\nrefused:" + strings.ReplaceAll(targets, " ", "\nrefused:") + "\n"
+	if fromRun.ExitCode != 0 || fromRun.Stdout != wantFrom || !fromRun.Removed || fromRun.VM.Origin != model.OriginMCP ||
+		fromRun.VM.MemoryMiB != 512 || fromRun.VM.Network != model.NetworkIsolated {
+		t.Errorf("vm_run from the snapshot: %+v, want stdout %q", fromRun, wantFrom)
+	}
+	refused("run_from_shape", "memory_mib cannot be combined with from or template")
+	refused("run_template_not", "is a snapshot, not a template")
+	if peers := hostLn.wait(1, time.Second); len(peers) != 2 {
+		t.Errorf("the host listener saw %v: an MCP guest reached it", peers)
+	}
 	refused("unknown_tool", "vm_teleport")
+	in.ok("banger", "snapshot", "rm", "mcpsnap")
 
 	// The limits live in the daemon: a client speaking the daemon's API
 	// directly with the MCP origin gets the same refusals, and leaves nothing.
 	var vm model.VM
-	err := in.client().Call(ctx, api.MethodVMCreate, api.VMCreate{Name: "direct", MemoryMiB: 4096, Origin: model.OriginMCP}, &vm)
+	err = in.client().Call(ctx, api.MethodVMCreate, api.VMCreate{Name: "direct", MemoryMiB: 4096, Origin: model.OriginMCP}, &vm)
 	if !errors.Is(err, &api.Error{Code: api.CodePermissionDenied}) {
 		t.Errorf("direct mcp-origin create above max_memory: %v", err)
 	}
@@ -356,5 +435,65 @@ func TestMCPForwardLivesWithTheServer(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", fw.HostAddress, 2*time.Second); err == nil {
 		c.Close()
 		t.Fatalf("%s still accepts after banger mcp exited", fw.HostAddress)
+	}
+}
+
+// bridgeGateway is the host's address on banger's bridge in this namespace.
+func bridgeGateway(t *testing.T) string {
+	t.Helper()
+	br, err := netlink.LinkByName("banger0")
+	if err != nil {
+		t.Fatalf("bridge: %v", err)
+	}
+	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("bridge addresses: %v %v", addrs, err)
+	}
+	return addrs[0].IP.String()
+}
+
+// peerRecorder accepts on a host listener and records who connected.
+type peerRecorder struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	peers []string
+}
+
+func peerListener(t *testing.T, addr string) *peerRecorder {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &peerRecorder{ln: ln}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.peers = append(r.peers, c.RemoteAddr().String())
+			r.mu.Unlock()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return r
+}
+
+// wait returns the peers seen once there are n of them, or after d.
+func (r *peerRecorder) wait(n int, d time.Duration) []string {
+	deadline := time.Now().Add(d)
+	for {
+		r.mu.Lock()
+		p := slices.Clone(r.peers)
+		r.mu.Unlock()
+		if len(p) >= n || time.Now().After(deadline) {
+			return p
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -27,6 +27,9 @@ type VMFork struct {
 	Count  int    `json:"count,omitempty"`
 	VMM    string `json:"vmm,omitempty"`
 	Kernel string `json:"kernel,omitempty"`
+	// Origin "mcp" puts the fork under config.toml's [mcp] limits
+	// (max_vms, max_memory with the snapshot's memory, allow_network).
+	Origin string `json:"origin,omitempty"`
 }
 
 // ForkResult is vm.fork's answer.

@@ -9,6 +9,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/vmlife"
 )
 
@@ -50,11 +51,82 @@ func mcpCheckCreate(lim config.MCP, existing []model.VM, p *api.VMCreate) error 
 			"memory %d MiB is above mcp.max_memory (%d MiB): ask for less, or raise [mcp] max_memory in config.toml",
 			p.MemoryMiB, lim.MaxMemory)
 	}
-	if !lim.AllowNetwork && p.Network == model.NetworkShared {
-		return api.Errorf(api.CodePermissionDenied,
-			"network %q is refused for VMs created through MCP: [mcp] allow_network is false in config.toml", model.NetworkShared)
+	if !lim.AllowNetwork {
+		if p.Network == model.NetworkShared {
+			return api.Errorf(api.CodePermissionDenied,
+				"network %q is refused for VMs created through MCP: [mcp] allow_network is false in config.toml", model.NetworkShared)
+		}
+		p.Network = model.NetworkIsolated
+		p.Policy = policy.Merge(p.Policy, mcpNoEgress())
 	}
 	return nil
+}
+
+// mcpNoEgress is the policy allow_network = false adds to an MCP VM: the
+// host drops its traffic to every IPv4 destination (NAT egress, other
+// VMs), on top of the isolated network. Exec and files go over the agent
+// channel, which is not IP.
+func mcpNoEgress() model.VMPolicy {
+	return model.VMPolicy{DenyEgress: []string{"0.0.0.0/0"}}
+}
+
+// mcpCheckFork applies [mcp] to a fork from MCP of count clones of
+// memoryMiB each (the snapshot's: a clone cannot be resized): max_vms
+// counts every clone, max_memory the snapshot's memory, and with
+// allow_network false the clones are isolated and denied all egress
+// whatever the snapshot's network.
+func mcpCheckFork(lim config.MCP, existing []model.VM, memoryMiB int, p *vmlife.ForkRequest) error {
+	var mine []string
+	for _, vm := range existing {
+		if vm.Origin == model.OriginMCP {
+			mine = append(mine, vm.Name)
+		}
+	}
+	if p.Count < 0 {
+		return api.Errorf(api.CodeInvalidArgument, "fork count %d is negative", p.Count)
+	}
+	count := max(p.Count, 1)
+	if len(mine)+count > lim.MaxVMs {
+		return api.Errorf(api.CodeFailedPrecondition,
+			"mcp.max_vms would be exceeded: %d VMs created through MCP exist (%s) and %d more were asked for, at most %d; remove some (vm_remove), fork fewer or raise [mcp] max_vms in config.toml",
+			len(mine), strings.Join(mine, ", "), count, lim.MaxVMs)
+	}
+	if memoryMiB > lim.MaxMemory {
+		return api.Errorf(api.CodePermissionDenied,
+			"%q has %d MiB of memory, above mcp.max_memory (%d MiB): a clone keeps its snapshot's memory; fork a smaller snapshot, or raise [mcp] max_memory in config.toml",
+			p.From, memoryMiB, lim.MaxMemory)
+	}
+	if !lim.AllowNetwork {
+		p.Isolated = true
+		p.Policy = policy.Merge(p.Policy, mcpNoEgress())
+	}
+	return nil
+}
+
+// mcpFork serialises an MCP fork with MCP creates (see mcpCreate), after
+// checking it against [mcp] with the memory of what it forks from.
+func (d *Daemon) mcpFork(ctx context.Context, p *vmlife.ForkRequest) (unlock func(), err error) {
+	d.mcpMu.Lock()
+	err = func() error {
+		memory := 0
+		if sn, err := d.vms.GetSnapshot(ctx, p.From); err == nil {
+			memory = sn.MemoryMiB
+		} else if vm, verr := d.vms.Get(ctx, p.From); verr == nil {
+			memory = vm.MemoryMiB
+		} else {
+			return err
+		}
+		vms, err := d.vms.List(ctx)
+		if err != nil {
+			return err
+		}
+		return mcpCheckFork(d.cfg.MCP, vms, memory, p)
+	}()
+	if err != nil {
+		d.mcpMu.Unlock()
+		return nil, err
+	}
+	return d.mcpMu.Unlock, nil
 }
 
 // mcpCheckForward refuses a port forward from MCP when allow_network is false.

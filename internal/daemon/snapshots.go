@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/vmlife"
 )
@@ -31,7 +32,18 @@ func (d *Daemon) vmFork(ctx context.Context, c *rpc.Call) (any, error) {
 		return nil, err
 	}
 	c.SetTarget(p.From)
-	res, err := d.vms.Fork(ctx, vmlife.ForkRequest{From: p.From, Name: p.Name, Count: p.Count, VMM: p.VMM, Kernel: p.Kernel}, c.ProgressFunc())
+	if err := checkOrigin(p.Origin); err != nil {
+		return nil, err
+	}
+	req := vmlife.ForkRequest{From: p.From, Name: p.Name, Count: p.Count, VMM: p.VMM, Kernel: p.Kernel, Origin: p.Origin}
+	if p.Origin == model.OriginMCP {
+		unlock, err := d.mcpFork(ctx, &req)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	res, err := d.vms.Fork(ctx, req, c.ProgressFunc())
 	if err != nil {
 		return nil, err
 	}

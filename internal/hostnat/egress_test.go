@@ -176,3 +176,81 @@ func TestEgressPolicyRefused(t *testing.T) {
 		t.Errorf("bridge table lacks bt-r's egress drop:\n%s", out)
 	}
 }
+
+// TestEgressDenyAllCutsTheGateway attacks the policy [mcp] allow_network =
+// false gives a VM (0.0.0.0/0 denied, isolated) with real packets in the
+// test's own namespace: that guest reaches neither the host's gateway
+// address nor an outside one, by TCP or UDP, while a default guest (the
+// control) reaches both.
+func TestEgressDenyAllCutsTheGateway(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	n := mustNew(t, Config{})
+	if err := n.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Teardown(context.Background()) })
+	gw := n.Plan().Gateway
+
+	outside := newNS(t)
+	up := vethInto(t, "up0", outside, "eth0")
+	mustAddr(t, netlink.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("198.51.100.2/24"))}))
+	mustAddr(t, netlink.LinkSetUp(up))
+	oh := handleAt(t, outside)
+	oeth, err := oh.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAddr(t, oh.AddrAdd(oeth, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("198.51.100.1/24"))}))
+	mustAddr(t, oh.LinkSetUp(oeth))
+
+	mk := func(tap, addr string, deny []netip.Prefix) netns.NsHandle {
+		ns := newNS(t)
+		guestLink(t, ns, tap, netip.PrefixFrom(netip.MustParseAddr(addr), 24), gw)
+		eth, err := handleAt(t, ns).LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg := TapGuest{MAC: eth.Attrs().HardwareAddr, IP: netip.MustParseAddr(addr), DenyEgress: deny}
+		if err := n.checkGuest(tg); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.guardTap(t.Context(), tap, tg); err != nil {
+			t.Fatal(err)
+		}
+		return ns
+	}
+	all := policy.VM{DenyEgress: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}
+	closed := mk("bt-d1", "10.213.77.31", all.Egress())
+	open := mk("bt-d2", "10.213.77.32", nil)
+	if out := nftList(t, "bridge"); strings.Contains(out, `iifname "bt-d1" ip daddr 10.213.`) || !strings.Contains(out, `iifname "bt-d2" ip daddr 10.213.`) {
+		t.Errorf("the subnet accept must be left out for the deny-all tap only:\n%s", out)
+	}
+
+	gwLn := listenIn(t, netns.None(), net.JoinHostPort(gw.String(), "0"))
+	outLn := listenIn(t, outside, "0.0.0.0:0")
+	port := func(ln net.Listener) string { _, p, _ := net.SplitHostPort(ln.Addr().String()); return p }
+	for _, c := range []struct {
+		addr string
+		ln   net.Listener
+	}{{gw.String(), gwLn}, {"198.51.100.1", outLn}} {
+		target := net.JoinHostPort(c.addr, port(c.ln))
+		if peer := dialFrom(t, open, target, c.ln); peer == "" {
+			t.Fatalf("control: the default guest did not reach %s", target)
+		}
+		if err := tryDial(closed, target); err == nil {
+			t.Errorf("the deny-all guest reached %s", target)
+		}
+		if conn, err := acceptWithin(c.ln, 300*time.Millisecond); err == nil {
+			t.Errorf("%s accepted a connection from %s despite the policy", target, conn.RemoteAddr())
+			conn.Close()
+		}
+	}
+	udp := listenUDPIn(t, netns.None(), net.JoinHostPort(gw.String(), "0"))
+	sendUDP(t, closed, "10.213.77.31", udp.LocalAddr().String(), "denied")
+	sendUDP(t, open, "10.213.77.32", udp.LocalAddr().String(), "control")
+	if got := strings.Join(readUDP(t, udp, 1, 3*time.Second), "|"); got != "control from 10.213.77.32" {
+		t.Errorf("the gateway received %q, want only the control", got)
+	}
+}

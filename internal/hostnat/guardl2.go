@@ -36,7 +36,7 @@ import (
 //	    iifname TAP ether type arp arp saddr ip != IP drop
 //	    iifname TAP ether type arp accept
 //	    iifname TAP ether type ip ip saddr != IP drop
-//	    iifname TAP ether type ip ip daddr SUBNET accept
+//	    iifname TAP ether type ip ip daddr SUBNET accept  # unless 0.0.0.0/0 is denied
 //	    iifname TAP ether type ip ip daddr DENIED drop   # per policy.VM.Egress prefix
 //	    iifname TAP ether type ip accept
 //	    iifname TAP drop }             # IPv6, VLAN tags, anything else
@@ -209,10 +209,14 @@ func (n *Network) guardTap(ctx context.Context, tap string, g TapGuest) error {
 	// Egress policy: the VM's own subnet first (the gateway's SSH and DNS;
 	// other guests are the isolation chain's business), then one drop per
 	// denied destination. The subnet is private and never link-local, so
-	// this accept cannot reach the metadata range.
+	// this accept cannot reach the metadata range. A VM denied everything
+	// (0.0.0.0/0, [mcp] allow_network = false) loses the subnet too: it
+	// sends no IPv4 at all, the host's gateway address included.
 	ipv4 := etherType(unix.ETH_P_IP)
 	subnet := n.plan.Subnet
-	rule(taps, in, ipv4, ipAddrIn(16, subnet.Addr().As4(), maskBytes(subnet.Bits())), accept)
+	if !slices.ContainsFunc(g.egress(), func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+		rule(taps, in, ipv4, ipAddrIn(16, subnet.Addr().As4(), maskBytes(subnet.Bits())), accept)
+	}
 	for _, p := range g.egress() {
 		rule(taps, in, ipv4, ipAddrIn(16, p.Addr().As4(), maskBytes(p.Bits())), drop)
 	}

@@ -43,7 +43,8 @@ func TestToolsListed(t *testing.T) {
 			t.Errorf("tool %s lacks an input or output schema", tl.Name)
 		}
 	}
-	for _, want := range []string{"vm_run", "vm_create", "vm_exec", "vm_write_file", "vm_read_file", "vm_ports", "vm_forward", "vm_list", "vm_remove", "vm_suspend", "vm_resume"} {
+	for _, want := range []string{"vm_run", "vm_create", "vm_exec", "vm_write_file", "vm_read_file", "vm_ports", "vm_forward", "vm_list", "vm_remove", "vm_suspend", "vm_resume",
+		"vm_snapshot", "vm_fork", "snapshot_list"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("tool %s missing from %v", want, names)
 		}
@@ -72,6 +73,16 @@ func TestBadInputIsAToolErrorWithTheReason(t *testing.T) {
 		{"vm_write_file", map[string]any{"name": "dev", "path": "/tmp/x", "content": strings.Repeat("a", DefaultMaxFileBytes+1)}, "above the 1048576 byte limit"},
 		{"vm_read_file", map[string]any{"name": "dev", "path": "/"}, "names no file"},
 		{"vm_forward", map[string]any{"name": "dev", "guest_port": 70000}, "not within 1..65535"},
+		{"vm_run", map[string]any{"command": []string{"true"}, "from": "base", "memory_mib": 512}, "memory_mib cannot be combined with from or template"},
+		{"vm_run", map[string]any{"command": []string{"true"}, "template": "base", "network": "shared"}, "network cannot be combined"},
+		{"vm_run", map[string]any{"command": []string{"true"}, "from": "a", "template": "b"}, "give one"},
+		{"vm_snapshot", map[string]any{}, `missing properties: ["name"]`},
+		{"vm_snapshot", map[string]any{"name": ""}, "name is empty"},
+		{"vm_snapshot", map[string]any{"name": "dev", "as": "../x"}, "as: "},
+		{"vm_fork", map[string]any{"from": ""}, "from is empty"},
+		{"vm_fork", map[string]any{"from": "base", "count": -1}, "count -1 is outside 1..64"},
+		{"vm_fork", map[string]any{"from": "base", "count": 1000}, "count 1000 is outside 1..64"},
+		{"snapshot_list", map[string]any{}, "not running"},
 		// Valid input, no daemon: the call's error reaches the client too.
 		{"vm_list", map[string]any{}, "not running"},
 	} {

@@ -122,6 +122,8 @@ type RunInput struct {
 	Workspace      string   `json:"workspace,omitempty" jsonschema:"a host directory or file copied into the VM before the command runs"`
 	WorkspaceDest  string   `json:"workspace_dest,omitempty" jsonschema:"guest directory the workspace is copied into (default /root); the command runs in the copy"`
 	Keep           bool     `json:"keep,omitempty" jsonschema:"keep the VM afterwards (default: remove it)"`
+	From           string   `json:"from,omitempty" jsonschema:"restore the VM from this snapshot or template instead of booting it (about a second); the VM has the snapshot's shape"`
+	Template       string   `json:"template,omitempty" jsonschema:"restore the VM from this template (like from, but it must be a template)"`
 }
 
 func (in RunInput) spec() VMSpec {
@@ -224,7 +226,7 @@ type Done struct {
 
 func (s *Server) register() {
 	m := s.mcp
-	mcp.AddTool(m, &mcp.Tool{Name: "vm_run", Description: "Create a fresh VM, optionally copy a host workspace into it, run a command, return its stdout, stderr and exit code, and remove the VM unless keep is set. Sends progress notifications while the VM boots."}, s.vmRun)
+	mcp.AddTool(m, &mcp.Tool{Name: "vm_run", Description: "Create a fresh VM (or restore one from a snapshot or template with from/template), optionally copy a host workspace into it, run a command, return its stdout, stderr and exit code, and remove the VM unless keep is set. Sends progress notifications while the VM boots."}, s.vmRun)
 	mcp.AddTool(m, &mcp.Tool{Name: "vm_create", Description: "Create and start a VM; returns once its guest agent answers. Sends progress notifications while it boots."}, s.vmCreate)
 	mcp.AddTool(m, &mcp.Tool{Name: "vm_exec", Description: "Run a command in a running VM through its guest agent (timeout, working directory, environment, stdin); returns stdout, stderr (first 1 MiB each) and the exit code."}, s.vmExec)
 	mcp.AddTool(m, &mcp.Tool{Name: "vm_write_file", Description: "Write a file (at most 1 MiB) into a running VM."}, s.vmWriteFile)
@@ -238,6 +240,7 @@ func (s *Server) register() {
 	m.AddResourceTemplate(&mcp.ResourceTemplate{Name: "console", Title: "VM serial console",
 		Description: "The last 64 KiB of a VM's serial console log.", MIMEType: "text/plain",
 		URITemplate: "banger://vm/{name}/console"}, s.console)
+	s.registerSnapshots()
 }
 
 func (s *Server) create(ctx context.Context, req *mcp.CallToolRequest, spec VMSpec) (model.VM, error) {
@@ -285,8 +288,21 @@ func (s *Server) vmRun(ctx context.Context, req *mcp.CallToolRequest, in RunInpu
 	} else if dest != "" {
 		return nil, out, errors.New("workspace_dest given without workspace")
 	}
-	vm, err := s.create(ctx, req, in.spec())
+	from, err := s.restoreSource(ctx, in)
 	if err != nil {
+		return nil, out, err
+	}
+	var vm model.VM
+	if from != "" {
+		res, err := s.fork(ctx, req, api.VMFork{From: from, Name: in.Name, Count: 1})
+		if err != nil {
+			return nil, out, err
+		}
+		if len(res.VMs) != 1 {
+			return nil, out, fmt.Errorf("fork from %q made %d vms, want 1", from, len(res.VMs))
+		}
+		vm = res.VMs[0]
+	} else if vm, err = s.create(ctx, req, in.spec()); err != nil {
 		return nil, out, err
 	}
 	out.VM = info(vm)

@@ -210,7 +210,8 @@ func checkPorts(ports []int) error {
 // rule order: Metadata first (always), the private ranges when
 // DenyPrivate, then DenyEgress; no duplicates. hostnat writes one drop per
 // prefix, after accepting the VM's own subnet (the gateway: SSH, DNS) and
-// before accepting the rest. Other guests are the network mode's business
+// before accepting the rest; when 0.0.0.0/0 is denied the subnet is not
+// accepted either, so the VM reaches nothing over IP. Other guests are the network mode's business
 // (the bridge table's isolation chain), not a prefix here.
 func (v VM) Egress() []netip.Prefix {
 	out := []netip.Prefix{Metadata()}

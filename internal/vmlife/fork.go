@@ -16,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/namegen"
 	"github.com/bangerdev/banger/internal/opid"
+	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/sshkeys"
 	"github.com/bangerdev/banger/internal/store"
@@ -47,6 +48,11 @@ type ForkRequest struct {
 	VMM    string `json:"vmm,omitempty"`
 	Kernel string `json:"kernel,omitempty"`
 	Origin string `json:"origin,omitempty"`
+	// Policy is added to the snapshot's (it only ever denies more), and
+	// Isolated puts the clones on the isolated network whatever the
+	// snapshot's: both are host-side, so a restored guest needs no change.
+	Policy   model.VMPolicy `json:"policy,omitzero"`
+	Isolated bool           `json:"isolated,omitempty"`
 }
 
 // ForkResult is what a fork made.
@@ -98,7 +104,7 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 		return res, err
 	}
 	for _, name := range names {
-		vm, err := m.forkOne(ctx, sn, drv, k, name, req.Origin, report)
+		vm, err := m.forkOne(ctx, forkedSnapshot(sn, req), drv, k, name, req.Origin, report)
 		if err != nil {
 			bg := context.WithoutCancel(ctx)
 			for _, done := range res.VMs {
@@ -111,6 +117,16 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 		res.VMs = append(res.VMs, vm)
 	}
 	return res, nil
+}
+
+// forkedSnapshot is sn as the clones see it: req's policy added and, when
+// asked, the isolated network. The stored snapshot is unchanged.
+func forkedSnapshot(sn model.Snapshot, req ForkRequest) model.Snapshot {
+	sn.Policy = policy.Merge(sn.Policy, req.Policy)
+	if req.Isolated {
+		sn.Network = model.NetworkIsolated
+	}
+	return sn
 }
 
 // forkNames picks the clones' names, all free, before anything is made.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -55,5 +56,21 @@ func TestSnapshotAndForkRefusedByDriverWithoutSnapshots(t *testing.T) {
 	}
 	if _, err := m.Fork(ctx, ForkRequest{From: "fcsnap", Count: MaxForkCount + 1}, nil); api.CodeOf(err) != api.CodeInvalidArgument {
 		t.Fatalf("fork of too many: %v", err)
+	}
+}
+
+// TestForkedSnapshotOnlyDeniesMore: a fork's policy is added to the
+// snapshot's and Isolated overrides a shared snapshot; nothing is lifted.
+func TestForkedSnapshotOnlyDeniesMore(t *testing.T) {
+	sn := model.Snapshot{Name: "s", Network: model.NetworkShared, Policy: model.VMPolicy{DenyEgress: []string{"192.0.2.0/24"}, ForwardDeny: []int{22}}}
+	got := forkedSnapshot(sn, ForkRequest{Policy: model.VMPolicy{DenyEgress: []string{"0.0.0.0/0"}}, Isolated: true})
+	if got.Network != model.NetworkIsolated || !slices.Equal(got.Policy.DenyEgress, []string{"192.0.2.0/24", "0.0.0.0/0"}) || !slices.Equal(got.Policy.ForwardDeny, []int{22}) {
+		t.Fatalf("forked: network %q policy %+v", got.Network, got.Policy)
+	}
+	if sn.Network != model.NetworkShared || len(sn.Policy.DenyEgress) != 1 {
+		t.Fatalf("the snapshot itself changed: %+v", sn)
+	}
+	if plain := forkedSnapshot(sn, ForkRequest{}); plain.Network != model.NetworkShared || !slices.Equal(plain.Policy.DenyEgress, sn.Policy.DenyEgress) {
+		t.Fatalf("a plain fork changed the shape: %+v", plain)
 	}
 }

@@ -59,6 +59,15 @@ try {
     "for i in 1 2 3 4 5 6 7 8 9 10; do n=; for f in /proc/[0-9]*/comm; do read -r c < $f 2>/dev/null && [ \"$c\" = sleep ] && n=\"$n $f\"; done; [ -z \"$n\" ] && { echo gone; exit 0; }; sleep 0.5; done; echo still-running:$n"] });
   await call("forward", "vm_forward", { name: "mcpdev", guest_port: 22 });
   await call("ports", "vm_ports", { name: "mcpdev" });
+  // [mcp] allow_network = false: the guest reaches no host listener, on the
+  // gateway or on an outside address (MCP_NET_TARGETS: "host/port ...").
+  const probe = (targets) => (targets || "").split(" ").filter(Boolean).map((t) =>
+    `timeout 3 bash -c 'exec 3<>/dev/tcp/${t}' 2>/dev/null && echo connected:${t} || echo refused:${t}`).join("; ");
+  await call("net", "vm_exec", { name: "mcpdev", command: ["bash", "-c", probe(process.env.MCP_NET_TARGETS)] });
+  await call("snapshot", "vm_snapshot", { name: "mcpdev", as: "mcpsnap" });
+  await call("snapshot_bad_name", "vm_snapshot", { name: "mcpdev", as: "../up" });
+  await call("fork_over", "vm_fork", { from: "mcpsnap", count: 2 });
+  await call("snapshots", "snapshot_list", {});
   await call("unknown_vm", "vm_exec", { name: "nosuchvm", command: ["true"] });
   await call("list", "vm_list", {});
   try {
@@ -68,6 +77,12 @@ try {
     report.console_error = String(e.message || e);
   }
   await call("remove", "vm_remove", { name: "mcpdev" });
+  // Restored from the snapshot, with mcpdev gone: its file is there, and
+  // the clone is as cut off as its source.
+  await call("run_from", "vm_run", { from: "mcpsnap", command: ["bash", "-c",
+    "cat /root/mcp/hello.txt; " + probe(process.env.MCP_NET_TARGETS)] });
+  await call("run_from_shape", "vm_run", { from: "mcpsnap", memory_mib: 512, command: ["true"] });
+  await call("run_template_not", "vm_run", { template: "mcpsnap", command: ["true"] });
   await call("list_after", "vm_list", {});
   await call("unknown_tool", "vm_teleport", {});
 } catch (e) {
