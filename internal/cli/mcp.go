@@ -15,9 +15,10 @@ func newMCPCommand(a *app) *cobra.Command {
 		Use:   "mcp",
 		Short: "Serve the Model Context Protocol over stdio, for editors and agents",
 		Long: `Serve the Model Context Protocol (MCP) on stdin/stdout so an MCP client
-(an editor, an agent framework) can drive banger: vm_run, vm_create, vm_exec,
-vm_write_file, vm_read_file, vm_ports, vm_forward, vm_list, vm_remove,
-vm_suspend, vm_resume, and each VM's console as the resource
+(an editor, an agent framework) can drive banger: vm_run (cold, or restored
+from a snapshot or template), vm_create, vm_exec, vm_write_file,
+vm_read_file, vm_ports, vm_forward, vm_list, vm_remove, vm_suspend,
+vm_resume, vm_snapshot, vm_fork, snapshot_list, and each VM's console as the resource
 banger://vm/NAME/console. The client starts this command itself; see
 docs/mcp.md for how to register it.
 
