@@ -51,6 +51,7 @@ func faultSetup(t *testing.T) *faultRig {
 	}
 	// The daemon finds the guest agent beside itself.
 	copyFile(t, filepath.Join(binDir, "banger-vsock-agent"), filepath.Join(dir, "banger-vsock-agent"), 0o755)
+	copyFile(t, filepath.Join(binDir, "banger-helper"), filepath.Join(dir, "banger-helper"), 0o755) // the daemon starts the helper from beside itself
 	r := &faultRig{in: in, faultd: filepath.Join(dir, "bangerd")}
 	in.ok("banger", "vm", "create", "--start", "--name", "sentinel", "--memory", "384M")
 	r.sentinel = in.inspect("sentinel")
