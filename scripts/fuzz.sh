@@ -24,6 +24,7 @@ targets=(
 	"./internal/vsockagent FuzzAgentReply"
 	"./internal/vsockagent FuzzHostHandshake"
 	"./internal/vsockagent FuzzExtractTar"
+	"./internal/vsockagent FuzzManifestBatch"
 	"./internal/debarchive FuzzVerifyInRelease"
 	"./internal/debarchive FuzzParseRelease"
 	"./internal/debarchive FuzzParsePackages"
