@@ -2,12 +2,9 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"syscall"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -75,45 +72,8 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	stdinR, stdinW := io.Pipe()
-	resize := make(chan vsockagent.WinSize, 4)
-	signals := make(chan os.Signal, 4)
-	go func() {
-		defer stdinW.Close()
-		for {
-			f, err := c.Recv(ctx)
-			if err != nil {
-				return
-			}
-			switch f.Kind {
-			case api.KindStdinEOF:
-				stdinW.Close()
-			case api.KindStdin:
-				var b []byte
-				if json.Unmarshal(f.Payload, &b) == nil {
-					if _, err := stdinW.Write(b); err != nil {
-						return
-					}
-				}
-			case api.KindSignal:
-				var n int
-				if json.Unmarshal(f.Payload, &n) == nil && n > 0 && n < 65 {
-					select {
-					case signals <- syscall.Signal(n):
-					default:
-					}
-				}
-			case api.KindResize:
-				var ws api.WinSize
-				if json.Unmarshal(f.Payload, &ws) == nil {
-					select {
-					case resize <- vsockagent.WinSize{Rows: ws.Rows, Cols: ws.Cols}:
-					default:
-					}
-				}
-			}
-		}
-	}()
+	in := relayClientInput(ctx, c, nil)
+	stdinR := in.stdin
 	var stdin io.Reader
 	if p.Stdin || p.TTY {
 		stdin = stdinR
@@ -123,7 +83,7 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	c.Log.InfoContext(ctx, "exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
 	endSession := d.startSession(ctx, c, vm, p.Argv)
 	code, err := ga.Exec(ctx, vsockagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
-		stdin, out, errw, resize, signals)
+		stdin, out, errw, in.resize, in.signals)
 	endSession(code, err)
 	stdinR.Close()
 	if err != nil {

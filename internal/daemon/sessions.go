@@ -66,7 +66,9 @@ func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := relayClientInput(ctx, c)
+	// Not io.EOF: a client that went away detaches, it does not end the
+	// session's stdin.
+	in := relayClientInput(ctx, c, errClientGone)
 	var stdin io.Reader
 	if p.Stdin {
 		stdin = in.stdin
@@ -114,7 +116,8 @@ type clientInput struct {
 // relayClientInput decodes the client's stdin, signal and resize frames
 // until the call ends. Malformed frames are dropped; signals and sizes
 // the agent is slow to take are dropped rather than queued without bound.
-func relayClientInput(ctx context.Context, c *rpc.Call) clientInput {
+// When the client goes away, stdin ends with gone (nil: a plain EOF).
+func relayClientInput(ctx context.Context, c *rpc.Call, gone error) clientInput {
 	stdinR, stdinW := io.Pipe()
 	resize := make(chan vsockagent.WinSize, 4)
 	signals := make(chan os.Signal, 4)
@@ -122,9 +125,7 @@ func relayClientInput(ctx context.Context, c *rpc.Call) clientInput {
 		for {
 			f, err := c.Recv(ctx)
 			if err != nil {
-				// Not io.EOF: a client that went away detaches, it does
-				// not end the session's stdin.
-				stdinW.CloseWithError(errClientGone)
+				stdinW.CloseWithError(gone)
 				return
 			}
 			switch f.Kind {
