@@ -119,14 +119,15 @@ func TestDetachedProcessLifecycle(t *testing.T) {
 }
 
 // TestStartDetachedExtraFiles: ExtraFiles reach the process as
-// descriptors 3, 4, … (how QEMU gets an already opened tap).
+// descriptors 3, 4, … (how QEMU gets an already opened tap). The child
+// lingers a second: StartDetached refuses a process that exits at once.
 func TestStartDetachedExtraFiles(t *testing.T) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	p, err := StartDetached(Command{Path: "/bin/sh", Args: []string{"-c", "echo through-fd3 >&3"}, ExtraFiles: []*os.File{w}})
+	p, err := StartDetached(Command{Path: "/bin/sh", Args: []string{"-c", "echo through-fd3 >&3; exec sleep 1"}, ExtraFiles: []*os.File{w}})
 	w.Close() // the child holds its own copy
 	if err != nil {
 		t.Fatal(err)
