@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -163,8 +164,8 @@ func TestSoak(t *testing.T) {
 		t.Logf("daemon descriptors %d → %d (store connection pool)", before.DaemonFDs, after.DaemonFDs)
 		after.DaemonFDs = before.DaemonFDs
 	}
-	if a, b := fmt.Sprintf("%+v", before), fmt.Sprintf("%+v", after); a != b {
-		t.Errorf("after %d cycles the host differs:\nbefore %s\nafter  %s", cycles, a, b)
+	if d := soakDiff(before, after); d != "" {
+		t.Errorf("after %d cycles the host differs:\n%s", cycles, d)
 	}
 	w := min(30, cycles/3)
 	first, last := median(times[:w]), median(times[len(times)-w:])
@@ -183,6 +184,45 @@ func TestSoak(t *testing.T) {
 	}
 }
 
+// soakDiff names each field that changed, with only the lines that differ
+// (the nftables ruleset alone is a hundred lines).
+func soakDiff(before, after soakState) string {
+	var b strings.Builder
+	bv, av := reflect.ValueOf(before), reflect.ValueOf(after)
+	for i := range bv.NumField() {
+		name := bv.Type().Field(i).Name
+		x, y := bv.Field(i).Interface(), av.Field(i).Interface()
+		if reflect.DeepEqual(x, y) {
+			continue
+		}
+		var xl, yl []string
+		switch v := x.(type) {
+		case string:
+			xl, yl = strings.Split(v, "\n"), strings.Split(y.(string), "\n")
+		case []string:
+			xl, yl = v, y.([]string)
+		default:
+			fmt.Fprintf(&b, "%s: %v → %v\n", name, x, y)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:\n", name)
+		for _, l := range xl {
+			if !slices.Contains(yl, l) {
+				fmt.Fprintf(&b, "  - %s\n", l)
+			}
+		}
+		for _, l := range yl {
+			if !slices.Contains(xl, l) {
+				fmt.Fprintf(&b, "  + %s\n", l)
+			}
+		}
+		if len(xl) != len(yl) {
+			fmt.Fprintf(&b, "  (%d lines → %d)\n", len(xl), len(yl))
+		}
+	}
+	return b.String()
+}
+
 func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -192,4 +232,23 @@ func median(d []time.Duration) time.Duration {
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestSoakDiff: a soak failure names only what changed, so a truncated CI
+// log still shows it.
+func TestSoakDiff(t *testing.T) {
+	a := soakState{Links: []string{"lo", "banger0"}, NFT: "table x\n\trule a\n\trule b", DaemonFDs: 17}
+	b := soakState{Links: []string{"lo", "banger0", "bt-1"}, NFT: "table x\n\trule a", DaemonFDs: 17, HelperProcs: 1}
+	got := soakDiff(a, b)
+	for _, want := range []string{"Links:\n  + bt-1", "NFT:\n  - \trule b", "HelperProcs: 0 → 1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("soakDiff lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "DaemonFDs") || strings.Contains(got, "rule a") {
+		t.Errorf("soakDiff names what did not change:\n%s", got)
+	}
+	if d := soakDiff(a, a); d != "" {
+		t.Errorf("identical states differ: %q", d)
+	}
 }
