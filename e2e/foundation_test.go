@@ -363,8 +363,19 @@ func runAs(t *testing.T, exe string, uid, gid uint32, addr string) (string, int)
 	return string(out), code
 }
 
-func ensureTestUser(t *testing.T, name string) (uint32, uint32) {
+func ensureTestUser(t testing.TB, name string) (uint32, uint32) {
 	t.Helper()
+	// Tests run in parallel, some in other processes (their network
+	// namespace re-runs): one useradd at a time, or the loser finds
+	// /etc/passwd locked or the user already there.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "banger-e2e-useradd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := user.Lookup(name); err != nil {
 		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd %s: %v\n%s", name, err, out)

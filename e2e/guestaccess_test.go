@@ -55,6 +55,7 @@ const regenerateHostKeys = `rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/nul
 for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = sshd ] && kill -HUP ${d#/proc/}; done; true`
 
 func TestSSHTrustOnFirstUse(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -124,6 +125,7 @@ func TestSSHTrustOnFirstUse(t *testing.T) {
 }
 
 func TestExecSessionsRecorded(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -233,6 +235,7 @@ func findPort(ports []api.Port, port int) *api.Port {
 }
 
 func TestPortsAndForward(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -335,6 +338,7 @@ func readBanner(t *testing.T, addr string) string {
 }
 
 func TestCopyBothWaysKeepsModes(t *testing.T) {
+	t.Parallel() // see parallelTests in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

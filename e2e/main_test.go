@@ -20,6 +20,16 @@ import (
 // binDir holds banger, bangerd, banger-vsock-agent and banger-helper built for this run.
 var binDir string
 
+// Parallel tests: every test that boots VMs in its own network namespace
+// and home calls t.Parallel(), so the VM tests run GOMAXPROCS at a time
+// once the serial ones are done (a TCG boot leaves a core idle for much of
+// its time). Serial stay the tests that measure the host as a whole or
+// time themselves (soak, the DoS floods), the ones sharing one owner uid
+// and counting its processes (mounts), and the installs (update, systemd).
+
+// envBinDir hands the built binaries' directory to this binary's re-runs.
+const envBinDir = "BANGER_E2E_BIN_DIR"
+
 func TestMain(m *testing.M) {
 	if addr := os.Getenv("BANGER_E2E_PEER_CLIENT"); addr != "" {
 		os.Exit(peerClientMain(addr))
@@ -30,6 +40,14 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(envSystemdBinDir); dir != "" {
 		// Re-executed inside the systemd container: the binaries were built
 		// by the run outside and are bind-mounted at the same path.
+		binDir = dir
+		os.Exit(m.Run())
+	}
+	if dir := os.Getenv(envBinDir); dir != "" {
+		// A re-run of one test inside its own network namespace
+		// (testutil.InNetNS): the parent built the binaries already, and
+		// rebuilding (a link of four binaries, stamped with the time) cost
+		// seconds per VM test.
 		binDir = dir
 		os.Exit(m.Run())
 	}
@@ -49,6 +67,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	os.Setenv(envBinDir, dir) // inherited by the network-namespace re-runs
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -49,7 +48,7 @@ func mountSetup(t testing.TB) *mountEnv {
 	testutil.RequireBinary(t, "/usr/lib/qemu/virtiofsd")
 	kernel, modules := testutil.Kernel(t)
 	image := testutil.Image(t)
-	uid, gid := mountEnsureUser(t, mountOwner)
+	uid, gid := ensureTestUser(t, mountOwner)
 	base, err := os.MkdirTemp("", "banger-mount-")
 	if err != nil {
 		t.Fatal(err)
@@ -651,21 +650,4 @@ func TestMountWorkspace(t *testing.T) {
 	}
 	e.ok("", "vm", "stop", "ws")
 	mountWaitGone(t, "processes after stop", 15*time.Second, e.vmProcesses)
-}
-
-// mountEnsureUser is ensureTestUser for tests and benchmarks alike.
-func mountEnsureUser(t testing.TB, name string) (uint32, uint32) {
-	t.Helper()
-	if _, err := user.Lookup(name); err != nil {
-		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd %s: %v\n%s", name, err, out)
-		}
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return uint32(uid), uint32(gid)
 }

@@ -88,6 +88,12 @@ func buildSmokeReleases() (string, error) {
 		return out, nil
 	}
 	brokenDir := filepath.Join(binDir, "broken")
+	if os.Getenv(testutil.EnvInNetNS) == "1" {
+		// A network-namespace re-run shares binDir with the run that
+		// started it, which may be serving its own releases from there.
+		sub := filepath.Join(binDir, fmt.Sprintf("netns-%d", os.Getpid()))
+		out, brokenDir = filepath.Join(sub, "releases"), filepath.Join(sub, "broken")
+	}
 	if err := os.MkdirAll(brokenDir, 0o755); err != nil {
 		return "", err
 	}
