@@ -19,7 +19,7 @@ type Methods struct {
 }
 
 type route struct {
-	handler Handler
+	handler rawHandler
 	tracked bool
 }
 
@@ -40,7 +40,7 @@ func Register[Req, Resp any](ms *Methods, m api.Method[Req, Resp], h func(ctx co
 	})
 }
 
-func (ms *Methods) handle(name string, tracked bool, h Handler) {
+func (ms *Methods) handle(name string, tracked bool, h rawHandler) {
 	if name == "" {
 		panic("rpc: register a method without a name")
 	}

@@ -110,10 +110,10 @@ func (c *Call) write(f Frame) error {
 	return c.enc.Encode(f)
 }
 
-// Handler serves one method, its params still raw: Register builds one
+// rawHandler serves one method, its params still raw: Register builds one
 // from a typed handler. Its result is marshalled into the result frame;
 // its error becomes a typed error frame.
-type Handler func(ctx context.Context, c *Call) (any, error)
+type rawHandler func(ctx context.Context, c *Call) (any, error)
 
 // Hooks observe calls (the daemon's operations registry, metrics).
 type Hooks struct {
@@ -480,7 +480,7 @@ func byteSize(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-func safeCall(ctx context.Context, h Handler, c *Call) (res any, err error) {
+func safeCall(ctx context.Context, h rawHandler, c *Call) (res any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.Log.Error("handler panicked", "panic", r)
