@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // BenchmarkNoopCall measures a no-op API call (daemon.ping) through the real
@@ -18,7 +19,7 @@ func BenchmarkNoopCall(b *testing.B) {
 	c := in.client()
 	ctx := context.Background()
 	for i := 0; i < 50; i++ { // warm up
-		if err := c.Call(ctx, api.MethodDaemonPing, nil, nil); err != nil {
+		if _, err := rpc.Invoke(ctx, c, api.MethodDaemonPing, api.Empty{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -26,7 +27,7 @@ func BenchmarkNoopCall(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		if err := c.Call(ctx, api.MethodDaemonPing, nil, nil); err != nil {
+		if _, err := rpc.Invoke(ctx, c, api.MethodDaemonPing, api.Empty{}); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))

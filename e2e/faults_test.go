@@ -25,6 +25,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/faultinject"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/testutil"
 )
@@ -190,8 +191,7 @@ func (r *faultRig) state(t *testing.T) hostState {
 		h.Ops = append(h.Ops, fmt.Sprintf("%s %s@%s", o.Kind, o.VMName, o.Step))
 	}
 	h.VMDirs = r.in.vmDirs()
-	var ns api.NetworkStatus
-	if err := r.in.client().Call(ctx, api.MethodNetworkState, nil, &ns); err == nil && ns.DNS != nil {
+	if ns, err := rpc.Invoke(ctx, r.in.client(), api.MethodNetworkState, api.Empty{}); err == nil && ns.DNS != nil {
 		h.DNS = ns.DNS.Names
 	}
 	return h

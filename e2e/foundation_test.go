@@ -127,7 +127,7 @@ func TestOpIDThreading(t *testing.T) {
 	in.startDaemonWith("--debug", "--enable-test-methods")
 	const opID = "op-threading-test-42"
 	ctx := rpc.WithOpID(context.Background(), opID)
-	s, err := in.client().Open(ctx, api.MethodDebugSleep, api.SleepParams{Milliseconds: 10, Target: "t1"})
+	s, err := rpc.OpenStream(ctx, in.client(), api.MethodDebugSleep, api.SleepParams{Milliseconds: 10, Target: "t1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestOpIDThreading(t *testing.T) {
 		t.Fatalf("helper log has no line with op_id %s:\n%s", opID, readFile(in.p.HelperLog()))
 	}
 	// Errors carry it too.
-	err = in.client().Call(rpc.WithOpID(context.Background(), "op-err-7"), "no.such.method", nil, nil)
+	err = in.client().CallRaw(rpc.WithOpID(context.Background(), "op-err-7"), "no.such.method", nil, nil)
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.OpID != "op-err-7" || ae.Code != api.CodeUnimplemented {
 		t.Fatalf("error lacks code/op_id: %#v", err)
@@ -187,13 +187,14 @@ func TestOperationsListShowsRunningOperation(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		ctx := rpc.WithOpID(context.Background(), "op-slow-1")
-		done <- c.Call(ctx, api.MethodDebugSleep, api.SleepParams{Milliseconds: 2000, Target: "slow-vm"}, nil)
+		_, err := rpc.Invoke(ctx, c, api.MethodDebugSleep, api.SleepParams{Milliseconds: 2000, Target: "slow-vm"})
+		done <- err
 	}()
 	var seen api.Operation
 	deadline := time.Now().Add(10 * time.Second)
 	for seen.OpID == "" && time.Now().Before(deadline) {
-		var res api.OperationsList
-		if err := c.Call(context.Background(), api.MethodOperationsList, nil, &res); err != nil {
+		res, err := rpc.Invoke(context.Background(), c, api.MethodOperationsList, api.Empty{})
+		if err != nil {
 			t.Fatal(err)
 		}
 		for _, op := range res.Operations {
@@ -206,7 +207,7 @@ func TestOperationsListShowsRunningOperation(t *testing.T) {
 	if seen.OpID == "" {
 		t.Fatal("running operation never appeared in daemon.operations.list")
 	}
-	if seen.Method != api.MethodDebugSleep || seen.Target != "slow-vm" || seen.StartedAt.IsZero() || !strings.HasPrefix(seen.Stage, "sleeping") || seen.Total != 4 {
+	if seen.Method != api.MethodDebugSleep.Name || seen.Target != "slow-vm" || seen.StartedAt.IsZero() || !strings.HasPrefix(seen.Stage, "sleeping") || seen.Total != 4 {
 		t.Fatalf("operation entry incomplete: %+v", seen)
 	}
 	// The CLI shows it too.
@@ -217,28 +218,28 @@ func TestOperationsListShowsRunningOperation(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	var res api.OperationsList
-	if err := c.Call(context.Background(), api.MethodOperationsList, nil, &res); err != nil {
+	res, err := rpc.Invoke(context.Background(), c, api.MethodOperationsList, api.Empty{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Operations) != 0 {
 		t.Fatalf("operation still listed after it ended: %+v", res.Operations)
 	}
 	// A failed operation leaves the list too.
-	err := c.Call(context.Background(), api.MethodDebugSleep, api.SleepParams{Milliseconds: -5}, nil)
+	_, err = rpc.Invoke(context.Background(), c, api.MethodDebugSleep, api.SleepParams{Milliseconds: -5})
 	if api.CodeOf(err) != api.CodeInvalidArgument {
 		t.Fatalf("bad params: %v", err)
 	}
-	if err := c.Call(context.Background(), api.MethodOperationsList, nil, &res); err != nil || len(res.Operations) != 0 {
+	if res, err = rpc.Invoke(context.Background(), c, api.MethodOperationsList, api.Empty{}); err != nil || len(res.Operations) != 0 {
 		t.Fatalf("failed operation still listed: %+v %v", res.Operations, err)
 	}
 	// A cancelled one (client went away) as well.
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(300 * time.Millisecond); cancel() }()
-	_ = c.Call(ctx, api.MethodDebugSleep, api.SleepParams{Milliseconds: 5000}, nil)
+	_, _ = rpc.Invoke(ctx, c, api.MethodDebugSleep, api.SleepParams{Milliseconds: 5000})
 	deadline = time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if err := c.Call(context.Background(), api.MethodOperationsList, nil, &res); err == nil && len(res.Operations) == 0 {
+		if res, err = rpc.Invoke(context.Background(), c, api.MethodOperationsList, api.Empty{}); err == nil && len(res.Operations) == 0 {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -259,7 +260,7 @@ func TestManyConcurrentClients(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < calls; i++ {
 				want := fmt.Sprintf("op-w%d-c%d", w, i)
-				s, err := c.Open(rpc.WithOpID(context.Background(), want), api.MethodDaemonPing, nil)
+				s, err := rpc.OpenStream(rpc.WithOpID(context.Background(), want), c, api.MethodDaemonPing, api.Empty{})
 				if err != nil {
 					errs <- err
 					return
@@ -324,7 +325,7 @@ func TestPeerCredentialsRefuseOtherUsers(t *testing.T) {
 		t.Fatalf("other user was not refused by peer credentials: exit %d, %s", code, out)
 	}
 	// Root is still admitted.
-	if err := rpc.NewClient(sock).Call(context.Background(), api.MethodHelperPing, nil, nil); err != nil {
+	if _, err := rpc.Invoke(context.Background(), rpc.NewClient(sock), api.MethodHelperPing, api.Empty{}); err != nil {
 		t.Fatalf("root refused by helper: %v", err)
 	}
 }
@@ -336,7 +337,7 @@ func peerClientMain(addr string) int {
 	if strings.HasSuffix(addr, "helper.sock") {
 		method = api.MethodHelperPing
 	}
-	err := rpc.NewClient(addr).Call(context.Background(), method, nil, nil)
+	_, err := rpc.Invoke(context.Background(), rpc.NewClient(addr), method, api.Empty{})
 	if err != nil {
 		fmt.Printf("refused: code=%s err=%v permission\n", api.CodeOf(err), err)
 		if api.CodeOf(err) == api.CodePermissionDenied {
@@ -414,7 +415,7 @@ func waitForSocket(t *testing.T, path string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if err := rpc.NewClient(path).Call(context.Background(), api.MethodHelperPing, nil, nil); err == nil {
+		if _, err := rpc.Invoke(context.Background(), rpc.NewClient(path), api.MethodHelperPing, api.Empty{}); err == nil {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

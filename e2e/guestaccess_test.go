@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/sshkeys"
 	"github.com/bangerdev/banger/internal/testutil"
 )
@@ -413,8 +414,7 @@ func TestCopyBothWaysKeepsModes(t *testing.T) {
 		t.Fatalf("copying a missing guest path: exit %d, stderr %q", code, errOut)
 	}
 	// The guest agent's not_found reaches the client as not_found, not internal.
-	err := in.client().Call(context.Background(), api.MethodVMCopy,
-		api.VMCopy{Name: "copy", Direction: api.CopyOut, Guest: "/nonexistent", Local: filepath.Join(back, "missing")}, nil)
+	_, err := rpc.Invoke(context.Background(), in.client(), api.MethodVMCopy, api.VMCopy{Name: "copy", Direction: api.CopyOut, Guest: "/nonexistent", Local: filepath.Join(back, "missing")})
 	if got := api.CodeOf(err); got != api.CodeNotFound {
 		t.Fatalf("vm.cp of a missing guest path: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
 	}

@@ -274,9 +274,9 @@ func (h *hostileDoSHelper) checkAlive(t *testing.T, within time.Duration, what s
 	for time.Since(start) < within {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var id api.HelperIdentity
-		err = rpc.NewClient(h.sock).Call(ctx, api.MethodHelperPing, nil, nil)
+		_, err = rpc.Invoke(ctx, rpc.NewClient(h.sock), api.MethodHelperPing, api.Empty{})
 		if err == nil {
-			err = rpc.NewClient(h.sock).Call(ctx, api.MethodHelperIdentity, nil, &id)
+			id, err = rpc.Invoke(ctx, rpc.NewClient(h.sock), api.MethodHelperIdentity, api.Empty{})
 		}
 		cancel()
 		if err == nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
@@ -328,12 +329,11 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 
 	// The limits live in the daemon: a client speaking the daemon's API
 	// directly with the MCP origin gets the same refusals, and leaves nothing.
-	var vm model.VM
-	err = in.client().Call(ctx, api.MethodVMCreate, api.VMCreate{Name: "direct", MemoryMiB: 4096, Origin: model.OriginMCP}, &vm)
+	_, err = rpc.Invoke(ctx, in.client(), api.MethodVMCreate, api.VMCreate{Name: "direct", MemoryMiB: 4096, Origin: model.OriginMCP})
 	if !errors.Is(err, &api.Error{Code: api.CodePermissionDenied}) {
 		t.Errorf("direct mcp-origin create above max_memory: %v", err)
 	}
-	err = in.client().Call(ctx, api.MethodVMCreate, api.VMCreate{Name: "direct", Origin: "admin"}, &vm)
+	_, err = rpc.Invoke(ctx, in.client(), api.MethodVMCreate, api.VMCreate{Name: "direct", Origin: "admin"})
 	if !errors.Is(err, &api.Error{Code: api.CodeInvalidArgument}) {
 		t.Errorf("unknown origin: %v", err)
 	}

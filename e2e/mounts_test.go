@@ -117,7 +117,11 @@ func (e *mountEnv) startHelper() {
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for rpc.NewClient(e.sys.HelperSocket()).Call(context.Background(), api.MethodHelperPing, nil, nil) != nil {
+	ping := func() error {
+		_, err := rpc.Invoke(context.Background(), rpc.NewClient(e.sys.HelperSocket()), api.MethodHelperPing, api.Empty{})
+		return err
+	}
+	for ping() != nil {
 		if time.Now().After(deadline) {
 			t.Fatalf("the root helper did not answer on %s", e.sys.HelperSocket())
 		}

@@ -97,12 +97,12 @@ func TestOpIDOnEveryLogLineOfARequest(t *testing.T) {
 	}
 	in := vmInstance(t, "--debug")
 
-	run := func(opID, method string, params, result any, mustDaemon, mustHelper []string) {
+	run := func(opID, method string, call func(context.Context) error, mustDaemon, mustHelper []string) {
 		t.Helper()
 		dmark, hmark := markLog(t, in.p.DaemonLog()), markLog(t, in.p.HelperLog())
 		ctx, cancel := context.WithTimeout(rpc.WithOpID(context.Background(), opID), 4*time.Minute)
 		defer cancel()
-		if err := in.client().Call(ctx, method, params, result); err != nil {
+		if err := call(ctx); err != nil {
 			t.Fatalf("%s: %v\ndaemon log:\n%s", method, err, strings.Join(dmark.since(t), "\n"))
 		}
 		checkRequestLines(t, "daemon", dmark.since(t), opID, mustDaemon...)
@@ -110,13 +110,19 @@ func TestOpIDOnEveryLogLineOfARequest(t *testing.T) {
 	}
 
 	var vm model.VM
-	run("op-oplog-create", api.MethodVMCreate, api.VMCreate{Name: "oplog", MemoryMiB: 512, Start: true}, &vm,
+	run("op-oplog-create", api.MethodVMCreate.Name, func(ctx context.Context) (err error) {
+		vm, err = rpc.Invoke(ctx, in.client(), api.MethodVMCreate, api.VMCreate{Name: "oplog", MemoryMiB: 512, Start: true})
+		return err
+	},
 		[]string{"operation started", "call started", "vm boot step done", "vm attached", "vm started", "operation finished"},
 		[]string{"tap ready"})
 	if vm.State != model.StateRunning {
 		t.Fatalf("vm after create: %s", vm.State)
 	}
-	run("op-oplog-rm", api.MethodVMRemove, api.VMRemove{Name: "oplog", Force: true}, nil,
+	run("op-oplog-rm", api.MethodVMRemove.Name, func(ctx context.Context) error {
+		_, err := rpc.Invoke(ctx, in.client(), api.MethodVMRemove, api.VMRemove{Name: "oplog", Force: true})
+		return err
+	},
 		[]string{"operation started", "vm detached", "operation finished"},
 		[]string{"tap deleted"})
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
@@ -71,8 +72,8 @@ func soakSnapshot(t *testing.T, in *instance) soakState {
 		s.Files = append(s.Files, rel)
 		return nil
 	})
-	var st api.DaemonStatus
-	if err := in.client().Call(context.Background(), api.MethodDaemonStatus, nil, &st); err != nil {
+	st, err := rpc.Invoke(context.Background(), in.client(), api.MethodDaemonStatus, api.Empty{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Resources == nil || st.Helper.Resources == nil {

@@ -282,8 +282,7 @@ func TestVMBadInputLeavesNothing(t *testing.T) {
 	// off before it was ready (failed_precondition), not internal.
 	// Every log line of the failure and its undo carries the request's op_id.
 	dmark, hmark := markLog(t, in.p.DaemonLog()), markLog(t, in.p.HelperLog())
-	err := in.client().Call(rpc.WithOpID(context.Background(), "op-doomed2"), api.MethodVMCreate,
-		api.VMCreate{Name: "doomed2", Image: "broken", MemoryMiB: 384, Start: true}, nil)
+	_, err := rpc.Invoke(rpc.WithOpID(context.Background(), "op-doomed2"), in.client(), api.MethodVMCreate, api.VMCreate{Name: "doomed2", Image: "broken", MemoryMiB: 384, Start: true})
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "step ready") || ae.OpID != "op-doomed2" {
 		t.Fatalf("vm.create of a broken image: %#v, want failed_precondition naming step ready, with its op_id", err)

@@ -164,7 +164,7 @@ func TestVMSurvivesServiceCgroupKill(t *testing.T) {
 		}
 	})
 	waitForSocket(t, in.p.HelperSocket())
-	if err := rpc.NewClient(in.p.HelperSocket()).Call(context.Background(), api.MethodHelperPing, nil, nil); err != nil {
+	if _, err := rpc.Invoke(context.Background(), rpc.NewClient(in.p.HelperSocket()), api.MethodHelperPing, api.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 

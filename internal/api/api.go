@@ -15,16 +15,21 @@ import (
 // refuses requests from a newer protocol with CodeUnimplemented.
 const Version = 1
 
-// Owner daemon methods, one explicit table (see daemon.methods).
-const (
-	MethodDaemonPing     = "daemon.ping"
-	MethodDaemonStatus   = "daemon.status"
-	MethodDaemonShutdown = "daemon.shutdown"
-	MethodOperationsList = "daemon.operations.list"
-	MethodDebugSleep     = "debug.sleep" // test-only, registered with --enable-test-methods
-	MethodHelperPing     = "helper.ping"
-	MethodHelperShutdown = "helper.shutdown"
-	MethodHelperIdentity = "helper.identity"
+// Owner daemon methods (see daemon.methods).
+var (
+	MethodDaemonPing     = Method[Empty, Empty]{Name: "daemon.ping"}
+	MethodDaemonStatus   = Method[Empty, DaemonStatus]{Name: "daemon.status"}
+	MethodDaemonShutdown = Method[Empty, Empty]{Name: "daemon.shutdown"}
+	MethodOperationsList = Method[Empty, OperationsList]{Name: "daemon.operations.list"}
+	// MethodDebugSleep is test-only, registered with --enable-test-methods.
+	MethodDebugSleep = Method[SleepParams, Empty]{Name: "debug.sleep", Tracked: true}
+)
+
+// Root helper methods of its own (see roothelper's methods).
+var (
+	MethodHelperPing     = Method[Empty, Empty]{Name: "helper.ping"}
+	MethodHelperShutdown = Method[Empty, Empty]{Name: "helper.shutdown"}
+	MethodHelperIdentity = Method[Empty, HelperIdentity]{Name: "helper.identity"}
 )
 
 // Error codes that survive the wire.

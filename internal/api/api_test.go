@@ -42,3 +42,29 @@ func TestWrapKeepsChain(t *testing.T) {
 		t.Fatalf("outer: code %s", api.CodeOf(outer))
 	}
 }
+
+// vm.exec's one result type keeps the two wire forms it had: ExecResult,
+// or SessionStarted with Detach; each decodes back to what was sent.
+func TestVMExecResultWireForms(t *testing.T) {
+	for _, tc := range []struct {
+		res  api.VMExecResult
+		wire string
+	}{
+		{api.VMExecResult{ExitCode: 3}, `{"exit_code":3}`},
+		{api.VMExecResult{}, `{"exit_code":0}`},
+		{api.VMExecResult{Session: &api.SessionStarted{ID: "00112233aabbccdd", PID: 42}}, `{"id":"00112233aabbccdd","pid":42}`},
+	} {
+		b, err := json.Marshal(tc.res)
+		if err != nil || string(b) != tc.wire {
+			t.Errorf("%+v marshals to %s, %v; want %s", tc.res, b, err, tc.wire)
+		}
+		var back api.VMExecResult
+		if err := json.Unmarshal([]byte(tc.wire), &back); err != nil {
+			t.Fatal(err)
+		}
+		if back.ExitCode != tc.res.ExitCode || (back.Session == nil) != (tc.res.Session == nil) ||
+			(back.Session != nil && *back.Session != *tc.res.Session) {
+			t.Errorf("%s decodes to %+v, want %+v", tc.wire, back, tc.res)
+		}
+	}
+}

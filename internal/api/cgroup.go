@@ -1,11 +1,11 @@
 package api
 
-// MethodVMCgroupAdopt (root helper) moves a VMM the owner daemon just
+// MethodHelperVMCgroupAdopt (root helper) moves a VMM the owner daemon just
 // started into a cgroup of its own, so no service's stop, restart or final
 // kill reaches it. Params: VMCgroupAdopt; result: VMCgroupAdopted. The
 // helper checks that the process is the caller's child (or already in its
 // VM's cgroup), a VMM binary, and runs entirely as the owner uid.
-const MethodVMCgroupAdopt = "vm.cgroup.adopt"
+var MethodHelperVMCgroupAdopt = Method[VMCgroupAdopt, VMCgroupAdopted]{Name: "vm.cgroup.adopt"}
 
 // VMCgroupAdopt names one VMM process: its VM's id, pid and start time
 // (/proc/PID/stat field 22), which together name one process for good.

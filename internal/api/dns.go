@@ -3,10 +3,10 @@ package api
 // VM DNS. The root helper serves it on the bridge address (port 53 needs
 // privilege) and answers from a table only the owner daemon writes: the
 // helper never reads the owner's store.
-const (
-	// MethodDNSUpdate (root helper) replaces the whole name table: DNSUpdate
-	// → DNSStatus. The helper starts serving as soon as the bridge exists.
-	MethodDNSUpdate = "dns.update"
+var (
+	// MethodHelperDNSUpdate (root helper) replaces the whole name table.
+	// The helper starts serving as soon as the bridge exists.
+	MethodHelperDNSUpdate = Method[DNSUpdate, DNSStatus]{Name: "dns.update"}
 )
 
 // DNSUpdate is dns.update's params: every VM name the daemon knows with its
@@ -32,6 +32,13 @@ type DNSStatus struct {
 	// Error says why it is not serving (e.g. no bridge yet, port taken).
 	Error string `json:"error,omitempty"`
 }
+
+// The owner daemon's network methods pass through to the helper's, adding
+// the checks and the DNS status only the daemon has.
+var (
+	MethodNetworkDown  = Method[NetworkDown, Empty]{Name: "network.down", Tracked: true}
+	MethodNetworkState = Method[Empty, NetworkStatus]{Name: "network.state"}
+)
 
 // NetworkDown is the owner daemon's network.down params.
 type NetworkDown struct {

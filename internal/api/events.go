@@ -3,11 +3,11 @@ package api
 import "github.com/bangerdev/banger/internal/events"
 
 // Lifecycle events.
-const (
-	// MethodEventsWatch streams lifecycle events as KindEvent frames until
-	// the client goes away. Params: EventsWatch.
-	MethodEventsWatch = "events.watch"
+// MethodEventsWatch streams lifecycle events as KindEvent frames until the
+// client goes away.
+var MethodEventsWatch = Method[EventsWatch, Empty]{Name: "events.watch"}
 
+const (
 	KindEvent = "event" // daemon → client: Event
 	// KindSubscribed is the stream's first frame (payload null): events
 	// from here on reach this client, so it may read state now.

@@ -4,13 +4,15 @@ import "github.com/bangerdev/banger/internal/model"
 
 // Guest access methods of the owner daemon: SSH trust, listening ports,
 // port forwarding, copy and recorded sessions.
-const (
-	MethodVMSSHInfo       = "vm.ssh_info"        // VMRef → SSHInfo (pins the host key on first use)
-	MethodVMForgetHostKey = "vm.forget_host_key" // VMRef → Empty
-	MethodVMPorts         = "vm.ports"           // VMPorts → PortList; with Watch, KindPorts frames
-	MethodVMForward       = "vm.forward"         // VMForward; KindBytes frames both ways → Empty
-	MethodVMCopy          = "vm.cp"              // VMCopy → Empty
-	MethodVMSessions      = "vm.sessions"        // VMRef → SessionList
+var (
+	MethodVMSSHInfo       = Method[VMRef, SSHInfo]{Name: "vm.ssh_info"} // pins the host key on first use
+	MethodVMForgetHostKey = Method[VMRef, Empty]{Name: "vm.forget_host_key", Tracked: true}
+	// MethodVMPorts with Watch streams KindPorts frames; its result is then
+	// empty.
+	MethodVMPorts    = Method[VMPorts, PortList]{Name: "vm.ports"}
+	MethodVMForward  = Method[VMForward, Empty]{Name: "vm.forward", Tracked: true} // KindBytes frames both ways
+	MethodVMCopy     = Method[VMCopy, Empty]{Name: "vm.cp", Tracked: true}
+	MethodVMSessions = Method[VMRef, SessionList]{Name: "vm.sessions"}
 )
 
 // Data frame kinds of the guest access methods.

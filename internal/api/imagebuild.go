@@ -3,11 +3,11 @@ package api
 import "time"
 
 // MethodHelperImageBuild is the root helper's image build: debootstrap needs
-// root, the owner daemon does not have it. Params: HelperImageBuild; result:
-// HelperImageBuilt, with progress events streamed while it runs. The caller
-// names a catalog entry only: the helper picks the output path itself, in the
-// owner's image store, so a caller cannot aim a root-made file anywhere.
-const MethodHelperImageBuild = "image.build"
+// root, the owner daemon does not have it. Progress events stream while it
+// runs. The caller names a catalog entry only: the helper picks the output
+// path itself, in the owner's image store, so a caller cannot aim a
+// root-made file anywhere.
+var MethodHelperImageBuild = Method[HelperImageBuild, HelperImageBuilt]{Name: "image.build"}
 
 // HelperImageBuild is image.build's params on the root helper.
 type HelperImageBuild struct {

@@ -3,16 +3,16 @@ package api
 // Root helper methods for banger's host network. The bridge, subnet and
 // nftables table are fixed when the helper starts: callers never name them,
 // so a caller cannot point the helper at someone else's bridge or table.
-const (
-	MethodNetworkUp    = "network.up"    // bridge + forwarding + NAT; idempotent; → NetworkInfo
-	MethodNetworkDown  = "network.down"  // remove table, every banger tap and the bridge
-	MethodNetworkState = "network.state" // → NetworkState
-	MethodTapCreate    = "tap.create"    // TapCreate; idempotent for the same owner
-	MethodTapDelete    = "tap.delete"    // TapRef; a missing tap is not an error
-	// MethodTapOpen opens an existing tap (TapRef) in the helper and passes
-	// the descriptor back (rpc SendFile): for VMMs of an owner that may not
-	// open /dev/net/tun itself. Result: Empty.
-	MethodTapOpen = "tap.open"
+var (
+	MethodHelperNetworkUp    = Method[Empty, NetworkInfo]{Name: "network.up"} // bridge + forwarding + NAT; idempotent
+	MethodHelperNetworkDown  = Method[Empty, Empty]{Name: "network.down"}     // remove table, every banger tap and the bridge
+	MethodHelperNetworkState = Method[Empty, NetworkState]{Name: "network.state"}
+	MethodHelperTapCreate    = Method[TapCreate, Empty]{Name: "tap.create"} // idempotent for the same owner
+	MethodHelperTapDelete    = Method[TapRef, Empty]{Name: "tap.delete"}    // a missing tap is not an error
+	// MethodHelperTapOpen opens an existing tap in the helper and passes
+	// the descriptor back (rpc SendFile, rpc.InvokeWithFile): for VMMs of
+	// an owner that may not open /dev/net/tun itself.
+	MethodHelperTapOpen = Method[TapRef, Empty]{Name: "tap.open"}
 )
 
 // NetworkInfo is the helper's network config (network.up's result and part

@@ -4,15 +4,12 @@ import "time"
 
 // Detached exec sessions: the guest agent keeps them running whatever
 // becomes of the client (vm exec --detach, vm attach).
-const (
-	// MethodVMAttach joins a detached session: KindAttached, then the
-	// session's replayed and live output as KindStdout/KindStderr frames
-	// (KindLost when a slow client missed some); the client sends
-	// KindStdin, KindStdinEOF, KindSignal and KindResize as for vm.exec.
-	// The result is ExecResult once the process has exited; a client that
-	// closes the call only detaches.
-	MethodVMAttach = "vm.attach" // VMAttach → ExecResult
-)
+// MethodVMAttach joins a detached session: KindAttached, then the
+// session's replayed and live output as KindStdout/KindStderr frames
+// (KindLost when a slow client missed some); the client sends KindStdin,
+// KindStdinEOF, KindSignal and KindResize as for vm.exec. The result comes
+// once the process has exited; a client that closes the call only detaches.
+var MethodVMAttach = Method[VMAttach, ExecResult]{Name: "vm.attach", Tracked: true}
 
 // Data frame kinds of vm.attach.
 const (

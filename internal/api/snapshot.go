@@ -3,14 +3,14 @@ package api
 import "github.com/bangerdev/banger/internal/model"
 
 // Snapshot, fork and template methods of the owner daemon.
-const (
-	MethodVMSnapshot     = "vm.snapshot"     // VMSnapshot → model.Snapshot
-	MethodVMFork         = "vm.fork"         // VMFork → ForkResult
-	MethodSnapshotList   = "snapshot.list"   // Empty → []model.Snapshot
-	MethodSnapshotGet    = "snapshot.get"    // SnapshotRef → model.Snapshot
-	MethodSnapshotRemove = "snapshot.rm"     // SnapshotRemove → Empty
-	MethodTemplateCreate = "template.create" // TemplateCreate → model.Snapshot
-	MethodTemplateMatch  = "template.match"  // TemplateMatch → TemplateMatchResult
+var (
+	MethodVMSnapshot     = Method[VMSnapshot, model.Snapshot]{Name: "vm.snapshot", Tracked: true}
+	MethodVMFork         = Method[VMFork, ForkResult]{Name: "vm.fork", Tracked: true}
+	MethodSnapshotList   = Method[Empty, []model.Snapshot]{Name: "snapshot.list", Tracked: true}
+	MethodSnapshotGet    = Method[SnapshotRef, model.Snapshot]{Name: "snapshot.get", Tracked: true}
+	MethodSnapshotRemove = Method[SnapshotRemove, Empty]{Name: "snapshot.rm", Tracked: true}
+	MethodTemplateCreate = Method[TemplateCreate, model.Snapshot]{Name: "template.create", Tracked: true}
+	MethodTemplateMatch  = Method[TemplateMatch, TemplateMatchResult]{Name: "template.match", Tracked: true}
 )
 
 // VMSnapshot is vm.snapshot's params.

@@ -1,9 +1,7 @@
 package api
 
 // vm sync (host → guest, incremental).
-const (
-	MethodVMSync = "vm.sync" // VMSync → SyncResult
-)
+var MethodVMSync = Method[VMSync, SyncResult]{Name: "vm.sync", Tracked: true}
 
 // VMSync is vm.sync's params: one round of mirroring Local (an absolute
 // host directory, read by the daemon, which is the CLI's user) into Guest.

@@ -1,34 +1,37 @@
 package api
 
-import "github.com/bangerdev/banger/internal/model"
+import (
+	"encoding/json"
+
+	"github.com/bangerdev/banger/internal/model"
+)
 
 // VM, kernel and image methods of the owner daemon.
-const (
-	MethodVMCreate  = "vm.create"
-	MethodVMStart   = "vm.start"
-	MethodVMStop    = "vm.stop"
-	MethodVMRestart = "vm.restart"
-	MethodVMRemove  = "vm.rm"
-	MethodVMList    = "vm.list"
-	MethodVMGet     = "vm.get"
-	MethodVMLogs    = "vm.logs"
-	MethodVMExec    = "vm.exec"
-	MethodVMSuspend = "vm.suspend" // VMRef → model.VM (suspended)
-	MethodVMResume  = "vm.resume"  // VMRef → model.VM (running)
+var (
+	MethodVMCreate  = Method[VMCreate, model.VM]{Name: "vm.create", Tracked: true}
+	MethodVMStart   = Method[VMRef, model.VM]{Name: "vm.start", Tracked: true}
+	MethodVMStop    = Method[VMStop, model.VM]{Name: "vm.stop", Tracked: true}
+	MethodVMRestart = Method[VMStop, model.VM]{Name: "vm.restart", Tracked: true}
+	MethodVMRemove  = Method[VMRemove, Empty]{Name: "vm.rm", Tracked: true}
+	MethodVMList    = Method[Empty, VMList]{Name: "vm.list"}
+	MethodVMGet     = Method[VMRef, model.VM]{Name: "vm.get"}
+	MethodVMLogs    = Method[VMLogs, Empty]{Name: "vm.logs"}                       // KindLog frames
+	MethodVMExec    = Method[VMExec, VMExecResult]{Name: "vm.exec", Tracked: true} // data frames (kinds below)
+	MethodVMSuspend = Method[VMRef, model.VM]{Name: "vm.suspend", Tracked: true}   // the VM, suspended
+	MethodVMResume  = Method[VMRef, model.VM]{Name: "vm.resume", Tracked: true}    // the VM, running
 
-	MethodKernelPull    = "kernel.pull"
-	MethodKernelImport  = "kernel.import"
-	MethodKernelList    = "kernel.list"
-	MethodKernelGet     = "kernel.get"
-	MethodKernelRemove  = "kernel.rm"
-	MethodKernelCatalog = "kernel.catalog"
+	MethodKernelPull   = Method[KernelPull, model.Kernel]{Name: "kernel.pull", Tracked: true}
+	MethodKernelImport = Method[KernelImport, model.Kernel]{Name: "kernel.import", Tracked: true}
+	MethodKernelList   = Method[Empty, KernelList]{Name: "kernel.list"}
+	MethodKernelGet    = Method[ArtifactRef, model.Kernel]{Name: "kernel.get"}
+	MethodKernelRemove = Method[ArtifactRef, Empty]{Name: "kernel.rm", Tracked: true}
 
-	MethodImageBuild  = "image.build"
-	MethodImagePull   = "image.pull"
-	MethodImageImport = "image.import"
-	MethodImageList   = "image.list"
-	MethodImageGet    = "image.get"
-	MethodImageRemove = "image.rm"
+	MethodImageBuild  = Method[ImageBuild, model.Image]{Name: "image.build", Tracked: true}
+	MethodImagePull   = Method[ImagePull, model.Image]{Name: "image.pull", Tracked: true}
+	MethodImageImport = Method[ImageImport, model.Image]{Name: "image.import", Tracked: true}
+	MethodImageList   = Method[Empty, ImageList]{Name: "image.list"}
+	MethodImageGet    = Method[ArtifactRef, model.Image]{Name: "image.get"}
+	MethodImageRemove = Method[ArtifactRef, Empty]{Name: "image.rm", Tracked: true}
 )
 
 // VMCreate is vm.create's params. Zero values take defaults.
@@ -126,9 +129,42 @@ type WinSize struct {
 	Cols uint16 `json:"cols"`
 }
 
-// ExecResult is vm.exec's result.
+// ExecResult is vm.exec's result (without Detach) and vm.attach's.
 type ExecResult struct {
 	ExitCode int `json:"exit_code"`
+}
+
+// VMExecResult is vm.exec's result: the exit code, or with Detach the
+// session started (then Session is set). On the wire it is ExecResult or
+// SessionStarted, as before the two were one type.
+type VMExecResult struct {
+	ExitCode int
+	Session  *SessionStarted
+}
+
+// MarshalJSON writes the form the request asked for.
+func (r VMExecResult) MarshalJSON() ([]byte, error) {
+	if r.Session != nil {
+		return json.Marshal(*r.Session)
+	}
+	return json.Marshal(ExecResult{ExitCode: r.ExitCode})
+}
+
+// UnmarshalJSON reads either form: a session id means a detached start.
+func (r *VMExecResult) UnmarshalJSON(b []byte) error {
+	var w struct {
+		ExecResult
+		SessionStarted
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*r = VMExecResult{ExitCode: w.ExitCode}
+	if w.ID != "" {
+		s := w.SessionStarted
+		r.Session = &s
+	}
+	return nil
 }
 
 // KernelPull is kernel.pull's params.

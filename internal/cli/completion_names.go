@@ -26,10 +26,10 @@ var nameKinds = map[string]nameLister{
 	"snapshot": listNames(api.MethodSnapshotList, func(r []model.Snapshot) []string { return pluck(r, func(v model.Snapshot) string { return v.Name }) }),
 }
 
-func listNames[R any](method string, names func(R) []string) nameLister {
+func listNames[R any](m api.Method[api.Empty, R], names func(R) []string) nameLister {
 	return func(ctx context.Context, c *rpc.Client) ([]string, error) {
-		var r R
-		if err := c.Call(ctx, method, nil, &r); err != nil {
+		r, err := rpc.Invoke(ctx, c, m, api.Empty{})
+		if err != nil {
 			return nil, err
 		}
 		return names(r), nil

@@ -29,14 +29,13 @@ until it answers. Starting a running daemon is not an error.`,
 			if err != nil {
 				return err
 			}
-			var st api.DaemonStatus
-			err = rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodDaemonStatus, nil, &st)
+			st, err := rpc.Invoke(cmd.Context(), rpc.NewClient(p.Socket()), api.MethodDaemonStatus, api.Empty{})
 			if err != nil && !errors.Is(err, rpc.ErrNotRunning) {
 				// A daemon that is dying (killed, its threads still exiting)
 				// resets connections and still holds the state lock: wait
 				// for it to be gone, then look again.
 				if pid := detach.ReadPid(p.PidFile()); pid > 0 && detach.WaitExit(pid, 10*time.Second) {
-					err = rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodDaemonStatus, nil, &st)
+					st, err = rpc.Invoke(cmd.Context(), rpc.NewClient(p.Socket()), api.MethodDaemonStatus, api.Empty{})
 				}
 			}
 			if err == nil {

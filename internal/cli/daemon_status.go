@@ -23,8 +23,8 @@ func newDaemonStatusCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st api.DaemonStatus
-			if err := rpc.NewClient(p.Socket()).Call(cmd.Context(), api.MethodDaemonStatus, nil, &st); err != nil {
+			st, err := rpc.Invoke(cmd.Context(), rpc.NewClient(p.Socket()), api.MethodDaemonStatus, api.Empty{})
+			if err != nil {
 				if errors.Is(err, rpc.ErrNotRunning) {
 					return fmt.Errorf("daemon is not running (socket %s): start it with `banger daemon start`", p.Socket())
 				}

@@ -27,15 +27,15 @@ daemon re-adopts them. Stopping a stopped daemon is a no-op.`,
 				return err
 			}
 			c := rpc.NewClient(p.Socket())
-			var st api.DaemonStatus
-			if err := c.Call(cmd.Context(), api.MethodDaemonStatus, nil, &st); err != nil {
+			st, err := rpc.Invoke(cmd.Context(), c, api.MethodDaemonStatus, api.Empty{})
+			if err != nil {
 				if errors.Is(err, rpc.ErrNotRunning) {
 					fmt.Fprintln(cmd.OutOrStdout(), "daemon is not running")
 					return nil
 				}
 				return fmt.Errorf("reach daemon: %w", err)
 			}
-			if err := c.Call(cmd.Context(), api.MethodDaemonShutdown, nil, nil); err != nil {
+			if _, err := rpc.Invoke(cmd.Context(), c, api.MethodDaemonShutdown, api.Empty{}); err != nil {
 				return fmt.Errorf("ask daemon (pid %d) to stop: %w", st.PID, err)
 			}
 			if !detach.WaitExit(st.PID, timeout) {

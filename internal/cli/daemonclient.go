@@ -28,7 +28,7 @@ func (a *app) client(ctx context.Context) (*rpc.Client, error) {
 		return nil, err
 	}
 	c := rpc.NewClient(p.Socket())
-	if err := c.Call(ctx, api.MethodDaemonPing, nil, nil); err == nil {
+	if _, err := rpc.Invoke(ctx, c, api.MethodDaemonPing, api.Empty{}); err == nil {
 		return c, nil
 	} else if !errors.Is(err, rpc.ErrNotRunning) {
 		// Possibly a daemon still exiting: wait for it, then start anew.

@@ -78,7 +78,7 @@ func (a *app) watchEvents(ctx context.Context, req api.EventsWatch, subscribed f
 	if err != nil {
 		return err
 	}
-	s, err := c.Open(ctx, api.MethodEventsWatch, req)
+	s, err := rpc.OpenStream(ctx, c, api.MethodEventsWatch, req)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ const guestEscapes = "\x1b]52;c;cHduZWQ=\a\x1b[2J\u009b31m\x7fspoof\r"
 
 // fakeDaemon serves methods on the socket of a scratch BANGER_HOME, as a
 // daemon relaying a hostile guest's data would.
-func fakeDaemon(t *testing.T, methods map[string]rpc.Handler) map[string]string {
+func fakeDaemon(t *testing.T, methods ...func(*rpc.Methods)) map[string]string {
 	t.Helper()
 	env := map[string]string{"BANGER_HOME": t.TempDir()}
 	p, err := paths.ResolveUser(func(k string) string { return env[k] })
@@ -36,12 +36,21 @@ func fakeDaemon(t *testing.T, methods map[string]rpc.Handler) map[string]string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	methods[api.MethodDaemonPing] = func(context.Context, *rpc.Call) (any, error) { return api.Empty{}, nil }
+	ms := rpc.NewMethods()
+	rpc.Register(ms, api.MethodDaemonPing, func(context.Context, *rpc.Call, api.Empty) (api.Empty, error) { return api.Empty{}, nil })
+	for _, reg := range methods {
+		reg(ms)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = rpc.NewServer(methods, rpc.ServerOptions{}).Serve(ctx, ln) }()
+	go func() { defer close(done); _ = rpc.NewServer(ms, rpc.ServerOptions{}).Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return env
+}
+
+// handle serves m with h (a fakeDaemon method).
+func handle[Req, Resp any](m api.Method[Req, Resp], h func(context.Context, *rpc.Call, Req) (Resp, error)) func(*rpc.Methods) {
+	return func(ms *rpc.Methods) { rpc.Register(ms, m, h) }
 }
 
 // hasControl reports bytes a terminal would act on (newline and tab aside).
@@ -60,21 +69,21 @@ func TestHostileGuestOutputIsInert(t *testing.T) {
 		Command: "evil" + guestEscapes, Cmdline: []string{guestEscapes + "srv", "--x\nFAKE ROW"},
 	}}}
 	console := "boot ok\r\n" + guestEscapes + "\r\nlast line\r\n"
-	env := fakeDaemon(t, map[string]rpc.Handler{
-		api.MethodVMPorts: func(context.Context, *rpc.Call) (any, error) { return ports, nil },
-		api.MethodVMLogs: func(_ context.Context, c *rpc.Call) (any, error) {
+	env := fakeDaemon(t,
+		handle(api.MethodVMPorts, func(_ context.Context, c *rpc.Call, _ api.VMPorts) (api.PortList, error) { return ports, nil }),
+		handle(api.MethodVMLogs, func(_ context.Context, c *rpc.Call, _ api.VMLogs) (api.Empty, error) {
 			// Cut in the middle of the escape and of a CRLF, as a stream may be.
 			for _, part := range []string{console[:12], console[12 : len(console)-1], console[len(console)-1:]} {
 				if err := c.Send(api.KindLog, []byte(part)); err != nil {
-					return nil, err
+					return api.Empty{}, err
 				}
 			}
 			return api.Empty{}, nil
-		},
-		api.MethodVMCopy: func(context.Context, *rpc.Call) (any, error) {
-			return nil, api.Errorf(api.CodeInternal, "copy out: agent: io: %s", guestEscapes)
-		},
-	})
+		}),
+		handle(api.MethodVMCopy, func(_ context.Context, c *rpc.Call, _ api.VMCopy) (api.Empty, error) {
+			return api.Empty{}, api.Errorf(api.CodeInternal, "copy out: agent: io: %s", guestEscapes)
+		}),
+	)
 
 	t.Run("ports table", func(t *testing.T) {
 		out, errOut, code := runBanger(t, env, "vm", "ports", "dev")

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/model"
 )
 
 func absPath(p string) (string, error) {
@@ -41,8 +40,8 @@ func newImageBuildCommand(a *app) *cobra.Command {
 		Example: `  banger image build debian-bookworm`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var img model.Image
-			if err := a.callWithProgress(cmd.Context(), api.MethodImageBuild, api.ImageBuild{Name: args[0]}, &img); err != nil {
+			img, err := callWithProgress(cmd.Context(), a, api.MethodImageBuild, api.ImageBuild{Name: args[0]})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "image %s: %s\n", img.Name, bytesHuman(img.SizeBytes))
@@ -64,8 +63,8 @@ func newImageImportCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var img model.Image
-			if err := a.callWithProgress(cmd.Context(), api.MethodImageImport, api.ImageImport{Name: args[0], Path: path}, &img); err != nil {
+			img, err := callWithProgress(cmd.Context(), a, api.MethodImageImport, api.ImageImport{Name: args[0], Path: path})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "image %s: %s\n", img.Name, bytesHuman(img.SizeBytes))
@@ -86,8 +85,8 @@ func newImageLsCommand(a *app) *cobra.Command {
   banger image ls --format '{{.Name}} {{.SizeBytes}}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res api.ImageList
-			if err := a.call(cmd.Context(), api.MethodImageList, nil, &res); err != nil {
+			res, err := call(cmd.Context(), a, api.MethodImageList, api.Empty{})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -122,8 +121,8 @@ func newImageInspectCommand(a *app) *cobra.Command {
 		Example:           `  banger image inspect debian-bookworm --json`,
 		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var img model.Image
-			if err := a.call(cmd.Context(), api.MethodImageGet, api.ArtifactRef{Name: args[0]}, &img); err != nil {
+			img, err := call(cmd.Context(), a, api.MethodImageGet, api.ArtifactRef{Name: args[0]})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -148,7 +147,7 @@ func newImageRmCommand(a *app) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				if err := a.call(cmd.Context(), api.MethodImageRemove, api.ArtifactRef{Name: n, Force: force}, nil); err != nil {
+				if _, err := call(cmd.Context(), a, api.MethodImageRemove, api.ArtifactRef{Name: n, Force: force}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "image %s removed\n", n)

@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/model"
 )
 
 func newImagePullCommand(a *app) *cobra.Command {
@@ -23,8 +22,8 @@ root image. Layers are cached by digest.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Ref = args[0]
-			var img model.Image
-			if err := a.callWithProgress(cmd.Context(), api.MethodImagePull, p, &img); err != nil {
+			img, err := callWithProgress(cmd.Context(), a, api.MethodImagePull, p)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "image %s: %s (%s)\n", img.Name, bytesHuman(img.SizeBytes), img.Source)

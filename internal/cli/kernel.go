@@ -40,8 +40,8 @@ checked before anything is unpacked.`,
 			if len(args) == 1 {
 				p.Name = args[0]
 			}
-			var k model.Kernel
-			if err := a.callWithProgress(cmd.Context(), api.MethodKernelPull, p, &k); err != nil {
+			k, err := callWithProgress(cmd.Context(), a, api.MethodKernelPull, p)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "kernel %s: %s (boots under %s)\n", k.Name, k.Release, strings.Join(k.VMMs, ", "))
@@ -68,8 +68,8 @@ func newKernelImportCommand(a *app) *cobra.Command {
 					return err
 				}
 			}
-			var k model.Kernel
-			if err := a.callWithProgress(cmd.Context(), api.MethodKernelImport, api.KernelImport{Name: args[0], Path: path, Modules: modules}, &k); err != nil {
+			k, err := callWithProgress(cmd.Context(), a, api.MethodKernelImport, api.KernelImport{Name: args[0], Path: path, Modules: modules})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "kernel %s imported (boots under %s)\n", k.Name, strings.Join(k.VMMs, ", "))
@@ -92,8 +92,8 @@ func newKernelLsCommand(a *app) *cobra.Command {
   banger kernel ls --format '{{.Name}} {{.Release}}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res api.KernelList
-			if err := a.call(cmd.Context(), api.MethodKernelList, nil, &res); err != nil {
+			res, err := call(cmd.Context(), a, api.MethodKernelList, api.Empty{})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -131,8 +131,8 @@ func newKernelInspectCommand(a *app) *cobra.Command {
 		Example:           `  banger kernel inspect debian-cloud --json`,
 		Args:              cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k model.Kernel
-			if err := a.call(cmd.Context(), api.MethodKernelGet, api.ArtifactRef{Name: args[0]}, &k); err != nil {
+			k, err := call(cmd.Context(), a, api.MethodKernelGet, api.ArtifactRef{Name: args[0]})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -157,7 +157,7 @@ func newKernelRmCommand(a *app) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				if err := a.call(cmd.Context(), api.MethodKernelRemove, api.ArtifactRef{Name: n}, nil); err != nil {
+				if _, err := call(cmd.Context(), a, api.MethodKernelRemove, api.ArtifactRef{Name: n}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "kernel %s removed\n", n)

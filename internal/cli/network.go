@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // newSystemNetworkCommand is "banger system network": the host side of the
@@ -49,7 +50,7 @@ them) unless --force, which cuts those VMs off the network.`,
 			if err != nil {
 				return err
 			}
-			if err := c.Call(cmd.Context(), api.MethodNetworkDown, api.NetworkDown{Force: force}, nil); err != nil {
+			if _, err := rpc.Invoke(cmd.Context(), c, api.MethodNetworkDown, api.NetworkDown{Force: force}); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "host network is down")
@@ -73,8 +74,8 @@ func newNetworkStatusCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st api.NetworkStatus
-			if err := c.Call(cmd.Context(), api.MethodNetworkState, nil, &st); err != nil {
+			st, err := rpc.Invoke(cmd.Context(), c, api.MethodNetworkState, api.Empty{})
+			if err != nil {
 				return err
 			}
 			if asJSON {

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 )
 
 func newOpsCommand(a *app) *cobra.Command {
@@ -37,8 +38,8 @@ current stage and progress. An operation leaves the list when it ends.`,
 			if err != nil {
 				return err
 			}
-			var res api.OperationsList
-			if err := c.Call(cmd.Context(), api.MethodOperationsList, nil, &res); err != nil {
+			res, err := rpc.Invoke(cmd.Context(), c, api.MethodOperationsList, api.Empty{})
+			if err != nil {
 				return err
 			}
 			if asJSON {

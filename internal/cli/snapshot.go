@@ -31,8 +31,8 @@ If anything fails the VM keeps running and nothing is saved.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var sn model.Snapshot
-			if err := a.callWithProgress(cmd.Context(), api.MethodVMSnapshot, api.VMSnapshot{Name: args[0], As: as, Stop: stop}, &sn); err != nil {
+			sn, err := callWithProgress(cmd.Context(), a, api.MethodVMSnapshot, api.VMSnapshot{Name: args[0], As: as, Stop: stop})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s of vm %s (%s state, sha256 %s)\n", sn.Name, sn.SourceVM, bytesHuman(sn.StateBytes), short(sn.StateSHA))
@@ -69,8 +69,8 @@ func newSnapshotLsCommand(a *app) *cobra.Command {
   banger snapshot ls --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res []model.Snapshot
-			if err := a.call(cmd.Context(), api.MethodSnapshotList, nil, &res); err != nil {
+			res, err := call(cmd.Context(), a, api.MethodSnapshotList, api.Empty{})
+			if err != nil {
 				return err
 			}
 			if res == nil {
@@ -102,8 +102,8 @@ func newSnapshotInspectCommand(a *app) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeNames("snapshot"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var sn model.Snapshot
-			if err := a.call(cmd.Context(), api.MethodSnapshotGet, api.SnapshotRef{Name: args[0]}, &sn); err != nil {
+			sn, err := call(cmd.Context(), a, api.MethodSnapshotGet, api.SnapshotRef{Name: args[0]})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -134,7 +134,7 @@ func newSnapshotRmCommand(a *app) *cobra.Command {
 		ValidArgsFunction: a.completeNames("snapshot"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				if err := a.call(cmd.Context(), api.MethodSnapshotRemove, api.SnapshotRemove{Name: n, Force: force}, nil); err != nil {
+				if _, err := call(cmd.Context(), a, api.MethodSnapshotRemove, api.SnapshotRemove{Name: n, Force: force}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s removed\n", n)

@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/model"
 )
 
 func newTemplateCommand(a *app) *cobra.Command {
@@ -48,8 +47,8 @@ Templates are listed and removed with banger snapshot ls|rm.`,
 			}
 			req := api.TemplateCreate{Name: args[0], Image: p.Image, Kernel: p.Kernel, VMM: p.VMM, CPUs: p.CPUs,
 				MemoryMiB: p.MemoryMiB, DiskBytes: p.DiskBytes, Network: p.Network, Run: run}
-			var sn model.Snapshot
-			if err := a.callWithProgress(cmd.Context(), api.MethodTemplateCreate, req, &sn); err != nil {
+			sn, err := callWithProgress(cmd.Context(), a, api.MethodTemplateCreate, req)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "template %s from image %s (%d cpus, %s memory, %s state)\n",

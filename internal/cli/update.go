@@ -270,6 +270,7 @@ func (a *app) updateJournalCheck(ctx context.Context) (doctor.Check, bool) {
 // daemonProbe reports whether the owner daemon answers on its socket.
 func daemonProbe(socket string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		return rpc.NewClient(socket).Call(ctx, api.MethodDaemonStatus, nil, nil)
+		_, err := rpc.Invoke(ctx, rpc.NewClient(socket), api.MethodDaemonStatus, api.Empty{})
+		return err
 	}
 }

@@ -28,8 +28,7 @@ func newVersionCommand(a *app) *cobra.Command {
 			// The daemon's version only if it already runs: version never starts it.
 			if p, err := a.paths(); err == nil {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
-				var st api.DaemonStatus
-				if rpc.NewClient(p.Socket()).Call(ctx, api.MethodDaemonStatus, nil, &st) == nil {
+				if st, err := rpc.Invoke(ctx, rpc.NewClient(p.Socket()), api.MethodDaemonStatus, api.Empty{}); err == nil {
 					out.Daemon = &st.Build
 				}
 				cancel()

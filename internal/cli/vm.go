@@ -122,24 +122,26 @@ func parseSize(s string, defUnit int64) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
-// callWithProgress runs a long call, drawing its progress on stderr.
-func (a *app) callWithProgress(ctx context.Context, method string, params, result any) error {
+// callWithProgress runs a long call of m, drawing its progress on stderr.
+func callWithProgress[Req, Resp any](ctx context.Context, a *app, m api.Method[Req, Resp], req Req) (Resp, error) {
 	c, err := a.client(ctx)
 	if err != nil {
-		return err
+		var zero Resp
+		return zero, err
 	}
 	r := newProgressRenderer(a.env.Stderr)
 	defer r.Close()
-	return c.Call(ctx, method, params, result, rpc.CallOptions{OnEvent: func(ev progress.Event) { r.Handle(ev) }})
+	return rpc.Invoke(ctx, c, m, req, rpc.CallOptions{OnEvent: func(ev progress.Event) { r.Handle(ev) }})
 }
 
-// call runs a short call.
-func (a *app) call(ctx context.Context, method string, params, result any) error {
+// call runs a short call of m.
+func call[Req, Resp any](ctx context.Context, a *app, m api.Method[Req, Resp], req Req) (Resp, error) {
 	c, err := a.client(ctx)
 	if err != nil {
-		return err
+		var zero Resp
+		return zero, err
 	}
-	return c.Call(ctx, method, params, result)
+	return rpc.Invoke(ctx, c, m, req)
 }
 
 // mountParams turns --mount and --workspace into absolute mounts: the

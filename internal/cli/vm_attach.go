@@ -69,11 +69,14 @@ func (a *app) execDetached(ctx context.Context, name string, o execOptions) erro
 			p.Cols, p.Rows = uint16(w), uint16(h)
 		}
 	}
-	var res api.SessionStarted
-	if err := a.call(ctx, api.MethodVMExec, p, &res); err != nil {
+	res, err := call(ctx, a, api.MethodVMExec, p)
+	if err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(a.env.Stdout, res.ID)
+	if res.Session == nil {
+		return fmt.Errorf("vm exec --detach in vm %q: the daemon answered without a session id (is it older than this client? restart it: banger daemon stop)", name)
+	}
+	_, err = fmt.Fprintln(a.env.Stdout, res.Session.ID)
 	return err
 }
 
@@ -98,7 +101,7 @@ func (a *app) attach(ctx context.Context, name, session string, interactive, raw
 		}
 	}
 	// Ctrl-C goes to the guest; only a detach or the exit ends the call.
-	s, err := c.Open(context.WithoutCancel(ctx), api.MethodVMAttach, p)
+	s, err := rpc.OpenStream(context.WithoutCancel(ctx), c, api.MethodVMAttach, p)
 	if err != nil {
 		return err
 	}
@@ -202,9 +205,9 @@ func (a *app) attach(ctx context.Context, name, session string, interactive, raw
 					}
 					switch {
 					case ds.TTY && inTerm:
-						go a.sendAttachInput(s, detachReq, true, false)
+						go a.sendAttachInput(s.Stream, detachReq, true, false)
 					case !ds.TTY && interactive:
-						go a.sendAttachInput(s, detachReq, false, true)
+						go a.sendAttachInput(s.Stream, detachReq, false, true)
 					}
 				case api.KindStdout, api.KindStderr:
 					var b []byte
@@ -227,9 +230,9 @@ func (a *app) attach(ctx context.Context, name, session string, interactive, raw
 					restore()
 					restore = nil
 				}
-				var res api.ExecResult
-				if err := json.Unmarshal(f.Result, &res); err != nil {
-					return fmt.Errorf("decode attach result: %w", err)
+				res, err := s.Result(f)
+				if err != nil {
+					return err
 				}
 				if res.ExitCode != 0 {
 					return &ExitError{Code: res.ExitCode}

@@ -35,7 +35,8 @@ rule is refused as a whole and what it had written is removed.`,
 			if err != nil {
 				return &UsageError{Err: err}
 			}
-			return a.callWithProgress(cmd.Context(), api.MethodVMCopy, p, nil)
+			_, err = callWithProgress(cmd.Context(), a, api.MethodVMCopy, p)
+			return err
 		},
 	}
 	return cmd

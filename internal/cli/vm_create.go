@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/model"
 )
 
 func newVMCreateCommand(a *app) *cobra.Command {
@@ -25,8 +24,8 @@ func newVMCreateCommand(a *app) *cobra.Command {
 				return err
 			}
 			p.Start = start
-			var vm model.VM
-			if err := a.callWithProgress(cmd.Context(), api.MethodVMCreate, p, &vm); err != nil {
+			vm, err := callWithProgress(cmd.Context(), a, api.MethodVMCreate, p)
+			if err != nil {
 				return err
 			}
 			if asJSON {

@@ -89,7 +89,7 @@ func (a *app) execIn(ctx context.Context, name string, o execOptions) error {
 	}
 	// The call's context must not end on Ctrl-C: the signal goes to the
 	// guest instead, and the command's exit ends the call.
-	s, err := c.Open(context.WithoutCancel(ctx), api.MethodVMExec, p)
+	s, err := rpc.OpenStream(context.WithoutCancel(ctx), c, api.MethodVMExec, p)
 	if err != nil {
 		return err
 	}
@@ -145,9 +145,9 @@ func (a *app) execIn(ctx context.Context, name string, o execOptions) error {
 			}
 			_, _ = w.Write(b)
 		case rpc.FrameResult:
-			var res api.ExecResult
-			if err := json.Unmarshal(f.Result, &res); err != nil {
-				return fmt.Errorf("decode exec result: %w", err)
+			res, err := s.Result(f)
+			if err != nil {
+				return err
 			}
 			if res.ExitCode != 0 {
 				return &ExitError{Code: res.ExitCode}

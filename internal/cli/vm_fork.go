@@ -30,8 +30,8 @@ clone fails, those made before it are removed.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res api.ForkResult
-			if err := a.callWithProgress(cmd.Context(), api.MethodVMFork, api.VMFork{From: args[0], Name: name, Count: count}, &res); err != nil {
+			res, err := callWithProgress(cmd.Context(), a, api.MethodVMFork, api.VMFork{From: args[0], Name: name, Count: count})
+			if err != nil {
 				return err
 			}
 			for _, vm := range res.VMs {

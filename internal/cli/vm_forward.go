@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/vmforward"
 )
 
@@ -65,8 +66,8 @@ func (a *app) forward(ctx context.Context, name string, guestPort, hostPort int)
 	if err != nil {
 		return err
 	}
-	var vm model.VM
-	if err := c.Call(ctx, api.MethodVMGet, api.VMRef{Name: name}, &vm); err != nil {
+	vm, err := rpc.Invoke(ctx, c, api.MethodVMGet, api.VMRef{Name: name})
+	if err != nil {
 		return err
 	}
 	if vm.State != model.StateRunning {

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/model"
 )
 
 // eachVM runs fn for every named VM, joining the errors so one failure does
@@ -32,8 +31,8 @@ func newVMStartCommand(a *app) *cobra.Command {
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				var vm model.VM
-				if err := a.callWithProgress(cmd.Context(), api.MethodVMStart, api.VMRef{Name: n}, &vm); err != nil {
+				vm, err := callWithProgress(cmd.Context(), a, api.MethodVMStart, api.VMRef{Name: n})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s running (boot_id %s)\n", vm.Name, vm.BootID)
@@ -55,8 +54,8 @@ func newVMStopCommand(a *app) *cobra.Command {
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				var vm model.VM
-				if err := a.call(cmd.Context(), api.MethodVMStop, api.VMStop{Name: n, Force: force, TimeoutSeconds: int(timeout.Seconds())}, &vm); err != nil {
+				vm, err := call(cmd.Context(), a, api.MethodVMStop, api.VMStop{Name: n, Force: force, TimeoutSeconds: int(timeout.Seconds())})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", vm.Name, vm.State)
@@ -79,8 +78,8 @@ func newVMRestartCommand(a *app) *cobra.Command {
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				var vm model.VM
-				if err := a.callWithProgress(cmd.Context(), api.MethodVMRestart, api.VMStop{Name: n, TimeoutSeconds: int(timeout.Seconds())}, &vm); err != nil {
+				vm, err := callWithProgress(cmd.Context(), a, api.MethodVMRestart, api.VMStop{Name: n, TimeoutSeconds: int(timeout.Seconds())})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s running (boot_id %s)\n", vm.Name, vm.BootID)
@@ -104,7 +103,7 @@ func newVMRmCommand(a *app) *cobra.Command {
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				if err := a.call(cmd.Context(), api.MethodVMRemove, api.VMRemove{Name: n, Force: force}, nil); err != nil {
+				if _, err := call(cmd.Context(), a, api.MethodVMRemove, api.VMRemove{Name: n, Force: force}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s removed\n", n)
@@ -126,8 +125,8 @@ func newVMInspectCommand(a *app) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var vm model.VM
-			if err := a.call(cmd.Context(), api.MethodVMGet, api.VMRef{Name: args[0]}, &vm); err != nil {
+			vm, err := call(cmd.Context(), a, api.MethodVMGet, api.VMRef{Name: args[0]})
+			if err != nil {
 				return err
 			}
 			if asJSON {

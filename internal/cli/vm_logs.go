@@ -32,7 +32,7 @@ console's bytes unchanged.`,
 			if err != nil {
 				return err
 			}
-			s, err := c.Open(cmd.Context(), api.MethodVMLogs, api.VMLogs{Name: args[0], Follow: follow, Lines: lines})
+			s, err := rpc.OpenStream(cmd.Context(), c, api.MethodVMLogs, api.VMLogs{Name: args[0], Follow: follow, Lines: lines})
 			if err != nil {
 				return err
 			}

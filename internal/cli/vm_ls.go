@@ -70,8 +70,8 @@ each VM with a Go template (fields: every --json field by its Go name, e.g.
 }
 
 func (a *app) renderVMs(ctx context.Context, w io.Writer, asJSON bool, format string) error {
-	var res api.VMList
-	if err := a.call(ctx, api.MethodVMList, nil, &res); err != nil {
+	res, err := call(ctx, a, api.MethodVMList, api.Empty{})
+	if err != nil {
 		return err
 	}
 	if asJSON {

@@ -15,12 +15,15 @@ import (
 // reaches the daemon's vm.forward.
 func TestVMForwardRefusesDeniedPort(t *testing.T) {
 	forwards := 0
-	env := fakeDaemon(t, map[string]rpc.Handler{
-		api.MethodVMGet: func(context.Context, *rpc.Call) (any, error) {
+	env := fakeDaemon(t,
+		handle(api.MethodVMGet, func(_ context.Context, c *rpc.Call, _ api.VMRef) (model.VM, error) {
 			return model.VM{Name: "dev", State: model.StateRunning, IP: "10.213.77.5", Policy: model.VMPolicy{ForwardDeny: []int{5432}}}, nil
-		},
-		api.MethodVMForward: func(context.Context, *rpc.Call) (any, error) { forwards++; return api.Empty{}, nil },
-	})
+		}),
+		handle(api.MethodVMForward, func(_ context.Context, c *rpc.Call, _ api.VMForward) (api.Empty, error) {
+			forwards++
+			return api.Empty{}, nil
+		}),
+	)
 	out, errOut, code := runBanger(t, env, "vm", "forward", "dev", "5432:0")
 	if code != 1 || strings.Contains(out, "forwarding") {
 		t.Fatalf("exit %d, stdout %q: want a refusal before listening", code, out)
@@ -39,12 +42,8 @@ func TestVMForwardRefusesDeniedPort(t *testing.T) {
 // for hidden listeners and shows why they are hidden.
 func TestVMPortsShowsPolicy(t *testing.T) {
 	var asked []bool
-	env := fakeDaemon(t, map[string]rpc.Handler{
-		api.MethodVMPorts: func(_ context.Context, c *rpc.Call) (any, error) {
-			var p api.VMPorts
-			if err := c.Decode(&p); err != nil {
-				return nil, err
-			}
+	env := fakeDaemon(t,
+		handle(api.MethodVMPorts, func(_ context.Context, c *rpc.Call, p api.VMPorts) (api.PortList, error) {
 			asked = append(asked, p.All)
 			ports := []api.Port{
 				{Proto: "tcp", Address: "127.0.0.1", Port: 5432, PID: 9, Command: "postgres", Labels: []string{"loopback-only", "forward-denied"}},
@@ -54,8 +53,8 @@ func TestVMPortsShowsPolicy(t *testing.T) {
 				ports = append(ports, api.Port{Proto: "tcp", Address: "0.0.0.0", Port: 7000, PID: 1, Command: "banger-vsock-ag", Hidden: "banger's guest agent"})
 			}
 			return api.PortList{Ports: ports}, nil
-		},
-	})
+		}),
+	)
 	out, errOut, code := runBanger(t, env, "vm", "ports", "dev")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)

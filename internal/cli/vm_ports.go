@@ -36,8 +36,8 @@ it changes (with --json: one JSON object per line) until Ctrl-C.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
 			if !watch {
-				var res api.PortList
-				if err := a.call(cmd.Context(), api.MethodVMPorts, api.VMPorts{Name: args[0], All: all}, &res); err != nil {
+				res, err := call(cmd.Context(), a, api.MethodVMPorts, api.VMPorts{Name: args[0], All: all})
+				if err != nil {
 					return err
 				}
 				if asJSON {
@@ -59,7 +59,7 @@ func (a *app) watchPorts(ctx context.Context, req api.VMPorts, w io.Writer, asJS
 	if err != nil {
 		return err
 	}
-	s, err := c.Open(ctx, api.MethodVMPorts, req)
+	s, err := rpc.OpenStream(ctx, c, api.MethodVMPorts, req)
 	if err != nil {
 		return err
 	}

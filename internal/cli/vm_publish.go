@@ -84,8 +84,8 @@ func (a *app) announcePublished(ctx context.Context, name string) (stop func()) 
 			}
 		}
 		_ = a.watchEvents(ctx, api.EventsWatch{VM: name}, func() error {
-			var vm model.VM
-			if err := a.call(ctx, api.MethodVMGet, api.VMRef{Name: name}, &vm); err != nil {
+			vm, err := call(ctx, a, api.MethodVMGet, api.VMRef{Name: name})
+			if err != nil {
 				return nil // the announcement is a courtesy; the run goes on
 			}
 			for _, f := range vm.Forwards {

@@ -54,7 +54,7 @@ afresh regardless.`,
 				if vm, err = a.runFrom(cmd, from, p); err != nil {
 					return err
 				}
-			} else if err := a.callWithProgress(ctx, api.MethodVMCreate, p, &vm); err != nil {
+			} else if vm, err = callWithProgress(ctx, a, api.MethodVMCreate, p); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.env.Stderr, "vm %s is running (boot_id %s)\n", vm.Name, vm.BootID)
@@ -78,7 +78,7 @@ afresh regardless.`,
 				// Remove even when the command failed or was interrupted.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 				defer cancel()
-				if err := a.call(rctx, api.MethodVMRemove, api.VMRemove{Name: vm.Name, Force: true}, nil); err != nil {
+				if _, err := call(rctx, a, api.MethodVMRemove, api.VMRemove{Name: vm.Name, Force: true}); err != nil {
 					return fmt.Errorf("remove vm %s: %w", vm.Name, err)
 				}
 			}
@@ -114,8 +114,8 @@ func (a *app) runFrom(cmd *cobra.Command, from string, p api.VMCreate) (model.VM
 	if explicit && cmd.Flags().Changed("kernel") {
 		req.Kernel = p.Kernel
 	}
-	var res api.ForkResult
-	if err := a.callWithProgress(cmd.Context(), api.MethodVMFork, req, &res); err != nil {
+	res, err := callWithProgress(cmd.Context(), a, api.MethodVMFork, req)
+	if err != nil {
 		return model.VM{}, err
 	}
 	if len(res.VMs) != 1 {
@@ -137,8 +137,8 @@ func (a *app) runSource(cmd *cobra.Command, from, template string, cold bool, p 
 	case from != "":
 		return from, nil
 	case template != "":
-		var sn model.Snapshot
-		if err := a.call(cmd.Context(), api.MethodSnapshotGet, api.SnapshotRef{Name: template}, &sn); err != nil {
+		sn, err := call(cmd.Context(), a, api.MethodSnapshotGet, api.SnapshotRef{Name: template})
+		if err != nil {
 			return "", err
 		}
 		if sn.Kind != model.SnapshotKindTemplate {
@@ -151,9 +151,8 @@ func (a *app) runSource(cmd *cobra.Command, from, template string, cold bool, p 
 		// A restored VM does not take published ports yet: boot afresh.
 		return "", nil
 	}
-	var m api.TemplateMatchResult
-	err := a.call(cmd.Context(), api.MethodTemplateMatch, api.TemplateMatch{Image: p.Image, Kernel: p.Kernel, VMM: p.VMM,
-		CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskBytes: p.DiskBytes, InitMode: p.InitMode, Network: p.Network, Policy: p.Policy}, &m)
+	m, err := call(cmd.Context(), a, api.MethodTemplateMatch, api.TemplateMatch{Image: p.Image, Kernel: p.Kernel, VMM: p.VMM,
+		CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskBytes: p.DiskBytes, InitMode: p.InitMode, Network: p.Network, Policy: p.Policy})
 	if err != nil {
 		return "", err
 	}

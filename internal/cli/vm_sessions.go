@@ -29,8 +29,8 @@ attach, state and exit code (the last 32 at most).`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res api.SessionList
-			if err := a.call(cmd.Context(), api.MethodVMSessions, api.VMRef{Name: args[0]}, &res); err != nil {
+			res, err := call(cmd.Context(), a, api.MethodVMSessions, api.VMRef{Name: args[0]})
+			if err != nil {
 				return err
 			}
 			if asJSON {

@@ -48,13 +48,13 @@ uses the same key and pinned known_hosts.`,
 // accepts is exactly the pinned one.
 func (a *app) sshInto(ctx context.Context, name string, argv []string, forget bool) error {
 	if forget {
-		if err := a.call(ctx, api.MethodVMForgetHostKey, api.VMRef{Name: name}, nil); err != nil {
+		if _, err := call(ctx, a, api.MethodVMForgetHostKey, api.VMRef{Name: name}); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.env.Stderr, "banger: forgot the pinned host key of vm %q; this connection pins the key it presents\n", name)
 	}
-	var info api.SSHInfo
-	if err := a.call(ctx, api.MethodVMSSHInfo, api.VMRef{Name: name}, &info); err != nil {
+	info, err := call(ctx, a, api.MethodVMSSHInfo, api.VMRef{Name: name})
+	if err != nil {
 		return err
 	}
 	if info.Pinned {

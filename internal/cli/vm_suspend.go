@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/model"
 )
 
 func newVMSuspendCommand(a *app) *cobra.Command {
@@ -26,8 +25,8 @@ banger vm stop --force discards the saved state.`,
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				var vm model.VM
-				if err := a.callWithProgress(cmd.Context(), api.MethodVMSuspend, api.VMRef{Name: n}, &vm); err != nil {
+				vm, err := callWithProgress(cmd.Context(), a, api.MethodVMSuspend, api.VMRef{Name: n})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", vm.Name, vm.State)
@@ -52,8 +51,8 @@ boot_id. The guest's clock is stepped to the host's.`,
 		ValidArgsFunction: a.completeVMNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachVM(args, func(n string) error {
-				var vm model.VM
-				if err := a.callWithProgress(cmd.Context(), api.MethodVMResume, api.VMRef{Name: n}, &vm); err != nil {
+				vm, err := callWithProgress(cmd.Context(), a, api.MethodVMResume, api.VMRef{Name: n})
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s running (boot_id %s)\n", vm.Name, vm.BootID)

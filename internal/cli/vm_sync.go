@@ -57,8 +57,8 @@ burst of changes, one line per round, until Ctrl-C.`,
 			}
 			w := cmd.OutOrStdout()
 			round := func(ctx context.Context) error {
-				var res api.SyncResult
-				if err := a.call(ctx, api.MethodVMSync, p, &res); err != nil {
+				res, err := call(ctx, a, api.MethodVMSync, p)
+				if err != nil {
 					return err
 				}
 				printSyncRound(w, res, js)

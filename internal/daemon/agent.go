@@ -40,25 +40,21 @@ func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) vmlife.Agent {
 
 // vmExec runs a command in a VM through its agent, relaying stdin, signals
 // and window sizes from the client and stdout/stderr back to it.
-func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMExec
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call, p api.VMExec) (api.VMExecResult, error) {
 	if len(p.Argv) == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm exec: no command given")
+		return api.VMExecResult{}, api.Errorf(api.CodeInvalidArgument, "vm exec: no command given")
 	}
 	c.SetTarget(p.Name)
 	if err := checkOrigin(p.Origin); err != nil {
-		return nil, err
+		return api.VMExecResult{}, err
 	}
 	timeout, err := execTimeout(d.cfg.MCP, p.Origin, p.TimeoutSeconds)
 	if err != nil {
-		return nil, err
+		return api.VMExecResult{}, err
 	}
 	vm, ga, err := d.agentOf(ctx, p.Name, "exec")
 	if err != nil {
-		return nil, err
+		return api.VMExecResult{}, err
 	}
 	if p.Dir == "" {
 		p.Dir = vm.Workdir // --workspace: commands start in the mounted project
@@ -88,11 +84,11 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call) (any, error) {
 	stdinR.Close()
 	if err != nil {
 		if callCtx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, api.Errorf(api.CodeCanceled, "exec in vm %q: %s timed out after %s (the command was ended)", vm.Name, p.Argv[0], timeout)
+			return api.VMExecResult{}, api.Errorf(api.CodeCanceled, "exec in vm %q: %s timed out after %s (the command was ended)", vm.Name, p.Argv[0], timeout)
 		}
-		return nil, agentError(fmt.Errorf("exec in vm %q: %w", vm.Name, err))
+		return api.VMExecResult{}, agentError(fmt.Errorf("exec in vm %q: %w", vm.Name, err))
 	}
-	return api.ExecResult{ExitCode: code}, nil
+	return api.VMExecResult{ExitCode: code}, nil
 }
 
 // frameWriter sends what is written as data frames of one kind.

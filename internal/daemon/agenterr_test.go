@@ -71,20 +71,16 @@ func TestGuestCopyOfMissingPathIsNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(map[string]rpc.Handler{
-		api.MethodVMCopy: func(ctx context.Context, c *rpc.Call) (any, error) {
-			var p api.VMCopy
-			if err := c.Decode(&p); err != nil {
-				return nil, err
-			}
-			return api.Empty{}, guestCopy(ctx, ga, p.Name, p, vsockagent.CopyLimits{})
-		},
-	}, rpc.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	ms := rpc.NewMethods()
+	rpc.Register(ms, api.MethodVMCopy, func(ctx context.Context, c *rpc.Call, p api.VMCopy) (api.Empty, error) {
+		return api.Empty{}, guestCopy(ctx, ga, p.Name, p, vsockagent.CopyLimits{})
+	})
+	srv := rpc.NewServer(ms, rpc.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
 	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx, ln) }()
 	defer func() { cancel(); <-served }()
-	err = rpc.NewClient(sock).Call(ctx, api.MethodVMCopy, api.VMCopy{Name: "vm1", Direction: api.CopyOut, Guest: missing, Local: local}, nil)
+	_, err = rpc.Invoke(ctx, rpc.NewClient(sock), api.MethodVMCopy, api.VMCopy{Name: "vm1", Direction: api.CopyOut, Guest: missing, Local: local})
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
 		t.Fatalf("wire error = %#v, want not_found", err)

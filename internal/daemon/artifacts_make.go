@@ -18,12 +18,12 @@ import (
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
-func (d *Daemon) artifactMakeMethods(m map[string]rpc.Handler) {
-	m[api.MethodKernelPull] = d.kernelPull
-	m[api.MethodKernelImport] = d.kernelImport
-	m[api.MethodImageBuild] = d.imageBuild
-	m[api.MethodImageImport] = d.imageImport
-	m[api.MethodImagePull] = d.imagePull
+func (d *Daemon) artifactMakeMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodKernelPull, d.kernelPull)
+	rpc.Register(m, api.MethodKernelImport, d.kernelImport)
+	rpc.Register(m, api.MethodImageBuild, d.imageBuild)
+	rpc.Register(m, api.MethodImageImport, d.imageImport)
+	rpc.Register(m, api.MethodImagePull, d.imagePull)
 }
 
 // kernelStore opens the on-disk kernel store; a Debian archive is made per
@@ -44,14 +44,10 @@ func (d *Daemon) kernelStore(withArchive bool, report progress.Func) (*kernelcat
 	return kernelcat.NewStore(cfg)
 }
 
-func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.KernelPull
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call, p api.KernelPull) (model.Kernel, error) {
 	ks, err := d.kernelStore(true, c.ProgressFunc())
 	if err != nil {
-		return nil, err
+		return model.Kernel{}, err
 	}
 	if p.Name == "" {
 		p.Name = ks.Catalog().Default().Name
@@ -59,27 +55,23 @@ func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call) (any, error) {
 	c.SetTarget(p.Name)
 	k, err := ks.Pull(ctx, p.Name, c.ProgressFunc())
 	if err != nil {
-		return nil, fmt.Errorf("pull kernel %q: %w", p.Name, err)
+		return model.Kernel{}, fmt.Errorf("pull kernel %q: %w", p.Name, err)
 	}
 	return d.recordKernel(ctx, k)
 }
 
-func (d *Daemon) kernelImport(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.KernelImport
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) kernelImport(ctx context.Context, c *rpc.Call, p api.KernelImport) (model.Kernel, error) {
 	c.SetTarget(p.Name)
 	if err := model.ValidateArtifactName(p.Name); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+		return model.Kernel{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
 	}
 	ks, err := d.kernelStore(false, nil)
 	if err != nil {
-		return nil, err
+		return model.Kernel{}, err
 	}
 	k, err := ks.Import(ctx, p.Name, p.Path, p.Modules)
 	if err != nil {
-		return nil, fmt.Errorf("import kernel %q from %s: %w", p.Name, p.Path, err)
+		return model.Kernel{}, fmt.Errorf("import kernel %q from %s: %w", p.Name, p.Path, err)
 	}
 	return d.recordKernel(ctx, k)
 }
@@ -99,45 +91,41 @@ func (d *Daemon) imageStore() imagecat.Store { return imagecat.Store{Dir: d.path
 // daemon's store (the helper finds the store from the BANGER_HOME/XDG
 // environment it shares with the daemon, and hands the rootfs to the owner),
 // then records the result here.
-func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.ImageBuild
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call, p api.ImageBuild) (model.Image, error) {
 	c.SetTarget(p.Name)
 	cat, err := imagecat.Load()
 	if err != nil {
-		return nil, err
+		return model.Image{}, err
 	}
 	e, err := cat.Lookup(p.Name)
 	if err != nil {
-		return nil, api.Errorf(api.CodeNotFound, "%v (catalog images: %s)", err, catalogNames(cat))
+		return model.Image{}, api.Errorf(api.CodeNotFound, "%v (catalog images: %s)", err, catalogNames(cat))
 	}
 	if e.Kind != imagecat.KindDebootstrap {
-		return nil, api.Errorf(api.CodeInvalidArgument, "image %q is a registry image: use banger image pull %s", e.Name, e.Name)
+		return model.Image{}, api.Errorf(api.CodeInvalidArgument, "image %q is a registry image: use banger image pull %s", e.Name, e.Name)
 	}
 	st := d.imageStore()
 	out, done, err := d.prepareImage(st, e.Name)
 	if err != nil {
-		return nil, err
+		return model.Image{}, err
 	}
 	defer func() { done(err) }()
 	if os.Geteuid() == 0 {
 		var res imagecat.Result
 		res, err = imagecat.BuildDebootstrap(ctx, e, imagecat.BuildOptions{Out: out, WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
 		if err != nil {
-			return nil, fmt.Errorf("build image %q: %w", e.Name, err)
+			return model.Image{}, fmt.Errorf("build image %q: %w", e.Name, err)
 		}
 		return d.recordImage(ctx, st, res)
 	}
 	built, err := d.helper.BuildImage(ctx, e.Name, c.ProgressFunc())
 	if err != nil {
 		// The helper's typed errors keep their code through %w.
-		return nil, fmt.Errorf("build image %q through the root helper (debootstrap needs root): %w", e.Name, err)
+		return model.Image{}, fmt.Errorf("build image %q through the root helper (debootstrap needs root): %w", e.Name, err)
 	}
 	if want, _ := filepath.Abs(out); built.Path != want {
 		err = api.Errorf(api.CodeFailedPrecondition, "build image %q: the root helper wrote %s, not this daemon's %s: the helper and the daemon disagree on BANGER_HOME", e.Name, built.Path, want)
-		return nil, err
+		return model.Image{}, err
 	}
 	return d.recordImage(ctx, st, imagecat.Result{
 		Name: built.Name, Source: built.Source, Digest: built.Digest,
@@ -145,47 +133,39 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 	})
 }
 
-func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.ImageImport
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call, p api.ImageImport) (model.Image, error) {
 	c.SetTarget(p.Name)
 	if err := imagecat.ValidateName(p.Name); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+		return model.Image{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
 	}
 	st := d.imageStore()
 	out, done, err := d.prepareImage(st, p.Name)
 	if err != nil {
-		return nil, err
+		return model.Image{}, err
 	}
 	defer func() { done(err) }()
 	res, err := imagecat.Import(ctx, p.Name, p.Path, out, imagecat.ImportOptions{WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
 	if err != nil {
-		return nil, fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err)
+		return model.Image{}, fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err)
 	}
 	return d.recordImage(ctx, st, res)
 }
 
-func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.ImagePull
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call, p api.ImagePull) (model.Image, error) {
 	if p.Ref == "" {
-		return nil, api.Errorf(api.CodeInvalidArgument, "image pull: no reference given (e.g. docker.io/library/alpine:3.20)")
+		return model.Image{}, api.Errorf(api.CodeInvalidArgument, "image pull: no reference given (e.g. docker.io/library/alpine:3.20)")
 	}
 	if p.Name == "" {
 		p.Name = nameFromRef(p.Ref)
 	}
 	c.SetTarget(p.Name)
 	if err := imagecat.ValidateName(p.Name); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "%v: choose one with --name", err)
+		return model.Image{}, api.Errorf(api.CodeInvalidArgument, "%v: choose one with --name", err)
 	}
 	st := d.imageStore()
 	out, done, err := d.prepareImage(st, p.Name)
 	if err != nil {
-		return nil, err
+		return model.Image{}, err
 	}
 	defer func() { done(err) }()
 	res, err := imagepull.Pull(ctx, p.Ref, out, imagepull.Options{
@@ -193,7 +173,7 @@ func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
 		Insecure: p.Insecure, Progress: c.ProgressFunc(), Logger: c.Log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pull image %s: %w", p.Ref, err)
+		return model.Image{}, fmt.Errorf("pull image %s: %w", p.Ref, err)
 	}
 	return d.recordImage(ctx, st, imagecat.Result{
 		Name: p.Name, Source: "oci:" + res.Ref + "@" + res.Digest, Digest: "sha256:" + strings.TrimPrefix(res.ImageDigest, "sha256:"),

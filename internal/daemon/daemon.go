@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/events"
 	"github.com/bangerdev/banger/internal/kvmprobe"
@@ -160,29 +159,10 @@ func authorizeOwner(p rpc.Peer) error {
 	return fmt.Errorf("uid %d may not use this daemon (owner uid %d)", p.UID, os.Getuid())
 }
 
-// untracked methods are instant reads that would only clutter the
-// operations list.
-var untracked = map[string]bool{
-	api.MethodVMSSHInfo:      true,
-	api.MethodVMPorts:        true,
-	api.MethodVMSessions:     true,
-	api.MethodVMList:         true,
-	api.MethodVMGet:          true,
-	api.MethodVMLogs:         true,
-	api.MethodKernelList:     true,
-	api.MethodKernelGet:      true,
-	api.MethodImageList:      true,
-	api.MethodImageGet:       true,
-	api.MethodDaemonPing:     true,
-	api.MethodDaemonStatus:   true,
-	api.MethodOperationsList: true,
-	api.MethodDaemonShutdown: true,
-	api.MethodNetworkState:   true,
-	api.MethodEventsWatch:    true,
-}
-
+// trackOperation lists a call in the operations list while it runs, when
+// its method's descriptor says it is tracked (instant reads are not).
 func (d *Daemon) trackOperation(c *rpc.Call) func(error) {
-	if untracked[c.Method] {
+	if !c.Tracked {
 		return nil
 	}
 	op := d.ops.Start(c.OpID, c.Method, "")

@@ -9,8 +9,8 @@ import (
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
-func (d *Daemon) eventMethods(m map[string]rpc.Handler) {
-	m[api.MethodEventsWatch] = d.eventsWatch
+func (d *Daemon) eventMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodEventsWatch, d.eventsWatch)
 }
 
 // observeVM turns committed VM changes into lifecycle events. It runs on
@@ -35,15 +35,11 @@ func (d *Daemon) observeVM(ctx context.Context, prev, cur *model.VM) {
 // eventsWatch streams events until the client goes away. A client that
 // cannot keep up is dropped with an error saying so, rather than slowing
 // the lifecycle down.
-func (d *Daemon) eventsWatch(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.EventsWatch
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) eventsWatch(ctx context.Context, c *rpc.Call, p api.EventsWatch) (api.Empty, error) {
 	sub := d.events.Subscribe()
 	defer sub.Cancel()
 	if err := c.Send(api.KindSubscribed, nil); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	for {
 		select {
@@ -51,13 +47,13 @@ func (d *Daemon) eventsWatch(ctx context.Context, c *rpc.Call) (any, error) {
 			return api.Empty{}, nil
 		case ev, ok := <-sub.C():
 			if !ok {
-				return nil, api.Errorf(api.CodeUnavailable, "events: this watcher fell more than %d events behind and was dropped; run the command again to resubscribe", events.DefaultBuffer)
+				return api.Empty{}, api.Errorf(api.CodeUnavailable, "events: this watcher fell more than %d events behind and was dropped; run the command again to resubscribe", events.DefaultBuffer)
 			}
 			if p.VM != "" && ev.VM != p.VM {
 				continue
 			}
 			if err := c.Send(api.KindEvent, ev); err != nil {
-				return nil, err
+				return api.Empty{}, err
 			}
 		}
 	}

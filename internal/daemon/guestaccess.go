@@ -29,13 +29,13 @@ import (
 // included (TCG guests are slow).
 const sshProbeTimeout = 45 * time.Second
 
-func (d *Daemon) guestAccessMethods(m map[string]rpc.Handler) {
-	m[api.MethodVMSSHInfo] = d.vmSSHInfo
-	m[api.MethodVMForgetHostKey] = d.vmForgetHostKey
-	m[api.MethodVMPorts] = d.vmPorts
-	m[api.MethodVMForward] = d.vmForward
-	m[api.MethodVMCopy] = d.vmCopy
-	m[api.MethodVMSessions] = d.vmSessions
+func (d *Daemon) guestAccessMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodVMSSHInfo, d.vmSSHInfo)
+	rpc.Register(m, api.MethodVMForgetHostKey, d.vmForgetHostKey)
+	rpc.Register(m, api.MethodVMPorts, d.vmPorts)
+	rpc.Register(m, api.MethodVMForward, d.vmForward)
+	rpc.Register(m, api.MethodVMCopy, d.vmCopy)
+	rpc.Register(m, api.MethodVMSessions, d.vmSessions)
 }
 
 func (d *Daemon) sshFiles() sshkeys.Files { return sshkeys.FilesFor(d.paths) }
@@ -82,26 +82,22 @@ func (d *Daemon) refreshSSHFiles(ctx context.Context) error {
 // vmSSHInfo checks the guest's host key against the pinned one (pinning it
 // on first use) and returns what the CLI needs to run the system ssh with
 // strict checking against banger's known_hosts.
-func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call, p api.VMRef) (api.SSHInfo, error) {
 	c.SetTarget(p.Name)
 	vm, _, err := d.vms.AgentFor(ctx, p.Name)
 	if err != nil {
-		return nil, err
+		return api.SSHInfo{}, err
 	}
 	if vm.IP == "" {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "vm %q has no network address (is banger's network up? see banger doctor); use banger vm exec instead", vm.Name)
+		return api.SSHInfo{}, api.Errorf(api.CodeFailedPrecondition, "vm %q has no network address (is banger's network up? see banger doctor); use banger vm exec instead", vm.Name)
 	}
 	f := d.sshFiles()
 	if _, err := sshkeys.EnsureKey(f); err != nil {
-		return nil, err
+		return api.SSHInfo{}, err
 	}
 	before, err := d.store.GetHostKeys(ctx, vm.ID)
 	if err != nil {
-		return nil, err
+		return api.SSHInfo{}, err
 	}
 	var pinned model.HostKey
 	pin := func(key ssh.PublicKey) error {
@@ -130,9 +126,9 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 	if err := sshkeys.Probe(pctx, net.JoinHostPort(vm.IP, "22"), pin); err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) {
-			return nil, err
+			return api.SSHInfo{}, err
 		}
-		return nil, api.Errorf(api.CodeUnavailable, "check ssh host key of vm %q: %v (does the image run sshd? banger vm exec works without it)", vm.Name, err)
+		return api.SSHInfo{}, api.Errorf(api.CodeUnavailable, "check ssh host key of vm %q: %v (does the image run sshd? banger vm exec works without it)", vm.Name, err)
 	}
 	first := true
 	for _, old := range before {
@@ -144,7 +140,7 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 		c.Log.InfoContext(ctx, "pinned guest host key on first use", "vm", vm.Name, "algorithm", pinned.Algorithm)
 	}
 	if err := d.refreshSSHFiles(ctx); err != nil {
-		return nil, err
+		return api.SSHInfo{}, err
 	}
 	return api.SSHInfo{
 		Name: vm.Name, IP: vm.IP, User: "root", HostAlias: sshkeys.Alias(vm.Name),
@@ -153,18 +149,14 @@ func (d *Daemon) vmSSHInfo(ctx context.Context, c *rpc.Call) (any, error) {
 	}, nil
 }
 
-func (d *Daemon) vmForgetHostKey(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmForgetHostKey(ctx context.Context, c *rpc.Call, p api.VMRef) (api.Empty, error) {
 	c.SetTarget(p.Name)
 	vm, err := d.vms.Get(ctx, p.Name)
 	if err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	if err := d.store.ForgetHostKeys(ctx, vm.ID); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	c.Log.WarnContext(ctx, "forgot pinned host keys at the user's request", "vm", vm.Name)
 	return api.Empty{}, d.refreshSSHFiles(ctx)
@@ -232,24 +224,20 @@ func forwardTarget(vm model.VM, p api.VMForward) (string, error) {
 
 // vmPorts lists the guest's listening sockets; with Watch it streams the
 // full list after every change until the client goes away.
-func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMPorts
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call, p api.VMPorts) (api.PortList, error) {
 	c.SetTarget(p.Name)
 	vm, ga, err := d.agentOf(ctx, p.Name, "ports")
 	if err != nil {
-		return nil, err
+		return api.PortList{}, err
 	}
 	pol, err := policy.FromModel(vm)
 	if err != nil {
-		return nil, err
+		return api.PortList{}, err
 	}
 	if !p.Watch {
 		ports, err := ga.Ports(ctx)
 		if err != nil {
-			return nil, agentError(fmt.Errorf("list ports of vm %q: %w", vm.Name, err))
+			return api.PortList{}, agentError(fmt.Errorf("list ports of vm %q: %w", vm.Name, err))
 		}
 		return api.PortList{Ports: portsFrom(ports, pol, p.All)}, nil
 	}
@@ -263,40 +251,36 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	})
 	if err != nil {
-		return nil, agentError(fmt.Errorf("watch ports of vm %q: %w", vm.Name, err))
+		return api.PortList{}, agentError(fmt.Errorf("watch ports of vm %q: %w", vm.Name, err))
 	}
 	if sendErr != nil && ctx.Err() == nil {
-		return nil, sendErr
+		return api.PortList{}, sendErr
 	}
-	return api.Empty{}, nil
+	return api.PortList{}, nil // the list went out as frames
 }
 
 // vmForward carries one TCP connection to a guest port over the agent
 // channel, as KindBytes frames each way.
-func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMForward
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call, p api.VMForward) (api.Empty, error) {
 	if err := checkOrigin(p.Origin); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	if err := mcpCheckForward(d.cfg.MCP, p.Origin); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	c.SetTarget(p.Name)
 	vm, ga, err := d.agentOf(ctx, p.Name, "forwarding")
 	if err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	addr, err := forwardTarget(vm, p)
 	if err != nil {
 		c.Log.WarnContext(ctx, "forward refused", "vm", vm.Name, "port", p.Port, "err", err)
-		return nil, err
+		return api.Empty{}, err
 	}
 	conn, err := ga.Forward(ctx, addr)
 	if err != nil {
-		return nil, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))
+		return api.Empty{}, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))
 	}
 	defer conn.Close()
 	c.Log.DebugContext(ctx, "forwarding", "vm", vm.Name, "addr", addr)
@@ -330,7 +314,7 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 		n, err := conn.Read(buf)
 		if n > 0 {
 			if serr := c.Send(api.KindBytes, buf[:n]); serr != nil {
-				return nil, serr
+				return api.Empty{}, serr
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -338,9 +322,9 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return api.Empty{}, ctx.Err()
 			}
-			return nil, fmt.Errorf("forward from %s in vm %q: %w", addr, vm.Name, err)
+			return api.Empty{}, fmt.Errorf("forward from %s in vm %q: %w", addr, vm.Name, err)
 		}
 	}
 }
@@ -348,33 +332,29 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call) (any, error) {
 // vmCopy copies between a local path and the guest through the agent. The
 // daemon and the CLI are the same user on the same machine, so the daemon
 // reads and writes the local side itself: no archive crosses the socket.
-func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMCopy
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call, p api.VMCopy) (api.Empty, error) {
 	if !filepath.IsAbs(p.Local) {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: local path %q must be absolute", p.Local)
+		return api.Empty{}, api.Errorf(api.CodeInvalidArgument, "vm cp: local path %q must be absolute", p.Local)
 	}
 	if !filepath.IsAbs(p.Guest) {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: guest path %q must be absolute", p.Guest)
+		return api.Empty{}, api.Errorf(api.CodeInvalidArgument, "vm cp: guest path %q must be absolute", p.Guest)
 	}
 	local := filepath.Clean(p.Local)
 	c.SetTarget(p.Name)
 	vm, ga, err := d.agentOf(ctx, p.Name, "copy")
 	if err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	switch p.Direction {
 	case api.CopyIn:
 		if _, err := os.Lstat(local); err != nil {
-			return nil, api.Errorf(api.CodeNotFound, "vm cp: %v", err)
+			return api.Empty{}, api.Errorf(api.CodeNotFound, "vm cp: %v", err)
 		}
 		c.Log.InfoContext(ctx, "copy into guest", "vm", vm.Name, "local", local, "guest_dir", p.Guest)
 	case api.CopyOut:
 		c.Log.InfoContext(ctx, "copy out of guest", "vm", vm.Name, "guest", p.Guest, "local_dir", local)
 	default:
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
+		return api.Empty{}, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
 	}
 	p.Local = local
 	limits := vsockagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}
@@ -409,18 +389,14 @@ func guestCopy(ctx context.Context, ga *guestAgent, vmName string, p api.VMCopy,
 	return nil
 }
 
-func (d *Daemon) vmSessions(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmSessions(ctx context.Context, c *rpc.Call, p api.VMRef) (api.SessionList, error) {
 	vm, err := d.vms.Get(ctx, p.Name)
 	if err != nil {
-		return nil, err
+		return api.SessionList{}, err
 	}
 	s, err := d.store.ListGuestSessions(ctx, vm.ID)
 	if err != nil {
-		return nil, err
+		return api.SessionList{}, err
 	}
 	if s == nil {
 		s = []model.GuestSession{}

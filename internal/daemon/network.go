@@ -13,19 +13,15 @@ import (
 // networkMethods pass the host network's down and state through to the
 // root helper; the daemon adds the one check the helper cannot make (are
 // VMs still running on it?) and the DNS status it last heard.
-func (d *Daemon) networkMethods(m map[string]rpc.Handler) {
-	m[api.MethodNetworkDown] = d.networkDown
-	m[api.MethodNetworkState] = d.networkState
+func (d *Daemon) networkMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodNetworkDown, d.networkDown)
+	rpc.Register(m, api.MethodNetworkState, d.networkState)
 }
 
-func (d *Daemon) networkDown(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.NetworkDown
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) networkDown(ctx context.Context, c *rpc.Call, p api.NetworkDown) (api.Empty, error) {
 	vms, err := d.store.ListVMs(ctx)
 	if err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	var running []string
 	for _, vm := range vms {
@@ -34,20 +30,20 @@ func (d *Daemon) networkDown(ctx context.Context, c *rpc.Call) (any, error) {
 		}
 	}
 	if len(running) > 0 && !p.Force {
-		return nil, api.Errorf(api.CodeFailedPrecondition,
+		return api.Empty{}, api.Errorf(api.CodeFailedPrecondition,
 			"vms are running on the network: %s (stop them first, or --force to cut them off)", strings.Join(running, ", "))
 	}
 	c.Log.Info("tearing down host network", "force", p.Force, "running_vms", running)
 	if err := d.helper.NetworkDown(ctx); err != nil {
-		return nil, fmt.Errorf("tear down host network: %w", err)
+		return api.Empty{}, fmt.Errorf("tear down host network: %w", err)
 	}
 	return api.Empty{}, nil
 }
 
-func (d *Daemon) networkState(ctx context.Context, c *rpc.Call) (any, error) {
+func (d *Daemon) networkState(ctx context.Context, c *rpc.Call, _ api.Empty) (api.NetworkStatus, error) {
 	st, err := d.helper.NetworkState(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read host network state: %w", err)
+		return api.NetworkStatus{}, fmt.Errorf("read host network state: %w", err)
 	}
 	return api.NetworkStatus{Network: st, DNS: d.dns.get()}, nil
 }

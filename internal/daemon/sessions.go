@@ -24,19 +24,19 @@ import (
 // sessionListTimeout bounds asking a guest for its sessions in vm.sessions.
 const sessionListTimeout = 10 * time.Second
 
-func (d *Daemon) sessionMethods(m map[string]rpc.Handler) {
-	m[api.MethodVMAttach] = d.vmAttach
+func (d *Daemon) sessionMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodVMAttach, d.vmAttach)
 }
 
 // startDetached is vm.exec with Detach: the agent starts the process and
 // keeps it; the call ends with its session id.
-func (d *Daemon) startDetached(ctx context.Context, c *rpc.Call, vm model.VM, ga *guestAgent, p api.VMExec) (any, error) {
+func (d *Daemon) startDetached(ctx context.Context, c *rpc.Call, vm model.VM, ga *guestAgent, p api.VMExec) (api.VMExecResult, error) {
 	if p.Origin != "" {
 		// A detached process would escape the origin's exec timeout.
-		return nil, api.Errorf(api.CodePermissionDenied, "vm exec: --detach is not available to origin %q", p.Origin)
+		return api.VMExecResult{}, api.Errorf(api.CodePermissionDenied, "vm exec: --detach is not available to origin %q", p.Origin)
 	}
 	if p.TimeoutSeconds != 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm exec: a timeout and --detach do not go together (the session outlives the call)")
+		return api.VMExecResult{}, api.Errorf(api.CodeInvalidArgument, "vm exec: a timeout and --detach do not go together (the session outlives the call)")
 	}
 	req := vsockagent.SessionStart{
 		ExecRequest: vsockagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
@@ -45,26 +45,22 @@ func (d *Daemon) startDetached(ctx context.Context, c *rpc.Call, vm model.VM, ga
 	}
 	started, err := ga.StartSession(ctx, req)
 	if err != nil {
-		return nil, agentError(fmt.Errorf("start detached session in vm %q: %w", vm.Name, err))
+		return api.VMExecResult{}, agentError(fmt.Errorf("start detached session in vm %q: %w", vm.Name, err))
 	}
 	c.Log.InfoContext(ctx, "detached session started", "vm", vm.Name, "session", started.ID, "argv0", p.Argv[0], "tty", p.TTY)
-	return api.SessionStarted{ID: started.ID, PID: started.PID}, nil
+	return api.VMExecResult{Session: &api.SessionStarted{ID: started.ID, PID: started.PID}}, nil
 }
 
 // vmAttach relays one client to a detached session until the process
 // exits or the client goes (which only detaches it).
-func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMAttach
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call, p api.VMAttach) (api.ExecResult, error) {
 	if !vsockagent.ValidSessionID(p.Session) {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm attach: session %q is not a session id (16 hex digits, as banger vm sessions %s shows)", p.Session, p.Name)
+		return api.ExecResult{}, api.Errorf(api.CodeInvalidArgument, "vm attach: session %q is not a session id (16 hex digits, as banger vm sessions %s shows)", p.Session, p.Name)
 	}
 	c.SetTarget(p.Name)
 	vm, ga, err := d.agentOf(ctx, p.Name, "sessions")
 	if err != nil {
-		return nil, err
+		return api.ExecResult{}, err
 	}
 	// Not io.EOF: a client that went away detaches, it does not end the
 	// session's stdin.
@@ -96,9 +92,9 @@ func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			c.Log.InfoContext(ctx, "client detached from session", "vm", vm.Name, "session", p.Session)
-			return nil, ctx.Err()
+			return api.ExecResult{}, ctx.Err()
 		}
-		return nil, agentError(fmt.Errorf("attach to session %s in vm %q: %w", p.Session, vm.Name, err))
+		return api.ExecResult{}, agentError(fmt.Errorf("attach to session %s in vm %q: %w", p.Session, vm.Name, err))
 	}
 	return api.ExecResult{ExitCode: code}, nil
 }

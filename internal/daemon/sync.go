@@ -15,38 +15,34 @@ import (
 	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
-func (d *Daemon) syncMethods(m map[string]rpc.Handler) {
-	m[api.MethodVMSync] = d.vmSync
+func (d *Daemon) syncMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodVMSync, d.vmSync)
 }
 
 // vmSync runs one sync round: the daemon, the CLI's user, reads the host
 // directory itself through an os.Root; the guest's manifest only decides
 // what is uploaded to or removed from the guest directory.
-func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMSync
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call, p api.VMSync) (api.SyncResult, error) {
 	if !filepath.IsAbs(p.Local) {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm sync: host directory %q must be absolute", p.Local)
+		return api.SyncResult{}, api.Errorf(api.CodeInvalidArgument, "vm sync: host directory %q must be absolute", p.Local)
 	}
 	if !path.IsAbs(p.Guest) || path.Clean(p.Guest) == "/" {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm sync: guest directory %q must be absolute and not /", p.Guest)
+		return api.SyncResult{}, api.Errorf(api.CodeInvalidArgument, "vm sync: guest directory %q must be absolute and not /", p.Guest)
 	}
 	fi, err := os.Stat(p.Local)
 	if err != nil {
-		return nil, api.Errorf(api.CodeNotFound, "vm sync: %v", err)
+		return api.SyncResult{}, api.Errorf(api.CodeNotFound, "vm sync: %v", err)
 	}
 	if !fi.IsDir() {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm sync: %s is not a directory (use vm cp for a file)", p.Local)
+		return api.SyncResult{}, api.Errorf(api.CodeInvalidArgument, "vm sync: %s is not a directory (use vm cp for a file)", p.Local)
 	}
 	if _, err := guestsync.ParseIgnore("--exclude", p.Excludes); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "vm sync: %v", err)
+		return api.SyncResult{}, api.Errorf(api.CodeInvalidArgument, "vm sync: %v", err)
 	}
 	c.SetTarget(p.Name)
 	vm, ga, err := d.agentOf(ctx, p.Name, "sync")
 	if err != nil {
-		return nil, err
+		return api.SyncResult{}, err
 	}
 	res, err := guestsync.Run(ctx, ga.Client, filepath.Clean(p.Local), path.Clean(p.Guest), guestsync.Options{
 		Excludes:   p.Excludes,
@@ -58,7 +54,7 @@ func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call) (any, error) {
 		if errors.Is(err, vsockagent.ErrArchiveLimit) {
 			hint = " (raise copy.max_bytes or copy.max_entries in config.toml and restart the daemon)"
 		}
-		return nil, agentError(fmt.Errorf("sync %s into %s in vm %q: %w%s", p.Local, p.Guest, vm.Name, err, hint))
+		return api.SyncResult{}, agentError(fmt.Errorf("sync %s into %s in vm %q: %w%s", p.Local, p.Guest, vm.Name, err, hint))
 	}
 	c.Log.InfoContext(ctx, "synced into guest", "vm", vm.Name, "guest_dir", p.Guest,
 		"uploaded", res.Uploaded, "bytes", res.Bytes, "removed", res.Removed, "hashed", res.Hashed, "duration", res.Duration,

@@ -19,25 +19,21 @@ import (
 // templateRunTimeout bounds a template's provisioning command.
 const templateRunTimeout = 30 * time.Minute
 
-func (d *Daemon) templateMethods(m map[string]rpc.Handler) {
-	m[api.MethodTemplateCreate] = d.templateCreate
-	m[api.MethodTemplateMatch] = d.templateMatch
+func (d *Daemon) templateMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodTemplateCreate, d.templateCreate)
+	rpc.Register(m, api.MethodTemplateMatch, d.templateMatch)
 }
 
 // templateCreate boots a VM from the image, runs the provisioning command
 // in it, snapshots it (quiesced) as a template and removes the VM. On any
 // failure the VM goes and no template is recorded.
-func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.TemplateCreate
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call, p api.TemplateCreate) (model.Snapshot, error) {
 	c.SetTarget(p.Name)
 	if err := model.ValidateSnapshotName(p.Name); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+		return model.Snapshot{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
 	}
 	if _, err := d.vms.GetSnapshot(ctx, p.Name); err == nil {
-		return nil, api.Errorf(api.CodeAlreadyExists, "template %q already exists: pick another name, or remove it (banger snapshot rm %s)", p.Name, p.Name)
+		return model.Snapshot{}, api.Errorf(api.CodeAlreadyExists, "template %q already exists: pick another name, or remove it (banger snapshot rm %s)", p.Name, p.Name)
 	}
 	if p.VMM == "" || p.VMM == "auto" {
 		p.VMM = d.cfg.VMM
@@ -50,7 +46,7 @@ func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	suffix, err := model.NewSnapshotID()
 	if err != nil {
-		return nil, err
+		return model.Snapshot{}, err
 	}
 	name := base + "-" + suffix[:8]
 	vm, err := d.vms.Create(ctx, vmlife.CreateRequest{
@@ -59,7 +55,7 @@ func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call) (any, error) {
 		Policy: policy.Merge(d.cfg.Policy.VMPolicy(), model.VMPolicy{}),
 	}, c.ProgressFunc())
 	if err != nil {
-		return nil, fmt.Errorf("template %q: boot its vm: %w", p.Name, err)
+		return model.Snapshot{}, fmt.Errorf("template %q: boot its vm: %w", p.Name, err)
 	}
 	defer func() {
 		if err := d.vms.Remove(context.WithoutCancel(ctx), vm.ID, true); err != nil {
@@ -70,32 +66,28 @@ func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call) (any, error) {
 		c.ProgressFunc().Stage("provision", "running: "+p.Run)
 		_, ga, err := d.agentOf(ctx, vm.Name, "exec")
 		if err != nil {
-			return nil, err
+			return model.Snapshot{}, err
 		}
 		rctx, cancel := context.WithTimeout(ctx, templateRunTimeout)
 		var out tailBuffer
 		code, err := ga.Exec(rctx, vsockagent.ExecRequest{Argv: []string{"sh", "-c", p.Run}}, bytes.NewReader(nil), &out, &out, nil, nil)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("template %q: run %q: %w", p.Name, p.Run, err)
+			return model.Snapshot{}, fmt.Errorf("template %q: run %q: %w", p.Name, p.Run, err)
 		}
 		if code != 0 {
-			return nil, api.Errorf(api.CodeFailedPrecondition, "template %q: %q exited with %d, no template made; its last output:\n%s",
+			return model.Snapshot{}, api.Errorf(api.CodeFailedPrecondition, "template %q: %q exited with %d, no template made; its last output:\n%s",
 				p.Name, p.Run, code, termsafe.Text(out.String()))
 		}
 	}
 	sn, err := d.vms.Snapshot(ctx, vmlife.SnapshotRequest{VM: vm.ID, As: p.Name, Stop: true, Kind: model.SnapshotKindTemplate}, c.ProgressFunc())
 	if err != nil {
-		return nil, fmt.Errorf("template %q: %w", p.Name, err)
+		return model.Snapshot{}, fmt.Errorf("template %q: %w", p.Name, err)
 	}
 	return sn, nil
 }
 
-func (d *Daemon) templateMatch(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.TemplateMatch
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) templateMatch(ctx context.Context, c *rpc.Call, p api.TemplateMatch) (api.TemplateMatchResult, error) {
 	if p.VMM == "" || p.VMM == "auto" {
 		p.VMM = d.cfg.VMM
 	}
@@ -104,7 +96,7 @@ func (d *Daemon) templateMatch(ctx context.Context, c *rpc.Call) (any, error) {
 		InitMode: p.InitMode, Network: p.Network, Policy: policy.Merge(d.cfg.Policy.VMPolicy(), p.Policy),
 	})
 	if err != nil {
-		return nil, err
+		return api.TemplateMatchResult{}, err
 	}
 	return api.TemplateMatchResult{Template: name}, nil
 }

@@ -16,51 +16,39 @@ import (
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
-func (d *Daemon) vmMethods(m map[string]rpc.Handler) {
-	m[api.MethodVMCreate] = d.vmCreate
-	m[api.MethodVMStart] = d.vmStart
-	m[api.MethodVMStop] = d.vmStop
-	m[api.MethodVMRestart] = d.vmRestart
-	m[api.MethodVMRemove] = d.vmRemove
-	m[api.MethodVMList] = d.vmList
-	m[api.MethodVMGet] = d.vmGet
-	m[api.MethodVMLogs] = d.vmLogs
-	m[api.MethodVMExec] = d.vmExec
-	m[api.MethodVMSuspend] = d.vmSuspend
-	m[api.MethodVMResume] = d.vmResume
+func (d *Daemon) vmMethods(m *rpc.Methods) {
+	rpc.Register(m, api.MethodVMCreate, d.vmCreate)
+	rpc.Register(m, api.MethodVMStart, d.vmStart)
+	rpc.Register(m, api.MethodVMStop, d.vmStop)
+	rpc.Register(m, api.MethodVMRestart, d.vmRestart)
+	rpc.Register(m, api.MethodVMRemove, d.vmRemove)
+	rpc.Register(m, api.MethodVMList, d.vmList)
+	rpc.Register(m, api.MethodVMGet, d.vmGet)
+	rpc.Register(m, api.MethodVMLogs, d.vmLogs)
+	rpc.Register(m, api.MethodVMExec, d.vmExec)
+	rpc.Register(m, api.MethodVMSuspend, d.vmSuspend)
+	rpc.Register(m, api.MethodVMResume, d.vmResume)
 }
 
-func (d *Daemon) vmSuspend(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmSuspend(ctx context.Context, c *rpc.Call, p api.VMRef) (model.VM, error) {
 	c.SetTarget(p.Name)
 	return d.vms.Suspend(ctx, p.Name, c.ProgressFunc())
 }
 
-func (d *Daemon) vmResume(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmResume(ctx context.Context, c *rpc.Call, p api.VMRef) (model.VM, error) {
 	c.SetTarget(p.Name)
 	return d.vms.Resume(ctx, p.Name, c.ProgressFunc())
 }
 
-func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMCreate
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call, p api.VMCreate) (model.VM, error) {
 	c.SetTarget(p.Name)
 	if err := checkOrigin(p.Origin); err != nil {
-		return nil, err
+		return model.VM{}, err
 	}
 	if p.Origin == model.OriginMCP {
 		unlock, err := d.mcpCreate(ctx, &p)
 		if err != nil {
-			return nil, err
+			return model.VM{}, err
 		}
 		defer unlock()
 	}
@@ -73,41 +61,25 @@ func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call) (any, error) {
 	return d.vms.Create(ctx, vmlife.CreateRequest(p), c.ProgressFunc())
 }
 
-func (d *Daemon) vmStart(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmStart(ctx context.Context, c *rpc.Call, p api.VMRef) (model.VM, error) {
 	c.SetTarget(p.Name)
 	return d.vms.Start(ctx, p.Name, c.ProgressFunc())
 }
 
-func (d *Daemon) vmStop(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMStop
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmStop(ctx context.Context, c *rpc.Call, p api.VMStop) (model.VM, error) {
 	c.SetTarget(p.Name)
 	return d.vms.Stop(ctx, p.Name, p.Force, time.Duration(p.TimeoutSeconds)*time.Second)
 }
 
-func (d *Daemon) vmRestart(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMStop
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmRestart(ctx context.Context, c *rpc.Call, p api.VMStop) (model.VM, error) {
 	c.SetTarget(p.Name)
 	return d.vms.Restart(ctx, p.Name, time.Duration(p.TimeoutSeconds)*time.Second, c.ProgressFunc())
 }
 
-func (d *Daemon) vmRemove(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRemove
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmRemove(ctx context.Context, c *rpc.Call, p api.VMRemove) (api.Empty, error) {
 	c.SetTarget(p.Name)
 	if err := d.vms.Remove(ctx, p.Name, p.Force); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	// Drop the removed VM from the ssh_config include and known_hosts.
 	if err := d.refreshSSHFiles(ctx); err != nil {
@@ -116,10 +88,10 @@ func (d *Daemon) vmRemove(ctx context.Context, c *rpc.Call) (any, error) {
 	return api.Empty{}, nil
 }
 
-func (d *Daemon) vmList(ctx context.Context, c *rpc.Call) (any, error) {
+func (d *Daemon) vmList(ctx context.Context, c *rpc.Call, _ api.Empty) (api.VMList, error) {
 	vms, err := d.vms.List(ctx)
 	if err != nil {
-		return nil, err
+		return api.VMList{}, err
 	}
 	if vms == nil {
 		vms = []model.VM{}
@@ -127,11 +99,7 @@ func (d *Daemon) vmList(ctx context.Context, c *rpc.Call) (any, error) {
 	return api.VMList{VMs: vms}, nil
 }
 
-func (d *Daemon) vmGet(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMRef
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmGet(ctx context.Context, c *rpc.Call, p api.VMRef) (model.VM, error) {
 	vm, err := d.vms.Get(ctx, p.Name)
 	if err == nil && d.pub != nil {
 		vm.Forwards = d.pub.Forwards(vm.ID)
@@ -141,33 +109,29 @@ func (d *Daemon) vmGet(ctx context.Context, c *rpc.Call) (any, error) {
 
 // vmLogs streams the serial console; with Follow it keeps streaming until
 // the client goes away.
-func (d *Daemon) vmLogs(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMLogs
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+func (d *Daemon) vmLogs(ctx context.Context, c *rpc.Call, p api.VMLogs) (api.Empty, error) {
 	vm, err := d.vms.Get(ctx, p.Name)
 	if err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	path := vmlife.ConsoleLog(vm)
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, api.Errorf(api.CodeNotFound, "vm %q has no console log yet (it has not been started)", vm.Name)
+		return api.Empty{}, api.Errorf(api.CodeNotFound, "vm %q has no console log yet (it has not been started)", vm.Name)
 	} else if err != nil {
-		return nil, fmt.Errorf("open console log of vm %q: %w", vm.Name, err)
+		return api.Empty{}, fmt.Errorf("open console log of vm %q: %w", vm.Name, err)
 	}
 	defer f.Close()
 	if p.Lines > 0 {
 		tail, err := vmm.TailFile(path, p.Lines)
 		if err != nil {
-			return nil, err
+			return api.Empty{}, err
 		}
 		if err := c.Send(api.KindLog, []byte(tail+"\n")); err != nil {
-			return nil, err
+			return api.Empty{}, err
 		}
 		if _, err := f.Seek(0, io.SeekEnd); err != nil {
-			return nil, err
+			return api.Empty{}, err
 		}
 	}
 	buf := make([]byte, 32<<10)
@@ -175,12 +139,12 @@ func (d *Daemon) vmLogs(ctx context.Context, c *rpc.Call) (any, error) {
 		n, err := f.Read(buf)
 		if n > 0 {
 			if serr := c.Send(api.KindLog, buf[:n]); serr != nil {
-				return nil, serr
+				return api.Empty{}, serr
 			}
 			continue
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("read console log: %w", err)
+			return api.Empty{}, fmt.Errorf("read console log: %w", err)
 		}
 		if !p.Follow {
 			return api.Empty{}, nil

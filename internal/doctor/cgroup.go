@@ -21,8 +21,8 @@ func (r *runner) checkVMMCgroups(ctx context.Context) Check {
 		c.Status, c.Detail = Warn, "the daemon is not answering: no VM to check"
 		return c
 	}
-	var res api.VMList
-	if err := r.call(ctx, r.cfg.Paths.Socket(), api.MethodVMList, &res); err != nil {
+	res, err := query(ctx, r, r.cfg.Paths.Socket(), api.MethodVMList)
+	if err != nil {
 		c.Status, c.Detail = Warn, fmt.Sprintf("the daemon did not list vms: %v", err)
 		return c
 	}

@@ -409,8 +409,15 @@ func TestNoDaemonNoHelper(t *testing.T) {
 	}
 }
 
+// answer serves d with what f returns.
+func answer[Resp any](d api.Method[api.Empty, Resp], f func() Resp) func(*rpc.Methods) {
+	return func(m *rpc.Methods) {
+		rpc.Register(m, d, func(context.Context, *rpc.Call, api.Empty) (Resp, error) { return f(), nil })
+	}
+}
+
 // serve runs a real rpc server with methods on socket until the test ends.
-func serve(t *testing.T, socket string, methods map[string]rpc.Handler) {
+func serve(t *testing.T, socket string, methods ...func(*rpc.Methods)) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		t.Fatal(err)
@@ -421,7 +428,11 @@ func serve(t *testing.T, socket string, methods map[string]rpc.Handler) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- rpc.NewServer(methods, rpc.ServerOptions{}).Serve(ctx, ln) }()
+	ms := rpc.NewMethods()
+	for _, reg := range methods {
+		reg(ms)
+	}
+	go func() { done <- rpc.NewServer(ms, rpc.ServerOptions{}).Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -432,11 +443,11 @@ func serve(t *testing.T, socket string, methods map[string]rpc.Handler) {
 
 func TestHelperAnswersWithoutDaemon(t *testing.T) {
 	h := newHost(t, debian)
-	serve(t, h.cfg.Paths.HelperSocket(), map[string]rpc.Handler{
-		api.MethodHelperIdentity: func(context.Context, *rpc.Call) (any, error) {
-			return api.HelperIdentity{PID: 4242, Build: buildinfo.Info{Version: "v1.2.3"}}, nil
-		},
-	})
+	serve(t, h.cfg.Paths.HelperSocket(),
+		answer(api.MethodHelperIdentity, func() api.HelperIdentity {
+			return api.HelperIdentity{PID: 4242, Build: buildinfo.Info{Version: "v1.2.3"}}
+		}),
+	)
 	expect(t, mustFind(t, h.run(), CheckHelper), OK, "pid 4242, v1.2.3", "")
 }
 
@@ -444,13 +455,13 @@ func TestHostNetworkChangesReported(t *testing.T) {
 	h := newHost(t, debian)
 	st := api.NetworkState{}
 	var mu sync.Mutex
-	serve(t, h.cfg.Paths.HelperSocket(), map[string]rpc.Handler{
-		api.MethodNetworkState: func(context.Context, *rpc.Call) (any, error) {
+	serve(t, h.cfg.Paths.HelperSocket(),
+		answer(api.MethodHelperNetworkState, func() api.NetworkState {
 			mu.Lock()
 			defer mu.Unlock()
-			return st, nil
-		},
-	})
+			return st
+		}),
+	)
 	expect(t, mustFind(t, h.run(), CheckHostNetwork), OK, "banger has changed nothing", "")
 
 	mu.Lock()
@@ -476,19 +487,19 @@ func TestRunningDaemon(t *testing.T) {
 	helper := api.HelperStatus{Socket: "/run/banger/root-helper.sock", Reachable: true, PID: 77, Version: buildinfo.Get().Version}
 	version := buildinfo.Get().Version
 	var mu sync.Mutex
-	serve(t, h.cfg.Paths.Socket(), map[string]rpc.Handler{
-		api.MethodDaemonStatus: func(context.Context, *rpc.Call) (any, error) {
+	serve(t, h.cfg.Paths.Socket(),
+		answer(api.MethodDaemonStatus, func() api.DaemonStatus {
 			mu.Lock()
 			defer mu.Unlock()
-			return api.DaemonStatus{PID: 99, Build: buildinfo.Info{Version: version}, UptimeSeconds: 65, Helper: helper}, nil
-		},
-		api.MethodKernelList: func(context.Context, *rpc.Call) (any, error) {
-			return api.KernelList{Kernels: []model.Kernel{{Name: "debian-cloud", VMMs: []string{"qemu"}}}}, nil
-		},
-		api.MethodImageList: func(context.Context, *rpc.Call) (any, error) {
-			return api.ImageList{}, nil
-		},
-	})
+			return api.DaemonStatus{PID: 99, Build: buildinfo.Info{Version: version}, UptimeSeconds: 65, Helper: helper}
+		}),
+		answer(api.MethodKernelList, func() api.KernelList {
+			return api.KernelList{Kernels: []model.Kernel{{Name: "debian-cloud", VMMs: []string{"qemu"}}}}
+		}),
+		answer(api.MethodImageList, func() api.ImageList {
+			return api.ImageList{}
+		}),
+	)
 	r := h.run()
 	expect(t, mustFind(t, r, CheckDaemon), OK, "pid 99, "+version+", up 1m5s", "")
 	expect(t, mustFind(t, r, CheckHelper), OK, "pid 77", "")
@@ -644,16 +655,16 @@ func TestVMMCgroups(t *testing.T) {
 		{ID: "cc", Name: "three", State: model.StateRunning, PID: 13},
 	}
 	var mu sync.Mutex
-	serve(t, h.cfg.Paths.Socket(), map[string]rpc.Handler{
-		api.MethodDaemonStatus: func(context.Context, *rpc.Call) (any, error) {
-			return api.DaemonStatus{PID: 99, Build: buildinfo.Get()}, nil
-		},
-		api.MethodVMList: func(context.Context, *rpc.Call) (any, error) {
+	serve(t, h.cfg.Paths.Socket(),
+		answer(api.MethodDaemonStatus, func() api.DaemonStatus {
+			return api.DaemonStatus{PID: 99, Build: buildinfo.Get()}
+		}),
+		answer(api.MethodVMList, func() api.VMList {
 			mu.Lock()
 			defer mu.Unlock()
-			return api.VMList{VMs: vms}, nil
-		},
-	})
+			return api.VMList{VMs: vms}
+		}),
+	)
 	expect(t, mustFind(t, h.run(), CheckVMMCgroups), OK, "2 running vm(s), each vmm in its own cgroup", "")
 	mu.Lock()
 	vms = append(vms, model.VM{ID: "bb", Name: "two", State: model.StateRunning, PID: 12})

@@ -22,10 +22,12 @@ type daemonState struct {
 	status api.DaemonStatus
 }
 
-func (r *runner) call(ctx context.Context, socket, method string, result any) error {
+// query calls a method that takes no params on socket, within the
+// doctor's call timeout.
+func query[Resp any](ctx context.Context, r *runner, socket string, m api.Method[api.Empty, Resp]) (Resp, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
-	return rpc.NewClient(socket).Call(ctx, method, nil, result)
+	return rpc.Invoke(ctx, rpc.NewClient(socket), m, api.Empty{})
 }
 
 func (r *runner) checkStore(ctx context.Context) Check {
@@ -63,8 +65,7 @@ func (r *runner) checkStore(ctx context.Context) Check {
 func (r *runner) checkDaemon(ctx context.Context) Check {
 	c := Check{Name: CheckDaemon}
 	sock := r.cfg.Paths.Socket()
-	var st api.DaemonStatus
-	err := r.call(ctx, sock, api.MethodDaemonStatus, &st)
+	st, err := query(ctx, r, sock, api.MethodDaemonStatus)
 	switch {
 	case errors.Is(err, rpc.ErrNotRunning):
 		c.Status, c.Detail = Warn, fmt.Sprintf("not running (socket %s)", sock)
@@ -101,8 +102,7 @@ func (r *runner) checkHelper(ctx context.Context) Check {
 		return c
 	}
 	sock := r.cfg.Paths.HelperSocket()
-	var id api.HelperIdentity
-	err := r.call(ctx, sock, api.MethodHelperIdentity, &id)
+	id, err := query(ctx, r, sock, api.MethodHelperIdentity)
 	switch {
 	case err == nil:
 		c.Status, c.Detail = OK, fmt.Sprintf("pid %d, %s (socket %s)", id.PID, id.Build.Version, sock)
@@ -129,10 +129,10 @@ func (r *runner) checkHostNetwork(ctx context.Context) Check {
 	var err error
 	if r.daemon != nil {
 		var ns api.NetworkStatus
-		err = r.call(ctx, r.cfg.Paths.Socket(), api.MethodNetworkState, &ns)
+		ns, err = query(ctx, r, r.cfg.Paths.Socket(), api.MethodNetworkState)
 		st = ns.Network
 	} else {
-		err = r.call(ctx, r.cfg.Paths.HelperSocket(), api.MethodNetworkState, &st)
+		st, err = query(ctx, r, r.cfg.Paths.HelperSocket(), api.MethodHelperNetworkState)
 	}
 	if err != nil {
 		c.Status, c.Detail = Warn, fmt.Sprintf("could not read it from the root helper: %v", err)
@@ -173,8 +173,8 @@ func (r *runner) checkKernels(ctx context.Context) Check {
 	var kernels []artifact
 	var from string
 	if r.daemon != nil {
-		var res api.KernelList
-		if err := r.call(ctx, r.cfg.Paths.Socket(), api.MethodKernelList, &res); err != nil {
+		res, err := query(ctx, r, r.cfg.Paths.Socket(), api.MethodKernelList)
+		if err != nil {
 			c.Status, c.Detail = Warn, fmt.Sprintf("the daemon did not list kernels: %v", err)
 			return c
 		}
@@ -249,8 +249,8 @@ func (r *runner) checkImages(ctx context.Context) Check {
 	var names []string
 	var from string
 	if r.daemon != nil {
-		var res api.ImageList
-		if err := r.call(ctx, r.cfg.Paths.Socket(), api.MethodImageList, &res); err != nil {
+		res, err := query(ctx, r, r.cfg.Paths.Socket(), api.MethodImageList)
+		if err != nil {
 			c.Status, c.Detail = Warn, fmt.Sprintf("the daemon did not list images: %v", err)
 			return c
 		}

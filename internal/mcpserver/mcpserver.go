@@ -167,7 +167,7 @@ func (s *Server) exec(ctx context.Context, name string, o execOpts) (execResult,
 	var res execResult
 	p := api.VMExec{Name: name, Argv: o.argv, Env: o.env, Dir: o.dir, Stdin: o.stdin != nil,
 		TimeoutSeconds: o.timeout, Origin: model.OriginMCP}
-	st, err := s.c.Open(ctx, api.MethodVMExec, p)
+	st, err := rpc.OpenStream(ctx, s.c, api.MethodVMExec, p)
 	if err != nil {
 		return res, err
 	}
@@ -203,9 +203,9 @@ func (s *Server) exec(ctx context.Context, name string, o execOpts) (execResult,
 				_, _ = out.Write(b)
 			}
 		case rpc.FrameResult:
-			var r api.ExecResult
-			if err := json.Unmarshal(f.Result, &r); err != nil {
-				return res, fmt.Errorf("decode exec result of vm %q: %w", name, err)
+			r, err := st.Result(f)
+			if err != nil {
+				return res, fmt.Errorf("exec result of vm %q: %w", name, err)
 			}
 			res.ExitCode = r.ExitCode
 			res.Stdout, res.Stderr = string(out.b), string(errw.b)
@@ -274,7 +274,7 @@ func (s *Server) startForward(name string, guestPort, hostPort int) (*forward, e
 func (s *Server) probeForward(ctx context.Context, name string, port int) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	st, err := s.c.Open(ctx, api.MethodVMForward, api.VMForward{Name: name, Port: port, Origin: model.OriginMCP})
+	st, err := rpc.OpenStream(ctx, s.c, api.MethodVMForward, api.VMForward{Name: name, Port: port, Origin: model.OriginMCP})
 	if err != nil {
 		return err
 	}

@@ -76,9 +76,9 @@ func (s *Server) vmSnapshot(ctx context.Context, req *mcp.CallToolRequest, in Sn
 			return nil, SnapshotInfo{}, fmt.Errorf("as: %w", err)
 		}
 	}
-	var sn model.Snapshot
 	p := api.VMSnapshot{Name: in.Name, As: in.As}
-	if err := s.c.Call(ctx, api.MethodVMSnapshot, p, &sn, rpc.CallOptions{OnEvent: progressFunc(ctx, req)}); err != nil {
+	sn, err := rpc.Invoke(ctx, s.c, api.MethodVMSnapshot, p, rpc.CallOptions{OnEvent: progressFunc(ctx, req)})
+	if err != nil {
 		return nil, SnapshotInfo{}, fmt.Errorf("snapshot vm %q: %w", in.Name, err)
 	}
 	return nil, snapshotInfo(sn), nil
@@ -105,16 +105,16 @@ func (s *Server) vmFork(ctx context.Context, req *mcp.CallToolRequest, in ForkIn
 // fork calls vm.fork as MCP: the daemon applies [mcp] to the clones.
 func (s *Server) fork(ctx context.Context, req *mcp.CallToolRequest, p api.VMFork) (api.ForkResult, error) {
 	p.Origin = model.OriginMCP
-	var res api.ForkResult
-	if err := s.c.Call(ctx, api.MethodVMFork, p, &res, rpc.CallOptions{OnEvent: progressFunc(ctx, req)}); err != nil {
+	res, err := rpc.Invoke(ctx, s.c, api.MethodVMFork, p, rpc.CallOptions{OnEvent: progressFunc(ctx, req)})
+	if err != nil {
 		return res, fmt.Errorf("fork from %q: %w", p.From, err)
 	}
 	return res, nil
 }
 
 func (s *Server) snapshotList(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, SnapshotListOutput, error) {
-	var l []model.Snapshot
-	if err := s.c.Call(ctx, api.MethodSnapshotList, nil, &l); err != nil {
+	l, err := rpc.Invoke(ctx, s.c, api.MethodSnapshotList, api.Empty{})
+	if err != nil {
 		return nil, SnapshotListOutput{}, fmt.Errorf("list snapshots: %w", err)
 	}
 	out := SnapshotListOutput{Snapshots: make([]SnapshotInfo, 0, len(l))}
@@ -146,8 +146,8 @@ func (s *Server) restoreSource(ctx context.Context, in RunInput) (string, error)
 	if in.From != "" {
 		return in.From, nil
 	}
-	var sn model.Snapshot
-	if err := s.c.Call(ctx, api.MethodSnapshotGet, api.SnapshotRef{Name: in.Template}, &sn); err != nil {
+	sn, err := rpc.Invoke(ctx, s.c, api.MethodSnapshotGet, api.SnapshotRef{Name: in.Template})
+	if err != nil {
 		return "", fmt.Errorf("template %q: %w", in.Template, err)
 	}
 	if sn.Kind != model.SnapshotKindTemplate {

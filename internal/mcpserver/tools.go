@@ -249,7 +249,7 @@ func (s *Server) create(ctx context.Context, req *mcp.CallToolRequest, spec VMSp
 		return model.VM{}, err
 	}
 	var vm model.VM
-	err = s.c.Call(ctx, api.MethodVMCreate, p, &vm, rpc.CallOptions{OnEvent: progressFunc(ctx, req)})
+	vm, err = rpc.Invoke(ctx, s.c, api.MethodVMCreate, p, rpc.CallOptions{OnEvent: progressFunc(ctx, req)})
 	if err != nil {
 		return model.VM{}, fmt.Errorf("create vm: %w", err)
 	}
@@ -309,7 +309,7 @@ func (s *Server) vmRun(ctx context.Context, req *mcp.CallToolRequest, in RunInpu
 	runErr := func() error {
 		if local != "" {
 			cp := api.VMCopy{Name: vm.Name, Direction: api.CopyIn, Local: local, Guest: dest}
-			if err := s.c.Call(ctx, api.MethodVMCopy, cp, nil); err != nil {
+			if _, err := rpc.Invoke(ctx, s.c, api.MethodVMCopy, cp); err != nil {
 				return fmt.Errorf("copy workspace into vm %q: %w", vm.Name, err)
 			}
 			if o.dir == "" {
@@ -325,7 +325,7 @@ func (s *Server) vmRun(ctx context.Context, req *mcp.CallToolRequest, in RunInpu
 		// Remove even when the command failed or the client gave up.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
-		if err := s.c.Call(rctx, api.MethodVMRemove, api.VMRemove{Name: vm.Name, Force: true}, nil); err != nil {
+		if _, err := rpc.Invoke(rctx, s.c, api.MethodVMRemove, api.VMRemove{Name: vm.Name, Force: true}); err != nil {
 			return nil, out, errors.Join(runErr, fmt.Errorf("remove vm %q: %w", vm.Name, err))
 		}
 		out.Removed = true
@@ -404,7 +404,7 @@ func (s *Server) vmWriteFile(ctx context.Context, _ *mcp.CallToolRequest, in Wri
 		return nil, out, fmt.Errorf("stage file for vm %q: %w", in.Name, err)
 	}
 	cp := api.VMCopy{Name: in.Name, Direction: api.CopyIn, Local: local, Guest: dir}
-	if err := s.c.Call(ctx, api.MethodVMCopy, cp, nil); err != nil {
+	if _, err := rpc.Invoke(ctx, s.c, api.MethodVMCopy, cp); err != nil {
 		return nil, out, fmt.Errorf("write %s in vm %q: %w", in.Path, in.Name, err)
 	}
 	return nil, WriteFileOutput{Path: in.Path, Bytes: len(data)}, nil
@@ -424,7 +424,7 @@ func (s *Server) vmReadFile(ctx context.Context, _ *mcp.CallToolRequest, in Read
 	// The daemon's copy out applies the guest-archive rules (no escapes, no
 	// devices, copy.max_bytes); what lands here is then checked again.
 	cp := api.VMCopy{Name: in.Name, Direction: api.CopyOut, Local: tmp, Guest: in.Path}
-	if err := s.c.Call(ctx, api.MethodVMCopy, cp, nil); err != nil {
+	if _, err := rpc.Invoke(ctx, s.c, api.MethodVMCopy, cp); err != nil {
 		return nil, out, fmt.Errorf("read %s in vm %q: %w", in.Path, in.Name, err)
 	}
 	root, err := os.OpenRoot(tmp)
@@ -464,8 +464,8 @@ func (s *Server) vmReadFile(ctx context.Context, _ *mcp.CallToolRequest, in Read
 }
 
 func (s *Server) vmPorts(ctx context.Context, _ *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, PortsOutput, error) {
-	var pl api.PortList
-	if err := s.c.Call(ctx, api.MethodVMPorts, api.VMPorts{Name: in.Name}, &pl); err != nil {
+	pl, err := rpc.Invoke(ctx, s.c, api.MethodVMPorts, api.VMPorts{Name: in.Name})
+	if err != nil {
 		return nil, PortsOutput{}, fmt.Errorf("list ports of vm %q: %w", in.Name, err)
 	}
 	if pl.Ports == nil {
@@ -481,8 +481,8 @@ func (s *Server) vmForward(ctx context.Context, _ *mcp.CallToolRequest, in Forwa
 	if in.HostPort < 0 || in.HostPort > 65535 {
 		return nil, ForwardOutput{}, fmt.Errorf("host_port %d is not within 0..65535", in.HostPort)
 	}
-	var vm model.VM
-	if err := s.c.Call(ctx, api.MethodVMGet, api.VMRef{Name: in.Name}, &vm); err != nil {
+	vm, err := rpc.Invoke(ctx, s.c, api.MethodVMGet, api.VMRef{Name: in.Name})
+	if err != nil {
 		return nil, ForwardOutput{}, fmt.Errorf("forward to vm %q: %w", in.Name, err)
 	}
 	if vm.State != model.StateRunning {
@@ -499,8 +499,8 @@ func (s *Server) vmForward(ctx context.Context, _ *mcp.CallToolRequest, in Forwa
 }
 
 func (s *Server) vmList(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, ListOutput, error) {
-	var l api.VMList
-	if err := s.c.Call(ctx, api.MethodVMList, nil, &l); err != nil {
+	l, err := rpc.Invoke(ctx, s.c, api.MethodVMList, api.Empty{})
+	if err != nil {
 		return nil, ListOutput{}, fmt.Errorf("list vms: %w", err)
 	}
 	out := ListOutput{VMs: make([]VMInfo, 0, len(l.VMs))}
@@ -514,23 +514,23 @@ func (s *Server) vmRemove(ctx context.Context, _ *mcp.CallToolRequest, in Remove
 	if in.Name == "" {
 		return nil, Done{}, errors.New("name is empty: give the VM's name (vm_list shows them)")
 	}
-	if err := s.c.Call(ctx, api.MethodVMRemove, api.VMRemove{Name: in.Name, Force: true}, nil); err != nil {
+	if _, err := rpc.Invoke(ctx, s.c, api.MethodVMRemove, api.VMRemove{Name: in.Name, Force: true}); err != nil {
 		return nil, Done{}, fmt.Errorf("remove vm %q: %w", in.Name, err)
 	}
 	return nil, Done{OK: true}, nil
 }
 
 func (s *Server) vmSuspend(ctx context.Context, req *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, VMInfo, error) {
-	var vm model.VM
-	if err := s.c.Call(ctx, api.MethodVMSuspend, api.VMRef{Name: in.Name}, &vm, rpc.CallOptions{OnEvent: progressFunc(ctx, req)}); err != nil {
+	vm, err := rpc.Invoke(ctx, s.c, api.MethodVMSuspend, api.VMRef{Name: in.Name}, rpc.CallOptions{OnEvent: progressFunc(ctx, req)})
+	if err != nil {
 		return nil, VMInfo{}, fmt.Errorf("suspend vm %q: %w", in.Name, err)
 	}
 	return nil, info(vm), nil
 }
 
 func (s *Server) vmResume(ctx context.Context, req *mcp.CallToolRequest, in NameInput) (*mcp.CallToolResult, VMInfo, error) {
-	var vm model.VM
-	if err := s.c.Call(ctx, api.MethodVMResume, api.VMRef{Name: in.Name}, &vm, rpc.CallOptions{OnEvent: progressFunc(ctx, req)}); err != nil {
+	vm, err := rpc.Invoke(ctx, s.c, api.MethodVMResume, api.VMRef{Name: in.Name}, rpc.CallOptions{OnEvent: progressFunc(ctx, req)})
+	if err != nil {
 		return nil, VMInfo{}, fmt.Errorf("resume vm %q: %w", in.Name, err)
 	}
 	return nil, info(vm), nil
@@ -546,7 +546,7 @@ func (s *Server) console(ctx context.Context, req *mcp.ReadResourceRequest) (*mc
 	if !ok || name == "" || strings.Contains(name, "/") {
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
-	st, err := s.c.Open(ctx, api.MethodVMLogs, api.VMLogs{Name: name})
+	st, err := rpc.OpenStream(ctx, s.c, api.MethodVMLogs, api.VMLogs{Name: name})
 	if err != nil {
 		return nil, err
 	}

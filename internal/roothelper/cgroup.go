@@ -43,7 +43,7 @@ type cgroupService struct {
 	busctl    func(ctx context.Context, args ...string) error
 }
 
-func (h *Helper) cgroupMethods(m map[string]rpc.Handler) {
+func (h *Helper) cgroupMethods(m *rpc.Methods) {
 	s := &cgroupService{
 		ownerUID: h.opts.OwnerUID, proc: "/proc", mountinfo: "/proc/self/mountinfo",
 		systemd: func() bool {
@@ -52,7 +52,7 @@ func (h *Helper) cgroupMethods(m map[string]rpc.Handler) {
 		},
 		busctl: runBusctl,
 	}
-	m[api.MethodVMCgroupAdopt] = s.adopt
+	rpc.Register(m, api.MethodHelperVMCgroupAdopt, s.adopt)
 }
 
 // vmmProcess is what /proc says of the process to adopt.
@@ -65,42 +65,38 @@ type vmmProcess struct {
 	cgroups   map[string]string // hierarchy key ("" for cgroup2, "name=systemd") → path
 }
 
-func (s *cgroupService) adopt(ctx context.Context, c *rpc.Call) (any, error) {
-	var p api.VMCgroupAdopt
-	if err := decodeStrict(c, &p); err != nil {
-		return nil, err
-	}
+func (s *cgroupService) adopt(ctx context.Context, c *rpc.Call, p api.VMCgroupAdopt) (api.VMCgroupAdopted, error) {
 	if err := model.ValidateVMID(p.VMID); err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "adopt vmm: %v", err)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodeInvalidArgument, "adopt vmm: %v", err)
 	}
 	if p.PID <= 1 || p.StartTime == 0 {
-		return nil, api.Errorf(api.CodeInvalidArgument, "adopt vmm of vm %s: pid %d start time %d does not name a vmm process", p.VMID, p.PID, p.StartTime)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodeInvalidArgument, "adopt vmm of vm %s: pid %d start time %d does not name a vmm process", p.VMID, p.PID, p.StartTime)
 	}
 	c.SetTarget(p.VMID)
 	// The pidfd pins the process: while it can still be signalled, the pid
 	// cannot have been reused, so the pid written below is this process.
 	fd, err := unix.PidfdOpen(p.PID, 0)
 	if err != nil {
-		return nil, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: process %d: %v", p.VMID, p.PID, err)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: process %d: %v", p.VMID, p.PID, err)
 	}
 	defer unix.Close(fd)
 	proc, err := s.readProcess(p.PID)
 	if err != nil {
-		return nil, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: %v", p.VMID, err)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: %v", p.VMID, err)
 	}
 	if proc.startTime != p.StartTime {
-		return nil, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: process %d started at %d, not %d (it is another process)", p.VMID, p.PID, proc.startTime, p.StartTime)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: process %d started at %d, not %d (it is another process)", p.VMID, p.PID, proc.startTime, p.StartTime)
 	}
 	if proc.tgid != p.PID {
-		return nil, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: %d is a thread of process %d, not a process", p.VMID, p.PID, proc.tgid)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: %d is a thread of process %d, not a process", p.VMID, p.PID, proc.tgid)
 	}
 	for _, u := range proc.uids {
 		if u != s.ownerUID {
-			return nil, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d runs with uids %v, not only the owner uid %d", p.VMID, p.PID, proc.uids, s.ownerUID)
+			return api.VMCgroupAdopted{}, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d runs with uids %v, not only the owner uid %d", p.VMID, p.PID, proc.uids, s.ownerUID)
 		}
 	}
 	if !isVMMExe(proc.exe) {
-		return nil, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d runs %q, not a vmm (qemu-system-*, firecracker)", p.VMID, p.PID, proc.exe)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d runs %q, not a vmm (qemu-system-*, firecracker)", p.VMID, p.PID, proc.exe)
 	}
 
 	s.mu.Lock()
@@ -108,7 +104,7 @@ func (s *cgroupService) adopt(ctx context.Context, c *rpc.Call) (any, error) {
 	systemd := s.systemd()
 	already := inVMCgroup(proc.cgroups, p.VMID, systemd)
 	if !already && proc.ppid != int(c.Peer.PID) {
-		return nil, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d is not a child of the calling daemon (its parent is %d, the caller %d)", p.VMID, p.PID, proc.ppid, c.Peer.PID)
+		return api.VMCgroupAdopted{}, api.Errorf(api.CodePermissionDenied, "adopt vmm of vm %s: process %d is not a child of the calling daemon (its parent is %d, the caller %d)", p.VMID, p.PID, proc.ppid, c.Peer.PID)
 	}
 	res := api.VMCgroupAdopted{Manager: "cgroupfs", Already: already}
 	if systemd {
@@ -121,10 +117,10 @@ func (s *cgroupService) adopt(ctx context.Context, c *rpc.Call) (any, error) {
 			err = s.adoptCgroupfs(p)
 		}
 		if err != nil {
-			return nil, api.Errorf(api.CodeInternal, "adopt vmm of vm %s: %v", p.VMID, err)
+			return api.VMCgroupAdopted{}, api.Errorf(api.CodeInternal, "adopt vmm of vm %s: %v", p.VMID, err)
 		}
 		if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
-			return nil, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: process %d exited while it was moved: %v", p.VMID, p.PID, err)
+			return api.VMCgroupAdopted{}, api.Errorf(api.CodeNotFound, "adopt vmm of vm %s: process %d exited while it was moved: %v", p.VMID, p.PID, err)
 		}
 	}
 	after, err := s.readProcess(p.PID)

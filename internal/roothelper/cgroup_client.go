@@ -4,12 +4,11 @@ import (
 	"context"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // AdoptVMM has the helper move the VMM (pid, start time) of vm into a
 // cgroup of its own, out of the daemon's.
 func (c *Client) AdoptVMM(ctx context.Context, vmID string, pid int, startTime uint64) (api.VMCgroupAdopted, error) {
-	var res api.VMCgroupAdopted
-	err := c.rpc.Call(ctx, api.MethodVMCgroupAdopt, api.VMCgroupAdopt{VMID: vmID, PID: pid, StartTime: startTime}, &res)
-	return res, err
+	return rpc.Invoke(ctx, c.rpc, api.MethodHelperVMCgroupAdopt, api.VMCgroupAdopt{VMID: vmID, PID: pid, StartTime: startTime})
 }

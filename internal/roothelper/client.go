@@ -20,17 +20,17 @@ func (c *Client) Socket() string { return c.rpc.Socket }
 
 // Ping checks that the helper answers and admits us.
 func (c *Client) Ping(ctx context.Context) error {
-	return c.rpc.Call(ctx, api.MethodHelperPing, nil, nil)
+	_, err := rpc.Invoke(ctx, c.rpc, api.MethodHelperPing, api.Empty{})
+	return err
 }
 
 // Identity returns the helper's pid, build and owner.
 func (c *Client) Identity(ctx context.Context) (api.HelperIdentity, error) {
-	var id api.HelperIdentity
-	err := c.rpc.Call(ctx, api.MethodHelperIdentity, nil, &id)
-	return id, err
+	return rpc.Invoke(ctx, c.rpc, api.MethodHelperIdentity, api.Empty{})
 }
 
 // Shutdown stops a managed (daemon-spawned) helper.
 func (c *Client) Shutdown(ctx context.Context) error {
-	return c.rpc.Call(ctx, api.MethodHelperShutdown, nil, nil)
+	_, err := rpc.Invoke(ctx, c.rpc, api.MethodHelperShutdown, api.Empty{})
+	return err
 }

@@ -98,9 +98,10 @@ type dnsRun struct {
 	done   chan struct{}
 }
 
-// dnsMethods adds dns.update and wraps network.up/down (already in m) so the
+// dnsMethods adds dns.update and returns the DNS service, which the network
+// methods start after network.up and stop before network.down, so the
 // server follows the bridge.
-func (h *Helper) dnsMethods(m map[string]rpc.Handler) {
+func (h *Helper) dnsMethods(m *rpc.Methods) *dnsService {
 	s := &dnsService{log: h.log.With("component", "vmdns"), life: h.life, domain: vmdns.DefaultDomain}
 	n, err := hostnat.New(h.opts.NetworkConfig) // same validation as the network methods
 	if err != nil {
@@ -108,36 +109,21 @@ func (h *Helper) dnsMethods(m map[string]rpc.Handler) {
 	} else {
 		s.bridge, s.plan = n.Config().Bridge, n.Plan()
 	}
-	up, down := m[api.MethodNetworkUp], m[api.MethodNetworkDown]
-	m[api.MethodNetworkUp] = func(ctx context.Context, c *rpc.Call) (any, error) {
-		res, err := up(ctx, c)
-		if err == nil {
-			s.ensure(ctx)
-		}
-		return res, err
-	}
-	m[api.MethodNetworkDown] = func(ctx context.Context, c *rpc.Call) (any, error) {
-		s.stopServing(ctx)
-		return down(ctx, c)
-	}
-	m[api.MethodDNSUpdate] = s.update
+	rpc.Register(m, api.MethodHelperDNSUpdate, s.update)
 	go func() { // a helper's ctx ending stops the server with it
 		<-h.life.Done()
 		s.stopServing(context.Background())
 	}()
+	return s
 }
 
-func (s *dnsService) update(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *dnsService) update(ctx context.Context, c *rpc.Call, p api.DNSUpdate) (api.DNSStatus, error) {
 	if s.planErr != nil {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "root helper host network config: %v", s.planErr)
-	}
-	var p api.DNSUpdate
-	if err := decodeStrict(c, &p); err != nil {
-		return nil, err
+		return api.DNSStatus{}, api.Errorf(api.CodeFailedPrecondition, "root helper host network config: %v", s.planErr)
 	}
 	names, err := s.validate(p)
 	if err != nil {
-		return nil, api.Errorf(api.CodeInvalidArgument, "dns.update: %v", err)
+		return api.DNSStatus{}, api.Errorf(api.CodeInvalidArgument, "dns.update: %v", err)
 	}
 	s.table.replace(names)
 	s.mu.Lock()
@@ -290,7 +276,5 @@ var _ vmdns.Lookup = (*dnsTable)(nil)
 
 // UpdateDNS replaces the helper's VM name table and reports its DNS server.
 func (c *Client) UpdateDNS(ctx context.Context, u api.DNSUpdate) (api.DNSStatus, error) {
-	var st api.DNSStatus
-	err := c.rpc.Call(ctx, api.MethodDNSUpdate, u, &st)
-	return st, err
+	return rpc.Invoke(ctx, c.rpc, api.MethodHelperDNSUpdate, u)
 }

@@ -9,26 +9,33 @@ import (
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
-// helperParams maps each helper method that takes params to the type its
-// handler decodes them into with decodeStrict (kept by hand: a new helper
-// method with params belongs here).
-var helperParams = []struct {
+// fuzzParams names a helper method and makes a value of its request type.
+type fuzzParams struct {
 	method string
 	new    func() any
-}{
-	{api.MethodNetworkUp, func() any { return &api.Empty{} }},
-	{api.MethodNetworkDown, func() any { return &api.Empty{} }},
-	{api.MethodNetworkState, func() any { return &api.Empty{} }},
-	{api.MethodTapCreate, func() any { return &api.TapCreate{} }},
-	{api.MethodTapDelete, func() any { return &api.TapRef{} }},
-	{api.MethodTapOpen, func() any { return &api.TapRef{} }},
-	{api.MethodDNSUpdate, func() any { return &api.DNSUpdate{} }},
-	{api.MethodHelperImageBuild, func() any { return &api.HelperImageBuild{} }},
-	{api.MethodVMCgroupAdopt, func() any { return &api.VMCgroupAdopt{} }},
+}
+
+func paramsOf[Req, Resp any](m api.Method[Req, Resp]) fuzzParams {
+	return fuzzParams{method: m.Name, new: func() any { return new(Req) }}
+}
+
+// helperParams is each helper method that takes params, with the type its
+// handler decodes them into (from its descriptor; a new helper method with
+// params belongs here).
+var helperParams = []fuzzParams{
+	paramsOf(api.MethodHelperNetworkUp),
+	paramsOf(api.MethodHelperNetworkDown),
+	paramsOf(api.MethodHelperNetworkState),
+	paramsOf(api.MethodHelperTapCreate),
+	paramsOf(api.MethodHelperTapDelete),
+	paramsOf(api.MethodHelperTapOpen),
+	paramsOf(api.MethodHelperDNSUpdate),
+	paramsOf(api.MethodHelperImageBuild),
+	paramsOf(api.MethodHelperVMCgroupAdopt),
 }
 
 // FuzzHelperParams feeds hostile params of every helper method (the owner
-// uid's requests to root) to decodeStrict. No panic; a refusal is an
+// uid's requests to root) to the strict decoding the helper's server uses. No panic; a refusal is an
 // invalid_argument error; accepted params re-encode to JSON that the same
 // strict decoding accepts and decodes to the same value, so nothing the
 // helper acts on was dropped or guessed.
@@ -52,7 +59,7 @@ func FuzzHelperParams(f *testing.F) {
 	f.Fuzz(func(t *testing.T, which uint8, params []byte) {
 		m := helperParams[int(which)%len(helperParams)]
 		v := m.new()
-		err := decodeStrict(&rpc.Call{Method: m.method, Params: params}, v)
+		err := rpc.DecodeParams(m.method, params, v, true)
 		if err != nil {
 			ae, ok := err.(*api.Error)
 			if !ok || ae.Code != api.CodeInvalidArgument {
@@ -65,7 +72,7 @@ func FuzzHelperParams(f *testing.F) {
 			t.Fatalf("%s: re-encode accepted params: %v", m.method, err)
 		}
 		again := m.new()
-		if err := decodeStrict(&rpc.Call{Method: m.method, Params: raw}, again); err != nil {
+		if err := rpc.DecodeParams(m.method, raw, again, true); err != nil {
 			t.Fatalf("%s: accepted %q but not its re-encoding %s: %v", m.method, params, raw, err)
 		}
 		if !reflect.DeepEqual(v, again) {

@@ -54,42 +54,38 @@ type imageBuilder struct {
 }
 
 // imageBuildMethods adds image.build to the helper's method table.
-func (h *Helper) imageBuildMethods(m map[string]rpc.Handler) {
+func (h *Helper) imageBuildMethods(m *rpc.Methods) {
 	b := &imageBuilder{ownerUID: h.opts.OwnerUID, busy: make(chan struct{}, 1)}
-	m[api.MethodHelperImageBuild] = b.build
+	rpc.Register(m, api.MethodHelperImageBuild, b.build)
 }
 
-func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
+func (b *imageBuilder) build(ctx context.Context, c *rpc.Call, p api.HelperImageBuild) (api.HelperImageBuilt, error) {
 	// authorize admits only these two already; checked again here because
 	// this method writes into the owner's files.
 	if c.Peer.UID != 0 && int(c.Peer.UID) != b.ownerUID {
-		return nil, api.Errorf(api.CodePermissionDenied, "build image: uid %d is neither root nor the owner uid %d", c.Peer.UID, b.ownerUID)
-	}
-	var p api.HelperImageBuild
-	if err := decodeStrict(c, &p); err != nil {
-		return nil, err
+		return api.HelperImageBuilt{}, api.Errorf(api.CodePermissionDenied, "build image: uid %d is neither root nor the owner uid %d", c.Peer.UID, b.ownerUID)
 	}
 	e, err := debootstrapEntry(p.Name)
 	if err != nil {
-		return nil, err
+		return api.HelperImageBuilt{}, err
 	}
 	owner, err := b.owner(c.Peer)
 	if err != nil {
-		return nil, err
+		return api.HelperImageBuilt{}, err
 	}
 	layout, err := paths.FromEnv()
 	if err != nil {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "build image %q: locate the owner's image store: %v", e.Name, err)
+		return api.HelperImageBuilt{}, api.Errorf(api.CodeFailedPrecondition, "build image %q: locate the owner's image store: %v", e.Name, err)
 	}
 	store := imagecat.Store{Dir: layout.ImagesDir()}
 	if !filepath.IsAbs(store.Dir) {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "build image %q: the owner's images dir %q is not absolute (set BANGER_HOME for the root helper)", e.Name, store.Dir)
+		return api.HelperImageBuilt{}, api.Errorf(api.CodeFailedPrecondition, "build image %q: the owner's images dir %q is not absolute (set BANGER_HOME for the root helper)", e.Name, store.Dir)
 	}
 
 	// No keyring to verify the archive with: refuse before any work (and
 	// before queueing behind another build).
 	if _, err := imagecat.ResolveMirror("", "", e); err != nil {
-		return nil, buildError(fmt.Sprintf("build image %q", e.Name), err)
+		return api.HelperImageBuilt{}, buildError(fmt.Sprintf("build image %q", e.Name), err)
 	}
 
 	select {
@@ -101,17 +97,17 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
 		case b.busy <- struct{}{}:
 			defer func() { <-b.busy }()
 		case <-ctx.Done():
-			return nil, api.Errorf(api.CodeCanceled, "build image %q: %v", e.Name, ctx.Err())
+			return api.HelperImageBuilt{}, api.Errorf(api.CodeCanceled, "build image %q: %v", e.Name, ctx.Err())
 		}
 	}
 
 	base, err := rootOnlyDir(os.TempDir())
 	if err != nil {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "build image %q: work dir: %v", e.Name, err)
+		return api.HelperImageBuilt{}, api.Errorf(api.CodeFailedPrecondition, "build image %q: work dir: %v", e.Name, err)
 	}
 	work, err := os.MkdirTemp(base, "banger-image-build-")
 	if err != nil {
-		return nil, api.Errorf(api.CodeInternal, "build image %q: create work dir: %v", e.Name, err)
+		return api.HelperImageBuilt{}, api.Errorf(api.CodeInternal, "build image %q: create work dir: %v", e.Name, err)
 	}
 	built := filepath.Join(work, "rootfs.ext4")
 	defer func() {
@@ -130,12 +126,12 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
 		Out: built, WorkDir: work, Logger: c.Log, Progress: c.ProgressFunc(),
 	})
 	if err != nil {
-		return nil, buildError(fmt.Sprintf("build image %q", e.Name), err)
+		return api.HelperImageBuilt{}, buildError(fmt.Sprintf("build image %q", e.Name), err)
 	}
 	c.ProgressFunc().Stage(StageInstall, "copy image into the owner's store")
 	res.Path, err = installAsOwner(ctx, built, store, e.Name, owner)
 	if err != nil {
-		return nil, buildError(fmt.Sprintf("build image %q: install into %s", e.Name, store.Dir), err)
+		return api.HelperImageBuilt{}, buildError(fmt.Sprintf("build image %q: install into %s", e.Name, store.Dir), err)
 	}
 	c.Log.Info("image installed for owner", "image", e.Name, "path", res.Path, "digest", res.Digest, "bytes", res.SizeBytes)
 	return api.HelperImageBuilt{

@@ -12,7 +12,5 @@ import (
 // into the owner's image store, streaming its progress to report (which may
 // be nil). The caller records the result in its store.
 func (c *Client) BuildImage(ctx context.Context, name string, report progress.Func) (api.HelperImageBuilt, error) {
-	var res api.HelperImageBuilt
-	err := c.rpc.Call(ctx, api.MethodHelperImageBuild, api.HelperImageBuild{Name: name}, &res, rpc.CallOptions{OnEvent: report})
-	return res, err
+	return rpc.Invoke(ctx, c.rpc, api.MethodHelperImageBuild, api.HelperImageBuild{Name: name}, rpc.CallOptions{OnEvent: report})
 }

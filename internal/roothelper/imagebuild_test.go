@@ -96,7 +96,7 @@ func TestImageBuildRefusesBadRequests(t *testing.T) {
 		map[string]string{"name": "debian-bookworm", "out": "/root/x.ext4"},
 		map[string]any{"name": "debian-bookworm", "owner_uid": 0},
 	} {
-		err := rpc.NewClient(sock).Call(ctx, api.MethodHelperImageBuild, params, nil)
+		err := rpc.NewClient(sock).CallRaw(ctx, api.MethodHelperImageBuild.Name, params, nil)
 		wantCode(t, "params with extra fields", err, api.CodeInvalidArgument)
 	}
 

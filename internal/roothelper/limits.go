@@ -23,6 +23,9 @@ const (
 func (h *Helper) serverOptions(lg *slog.Logger) rpc.ServerOptions {
 	return rpc.ServerOptions{
 		Logger: lg, Authorize: h.authorize,
+		// A request the helper does not fully understand is not acted
+		// on: unknown fields and data after the params are refused.
+		StrictParams:    true,
 		MaxRequestBytes: MaxRequestBytes, MaxFrameBytes: maxFrameBytes,
 		RequestTimeout: requestTimeout, MaxConns: maxConns,
 	}

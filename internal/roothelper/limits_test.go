@@ -23,7 +23,7 @@ func TestLargestDNSUpdateFitsTheRequestCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := json.Marshal(rpc.Request{V: api.Version, Method: api.MethodDNSUpdate, OpID: strings.Repeat("o", 64), Params: params})
+	req, err := json.Marshal(rpc.Request{V: api.Version, Method: api.MethodHelperDNSUpdate.Name, OpID: strings.Repeat("o", 64), Params: params})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,7 @@
 package roothelper
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -23,10 +21,11 @@ type netService struct {
 	net      *hostnat.Network
 	cfgErr   error // an invalid NetworkConfig: every network method fails with it
 	ownerUID int
+	dns      *dnsService // follows the bridge: started after up, stopped before down
 }
 
 // networkMethods adds the network methods to the helper's method table.
-func (h *Helper) networkMethods(m map[string]rpc.Handler) {
+func (h *Helper) networkMethods(m *rpc.Methods, dns *dnsService) {
 	cfg := h.opts.NetworkConfig
 	if cfg.Logger == nil {
 		cfg.Logger = h.log.With("component", "hostnat")
@@ -35,13 +34,13 @@ func (h *Helper) networkMethods(m map[string]rpc.Handler) {
 	if err != nil {
 		h.log.Error("host network config is invalid: network methods will fail", "err", err)
 	}
-	s := &netService{net: n, cfgErr: err, ownerUID: h.opts.OwnerUID}
-	m[api.MethodNetworkUp] = s.up
-	m[api.MethodNetworkDown] = s.down
-	m[api.MethodNetworkState] = s.state
-	m[api.MethodTapCreate] = s.createTap
-	m[api.MethodTapDelete] = s.deleteTap
-	m[api.MethodTapOpen] = s.openTap
+	s := &netService{net: n, cfgErr: err, ownerUID: h.opts.OwnerUID, dns: dns}
+	rpc.Register(m, api.MethodHelperNetworkUp, s.up)
+	rpc.Register(m, api.MethodHelperNetworkDown, s.down)
+	rpc.Register(m, api.MethodHelperNetworkState, s.state)
+	rpc.Register(m, api.MethodHelperTapCreate, s.createTap)
+	rpc.Register(m, api.MethodHelperTapDelete, s.deleteTap)
+	rpc.Register(m, api.MethodHelperTapOpen, s.openTap)
 }
 
 func (s *netService) ready() error {
@@ -56,45 +55,38 @@ func (s *netService) info() api.NetworkInfo {
 	return api.NetworkInfo{Bridge: cfg.Bridge, Subnet: plan.Subnet.String(), Gateway: plan.Gateway.String(), Table: cfg.Table}
 }
 
-func (s *netService) up(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *netService) up(ctx context.Context, c *rpc.Call, _ api.Empty) (api.NetworkInfo, error) {
 	if err := s.ready(); err != nil {
-		return nil, err
-	}
-	if err := decodeStrict(c, &api.Empty{}); err != nil {
-		return nil, err
+		return api.NetworkInfo{}, err
 	}
 	info := s.info()
 	if err := s.net.Up(ctx); err != nil {
-		return nil, netError(fmt.Sprintf("bring up host network (bridge %s, subnet %s)", info.Bridge, info.Subnet), err)
+		return api.NetworkInfo{}, netError(fmt.Sprintf("bring up host network (bridge %s, subnet %s)", info.Bridge, info.Subnet), err)
 	}
 	c.Log.Info("host network up", "bridge", info.Bridge, "subnet", info.Subnet, "table", info.Table, "peer_uid", c.Peer.UID)
+	s.dns.ensure(ctx)
 	return info, nil
 }
 
-func (s *netService) down(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *netService) down(ctx context.Context, c *rpc.Call, _ api.Empty) (api.Empty, error) {
 	if err := s.ready(); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
-	if err := decodeStrict(c, &api.Empty{}); err != nil {
-		return nil, err
-	}
+	s.dns.stopServing(ctx)
 	if err := s.net.Teardown(ctx); err != nil {
-		return nil, netError("tear down host network", err)
+		return api.Empty{}, netError("tear down host network", err)
 	}
 	c.Log.Info("host network down", "bridge", s.net.Config().Bridge, "peer_uid", c.Peer.UID)
 	return api.Empty{}, nil
 }
 
-func (s *netService) state(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *netService) state(ctx context.Context, c *rpc.Call, _ api.Empty) (api.NetworkState, error) {
 	if err := s.ready(); err != nil {
-		return nil, err
-	}
-	if err := decodeStrict(c, &api.Empty{}); err != nil {
-		return nil, err
+		return api.NetworkState{}, err
 	}
 	st, err := s.net.State(ctx)
 	if err != nil {
-		return nil, netError("read host network state", err)
+		return api.NetworkState{}, netError("read host network state", err)
 	}
 	out := api.NetworkState{Config: s.info(), Forwarding: st.Forwarding, ForwardingWas: st.ForwardingWas,
 		Chains: st.Chains, BridgeChains: st.BridgeChains, Changes: st.Changes()}
@@ -108,33 +100,29 @@ func (s *netService) state(ctx context.Context, c *rpc.Call) (any, error) {
 	return out, nil
 }
 
-func (s *netService) createTap(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *netService) createTap(ctx context.Context, c *rpc.Call, p api.TapCreate) (api.Empty, error) {
 	if err := s.ready(); err != nil {
-		return nil, err
-	}
-	var p api.TapCreate
-	if err := decodeStrict(c, &p); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	if err := hostnat.ValidateTapName(p.Name); err != nil {
-		return nil, netError("create tap", err)
+		return api.Empty{}, netError("create tap", err)
 	}
 	// The owner may only make taps it can open itself: for its own uid and
 	// its own (kernel-reported) gid. Root may hand a tap to anyone.
 	if c.Peer.UID != 0 {
 		if p.OwnerUID != s.ownerUID {
-			return nil, api.Errorf(api.CodePermissionDenied, "create tap %q: owner uid %d is not this helper's owner uid %d (only root may choose another)", p.Name, p.OwnerUID, s.ownerUID)
+			return api.Empty{}, api.Errorf(api.CodePermissionDenied, "create tap %q: owner uid %d is not this helper's owner uid %d (only root may choose another)", p.Name, p.OwnerUID, s.ownerUID)
 		}
 		if int64(p.OwnerGID) != int64(c.Peer.GID) {
-			return nil, api.Errorf(api.CodePermissionDenied, "create tap %q: owner gid %d is not the caller's gid %d (only root may choose another)", p.Name, p.OwnerGID, c.Peer.GID)
+			return api.Empty{}, api.Errorf(api.CodePermissionDenied, "create tap %q: owner gid %d is not the caller's gid %d (only root may choose another)", p.Name, p.OwnerGID, c.Peer.GID)
 		}
 	}
 	g, err := tapGuest(p)
 	if err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	if err := s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID, g); err != nil {
-		return nil, netError(fmt.Sprintf("create tap %q", p.Name), err)
+		return api.Empty{}, netError(fmt.Sprintf("create tap %q", p.Name), err)
 	}
 	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "mac", g.MAC.String(), "ip", g.IP.String(), "shared", g.Shared, "deny_egress", len(g.DenyEgress), "peer_uid", c.Peer.UID)
 	return api.Empty{}, nil
@@ -186,16 +174,12 @@ func printable(s string) string {
 // openTap opens an existing banger tap and passes its descriptor to the
 // caller, whose VMM then needs no access to /dev/net/tun. Authorised like
 // tap.create: the owner only opens taps owned by its own uid; root any.
-func (s *netService) openTap(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *netService) openTap(ctx context.Context, c *rpc.Call, p api.TapRef) (api.Empty, error) {
 	if err := s.ready(); err != nil {
-		return nil, err
-	}
-	var p api.TapRef
-	if err := decodeStrict(c, &p); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	if err := hostnat.ValidateTapName(p.Name); err != nil {
-		return nil, netError("open tap", err)
+		return api.Empty{}, netError("open tap", err)
 	}
 	owner := -1
 	if c.Peer.UID != 0 {
@@ -203,11 +187,11 @@ func (s *netService) openTap(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	f, err := s.net.OpenTap(ctx, p.Name, owner)
 	if err != nil {
-		return nil, netError(fmt.Sprintf("open tap %q", p.Name), err)
+		return api.Empty{}, netError(fmt.Sprintf("open tap %q", p.Name), err)
 	}
 	defer f.Close() // the caller gets its own copy
 	if err := c.SendFile(f); err != nil {
-		return nil, api.Errorf(api.CodeInternal, "open tap %q: pass its descriptor: %v", p.Name, err)
+		return api.Empty{}, api.Errorf(api.CodeInternal, "open tap %q: pass its descriptor: %v", p.Name, err)
 	}
 	c.Log.Info("tap opened and passed", "tap", p.Name, "peer_uid", c.Peer.UID, "peer_pid", c.Peer.PID)
 	return api.Empty{}, nil
@@ -216,40 +200,18 @@ func (s *netService) openTap(ctx context.Context, c *rpc.Call) (any, error) {
 // deleteTap removes any banger tap. The owner is not limited to its own
 // taps: it may tear the whole network down anyway, and taps carry banger's
 // reserved prefix.
-func (s *netService) deleteTap(ctx context.Context, c *rpc.Call) (any, error) {
+func (s *netService) deleteTap(ctx context.Context, c *rpc.Call, p api.TapRef) (api.Empty, error) {
 	if err := s.ready(); err != nil {
-		return nil, err
-	}
-	var p api.TapRef
-	if err := decodeStrict(c, &p); err != nil {
-		return nil, err
+		return api.Empty{}, err
 	}
 	if err := hostnat.ValidateTapName(p.Name); err != nil {
-		return nil, netError("delete tap", err)
+		return api.Empty{}, netError("delete tap", err)
 	}
 	if err := s.net.DeleteTap(ctx, p.Name); err != nil {
-		return nil, netError(fmt.Sprintf("delete tap %q", p.Name), err)
+		return api.Empty{}, netError(fmt.Sprintf("delete tap %q", p.Name), err)
 	}
 	c.Log.Info("tap deleted", "tap", p.Name, "peer_uid", c.Peer.UID)
 	return api.Empty{}, nil
-}
-
-// decodeStrict decodes params refusing unknown fields and trailing data: a
-// request the helper does not fully understand is not acted on.
-func decodeStrict(c *rpc.Call, v any) error {
-	raw := bytes.TrimSpace(c.Params)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return api.Errorf(api.CodeInvalidArgument, "%s: bad params: %v", c.Method, err)
-	}
-	if dec.More() {
-		return api.Errorf(api.CodeInvalidArgument, "%s: bad params: trailing data", c.Method)
-	}
-	return nil
 }
 
 // netError maps hostnat's sentinels to wire codes.

@@ -5,43 +5,44 @@ import (
 	"os"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // NetworkUp brings the helper's host network up (bridge, forwarding, NAT)
 // and returns its config. Idempotent.
 func (c *Client) NetworkUp(ctx context.Context) (api.NetworkInfo, error) {
-	var info api.NetworkInfo
-	err := c.rpc.Call(ctx, api.MethodNetworkUp, nil, &info)
-	return info, err
+	return rpc.Invoke(ctx, c.rpc, api.MethodHelperNetworkUp, api.Empty{})
 }
 
 // NetworkDown removes banger's NAT table, every banger tap and the bridge.
 func (c *Client) NetworkDown(ctx context.Context) error {
-	return c.rpc.Call(ctx, api.MethodNetworkDown, nil, nil)
+	_, err := rpc.Invoke(ctx, c.rpc, api.MethodHelperNetworkDown, api.Empty{})
+	return err
 }
 
 // NetworkState reports what exists of the host network.
 func (c *Client) NetworkState(ctx context.Context) (api.NetworkState, error) {
-	var st api.NetworkState
-	err := c.rpc.Call(ctx, api.MethodNetworkState, nil, &st)
-	return st, err
+	return rpc.Invoke(ctx, c.rpc, api.MethodHelperNetworkState, api.Empty{})
 }
 
 // CreateTap makes tap p.Name, owned by p.OwnerUID/OwnerGID, on the bridge,
 // bound to the guest's MAC and address. Idempotent for the same owner (the
 // guest binding is replaced).
 func (c *Client) CreateTap(ctx context.Context, p api.TapCreate) error {
-	return c.rpc.Call(ctx, api.MethodTapCreate, p, nil)
+	_, err := rpc.Invoke(ctx, c.rpc, api.MethodHelperTapCreate, p)
+	return err
 }
 
 // DeleteTap removes tap name; a missing tap is not an error.
 func (c *Client) DeleteTap(ctx context.Context, name string) error {
-	return c.rpc.Call(ctx, api.MethodTapDelete, api.TapRef{Name: name}, nil)
+	_, err := rpc.Invoke(ctx, c.rpc, api.MethodHelperTapDelete, api.TapRef{Name: name})
+	return err
 }
 
 // OpenTap has the helper open the existing tap name and returns the open
 // descriptor, to hand to a VMM that cannot open /dev/net/tun itself. The
 // caller owns the file and closes it once the VMM holds its copy.
 func (c *Client) OpenTap(ctx context.Context, name string) (*os.File, error) {
-	return c.rpc.CallWithFile(ctx, api.MethodTapOpen, api.TapRef{Name: name}, nil)
+	f, _, err := rpc.InvokeWithFile(ctx, c.rpc, api.MethodHelperTapOpen, api.TapRef{Name: name})
+	return f, err
 }

@@ -281,13 +281,13 @@ func TestNetworkMethods(t *testing.T) {
 	}
 	raw := rpc.NewClient(sock)
 	wantCode(t, "tap.create with an unknown field",
-		raw.Call(badCtx, api.MethodTapCreate, map[string]any{"name": "bt-extra", "owner_uid": ownerUID, "owner_gid": ownerUID, "command": "rm -rf /"}, nil),
+		raw.CallRaw(badCtx, api.MethodHelperTapCreate.Name, map[string]any{"name": "bt-extra", "owner_uid": ownerUID, "owner_gid": ownerUID, "command": "rm -rf /"}, nil),
 		api.CodeInvalidArgument)
 	wantCode(t, "tap.create with a string uid",
-		raw.Call(badCtx, api.MethodTapCreate, map[string]any{"name": "bt-extra", "owner_uid": "0", "owner_gid": 0}, nil),
+		raw.CallRaw(badCtx, api.MethodHelperTapCreate.Name, map[string]any{"name": "bt-extra", "owner_uid": "0", "owner_gid": 0}, nil),
 		api.CodeInvalidArgument)
 	wantCode(t, "network.up with params",
-		raw.Call(badCtx, api.MethodNetworkUp, map[string]any{"bridge": "eth0"}, nil), api.CodeInvalidArgument)
+		raw.CallRaw(badCtx, api.MethodHelperNetworkUp.Name, map[string]any{"bridge": "eth0"}, nil), api.CodeInvalidArgument)
 	// A guest identity the tap could not be bound to.
 	for what, mut := range map[string]func(*api.TapCreate){
 		"no mac":            func(p *api.TapCreate) { p.MAC = "" },

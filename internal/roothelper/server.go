@@ -78,32 +78,31 @@ func (h *Helper) authorize(p rpc.Peer) error {
 }
 
 // methods is the helper's explicit method table.
-func (h *Helper) methods() map[string]rpc.Handler {
-	m := map[string]rpc.Handler{
-		api.MethodHelperPing:     h.ping,
-		api.MethodHelperIdentity: h.identity,
-		api.MethodHelperShutdown: h.stop,
-	}
-	h.networkMethods(m)
-	h.dnsMethods(m) // after networkMethods: it wraps network.up/down
+func (h *Helper) methods() *rpc.Methods {
+	m := rpc.NewMethods()
+	rpc.Register(m, api.MethodHelperPing, h.ping)
+	rpc.Register(m, api.MethodHelperIdentity, h.identity)
+	rpc.Register(m, api.MethodHelperShutdown, h.stop)
+	dns := h.dnsMethods(m)
+	h.networkMethods(m, dns)
 	h.imageBuildMethods(m)
 	h.cgroupMethods(m)
 	return m
 }
 
-func (h *Helper) ping(ctx context.Context, c *rpc.Call) (any, error) {
+func (h *Helper) ping(ctx context.Context, c *rpc.Call, _ api.Empty) (api.Empty, error) {
 	c.Log.Info("helper ping", "peer_uid", c.Peer.UID)
 	return api.Empty{}, nil
 }
 
-func (h *Helper) identity(ctx context.Context, c *rpc.Call) (any, error) {
+func (h *Helper) identity(ctx context.Context, c *rpc.Call, _ api.Empty) (api.HelperIdentity, error) {
 	return api.HelperIdentity{PID: os.Getpid(), Build: buildinfo.Get(), OwnerUID: h.opts.OwnerUID, Managed: h.opts.Managed,
 		Resources: system.Resources()}, nil
 }
 
-func (h *Helper) stop(ctx context.Context, c *rpc.Call) (any, error) {
+func (h *Helper) stop(ctx context.Context, c *rpc.Call, _ api.Empty) (api.Empty, error) {
 	if !h.opts.Managed {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "this root helper is run by the service manager: stop it with systemctl stop bangerd-root.service")
+		return api.Empty{}, api.Errorf(api.CodeFailedPrecondition, "this root helper is run by the service manager: stop it with systemctl stop bangerd-root.service")
 	}
 	c.Log.Info("root helper shutting down on request", "peer_uid", c.Peer.UID)
 	h.shutdown()

@@ -33,11 +33,13 @@ type CallOptions struct {
 	OnEvent func(progress.Event)
 }
 
-// Call sends method with params and decodes the result into result (which may
-// be nil). The op_id comes from ctx (WithOpID) or is made here; it is on the
-// returned *api.Error as well.
-func (c *Client) Call(ctx context.Context, method string, params, result any, opts ...CallOptions) error {
-	s, err := c.Open(ctx, method, params)
+// CallRaw sends method with params and decodes the result into result
+// (which may be nil). The op_id comes from ctx (WithOpID) or is made here;
+// it is on the returned *api.Error as well. Code calls through a method
+// descriptor (Invoke); CallRaw is for tests and tools that must send what
+// no descriptor allows (hostile params, unknown names).
+func (c *Client) CallRaw(ctx context.Context, method string, params, result any, opts ...CallOptions) error {
+	s, err := c.OpenRaw(ctx, method, params)
 	if err != nil {
 		return err
 	}
@@ -80,13 +82,14 @@ type Stream struct {
 	files  *fileReader // non-nil: descriptors passed with the frames are kept
 }
 
-// Open sends the request and returns the stream; the caller reads frames with
-// Next until a result or error, and may Send data frames meanwhile.
-func (c *Client) Open(ctx context.Context, method string, params any) (*Stream, error) {
+// OpenRaw sends the request and returns the stream; the caller reads
+// frames with Next until a result or error, and may Send data frames
+// meanwhile. Code opens streams through a descriptor (OpenStream).
+func (c *Client) OpenRaw(ctx context.Context, method string, params any) (*Stream, error) {
 	return c.open(ctx, method, params, false)
 }
 
-// open is Open; withFiles keeps the descriptors the server passes (SendFile).
+// open is OpenRaw; withFiles keeps the descriptors the server passes (SendFile).
 func (c *Client) open(ctx context.Context, method string, params any, withFiles bool) (*Stream, error) {
 	opID := OpIDFrom(ctx)
 	if opID == "" {

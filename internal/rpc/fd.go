@@ -27,7 +27,7 @@ const KindFile = "fd"
 const maxPassedFiles = 4
 
 // SendFile passes f to the client (a KindFile data frame) before the
-// handler's result; the client takes it with CallWithFile. f stays open
+// handler's result; the client takes it with InvokeWithFile. f stays open
 // here: the caller closes its own copy once SendFile returns.
 func (c *Call) SendFile(f *os.File) error {
 	if c.conn == nil {
@@ -69,10 +69,10 @@ func (c *Call) SendFile(f *os.File) error {
 	return nil
 }
 
-// CallWithFile is Call for a method whose handler passes one open file with
-// SendFile before its result. It returns that file, which the caller owns
-// and must close; on any error no descriptor is left open.
-func (c *Client) CallWithFile(ctx context.Context, method string, params, result any, opts ...CallOptions) (*os.File, error) {
+// callWithFile is CallRaw for a method whose handler passes one open file
+// with SendFile before its result. It returns that file, which the caller
+// owns and must close; on any error no descriptor is left open.
+func (c *Client) callWithFile(ctx context.Context, method string, params, result any, opts ...CallOptions) (*os.File, error) {
 	s, err := c.open(ctx, method, params, true)
 	if err != nil {
 		return nil, err

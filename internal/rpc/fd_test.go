@@ -31,34 +31,33 @@ type pipeResult struct {
 
 // pipeOpen passes the read end of pipes holding p.Text, surrounded by
 // progress events so the client's decoder reads ahead past the file frame.
-func pipeOpen(ctx context.Context, c *rpc.Call) (any, error) {
-	var p pipeParams
-	if err := c.Decode(&p); err != nil {
-		return nil, err
-	}
+var methodPipeOpen = api.Method[pipeParams, pipeResult]{Name: "pipe.open"}
+
+func pipeOpen(ctx context.Context, c *rpc.Call, p pipeParams) (pipeResult, error) {
+	fail := func(err error) (pipeResult, error) { return pipeResult{}, err }
 	c.Progress(progress.Event{Stage: "before", Message: "about to pass the pipe"})
 	for range p.Files {
 		r, w, err := os.Pipe()
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		_, werr := io.WriteString(w, p.Text)
 		w.Close()
 		if werr != nil {
 			r.Close()
-			return nil, werr
+			return fail(werr)
 		}
 		err = c.SendFile(r)
 		r.Close() // the client holds its own copy
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 	}
 	for i := range p.Events {
 		c.Progress(progress.Event{Stage: "after", Done: int64(i), Total: int64(p.Events)})
 	}
 	if p.Fail {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "failing on purpose after the file")
+		return fail(api.Errorf(api.CodeFailedPrecondition, "failing on purpose after the file"))
 	}
 	return pipeResult{Size: len(p.Text)}, nil
 }
@@ -72,7 +71,9 @@ func serveFD(t *testing.T) *rpc.Client {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := rpc.NewServer(map[string]rpc.Handler{"pipe.open": pipeOpen}, rpc.ServerOptions{})
+	ms := rpc.NewMethods()
+	rpc.Register(ms, methodPipeOpen, pipeOpen)
+	srv := rpc.NewServer(ms, rpc.ServerOptions{})
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
@@ -118,12 +119,11 @@ func waitFDs(t *testing.T, want int) {
 func TestCallWithFilePassesAReadablePipe(t *testing.T) {
 	c := serveFD(t)
 	text := strings.Repeat("through the socket ", 100)
-	var res pipeResult
 	var events []progress.Event
-	f, err := c.CallWithFile(context.Background(), "pipe.open", pipeParams{Text: text, Files: 1, Events: 200}, &res,
+	f, res, err := rpc.InvokeWithFile(context.Background(), c, methodPipeOpen, pipeParams{Text: text, Files: 1, Events: 200},
 		rpc.CallOptions{OnEvent: func(ev progress.Event) { events = append(events, ev) }})
 	if err != nil {
-		t.Fatalf("CallWithFile: %v", err)
+		t.Fatalf("InvokeWithFile: %v", err)
 	}
 	defer f.Close()
 	if res.Size != len(text) {
@@ -152,7 +152,7 @@ func TestCallWithFileRefusals(t *testing.T) {
 	c := serveFD(t)
 	ctx := context.Background()
 	// Warm up: the first call may open descriptors for good (epoll).
-	if f, err := c.CallWithFile(ctx, "pipe.open", pipeParams{Text: "x", Files: 1}, nil); err != nil {
+	if f, _, err := rpc.InvokeWithFile(ctx, c, methodPipeOpen, pipeParams{Text: "x", Files: 1}); err != nil {
 		t.Fatalf("warm-up call: %v", err)
 	} else {
 		f.Close()
@@ -170,10 +170,10 @@ func TestCallWithFileRefusals(t *testing.T) {
 		{"error after the file", pipeParams{Text: "x", Files: 1, Events: 3, Fail: true}, api.CodeFailedPrecondition, "on purpose"},
 	}
 	for _, tc := range cases {
-		f, err := c.CallWithFile(ctx, "pipe.open", tc.p, nil)
+		f, _, err := rpc.InvokeWithFile(ctx, c, methodPipeOpen, tc.p)
 		if err == nil {
 			f.Close()
-			t.Errorf("%s: CallWithFile succeeded, want an error", tc.name)
+			t.Errorf("%s: InvokeWithFile succeeded, want an error", tc.name)
 			continue
 		}
 		if tc.code != "" && api.CodeOf(err) != tc.code {
@@ -187,8 +187,8 @@ func TestCallWithFileRefusals(t *testing.T) {
 
 	// A plain Call to a file-passing method still works: the kernel drops
 	// the descriptor a plain read does not take.
-	var res pipeResult
-	if err := c.Call(ctx, "pipe.open", pipeParams{Text: "abc", Files: 1, Events: 5}, &res); err != nil {
+	res, err := rpc.Invoke(ctx, c, methodPipeOpen, pipeParams{Text: "abc", Files: 1, Events: 5})
+	if err != nil {
 		t.Fatalf("plain Call: %v", err)
 	}
 	if res.Size != 3 {
@@ -199,9 +199,9 @@ func TestCallWithFileRefusals(t *testing.T) {
 
 func TestCallWithFileUnknownMethod(t *testing.T) {
 	c := serveFD(t)
-	_, err := c.CallWithFile(context.Background(), "no.such", nil, nil)
+	_, _, err := rpc.InvokeWithFile(context.Background(), c, api.Method[api.Empty, api.Empty]{Name: "no.such"}, api.Empty{})
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeUnimplemented {
-		t.Errorf("CallWithFile(no.such) = %v, want code %s", err, api.CodeUnimplemented)
+		t.Errorf("InvokeWithFile(no.such) = %v, want code %s", err, api.CodeUnimplemented)
 	}
 }

@@ -2,6 +2,11 @@
 // socket, answered by zero or more event frames and exactly one result or
 // error frame. Streaming methods (exec, logs -f) exchange data frames both
 // ways before the result. Every request carries an op_id.
+//
+// Methods are typed: each is an api.Method descriptor (wire name, request
+// and result types, tracked or not). Servers register handlers through it
+// (Register); clients call through it (Invoke, OpenStream, InvokeWithFile).
+// CallRaw and OpenRaw send what no descriptor allows, for tests and tools.
 package rpc
 
 import (

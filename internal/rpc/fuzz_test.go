@@ -17,55 +17,54 @@ import (
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
-// daemonParams maps each daemon method that takes params to the type its
-// handler decodes them into (see internal/daemon): the fuzz server decodes
-// every request through Call.Decode into that type, as the daemon does
-// (kept by hand: a new daemon method with params belongs here).
-var daemonParams = map[string]func() any{
-	api.MethodVMCreate:        func() any { return &api.VMCreate{} },
-	api.MethodVMStart:         func() any { return &api.VMRef{} },
-	api.MethodVMStop:          func() any { return &api.VMStop{} },
-	api.MethodVMRestart:       func() any { return &api.VMStop{} },
-	api.MethodVMRemove:        func() any { return &api.VMRemove{} },
-	api.MethodVMGet:           func() any { return &api.VMRef{} },
-	api.MethodVMLogs:          func() any { return &api.VMLogs{} },
-	api.MethodVMExec:          func() any { return &api.VMExec{} },
-	api.MethodVMSuspend:       func() any { return &api.VMRef{} },
-	api.MethodVMResume:        func() any { return &api.VMRef{} },
-	api.MethodVMSSHInfo:       func() any { return &api.VMRef{} },
-	api.MethodVMForgetHostKey: func() any { return &api.VMRef{} },
-	api.MethodVMPorts:         func() any { return &api.VMPorts{} },
-	api.MethodVMForward:       func() any { return &api.VMForward{} },
-	api.MethodVMCopy:          func() any { return &api.VMCopy{} },
-	api.MethodVMSessions:      func() any { return &api.VMRef{} },
-	api.MethodKernelGet:       func() any { return &api.ArtifactRef{} },
-	api.MethodKernelRemove:    func() any { return &api.ArtifactRef{} },
-	api.MethodImageGet:        func() any { return &api.ArtifactRef{} },
-	api.MethodImageRemove:     func() any { return &api.ArtifactRef{} },
-	api.MethodKernelPull:      func() any { return &api.KernelPull{} },
-	api.MethodKernelImport:    func() any { return &api.KernelImport{} },
-	api.MethodImageBuild:      func() any { return &api.ImageBuild{} },
-	api.MethodImageImport:     func() any { return &api.ImageImport{} },
-	api.MethodImagePull:       func() any { return &api.ImagePull{} },
-	api.MethodNetworkDown:     func() any { return &api.NetworkDown{} },
-	api.MethodDebugSleep:      func() any { return &api.SleepParams{} },
-	api.MethodEventsWatch:     func() any { return &api.EventsWatch{} },
+// fuzzTable is the fuzz server's method table: every daemon method with
+// params, registered through its own descriptor with a handler that
+// returns the decoded request, so the server decodes each request into the
+// type the daemon does. mk makes a fresh value of that type.
+type fuzzTable struct {
+	ms *rpc.Methods
+	mk map[string]func() any
 }
 
-// fuzzMethods decodes each method's params into its type and returns
-// them; "stream" counts the client's data frames until its eof.
-func fuzzMethods() map[string]rpc.Handler {
-	m := map[string]rpc.Handler{}
-	for name, mk := range daemonParams {
-		m[name] = func(ctx context.Context, c *rpc.Call) (any, error) {
-			v := mk()
-			if err := c.Decode(v); err != nil {
-				return nil, err
-			}
-			return v, nil
-		}
-	}
-	m["stream"] = func(ctx context.Context, c *rpc.Call) (any, error) {
+// echo registers m's name, answering with its decoded request.
+func echo[Req, Resp any](tb fuzzTable, m api.Method[Req, Resp]) {
+	rpc.Register(tb.ms, api.Method[Req, Req]{Name: m.Name}, func(_ context.Context, _ *rpc.Call, req Req) (Req, error) { return req, nil })
+	tb.mk[m.Name] = func() any { return new(Req) }
+}
+
+// fuzzMethods registers the daemon's methods that take params, and
+// "stream", which counts the client's data frames until its eof.
+func fuzzMethods() fuzzTable {
+	tb := fuzzTable{ms: rpc.NewMethods(), mk: map[string]func() any{}}
+	echo(tb, api.MethodVMCreate)
+	echo(tb, api.MethodVMStart)
+	echo(tb, api.MethodVMStop)
+	echo(tb, api.MethodVMRestart)
+	echo(tb, api.MethodVMRemove)
+	echo(tb, api.MethodVMGet)
+	echo(tb, api.MethodVMLogs)
+	echo(tb, api.MethodVMExec)
+	echo(tb, api.MethodVMSuspend)
+	echo(tb, api.MethodVMResume)
+	echo(tb, api.MethodVMSSHInfo)
+	echo(tb, api.MethodVMForgetHostKey)
+	echo(tb, api.MethodVMPorts)
+	echo(tb, api.MethodVMForward)
+	echo(tb, api.MethodVMCopy)
+	echo(tb, api.MethodVMSessions)
+	echo(tb, api.MethodKernelGet)
+	echo(tb, api.MethodKernelRemove)
+	echo(tb, api.MethodImageGet)
+	echo(tb, api.MethodImageRemove)
+	echo(tb, api.MethodKernelPull)
+	echo(tb, api.MethodKernelImport)
+	echo(tb, api.MethodImageBuild)
+	echo(tb, api.MethodImageImport)
+	echo(tb, api.MethodImagePull)
+	echo(tb, api.MethodNetworkDown)
+	echo(tb, api.MethodDebugSleep)
+	echo(tb, api.MethodEventsWatch)
+	rpc.Register(tb.ms, api.Method[api.Empty, int]{Name: "stream"}, func(ctx context.Context, c *rpc.Call, _ api.Empty) (int, error) {
 		n := 0
 		for {
 			if _, err := c.Recv(ctx); err != nil {
@@ -73,8 +72,8 @@ func fuzzMethods() map[string]rpc.Handler {
 			}
 			n++
 		}
-	}
-	return m
+	})
+	return tb
 }
 
 var wireCodes = map[string]bool{
@@ -116,7 +115,8 @@ func FuzzServeRequest(f *testing.F) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv := rpc.NewServer(fuzzMethods(), rpc.ServerOptions{MaxRequestBytes: 64 << 10, MaxFrameBytes: 16 << 10, RequestTimeout: 500 * time.Millisecond})
+	tb := fuzzMethods()
+	srv := rpc.NewServer(tb.ms, rpc.ServerOptions{MaxRequestBytes: 64 << 10, MaxFrameBytes: 16 << 10, RequestTimeout: 500 * time.Millisecond})
 	go func() { _ = srv.Serve(ctx, ln) }()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		conn, err := net.Dial("unix", sock)
@@ -166,7 +166,7 @@ func FuzzServeRequest(f *testing.F) {
 			if err := json.NewDecoder(bytes.NewReader(data)).Decode(&req); err != nil {
 				t.Fatalf("a result for an undecodable request: %v", err)
 			}
-			mk, ok := daemonParams[req.Method]
+			mk, ok := tb.mk[req.Method]
 			if !ok {
 				return // "stream"
 			}

@@ -35,6 +35,11 @@ type Call struct {
 	Params json.RawMessage
 	Peer   Peer
 	Log    *slog.Logger // carries op_id and method
+	// Tracked is the method descriptor's: the call belongs in the
+	// operations list.
+	Tracked bool
+
+	strict bool // params are decoded strictly (ServerOptions.StrictParams)
 
 	mu   sync.Mutex
 	enc  *json.Encoder
@@ -42,17 +47,6 @@ type Call struct {
 	in   <-chan Frame
 
 	observer Observer
-}
-
-// Decode unmarshals the request's params into v, as an invalid_argument error.
-func (c *Call) Decode(v any) error {
-	if len(c.Params) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(c.Params, v); err != nil {
-		return api.Errorf(api.CodeInvalidArgument, "%s: bad params: %v", c.Method, err)
-	}
-	return nil
 }
 
 // Progress streams a progress event to the client.
@@ -116,9 +110,10 @@ func (c *Call) write(f Frame) error {
 	return c.enc.Encode(f)
 }
 
-// Handler serves one method. Its result is marshalled into the result frame;
+// rawHandler serves one method, its params still raw: Register builds one
+// from a typed handler. Its result is marshalled into the result frame;
 // its error becomes a typed error frame.
-type Handler func(ctx context.Context, c *Call) (any, error)
+type rawHandler func(ctx context.Context, c *Call) (any, error)
 
 // Hooks observe calls (the daemon's operations registry, metrics).
 type Hooks struct {
@@ -128,7 +123,8 @@ type Hooks struct {
 
 // Server serves a method table on unix sockets.
 type Server struct {
-	methods   map[string]Handler
+	methods   map[string]route
+	strict    bool
 	log       *slog.Logger
 	authorize func(Peer) error
 	hooks     Hooks
@@ -162,6 +158,11 @@ type ServerOptions struct {
 	// non-nil error refuses it with permission_denied.
 	Authorize func(Peer) error
 	Hooks     Hooks
+	// StrictParams refuses params with fields the method's request type
+	// lacks, or data after them (the root helper: a request it does not
+	// fully understand is not acted on). Otherwise unknown fields are
+	// ignored, so older servers accept newer clients' optional fields.
+	StrictParams bool
 
 	// Limits against a hostile or broken client; zero means the default.
 	//
@@ -187,8 +188,9 @@ type limits struct {
 	conns          int
 }
 
-// NewServer serves the given method table.
-func NewServer(methods map[string]Handler, opts ServerOptions) *Server {
+// NewServer serves the given method table. Methods registered on it later
+// are served too; register them all before Serve.
+func NewServer(methods *Methods, opts ServerOptions) *Server {
 	lg := opts.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -206,7 +208,7 @@ func NewServer(methods map[string]Handler, opts ServerOptions) *Server {
 	if l.conns <= 0 {
 		l.conns = DefaultMaxConns
 	}
-	return &Server{methods: methods, log: lg, authorize: opts.Authorize, hooks: opts.Hooks, limits: l}
+	return &Server{methods: methods.routes, strict: opts.StrictParams, log: lg, authorize: opts.Authorize, hooks: opts.Hooks, limits: l}
 }
 
 // Serve accepts connections until ctx ends or ln is closed, then waits for
@@ -374,7 +376,7 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 		fail(api.Errorf(api.CodeUnimplemented, "request uses protocol version %d, this daemon speaks %d: restart the daemon after upgrading (banger daemon stop)", req.V, 1))
 		return
 	}
-	h, ok := s.methods[req.Method]
+	rt, ok := s.methods[req.Method]
 	if !ok {
 		fail(api.Errorf(api.CodeUnimplemented, "unknown method %q", req.Method))
 		return
@@ -387,7 +389,8 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 	defer cancel(nil)
 	in := make(chan Frame, 16)
 	uc, _ := conn.(*net.UnixConn)
-	call := &Call{Method: req.Method, OpID: opID, Params: req.Params, Peer: peer, Log: lg, enc: enc, conn: uc, in: in}
+	call := &Call{Method: req.Method, OpID: opID, Params: req.Params, Peer: peer, Log: lg, Tracked: rt.tracked,
+		strict: s.strict, enc: enc, conn: uc, in: in}
 	// Reader: data frames from the client until its "eof" frame; a read error
 	// or a bare EOF means the client went away, which cancels the call. An
 	// over-long frame cancels it with a typed error.
@@ -431,7 +434,7 @@ func (s *Server) serveConn(parent context.Context, conn net.Conn) {
 	}
 	start := time.Now()
 	lg.Debug("call started", "uid", peer.UID)
-	res, herr := safeCall(ctx, h, call)
+	res, herr := safeCall(ctx, rt.handler, call)
 	var cause *api.Error
 	if errors.As(context.Cause(ctx), &cause) {
 		herr = cause // the call was ended for a reason the client must see
@@ -477,7 +480,7 @@ func byteSize(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-func safeCall(ctx context.Context, h Handler, c *Call) (res any, err error) {
+func safeCall(ctx context.Context, h rawHandler, c *Call) (res any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.Log.Error("handler panicked", "panic", r)

@@ -20,11 +20,14 @@ import (
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
-// limitMethods is the method table of the limit tests.
-var limitMethods = map[string]rpc.Handler{
-	"t.ping": func(ctx context.Context, c *rpc.Call) (any, error) { return api.Empty{}, nil },
-	// t.count counts data frames and their bytes until the client's eof.
-	"t.count": func(ctx context.Context, c *rpc.Call) (any, error) {
+// limitMethods is the method table of the limit tests: t.ping, and
+// t.count, which counts data frames and their bytes until the client's eof.
+func limitMethods() *rpc.Methods {
+	ms := rpc.NewMethods()
+	rpc.Register(ms, api.Method[json.RawMessage, api.Empty]{Name: "t.ping"}, func(ctx context.Context, c *rpc.Call, _ json.RawMessage) (api.Empty, error) {
+		return api.Empty{}, nil
+	})
+	rpc.Register(ms, api.Method[api.Empty, map[string]int]{Name: "t.count"}, func(ctx context.Context, c *rpc.Call, _ api.Empty) (map[string]int, error) {
 		var frames, bytes int
 		for {
 			f, err := c.Recv(ctx)
@@ -37,7 +40,8 @@ var limitMethods = map[string]rpc.Handler{
 			frames++
 			bytes += len(f.Payload)
 		}
-	},
+	})
+	return ms
 }
 
 // serveLimits serves limitMethods on a fresh socket through ln (nil: a plain
@@ -55,7 +59,7 @@ func serveLimits(t *testing.T, opts rpc.ServerOptions, wrap func(net.Listener) n
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := &served{c: make(chan struct{})}
-	srv := rpc.NewServer(limitMethods, opts)
+	srv := rpc.NewServer(limitMethods(), opts)
 	go func() {
 		done.err = srv.Serve(ctx, l)
 		close(done.c)
@@ -133,7 +137,7 @@ func TestServeBacksOffOnTransientAcceptErrors(t *testing.T) {
 			sock, done := serveLimits(t, rpc.ServerOptions{}, func(l net.Listener) net.Listener { fl.Listener = l; return fl })
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := rpc.NewClient(sock).Call(ctx, "t.ping", nil, nil); err != nil {
+			if err := rpc.NewClient(sock).CallRaw(ctx, "t.ping", nil, nil); err != nil {
 				t.Fatalf("call after %d failed accepts: %v", fl.n, err)
 			}
 			select {
@@ -212,7 +216,7 @@ func TestStreamOutlivesRequestTimeout(t *testing.T) {
 	sock, _ := serveLimits(t, rpc.ServerOptions{RequestTimeout: timeout}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := rpc.NewClient(sock).Open(ctx, "t.count", nil)
+	s, err := rpc.NewClient(sock).OpenRaw(ctx, "t.count", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,15 +242,15 @@ func TestRequestSizeCap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c := rpc.NewClient(sock)
-	if err := c.Call(ctx, "t.ping", map[string]string{"pad": strings.Repeat("a", 3<<10)}, nil); err != nil {
+	if err := c.CallRaw(ctx, "t.ping", map[string]string{"pad": strings.Repeat("a", 3<<10)}, nil); err != nil {
 		t.Fatalf("3 KiB request under a 4 KiB cap: %v", err)
 	}
-	err := c.Call(ctx, "t.ping", map[string]string{"pad": strings.Repeat("a", 64<<20)}, nil)
+	err := c.CallRaw(ctx, "t.ping", map[string]string{"pad": strings.Repeat("a", 64<<20)}, nil)
 	if api.CodeOf(err) != api.CodeInvalidArgument || !strings.Contains(err.Error(), "request is larger than the 4 KiB limit") {
 		t.Fatalf("64 MiB request: %v", err)
 	}
 	// The server is fine afterwards.
-	if err := c.Call(ctx, "t.ping", nil, nil); err != nil {
+	if err := c.CallRaw(ctx, "t.ping", nil, nil); err != nil {
 		t.Fatalf("ping after the big request: %v", err)
 	}
 }
@@ -258,7 +262,7 @@ func TestDataFrameCap(t *testing.T) {
 	defer cancel()
 	c := rpc.NewClient(sock)
 
-	s, err := c.Open(ctx, "t.count", nil)
+	s, err := c.OpenRaw(ctx, "t.count", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +282,7 @@ func TestDataFrameCap(t *testing.T) {
 		t.Fatalf("stream of small frames: %+v %v", f, err)
 	}
 
-	s, err = c.Open(ctx, "t.count", nil)
+	s, err = c.OpenRaw(ctx, "t.count", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +314,7 @@ func TestConnectionCap(t *testing.T) {
 	var err error
 	for time.Now().Before(deadline) {
 		start := time.Now()
-		err = c.Call(ctx, "t.ping", nil, nil)
+		err = c.CallRaw(ctx, "t.ping", nil, nil)
 		if err != nil && time.Since(start) > 2*time.Second {
 			t.Fatalf("refusal took %s", time.Since(start))
 		}
@@ -327,7 +331,7 @@ func TestConnectionCap(t *testing.T) {
 	}
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		err = c.Call(ctx, "t.ping", nil, nil)
+		err = c.CallRaw(ctx, "t.ping", nil, nil)
 		if err == nil {
 			break
 		}

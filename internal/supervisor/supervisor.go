@@ -396,9 +396,8 @@ func (s *Supervisor) WaitDaemonReady(ctx context.Context) error {
 	client := rpc.NewClient(sock)
 	var last error
 	for {
-		var st api.DaemonStatus
 		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
-		last = client.Call(cctx, api.MethodDaemonStatus, nil, &st)
+		_, last = rpc.Invoke(cctx, client, api.MethodDaemonStatus, api.Empty{})
 		ccancel()
 		if last == nil {
 			return nil

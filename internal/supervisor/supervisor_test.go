@@ -83,11 +83,11 @@ func fakeBangerd(mode string, args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		srv := rpc.NewServer(map[string]rpc.Handler{
-			api.MethodDaemonStatus: func(context.Context, *rpc.Call) (any, error) {
-				return api.DaemonStatus{PID: os.Getpid()}, nil
-			},
-		}, rpc.ServerOptions{})
+		ms := rpc.NewMethods()
+		rpc.Register(ms, api.MethodDaemonStatus, func(context.Context, *rpc.Call, api.Empty) (api.DaemonStatus, error) {
+			return api.DaemonStatus{PID: os.Getpid()}, nil
+		})
+		srv := rpc.NewServer(ms, rpc.ServerOptions{})
 		go srv.Serve(ctx, ln)
 	}
 	detach.SignalReady(readyFD)

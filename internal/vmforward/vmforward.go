@@ -19,7 +19,7 @@ import (
 // half-closes the guest side.
 func Conn(ctx context.Context, c *rpc.Client, conn net.Conn, p api.VMForward) error {
 	defer conn.Close()
-	s, err := c.Open(ctx, api.MethodVMForward, p)
+	s, err := rpc.OpenStream(ctx, c, api.MethodVMForward, p)
 	if err != nil {
 		return err
 	}

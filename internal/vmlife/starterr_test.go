@@ -95,15 +95,11 @@ func serveStart(t *testing.T, m *vmlife.Manager) *rpc.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(map[string]rpc.Handler{
-		api.MethodVMStart: func(ctx context.Context, c *rpc.Call) (any, error) {
-			var p api.VMRef
-			if err := c.Decode(&p); err != nil {
-				return nil, err
-			}
-			return m.Start(ctx, p.Name, c.ProgressFunc())
-		},
-	}, rpc.ServerOptions{})
+	ms := rpc.NewMethods()
+	rpc.Register(ms, api.MethodVMStart, func(ctx context.Context, c *rpc.Call, p api.VMRef) (model.VM, error) {
+		return m.Start(ctx, p.Name, c.ProgressFunc())
+	})
+	srv := rpc.NewServer(ms, rpc.ServerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -151,7 +147,7 @@ func TestStartErrorKeepsInvalidSpec(t *testing.T) {
 	// Over the wire the client gets the code and the op_id, and the message
 	// names the step.
 	c := serveStart(t, f.m)
-	err = c.Call(rpc.WithOpID(ctx, "op-start-spec"), api.MethodVMStart, api.VMRef{Name: f.vm.Name}, nil)
+	_, err = rpc.Invoke(rpc.WithOpID(ctx, "op-start-spec"), c, api.MethodVMStart, api.VMRef{Name: f.vm.Name})
 	var ae *api.Error
 	if !errors.As(err, &ae) {
 		t.Fatalf("wire error is %T %v, want *api.Error", err, err)
@@ -173,7 +169,7 @@ func TestStartErrorKeepsAPICode(t *testing.T) {
 		t.Fatalf("in-process code = %s, want %s (err: %v)", got, api.CodeFailedPrecondition, err)
 	}
 	c := serveStart(t, f.m)
-	err = c.Call(ctx, api.MethodVMStart, api.VMRef{Name: f.vm.Name}, nil)
+	_, err = rpc.Invoke(ctx, c, api.MethodVMStart, api.VMRef{Name: f.vm.Name})
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "has no modules") {
 		t.Fatalf("wire error = %#v, want failed_precondition naming the cause", err)
