@@ -24,6 +24,9 @@ func newVMCreateCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.workspacePlan(cmd.Context(), &f, &p); err != nil {
+				return err
+			}
 			p.Start = start
 			var vm model.VM
 			if err := a.callWithProgress(cmd.Context(), api.MethodVMCreate, p, &vm); err != nil {

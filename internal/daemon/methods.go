@@ -32,6 +32,7 @@ func (d *Daemon) methods() map[string]rpc.Handler {
 	d.snapshotMethods(m)
 	d.templateMethods(m)
 	d.syncMethods(m)
+	d.imagePlanMethods(m)
 	if d.opts.EnableTestMethods {
 		m[api.MethodDebugSleep] = d.debugSleep
 	}

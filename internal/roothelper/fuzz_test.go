@@ -25,6 +25,7 @@ var helperParams = []struct {
 	{api.MethodDNSUpdate, func() any { return &api.DNSUpdate{} }},
 	{api.MethodHelperImageBuild, func() any { return &api.HelperImageBuild{} }},
 	{api.MethodVMCgroupAdopt, func() any { return &api.VMCgroupAdopt{} }},
+	{api.MethodHelperImagePlan, func() any { return &api.HelperImagePlan{} }},
 }
 
 // FuzzHelperParams feeds hostile params of every helper method (the owner
@@ -46,6 +47,7 @@ func FuzzHelperParams(f *testing.F) {
 		`{"NAME":"case"}`,
 		`{"vm_id":"0123abcd","pid":4242,"start_time":99}`,
 		`{"vm_id":"../x","pid":-1,"start_time":18446744073709551615}`,
+		`{"base":"debian-bookworm","packages":[{"name":"--root=/","version":"1:2"}]}`,
 	} {
 		f.Add(uint8(i), []byte(s))
 	}

@@ -57,6 +57,7 @@ type imageBuilder struct {
 func (h *Helper) imageBuildMethods(m map[string]rpc.Handler) {
 	b := &imageBuilder{ownerUID: h.opts.OwnerUID, busy: make(chan struct{}, 1)}
 	m[api.MethodHelperImageBuild] = b.build
+	m[api.MethodHelperImagePlan] = b.plan
 }
 
 func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
@@ -73,6 +74,12 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return b.buildEntry(ctx, c, e, imagecat.BuildOptions{})
+}
+
+// buildEntry builds the validated entry e into the owner's store; opts
+// adds a Check and a SourceSuffix (a plan image).
+func (b *imageBuilder) buildEntry(ctx context.Context, c *rpc.Call, e imagecat.Entry, opts imagecat.BuildOptions) (any, error) {
 	owner, err := b.owner(c.Peer)
 	if err != nil {
 		return nil, err
@@ -126,9 +133,8 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call) (any, error) {
 	}()
 
 	c.Log.Info("image build for owner", "image", e.Name, "owner_uid", owner.UID, "owner_gid", owner.GID, "store", store.Dir, "peer_uid", c.Peer.UID)
-	res, err := imagecat.BuildDebootstrap(ctx, e, imagecat.BuildOptions{
-		Out: built, WorkDir: work, Logger: c.Log, Progress: c.ProgressFunc(),
-	})
+	opts.Out, opts.WorkDir, opts.Logger, opts.Progress = built, work, c.Log, c.ProgressFunc()
+	res, err := imagecat.BuildDebootstrap(ctx, e, opts)
 	if err != nil {
 		return nil, buildError(fmt.Sprintf("build image %q", e.Name), err)
 	}
@@ -367,7 +373,7 @@ func buildError(doing string, err error) error {
 		code = api.CodeCanceled
 	case errors.Is(err, imagecat.ErrNeedRoot), errors.Is(err, imagecat.ErrNoKeyring), errors.Is(err, fs.ErrPermission):
 		code = api.CodeFailedPrecondition
-	case errors.Is(err, imagecat.ErrInvalidName):
+	case errors.Is(err, imagecat.ErrInvalidName), errors.Is(err, imagecat.ErrInvalidPlan):
 		code = api.CodeInvalidArgument
 	}
 	msg := err.Error()
