@@ -53,15 +53,16 @@ type planOutput struct {
 	Cached bool         `json:"cached"`
 }
 
-// TestWorkspacePlanImage: a Go project (go.mod: go 1.19, and a Makefile
-// asking for a tool Debian does not have) run with vm run --workspace boots
+// TestWorkspacePlanImage: a Go project (go.mod: go 1.19, and an .nvmrc
+// asking for a node Debian does not have) run with vm run --workspace boots
 // the plan image, in which `go version` is bookworm's golang-go; the
 // missing tool is said on stderr and does not stop the run; a second run
 // reuses the image (same created_at, no build).
 //
 // The plan image is built with the network, outside the test's network
-// namespace, in the fixture home (BANGER_TEST_CACHE), so a machine pays
-// the build once: `banger plan --build` there builds or finds it. The VM
+// namespace, by `banger plan --build` (the same image.plan call vm run
+// makes), and kept in the fixture cache (BANGER_TEST_CACHE/plan-images),
+// so a machine pays the build once. The VM
 // runs inside the namespace from the test's own home, where the plan is
 // resolved from a Packages file holding what the parent's verified plan
 // found.
@@ -88,26 +89,52 @@ func TestWorkspacePlanImage(t *testing.T) {
 			}
 		}
 		write("go.mod", "module example.com/plandemo\n\ngo 1.19\n")
-		write("Makefile", "lint:\n\tzzz-no-such-tool --check\n")
+		write(".nvmrc", "99\n") // no Debian suite has node 99
 		write("main.go", "package main\n\nfunc main() {}\n")
-		fix := newInstanceFromHome(t, filepath.Join(cache, "home"))
-		t.Cleanup(fix.cleanup)
-		out, errOut, took := wsRun(t, fix, proj, 15*time.Minute, "plan", "--build", "--json")
+		// The build runs in a home of the test's own; the image it made is
+		// kept in the fixture cache under its plan name, so the next run on
+		// this machine finds it there and builds nothing.
+		b := newInstance(t)
+		out, errOut, _ := wsRun(t, b, proj, 2*time.Minute, "plan", "--json")
 		var plan planOutput
 		if err := json.Unmarshal([]byte(out), &plan); err != nil {
-			t.Fatalf("plan --build --json: %v\n%s\nstderr: %s", err, out, errOut)
+			t.Fatalf("plan --json: %v\n%s\nstderr: %s", err, out, errOut)
 		}
-		t.Logf("plan --build in the fixture home took %s (cached: %v)", took.Round(time.Millisecond), plan.Cached)
-		if plan.Image == nil || !strings.Contains(plan.Image.Source, "plan:golang-go=") || !strings.HasPrefix(plan.Image.Name, "debian-bookworm-plan-"+plan.Hash[:8]) {
-			t.Fatalf("plan image: %+v (hash %s)", plan.Image, plan.Hash)
+		cached := filepath.Join(cache, "plan-images", "debian-bookworm-plan-"+plan.Hash[:8]+".ext4")
+		if _, err := os.Stat(cached); err != nil {
+			out, errOut, took := wsRun(t, b, proj, 15*time.Minute, "plan", "--build", "--json")
+			plan = planOutput{}
+			if err := json.Unmarshal([]byte(out), &plan); err != nil {
+				t.Fatalf("plan --build --json: %v\n%s\nstderr: %s", err, out, errOut)
+			}
+			t.Logf("plan --build took %s", took.Round(time.Millisecond))
+			if plan.Image == nil || plan.Cached || !strings.Contains(plan.Image.Source, "plan:golang-go=") || plan.Image.Name != "debian-bookworm-plan-"+plan.Hash[:8] {
+				t.Fatalf("plan image: %+v cached %v (hash %s)", plan.Image, plan.Cached, plan.Hash)
+			}
+			// Asked again, it is found, not built.
+			out, _, took = wsRun(t, b, proj, 2*time.Minute, "plan", "--build", "--json")
+			var again planOutput
+			if err := json.Unmarshal([]byte(out), &again); err != nil || !again.Cached || again.Image == nil || !again.Image.CreatedAt.Equal(plan.Image.CreatedAt) {
+				t.Fatalf("second plan --build: %+v, %v; want the same image, cached", again.Image, err)
+			}
+			t.Logf("second plan --build (cached) took %s", took.Round(time.Millisecond))
+			if err := os.MkdirAll(filepath.Dir(cached), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if o, err := exec.Command("sh", "-ec", `cp --sparse=always "$1" "$2.tmp" && mv "$2.tmp" "$2"`, "sh", plan.Image.Path, cached).CombinedOutput(); err != nil {
+				t.Fatalf("keep the plan image in the fixture cache: %v\n%s", err, o)
+			}
+		} else {
+			t.Logf("plan image found in the fixture cache: %s", cached)
 		}
+		planName := "debian-bookworm-plan-" + plan.Hash[:8]
 		var idx strings.Builder
 		for _, s := range plan.Steps {
-			if s.Satisfied {
+			if s.Package != "" && s.Available != "" {
 				fmt.Fprintf(&idx, "Package: %s\nVersion: %s\nArchitecture: amd64\n\n", s.Package, s.Available)
 			}
 		}
-		for name, data := range map[string]string{"Packages": idx.String(), "image": plan.Image.Path, "name": plan.Image.Name} {
+		for name, data := range map[string]string{"Packages": idx.String(), "image": cached, "name": planName} {
 			if err := os.WriteFile(filepath.Join(share, name), []byte(data), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +171,7 @@ func TestWorkspacePlanImage(t *testing.T) {
 		if !strings.Contains(errOut, "plan: image "+planName+" reused") {
 			t.Errorf("run %d: stderr does not say the plan image was reused:\n%s", i+1, errOut)
 		}
-		if !strings.Contains(errOut, "zzz-no-such-tool") || !strings.Contains(errOut, "not satisfiable from the distro") {
+		if !strings.Contains(errOut, "plan: node (.nvmrc): not satisfiable from the distro: 99 wanted") {
 			t.Errorf("run %d: stderr does not name the unsatisfiable tool plainly:\n%s", i+1, errOut)
 		}
 	}
