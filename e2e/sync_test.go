@@ -151,6 +151,16 @@ func TestSyncIntoVM(t *testing.T) {
 		if r.Uploaded != 0 || r.Removed != 0 {
 			t.Errorf("idle round %+v, want nothing sent or removed", r)
 		}
+		// Nothing changed in the guest since that listing: it is not
+		// listed again. A change in the guest is seen on the next round.
+		if r = syncRound(t, in, "--delete", host, "sync:"+gdir); !r.CachedListing || r.Uploaded != 0 || r.Removed != 0 {
+			t.Errorf("second idle round %+v, want the cached listing and nothing done", r)
+		}
+		in.ok("banger", "vm", "exec", "sync", "--", "sh", "-c", "echo guest > "+gdir+"/src/deep/guest-made && echo x >> "+gdir+"/README")
+		if r = syncRound(t, in, "--delete", host, "sync:"+gdir); r.CachedListing || r.Removed != 1 || r.Uploaded != 1 {
+			t.Errorf("round after guest changes %+v, want a full listing, guest-made removed, README sent again", r)
+		}
+		sameTrees(t, "after guest changes", hostTree(t, host, nil), guestTree(t, in, "sync", gdir))
 	})
 
 	t.Run("excludes", func(t *testing.T) {

@@ -27,4 +27,7 @@ type SyncResult struct {
 	ManifestMS float64 `json:"manifest_ms"`
 	HashMS     float64 `json:"hash_ms"`
 	ApplyMS    float64 `json:"apply_ms"`
+	// CachedListing: the guest said nothing changed since the last round,
+	// so its listing was the one the daemon kept.
+	CachedListing bool `json:"cached_listing"`
 }

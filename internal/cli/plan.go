@@ -10,14 +10,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/debarchive"
 	"github.com/bangerdev/banger/internal/imagecat"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/toolingplan"
 )
 
 func newPlanCommand(a *app) *cobra.Command {
 	var (
-		asJSON          bool
+		asJSON, build   bool
 		suite, packages string
 	)
 	cmd := &cobra.Command{
@@ -37,7 +39,8 @@ host's apt sources and verified against their signed InRelease (as kernel
 pulls are); --packages reads a local, plain Packages file instead.`,
 		Example: `  banger plan
   banger plan ~/src/app --json | jq '.steps[] | select(.satisfied | not)'
-  banger plan --packages ./Packages`,
+  banger plan --packages ./Packages
+  banger plan --build          # the image vm run --workspace would boot, built now`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := "."
@@ -56,12 +59,15 @@ pulls are); --packages reads a local, plain Packages file instead.`,
 			if err != nil {
 				return fmt.Errorf("read project files in %s: %w", dir, err)
 			}
+			if build && suite != "" {
+				return &UsageError{Err: fmt.Errorf("--build plans against the default image's suite: drop --suite")}
+			}
 			if suite == "" {
 				if suite, err = defaultSuite(); err != nil {
 					return err
 				}
 			}
-			lookup, err := a.planLookup(cmd.Context(), suite, packages)
+			lookup, err := a.planLookup(cmd.Context(), suite, packages, build)
 			if err != nil {
 				return err
 			}
@@ -69,14 +75,38 @@ pulls are); --packages reads a local, plain Packages file instead.`,
 			if err != nil {
 				return fmt.Errorf("plan tools for %s: %w", dir, err)
 			}
+			if !build {
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), plan)
+				}
+				plan.Text(cmd.OutOrStdout())
+				return nil
+			}
+			out := planBuilt{Plan: plan}
+			if pkgs := planPackages(plan); len(pkgs) > 0 {
+				res, err := callWithProgress(cmd.Context(), a, api.MethodImagePlan, api.ImagePlan{Packages: pkgs})
+				if err != nil {
+					return fmt.Errorf("build the plan image for %s: %w", dir, err)
+				}
+				out.Image, out.Cached = &res.Image, res.Cached
+			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), plan)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			plan.Text(cmd.OutOrStdout())
+			switch {
+			case out.Image == nil:
+				fmt.Fprintln(cmd.OutOrStdout(), "\nnothing to install: the base image serves as it is")
+			case out.Cached:
+				fmt.Fprintf(cmd.OutOrStdout(), "\nimage: %s (already built)\n", out.Image.Name)
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "\nimage: %s (built)\n", out.Image.Name)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&build, "build", false, "also build (or find) the image with the planned packages, as vm run --workspace does; plans against the default image's release suite alone")
 	cmd.Flags().StringVar(&suite, "suite", "", "Debian suite to plan against (default: the default image's)")
 	cmd.Flags().StringVar(&packages, "packages", "", "read package versions from this plain Packages file instead of the archive")
 	return cmd
@@ -94,10 +124,19 @@ func defaultSuite() (string, error) {
 	return e.Suite, nil
 }
 
+// planBuilt is plan --build's JSON: the plan and its image.
+type planBuilt struct {
+	toolingplan.Plan
+	Image  *model.Image `json:"image,omitempty"`
+	Cached bool         `json:"cached"`
+}
+
 // planLookup reads a local Packages file, or the host's apt sources for
 // suite and its updates and security suites (not backports, which apt
 // does not install from unasked).
-func (a *app) planLookup(ctx context.Context, suite, packagesFile string) (toolingplan.Lookup, error) {
+// With onlySuite, the updates and security suites are left out too (a plan
+// image is debootstrapped from the release suite alone).
+func (a *app) planLookup(ctx context.Context, suite, packagesFile string, onlySuite bool) (toolingplan.Lookup, error) {
 	if packagesFile != "" {
 		f, err := os.Open(packagesFile)
 		if err != nil {
@@ -113,7 +152,7 @@ func (a *app) planLookup(ctx context.Context, suite, packagesFile string) (tooli
 	var keep []debarchive.Source
 	for _, s := range srcs {
 		s.Suites = slices.DeleteFunc(slices.Clone(s.Suites), func(x string) bool {
-			return !(x == suite || strings.HasPrefix(x, suite+"-") && !strings.HasSuffix(x, "-backports"))
+			return !(x == suite || !onlySuite && strings.HasPrefix(x, suite+"-") && !strings.HasSuffix(x, "-backports"))
 		})
 		if len(s.Suites) > 0 {
 			keep = append(keep, s)

@@ -48,6 +48,8 @@ type createFlags struct {
 	pub                                                   publishFlags // vm_publish.go
 	mounts                                                []string
 	workspace                                             bool
+	noPlan                                                bool   // vm_workspace_plan.go
+	planPackages                                          string // a plain Packages file for the plan
 }
 
 func (f *createFlags) add(cmd *cobra.Command) {
@@ -65,7 +67,9 @@ func (f *createFlags) add(cmd *cobra.Command) {
 	fl.BoolVar(&f.denyPrivate, "deny-private", false, "drop the VM's traffic to 10/8, 172.16/12, 192.168/16 and 100.64/10 (its own subnet stays reachable)")
 	fl.IntSliceVar(&f.forwardDeny, "forward-deny", nil, "refuse vm forward to this guest port (repeatable)")
 	fl.StringArrayVar(&f.mounts, "mount", nil, "share HOST_DIR[:GUEST_DIR][:ro] with the VM through virtio-fs (repeatable; QEMU only; GUEST_DIR defaults to the same path)")
-	fl.BoolVar(&f.workspace, "workspace", false, "share the current directory at the same path and start vm exec/run commands there")
+	fl.BoolVar(&f.workspace, "workspace", false, "share the current directory at the same path and start vm exec/run commands there; the image gets the Debian packages banger plan finds for the project")
+	fl.BoolVar(&f.noPlan, "no-plan", false, "with --workspace: boot the image as it is, without the project's planned packages")
+	fl.StringVar(&f.planPackages, "plan-packages", "", "with --workspace: resolve the plan from this plain Packages file instead of the archive")
 }
 
 func (f *createFlags) params() (api.VMCreate, error) {

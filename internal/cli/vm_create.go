@@ -23,6 +23,9 @@ func newVMCreateCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.workspacePlan(cmd.Context(), &f, &p); err != nil {
+				return err
+			}
 			p.Start = start
 			vm, err := callWithProgress(cmd.Context(), a, api.MethodVMCreate, p)
 			if err != nil {

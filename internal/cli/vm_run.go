@@ -47,6 +47,11 @@ afresh regardless.`,
 			p.Start = true
 			ctx := cmd.Context()
 			var vm model.VM
+			if from == "" && template == "" {
+				if err := a.workspacePlan(ctx, &f, &p); err != nil {
+					return err
+				}
+			}
 			if from, err = a.runSource(cmd, from, template, cold, p); err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/events"
+	"github.com/bangerdev/banger/internal/guestsync"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/opstate"
 	"github.com/bangerdev/banger/internal/paths"
@@ -57,6 +58,7 @@ type Daemon struct {
 	mcpMu     sync.Mutex           // serialises MCP creates (see mcpCreate)
 	events    *events.Bus          // lifecycle events (banger events, vm ls -w)
 	pub       *vmforward.Publisher // published ports (--publish-all, -p)
+	syncCache *guestsync.Cache     // guests' last listings for vm sync
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is
@@ -103,6 +105,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		ops:       opstate.New(opts.Now),
 		helper:    roothelper.NewClient(p.HelperSocket()),
 		startedAt: opts.Now(),
+		syncCache: guestsync.NewCache(),
 		stop:      cancel,
 	}
 	d.events = events.New(opts.Now, 0)

@@ -33,6 +33,7 @@ func (d *Daemon) methods() *rpc.Methods {
 	d.snapshotMethods(m)
 	d.templateMethods(m)
 	d.syncMethods(m)
+	d.imagePlanMethods(m)
 	if d.opts.EnableTestMethods {
 		rpc.Register(m, api.MethodDebugSleep, d.debugSleep)
 	}

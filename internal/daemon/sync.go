@@ -48,6 +48,8 @@ func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call, p api.VMSync) (api.Syn
 		Excludes:   p.Excludes,
 		Delete:     p.Delete,
 		MaxEntries: d.cfg.Copy.MaxEntries,
+		// A new boot (or another VM of the name) never meets an old listing.
+		Cache: d.syncCache, CacheKey: vm.ID + "\x00" + vm.BootID + "\x00" + path.Clean(p.Guest),
 	})
 	if err != nil {
 		hint := ""
@@ -57,11 +59,12 @@ func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call, p api.VMSync) (api.Syn
 		return api.SyncResult{}, agentError(fmt.Errorf("sync %s into %s in vm %q: %w%s", p.Local, p.Guest, vm.Name, err, hint))
 	}
 	c.Log.InfoContext(ctx, "synced into guest", "vm", vm.Name, "guest_dir", p.Guest,
-		"uploaded", res.Uploaded, "bytes", res.Bytes, "removed", res.Removed, "hashed", res.Hashed, "duration", res.Duration,
+		"cached_listing", res.Cached, "uploaded", res.Uploaded, "bytes", res.Bytes, "removed", res.Removed, "hashed", res.Hashed, "duration", res.Duration,
 		"local", res.Local, "manifest", res.Manifest, "hash", res.Hash, "apply", res.Apply)
 	return api.SyncResult{
 		Scanned: res.Scanned, Uploaded: res.Uploaded, Bytes: res.Bytes, Hashed: res.Hashed, Removed: res.Removed,
 		DurationMS: ms(res.Duration), LocalMS: ms(res.Local), ManifestMS: ms(res.Manifest), HashMS: ms(res.Hash), ApplyMS: ms(res.Apply),
+		CachedListing: res.Cached,
 	}, nil
 }
 

@@ -20,11 +20,16 @@ type Options struct {
 	Delete   bool     // remove guest names the host does not have
 	// MaxEntries bounds both trees (0: vsockagent.DefaultCopyMaxEntries).
 	MaxEntries int
+	// Cache, when set, keeps the guest's listing under CacheKey between
+	// rounds (cache.go): a guest that changed nothing is not listed again.
+	Cache    *Cache
+	CacheKey string
 }
 
 // Result tells what a round did.
 type Result struct {
 	Scanned  int           `json:"scanned"`  // host entries compared
+	Cached   bool          `json:"cached"`   // the guest's listing was the cached one
 	Uploaded int           `json:"uploaded"` // entries sent (directories included)
 	Bytes    int64         `json:"bytes"`    // file bytes sent
 	Hashed   int           `json:"hashed"`   // files compared by sha256
@@ -160,17 +165,16 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 	res.Local = time.Since(start)
 	mark := time.Now()
 
-	remote := Tree{}
-	err = agent.Manifest(ctx, vsockagent.ManifestRequest{Dir: guestDir, MaxEntries: opts.MaxEntries}, func(batch []vsockagent.ManifestEntry) error {
-		for _, e := range batch {
-			if !excludedOrBeneath(m, e.Path, e.Type == vsockagent.EntryDir) {
-				remote[e.Path] = e
-			}
-		}
-		return nil
-	})
+	listed, fromCache, err := guestTree(ctx, agent, guestDir, opts)
 	if err != nil {
 		return res, fmt.Errorf("list guest directory: %w", err)
+	}
+	res.Cached = fromCache
+	remote := make(Tree, len(listed))
+	for p, e := range listed {
+		if !excludedOrBeneath(m, e.Path, e.Type == vsockagent.EntryDir) {
+			remote[p] = e
+		}
 	}
 
 	res.Manifest = time.Since(mark)

@@ -34,6 +34,11 @@ type BuildOptions struct {
 	Owner    *Owner // hand Out to this uid/gid (root helper building for a user)
 	Logger   *slog.Logger
 	Progress progress.Func
+	// Check inspects the debootstrapped tree before it is prepared (a plan
+	// image checks the versions installed); an error fails the build.
+	Check func(rootfs string) error
+	// SourceSuffix is appended to the Result's Source (a plan's packages).
+	SourceSuffix string
 }
 
 // StageDebootstrap and friends name the progress stages of a build.
@@ -97,6 +102,11 @@ func BuildDebootstrap(ctx context.Context, e Entry, opts BuildOptions) (Result, 
 	}
 	log.InfoContext(ctx, "debootstrap done", "image", e.Name, "took", time.Since(start).Round(time.Millisecond))
 
+	if opts.Check != nil {
+		if err := opts.Check(rootfs); err != nil {
+			return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
+		}
+	}
 	opts.Progress.Stage(StagePrepare, "prepare rootfs for banger")
 	if err := PrepareRootfs(rootfs); err != nil {
 		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
@@ -112,7 +122,7 @@ func BuildDebootstrap(ctx context.Context, e Entry, opts BuildOptions) (Result, 
 		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
 	}
 	opts.Progress.Stage(StageDigest, "hash image")
-	res, err := finish(e.Name, "debootstrap:"+e.Suite+"@"+mirror.URI, tmp)
+	res, err := finish(e.Name, "debootstrap:"+e.Suite+"@"+mirror.URI+opts.SourceSuffix, tmp)
 	if err != nil {
 		return Result{}, fmt.Errorf("build image %q: %w", e.Name, err)
 	}

@@ -32,6 +32,7 @@ var helperParams = []fuzzParams{
 	paramsOf(api.MethodHelperDNSUpdate),
 	paramsOf(api.MethodHelperImageBuild),
 	paramsOf(api.MethodHelperVMCgroupAdopt),
+	paramsOf(api.MethodHelperImagePlan),
 }
 
 // FuzzHelperParams feeds hostile params of every helper method (the owner
@@ -53,6 +54,7 @@ func FuzzHelperParams(f *testing.F) {
 		`{"NAME":"case"}`,
 		`{"vm_id":"0123abcd","pid":4242,"start_time":99}`,
 		`{"vm_id":"../x","pid":-1,"start_time":18446744073709551615}`,
+		`{"base":"debian-bookworm","packages":[{"name":"--root=/","version":"1:2"}]}`,
 	} {
 		f.Add(uint8(i), []byte(s))
 	}

@@ -57,6 +57,7 @@ type imageBuilder struct {
 func (h *Helper) imageBuildMethods(m *rpc.Methods) {
 	b := &imageBuilder{ownerUID: h.opts.OwnerUID, busy: make(chan struct{}, 1)}
 	rpc.Register(m, api.MethodHelperImageBuild, b.build)
+	rpc.Register(m, api.MethodHelperImagePlan, b.plan)
 }
 
 func (b *imageBuilder) build(ctx context.Context, c *rpc.Call, p api.HelperImageBuild) (api.HelperImageBuilt, error) {
@@ -69,6 +70,12 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call, p api.HelperImage
 	if err != nil {
 		return api.HelperImageBuilt{}, err
 	}
+	return b.buildEntry(ctx, c, e, imagecat.BuildOptions{})
+}
+
+// buildEntry builds the validated entry e into the owner's store; opts
+// adds a Check and a SourceSuffix (a plan image).
+func (b *imageBuilder) buildEntry(ctx context.Context, c *rpc.Call, e imagecat.Entry, opts imagecat.BuildOptions) (api.HelperImageBuilt, error) {
 	owner, err := b.owner(c.Peer)
 	if err != nil {
 		return api.HelperImageBuilt{}, err
@@ -122,9 +129,8 @@ func (b *imageBuilder) build(ctx context.Context, c *rpc.Call, p api.HelperImage
 	}()
 
 	c.Log.Info("image build for owner", "image", e.Name, "owner_uid", owner.UID, "owner_gid", owner.GID, "store", store.Dir, "peer_uid", c.Peer.UID)
-	res, err := imagecat.BuildDebootstrap(ctx, e, imagecat.BuildOptions{
-		Out: built, WorkDir: work, Logger: c.Log, Progress: c.ProgressFunc(),
-	})
+	opts.Out, opts.WorkDir, opts.Logger, opts.Progress = built, work, c.Log, c.ProgressFunc()
+	res, err := imagecat.BuildDebootstrap(ctx, e, opts)
 	if err != nil {
 		return api.HelperImageBuilt{}, buildError(fmt.Sprintf("build image %q", e.Name), err)
 	}
@@ -363,7 +369,7 @@ func buildError(doing string, err error) error {
 		code = api.CodeCanceled
 	case errors.Is(err, imagecat.ErrNeedRoot), errors.Is(err, imagecat.ErrNoKeyring), errors.Is(err, fs.ErrPermission):
 		code = api.CodeFailedPrecondition
-	case errors.Is(err, imagecat.ErrInvalidName):
+	case errors.Is(err, imagecat.ErrInvalidName), errors.Is(err, imagecat.ErrInvalidPlan):
 		code = api.CodeInvalidArgument
 	}
 	msg := err.Error()

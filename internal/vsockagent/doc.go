@@ -71,10 +71,14 @@
 //	fs.copy_in   params {"dir","name"}; host: 'd' tar bytes…, then 'z'
 //	             (or '!' to abort). guest: 'k' once all is extracted, or '!'.
 //
-//	fs.manifest  params ManifestRequest {"dir","paths","max_entries"}.
-//	             guest: 'm' JSON []ManifestEntry batches, then 'z', or
-//	             '!'. The whole tree under dir (lstat, never followed),
-//	             or only paths, each file then with its sha256.
+//	fs.manifest  params ManifestRequest {"dir","paths","max_entries",
+//	             "track","since"}; result ManifestReply {"token",
+//	             "unchanged"}. guest: 'm' JSON []ManifestEntry batches,
+//	             then 'z', or '!'. The whole tree under dir (lstat, never
+//	             followed), or only paths, each file then with its sha256.
+//	             With track the tree is watched (sync_track.go) and the
+//	             reply holds a token; since=token is answered unchanged,
+//	             with no batches, while nothing changed.
 //	fs.remove    unary, params {"dir","paths"}: RemoveAll of each path
 //	             beneath dir through an os.Root (links removed, not
 //	             followed).

@@ -47,6 +47,8 @@ type Server struct {
 	// bootID is what health answers: opts.BootID until a clone is handed
 	// its own (system.reidentify).
 	bootID atomic.Pointer[string]
+	// trackers follow directories fs.manifest listed (sync_track.go).
+	trackers trackerTable
 }
 
 // NewServer returns a server; it serves nothing until Serve or ServePort.

@@ -60,6 +60,11 @@ type ManifestRequest struct {
 	Dir        string   `json:"dir"`
 	Paths      []string `json:"paths,omitempty"`
 	MaxEntries int      `json:"max_entries,omitempty"`
+	// Track asks the agent to watch the listed tree (sync_track.go); Since
+	// is the token of a listing the host kept: if nothing changed since,
+	// the reply says Unchanged and no entries follow.
+	Track bool   `json:"track,omitempty"`
+	Since string `json:"since,omitempty"`
 }
 
 type removeParams struct {
@@ -146,11 +151,28 @@ func (s *Server) handleManifest(ctx context.Context, st *stream, _ *slog.Logger,
 	if maxEntries <= 0 {
 		maxEntries = s.opts.CopyLimits.withDefaults().MaxEntries
 	}
+	if p.Paths == nil && s.trackers.unchanged(p.Dir, p.Since) {
+		if err := respond(st, ManifestReply{Unchanged: true}); err != nil {
+			return err
+		}
+		return st.writeFrame(frameEOF, nil)
+	}
 	root, err := os.OpenRoot(p.Dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fail(st, fmt.Errorf("open %s: %w", p.Dir, err))
 	}
-	if err := respond(st, struct{}{}); err != nil {
+	var tr *tracker
+	if p.Track && p.Paths == nil && root != nil {
+		tr = s.trackers.start(p.Dir)
+	}
+	var reply ManifestReply
+	if tr != nil {
+		reply.Token = tr.token
+	}
+	if err := respond(st, reply); err != nil {
+		if tr != nil {
+			s.trackers.finish(tr, false)
+		}
 		return err
 	}
 	if root == nil { // nothing synced yet
@@ -207,6 +229,9 @@ func (s *Server) handleManifest(ctx context.Context, st *stream, _ *slog.Logger,
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if tr != nil && d.IsDir() {
+				s.trackers.watch(tr, rel) // before WalkDir reads it
+			}
 			if rel == "." {
 				return nil
 			}
@@ -224,13 +249,22 @@ func (s *Server) handleManifest(ctx context.Context, st *stream, _ *slog.Logger,
 			return emit(e)
 		})
 		if err != nil {
+			if tr != nil {
+				s.trackers.finish(tr, false)
+			}
 			return failFrame(st, fmt.Errorf("list %s: %w", p.Dir, err))
 		}
 	}
 	if len(batch) > 0 {
 		if err := st.writeJSONFrame(frameManifest, batch); err != nil {
+			if tr != nil {
+				s.trackers.finish(tr, false)
+			}
 			return err
 		}
+	}
+	if tr != nil {
+		s.trackers.finish(tr, true)
 	}
 	return st.writeFrame(frameEOF, nil)
 }
@@ -272,13 +306,37 @@ func (s *Server) handleRemove(ctx context.Context, st *stream, log *slog.Logger,
 // than req.MaxEntries (default DefaultCopyMaxEntries) refuse the whole
 // manifest with ErrBadManifest.
 func (c *Client) Manifest(ctx context.Context, req ManifestRequest, fn func([]ManifestEntry) error) error {
+	_, err := c.TrackedManifest(ctx, req, fn)
+	return err
+}
+
+// TrackedManifest is Manifest returning the guest's reply line too: with
+// req.Track, the token of this listing; with req.Since, whether the guest
+// says nothing changed since (then fn is never called). The reply is the
+// guest's word: a token of more than 64 bytes, Unchanged without Since, or
+// entries after Unchanged refuse the manifest with ErrBadManifest.
+func (c *Client) TrackedManifest(ctx context.Context, req ManifestRequest, fn func([]ManifestEntry) error) (ManifestReply, error) {
+	var reply ManifestReply
 	if req.MaxEntries <= 0 {
 		req.MaxEntries = DefaultCopyMaxEntries
 	}
-	st, err := c.call(ctx, MethodManifest, req, nil)
+	st, err := c.call(ctx, MethodManifest, req, &reply)
 	if err != nil {
-		return err
+		return reply, err
 	}
+	if len(reply.Token) > maxManifestTok || (reply.Unchanged && (req.Since == "" || req.Paths != nil)) {
+		_ = st.Close()
+		return ManifestReply{}, fmt.Errorf("manifest of %s: %w: a token of %d bytes, or unchanged since nothing asked", req.Dir, ErrBadManifest, len(reply.Token))
+	}
+	if reply.Unchanged {
+		fn = func([]ManifestEntry) error {
+			return fmt.Errorf("manifest of %s: %w: entries after unchanged", req.Dir, ErrBadManifest)
+		}
+	}
+	return reply, c.readManifest(ctx, st, req, fn)
+}
+
+func (c *Client) readManifest(ctx context.Context, st *stream, req ManifestRequest, fn func([]ManifestEntry) error) error {
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { abort(st) })
 	defer stop()
