@@ -46,11 +46,13 @@ type Log struct {
 }
 
 // Call is one recorded call. Ctx is the context the call got (nil for
-// methods that take none), so a test can check it was not cancelled.
+// methods that take none) and CtxErr its Err() at the time of the call, so
+// a test can check that a cleanup got a live context.
 type Call struct {
 	Method string
 	ID     string // the VM's id (instance or spec), when the method has one
 	Ctx    context.Context
+	CtxErr error
 }
 
 // Record adds a call: other fakes of a test (a network, a store hook)
@@ -58,9 +60,13 @@ type Call struct {
 func (l *Log) Record(method, id string, ctx context.Context) { l.add(method, id, ctx) }
 
 func (l *Log) add(method, id string, ctx context.Context) {
+	var cerr error
+	if ctx != nil {
+		cerr = ctx.Err()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.calls = append(l.calls, Call{Method: method, ID: id, Ctx: ctx})
+	l.calls = append(l.calls, Call{Method: method, ID: id, Ctx: ctx, CtxErr: cerr})
 }
 
 // Calls returns what was called so far.
