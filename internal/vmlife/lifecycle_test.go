@@ -170,8 +170,10 @@ func TestStartFailsAtEachStep(t *testing.T) {
 		want       string // in the error text
 	}{
 		{name: "driver unavailable", step: "validate", code: api.CodeFailedPrecondition,
-			arrange: func(f *lifeFixture) { f.drv.Fail(vmmtest.MethodAvailable, fmt.Errorf("%w: no qemu here", vmm.ErrUnavailable)) },
-			want:    "no qemu here"},
+			arrange: func(f *lifeFixture) {
+				f.drv.Fail(vmmtest.MethodAvailable, fmt.Errorf("%w: no qemu here", vmm.ErrUnavailable))
+			},
+			want: "no qemu here"},
 		{name: "disk gone", step: "validate", code: api.CodeInternal,
 			arrange: func(f *lifeFixture) { os.Remove(filepath.Join(f.vm.Dir, "root.ext4")) },
 			want:    "root disk"},
@@ -190,8 +192,10 @@ func TestStartFailsAtEachStep(t *testing.T) {
 			},
 			want: "boom"},
 		{name: "spec refused", step: "initramfs", code: api.CodeInvalidArgument,
-			arrange: func(f *lifeFixture) { f.drv.Fail(vmmtest.MethodValidate, fmt.Errorf("%w: tap name", vmm.ErrInvalidSpec)) },
-			want:    "tap name"},
+			arrange: func(f *lifeFixture) {
+				f.drv.Fail(vmmtest.MethodValidate, fmt.Errorf("%w: tap name", vmm.ErrInvalidSpec))
+			},
+			want: "tap name"},
 		{name: "vmm start", step: "vmm", code: api.CodeInternal,
 			arrange: func(f *lifeFixture) { f.drv.Fail(vmmtest.MethodStart, boom) },
 			want:    "boom"},
