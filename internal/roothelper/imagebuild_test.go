@@ -187,7 +187,7 @@ func TestImageBuildAsOwner(t *testing.T) {
 		res, err = c.BuildImage(ctx, name, onEvent)
 		return err
 	}); err != nil {
-		for _, l := range logs.lines(t) {
+		for _, l := range logs.Records(t) {
 			t.Logf("helper: %v", l)
 		}
 		t.Fatalf("build %s as owner uid %d: %v", name, ownerUID, err)
