@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,7 +140,7 @@ func (m *Manager) forkNames(ctx context.Context, req ForkRequest) ([]string, err
 		case req.Name == "":
 			for range 100 {
 				n = namegen.New(taken)
-				if !contains(names, n) {
+				if !slices.Contains(names, n) {
 					break
 				}
 			}
@@ -151,7 +152,7 @@ func (m *Manager) forkNames(ctx context.Context, req ForkRequest) ([]string, err
 		if err := model.ValidateVMName(n); err != nil {
 			return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
 		}
-		if taken(n) || contains(names, n) {
+		if taken(n) || slices.Contains(names, n) {
 			return nil, api.Errorf(api.CodeAlreadyExists, "vm %q already exists: pick another --name or remove it (banger vm rm %s)", n, n)
 		}
 		names = append(names, n)

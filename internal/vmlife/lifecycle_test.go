@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -341,8 +342,12 @@ func TestRunningVMLifecycle(t *testing.T) {
 	ctx := t.Context()
 	f.drv.Console("booted", "last words of the guest")
 	vm, err := f.m.Start(ctx, f.vm.Name, nil)
-	if err != nil || vm.State != model.StateRunning || vm.PID == 0 || vm.BootID == "" {
+	if err != nil || vm.State != model.StateRunning || vm.PID == 0 {
 		t.Fatalf("start: %+v %v", vm, err)
+	}
+	// The guest's boot_id is a random (v4) UUID, the form the agent checks.
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(vm.BootID) {
+		t.Fatalf("boot_id %q is not a v4 uuid", vm.BootID)
 	}
 	// Starting a running VM is a no-op.
 	if again, err := f.m.Start(ctx, f.vm.Name, nil); err != nil || again.PID != vm.PID {

@@ -2,15 +2,16 @@ package vmlife
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
@@ -220,7 +221,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if err != nil {
 		return api.Errorf(api.CodeFailedPrecondition, "choose vmm %q: %v", r.VMM, err)
 	}
-	if !contains(k.VMMs, drv.Name()) {
+	if !slices.Contains(k.VMMs, drv.Name()) {
 		return api.Errorf(api.CodeFailedPrecondition, "kernel %q cannot be booted by %s (it boots under %v): pick another --kernel or --vmm", k.Name, drv.Name(), k.VMMs)
 	}
 	mounts, err := checkMounts(r, drv)
@@ -345,20 +346,5 @@ func readInstance(vm model.VM) (vmm.Instance, error) {
 	return inst, json.Unmarshal(b, &inst)
 }
 
-func newBootID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
+// newBootID is a random (version 4) UUID, as the guest's boot_id.
+func newBootID() string { return uuid.NewString() }
