@@ -332,7 +332,7 @@ func (m *Manager) forkRestore(ctx context.Context, fs *forkState, undo *vmm.Undo
 		return err
 	}
 	// Runs before the VMM's undo removes the console log.
-	undo.Push(func() error { fs.console = m.consoleTail(s, 15); return nil })
+	undo.Push(func(context.Context) error { fs.console = m.consoleTail(s, 15); return nil })
 	if err := pr.Resume(ctx, s.inst); err != nil {
 		return fmt.Errorf("continue the restored vm: %w", err)
 	}

@@ -270,11 +270,11 @@ func (m *Manager) stepRecord(ctx context.Context, s *createState, undo *vmm.Undo
 		return fmt.Errorf("record vm: %w", err)
 	}
 	s.vm = vm
-	undo.Push(func() error { return m.d.Store.DeleteVM(context.WithoutCancel(ctx), s.vm.ID) })
+	undo.Push(func(ctx context.Context) error { return m.d.Store.DeleteVM(ctx, s.vm.ID) })
 	if err := os.MkdirAll(s.vm.Dir, 0o700); err != nil {
 		return fmt.Errorf("create vm directory: %w", err)
 	}
-	undo.Push(func() error { return os.RemoveAll(s.vm.Dir) })
+	undo.Push(func(context.Context) error { return os.RemoveAll(s.vm.Dir) })
 	return nil
 }
 
@@ -292,7 +292,7 @@ func (m *Manager) stepNetwork(ctx context.Context, s *createState, undo *vmm.Und
 	if err != nil {
 		return err
 	}
-	undo.Push(func() error { return m.d.Network.Detach(context.WithoutCancel(ctx), s.vm) })
+	undo.Push(func(ctx context.Context) error { return m.d.Network.Detach(ctx, s.vm) })
 	s.vm.Tap, s.vm.MAC = att.Tap, att.MAC
 	if att.Guest != nil {
 		s.vm.IP = att.Guest.Address.Addr().String()

@@ -311,7 +311,7 @@ func (d *Driver) stepPrepare(ctx context.Context, b *Boot, undo *vmm.Undo) error
 			return fmt.Errorf("create %s: %w", f, err)
 		}
 		fh.Close()
-		undo.Push(func() error { return vmm.RemoveFiles(f) })
+		undo.Push(func(context.Context) error { return vmm.RemoveFiles(f) })
 	}
 	spec := b.Spec
 	if khz := d.cfg.HostTSCkHz(); d.cfg.Accel == kvmprobe.AccelTCG && khz > 0 && !strings.Contains(spec.Kernel.Cmdline, "tsc_early_khz=") {
@@ -333,9 +333,9 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 	}
 	b.Proc = p
 	// Sockets first in the list so the undo removes them after the kill.
-	undo.Push(func() error { return vmm.RemoveFiles(b.Paths.QMP, b.Paths.Agent) })
-	undo.Push(func() error {
-		err := vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout)
+	undo.Push(func(context.Context) error { return vmm.RemoveFiles(b.Paths.QMP, b.Paths.Agent) })
+	undo.Push(func(ctx context.Context) error {
+		err := vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout)
 		select {
 		case <-p.Exited():
 		case <-time.After(d.cfg.StopTimeout):
@@ -374,8 +374,8 @@ func (d *Driver) stepShares(ctx context.Context, b *Boot, undo *vmm.Undo) error 
 		if err != nil {
 			return fmt.Errorf("share %s as %q: %w", sh.Source, sh.Tag, err)
 		}
-		undo.Push(func() error {
-			return errors.Join(vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout), vmm.RemoveFiles(sock))
+		undo.Push(func(ctx context.Context) error {
+			return errors.Join(vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout), vmm.RemoveFiles(sock))
 		})
 		b.Helpers = append(b.Helpers, vmm.Helper{Name: "virtiofsd:" + sh.Tag, PID: p.PID, PIDStartTime: p.StartTime})
 	}
