@@ -115,8 +115,7 @@ func (d *Driver) Available(ctx context.Context) error {
 }
 
 var (
-	idRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
-	tapRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+	idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 	// A virtio-serial port name lands in a QEMU option: no commas or spaces.
 	portRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 )
@@ -126,25 +125,18 @@ const maxSocketPath = 107
 
 // Validate checks spec without side effects.
 func (d *Driver) Validate(spec vmm.Spec) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", vmm.ErrInvalidSpec, fmt.Sprintf(format, a...))
-	}
+	bad := vmm.Invalid
 	if !idRe.MatchString(spec.ID) {
 		return bad("vm id %q must be 1-64 letters, digits, '-' or '_'", spec.ID)
 	}
-	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
-		return bad("vm dir %q is not a directory", spec.Dir)
+	if err := vmm.ValidateShared(spec); err != nil {
+		return err
 	}
 	if p := d.paths(spec); len(p.QMP) > maxSocketPath || len(p.Agent) > maxSocketPath {
 		return bad("vm dir %q is too long for unix sockets", spec.Dir)
 	}
 	if err := vmm.RegularFile(spec.Kernel.Path); err != nil {
 		return bad("kernel: %v", err)
-	}
-	if spec.Initrd != "" {
-		if err := vmm.RegularFile(spec.Initrd); err != nil {
-			return bad("initrd: %v", err)
-		}
 	}
 	seen := map[string]bool{}
 	for i, disk := range spec.Disks {
@@ -154,14 +146,6 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 		seen[disk.ID] = true
 		if err := vmm.RegularFile(disk.Path); err != nil {
 			return bad("disk %q: %v", disk.ID, err)
-		}
-	}
-	if spec.Net != nil {
-		if !tapRe.MatchString(spec.Net.Tap) {
-			return bad("tap name %q is not a valid interface name", spec.Net.Tap)
-		}
-		if _, err := net.ParseMAC(spec.Net.MAC); err != nil || len(spec.Net.MAC) != 17 {
-			return bad("mac %q: want xx:xx:xx:xx:xx:xx", spec.Net.MAC)
 		}
 	}
 	tags := map[string]bool{}

@@ -210,19 +210,19 @@ func (d *Driver) Available(ctx context.Context) error {
 	return d.failed(MethodAvailable)
 }
 
-// Validate checks what every driver checks (an id, a directory, a kernel,
-// disks that exist), then any programmed failure.
+// Validate checks what every driver checks (vmm.ValidateShared), an id and
+// disks that exist, then any programmed failure.
 func (d *Driver) Validate(spec vmm.Spec) error {
 	d.log.add(MethodValidate, spec.ID, nil)
 	if spec.ID == "" {
-		return fmt.Errorf("%w: no vm id", vmm.ErrInvalidSpec)
+		return vmm.Invalid("no vm id")
 	}
-	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
-		return fmt.Errorf("%w: vm dir %q is not a directory", vmm.ErrInvalidSpec, spec.Dir)
+	if err := vmm.ValidateShared(spec); err != nil {
+		return err
 	}
 	for _, disk := range spec.Disks {
 		if err := vmm.RegularFile(disk.Path); err != nil {
-			return fmt.Errorf("%w: disk %q: %v", vmm.ErrInvalidSpec, disk.ID, err)
+			return vmm.Invalid("disk %q: %v", disk.ID, err)
 		}
 	}
 	return d.failed(MethodValidate)
