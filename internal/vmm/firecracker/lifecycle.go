@@ -124,24 +124,18 @@ func (d *Driver) spawn(ctx context.Context, b *Boot, m *sdk.Machine, client *sdk
 	undo.Push(func(ctx context.Context) error { return vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout) })
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.Exited():
-			tail, _ := vmm.TailFile(d.consolePath(b.Spec), 20)
-			return fmt.Errorf("jailer/firecracker exited during start-up (%v); output:\n%s", p.ExitErr(), tail)
-		case <-ctx.Done():
-			return fmt.Errorf("firecracker api socket %s not answering: %w", m.Cfg.SocketPath, ctx.Err())
-		case <-tick.C:
-		}
-		if _, err := os.Stat(m.Cfg.SocketPath); err != nil {
-			continue
-		}
-		if _, err := client.GetMachineConfiguration(); err == nil {
-			return nil
-		}
+	err = p.WaitSocket(ctx, m.Cfg.SocketPath, func(context.Context) error {
+		_, err := client.GetMachineConfiguration()
+		return err
+	})
+	switch {
+	case errors.Is(err, vmm.ErrExited):
+		tail, _ := vmm.TailFile(d.consolePath(b.Spec), 20)
+		return fmt.Errorf("jailer/firecracker exited during start-up (%v); output:\n%s", p.ExitErr(), tail)
+	case err != nil:
+		return fmt.Errorf("firecracker api socket %s not answering: %w", m.Cfg.SocketPath, err)
 	}
+	return nil
 }
 
 // Alive reports whether the instance's firecracker still runs.

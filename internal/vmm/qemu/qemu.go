@@ -386,28 +386,23 @@ func indent(s string) string {
 func (d *Driver) stepWaitQMP(ctx context.Context, b *Boot, _ *vmm.Undo) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-b.Proc.Exited():
-			return d.exitedEarly(b)
-		case <-ctx.Done():
-			stderr, _ := vmm.TailFile(b.Paths.StderrLog, 20)
-			return fmt.Errorf("qmp socket %s not answering: %w\nqemu output:\n%s", b.Paths.QMP, ctx.Err(), indent(stderr))
-		case <-tick.C:
-		}
-		if _, err := os.Stat(b.Paths.QMP); err != nil {
-			continue
-		}
+	err := b.Proc.WaitSocket(ctx, b.Paths.QMP, func(ctx context.Context) error {
 		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer dcancel()
 		q, err := DialQMP(dctx, b.Paths.QMP)
-		dcancel()
 		if err == nil {
 			q.Close()
-			return nil
 		}
+		return err
+	})
+	switch {
+	case errors.Is(err, vmm.ErrExited):
+		return d.exitedEarly(b)
+	case err != nil:
+		stderr, _ := vmm.TailFile(b.Paths.StderrLog, 20)
+		return fmt.Errorf("qmp socket %s not answering: %w\nqemu output:\n%s", b.Paths.QMP, err, indent(stderr))
 	}
+	return nil
 }
 
 func (d *Driver) stepCheckStatus(ctx context.Context, b *Boot, _ *vmm.Undo) error {
