@@ -21,6 +21,7 @@ import (
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmlife"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
@@ -43,15 +44,7 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	t.Helper()
 	ctx := t.Context()
 	home := t.TempDir()
-	p, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.UserPaths(t, home)
 	if err := p.Ensure(); err != nil {
 		t.Fatal(err)
 	}

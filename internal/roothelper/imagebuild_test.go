@@ -156,15 +156,7 @@ func TestImageBuildAsOwner(t *testing.T) {
 		wantGID, _ = strconv.Atoi(u.Gid)
 	}
 	home := ownerHome(t, ownerUID, ownerUID)
-	layout, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	layout := testutil.UserPaths(t, home)
 	store := imagecat.Store{Dir: layout.ImagesDir()}
 	c, _, logs := startHelper(t, ownerUID)
 	before := workDirs(t)

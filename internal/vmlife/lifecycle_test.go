@@ -15,8 +15,8 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
-	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmlife"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
@@ -63,15 +63,7 @@ func newLifeFixture(t *testing.T, mod func(*vmlife.Deps)) *lifeFixture {
 	t.Helper()
 	ctx := t.Context()
 	home := t.TempDir()
-	p, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.UserPaths(t, home)
 	if err := p.Ensure(); err != nil {
 		t.Fatal(err)
 	}
