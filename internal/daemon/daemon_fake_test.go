@@ -133,7 +133,7 @@ func (f *fakeDaemon) agent(id string) *vmmtest.Agent {
 // call makes one API call and returns its wire error (nil or *api.Error).
 func (f *fakeDaemon) call(t *testing.T, opID, method string, params, out any) *api.Error {
 	t.Helper()
-	err := f.client.Call(rpc.WithOpID(t.Context(), opID), method, params, out)
+	err := f.client.CallRaw(rpc.WithOpID(t.Context(), opID), method, params, out)
 	if err == nil {
 		return nil
 	}
@@ -173,21 +173,21 @@ func TestDaemonErrorsOnTheWire(t *testing.T) {
 		params       any
 		code, want   string
 	}{
-		{"get missing", api.MethodVMGet, api.VMRef{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found (banger vm ls`},
-		{"start missing", api.MethodVMStart, api.VMRef{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found`},
-		{"stop missing", api.MethodVMStop, api.VMStop{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found`},
-		{"rm missing", api.MethodVMRemove, api.VMRemove{Name: "ghost", Force: true}, api.CodeNotFound, `vm "ghost" not found`},
-		{"logs missing", api.MethodVMLogs, api.VMLogs{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found`},
-		{"bad name", api.MethodVMCreate, api.VMCreate{Name: "../etc"}, api.CodeInvalidArgument, "name"},
-		{"no image", api.MethodVMCreate, api.VMCreate{Name: "a", Image: "nope"}, api.CodeNotFound, "banger image build"},
-		{"no kernel", api.MethodVMCreate, api.VMCreate{Name: "a", Kernel: "nope"}, api.CodeNotFound, "banger kernel pull nope"},
-		{"kernel for another vmm", api.MethodVMCreate, api.VMCreate{Name: "a", Kernel: "fc-only"}, api.CodeFailedPrecondition, "pick another --kernel or --vmm"},
-		{"vmm unavailable", api.MethodVMCreate, api.VMCreate{Name: "a", VMM: model.VMMFirecracker}, api.CodeFailedPrecondition, "firecracker is not installed"},
-		{"too many cpus", api.MethodVMCreate, api.VMCreate{Name: "a", CPUs: 64}, api.CodeInvalidArgument, "--cpus 64 is outside 1..2"},
-		{"too little memory", api.MethodVMCreate, api.VMCreate{Name: "a", MemoryMiB: 16}, api.CodeInvalidArgument, "--memory 16 MiB"},
-		{"disk smaller than image", api.MethodVMCreate, api.VMCreate{Name: "a", DiskBytes: 1 << 20}, api.CodeInvalidArgument, "ask for at least the image's size"},
-		{"unknown init mode", api.MethodVMCreate, api.VMCreate{Name: "a", InitMode: "sysv"}, api.CodeInvalidArgument, "use fast or image"},
-		{"unknown network", api.MethodVMCreate, api.VMCreate{Name: "a", Network: "bridged"}, api.CodeInvalidArgument, "use isolated"},
+		{"get missing", api.MethodVMGet.Name, api.VMRef{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found (banger vm ls`},
+		{"start missing", api.MethodVMStart.Name, api.VMRef{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found`},
+		{"stop missing", api.MethodVMStop.Name, api.VMStop{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found`},
+		{"rm missing", api.MethodVMRemove.Name, api.VMRemove{Name: "ghost", Force: true}, api.CodeNotFound, `vm "ghost" not found`},
+		{"logs missing", api.MethodVMLogs.Name, api.VMLogs{Name: "ghost"}, api.CodeNotFound, `vm "ghost" not found`},
+		{"bad name", api.MethodVMCreate.Name, api.VMCreate{Name: "../etc"}, api.CodeInvalidArgument, "name"},
+		{"no image", api.MethodVMCreate.Name, api.VMCreate{Name: "a", Image: "nope"}, api.CodeNotFound, "banger image build"},
+		{"no kernel", api.MethodVMCreate.Name, api.VMCreate{Name: "a", Kernel: "nope"}, api.CodeNotFound, "banger kernel pull nope"},
+		{"kernel for another vmm", api.MethodVMCreate.Name, api.VMCreate{Name: "a", Kernel: "fc-only"}, api.CodeFailedPrecondition, "pick another --kernel or --vmm"},
+		{"vmm unavailable", api.MethodVMCreate.Name, api.VMCreate{Name: "a", VMM: model.VMMFirecracker}, api.CodeFailedPrecondition, "firecracker is not installed"},
+		{"too many cpus", api.MethodVMCreate.Name, api.VMCreate{Name: "a", CPUs: 64}, api.CodeInvalidArgument, "--cpus 64 is outside 1..2"},
+		{"too little memory", api.MethodVMCreate.Name, api.VMCreate{Name: "a", MemoryMiB: 16}, api.CodeInvalidArgument, "--memory 16 MiB"},
+		{"disk smaller than image", api.MethodVMCreate.Name, api.VMCreate{Name: "a", DiskBytes: 1 << 20}, api.CodeInvalidArgument, "ask for at least the image's size"},
+		{"unknown init mode", api.MethodVMCreate.Name, api.VMCreate{Name: "a", InitMode: "sysv"}, api.CodeInvalidArgument, "use fast or image"},
+		{"unknown network", api.MethodVMCreate.Name, api.VMCreate{Name: "a", Network: "bridged"}, api.CodeInvalidArgument, "use isolated"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -209,7 +209,7 @@ func TestDaemonErrorsOnTheWire(t *testing.T) {
 func TestDaemonCreateRunSemantics(t *testing.T) {
 	f := newFakeDaemon(t)
 	f.drv.Fail(vmmtest.MethodStart, fmt.Errorf("%w: qemu exited: could not open disk", vmm.ErrUnavailable))
-	ae := f.call(t, "op-run-fail", api.MethodVMCreate, api.VMCreate{Name: "r1", Start: true}, nil)
+	ae := f.call(t, "op-run-fail", api.MethodVMCreate.Name, api.VMCreate{Name: "r1", Start: true}, nil)
 	if ae == nil || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "step vmm") || !strings.Contains(ae.Message, "could not open disk") {
 		t.Fatalf("failed run: %+v", ae)
 	}
@@ -217,7 +217,7 @@ func TestDaemonCreateRunSemantics(t *testing.T) {
 
 	f.drv.Fail(vmmtest.MethodStart, nil)
 	var vm model.VM
-	if ae := f.call(t, "op-run", api.MethodVMCreate, api.VMCreate{Name: "r1", Start: true, DiskBytes: 16 << 20}, &vm); ae != nil {
+	if ae := f.call(t, "op-run", api.MethodVMCreate.Name, api.VMCreate{Name: "r1", Start: true, DiskBytes: 16 << 20}, &vm); ae != nil {
 		t.Fatal(ae)
 	}
 	if vm.State != model.StateRunning || vm.DiskBytes != 16<<20 {
@@ -227,19 +227,19 @@ func TestDaemonCreateRunSemantics(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(vm.Dir, "root.ext4")); err != nil || st.Size() != 16<<20 {
 		t.Fatalf("root disk: %v %v", st, err)
 	}
-	ae = f.call(t, "op-dup", api.MethodVMCreate, api.VMCreate{Name: "r1"}, nil)
+	ae = f.call(t, "op-dup", api.MethodVMCreate.Name, api.VMCreate{Name: "r1"}, nil)
 	if ae == nil || ae.Code != api.CodeAlreadyExists || !strings.Contains(ae.Message, "banger vm rm r1") {
 		t.Fatalf("duplicate name: %+v", ae)
 	}
 	// rm of a running VM without --force is refused and changes nothing.
-	ae = f.call(t, "op-rm", api.MethodVMRemove, api.VMRemove{Name: "r1"}, nil)
+	ae = f.call(t, "op-rm", api.MethodVMRemove.Name, api.VMRemove{Name: "r1"}, nil)
 	if ae == nil || ae.Code != api.CodeFailedPrecondition || !strings.Contains(ae.Message, "banger vm rm -f r1") {
 		t.Fatalf("rm of a running vm: %+v", ae)
 	}
 	if pids := f.drv.Running(); len(pids) != 1 {
 		t.Fatalf("refused rm changed the vmm: %v", pids)
 	}
-	if ae := f.call(t, "op-rmf", api.MethodVMRemove, api.VMRemove{Name: "r1", Force: true}, nil); ae != nil {
+	if ae := f.call(t, "op-rmf", api.MethodVMRemove.Name, api.VMRemove{Name: "r1", Force: true}, nil); ae != nil {
 		t.Fatal(ae)
 	}
 	f.noLeftovers(t, "vm rm -f")
@@ -252,7 +252,7 @@ func TestDaemonCreateRunSemantics(t *testing.T) {
 // by its lock: one VMM is started and every caller gets the running VM.
 func TestDaemonVMLockContention(t *testing.T) {
 	f := newFakeDaemon(t)
-	if ae := f.call(t, "op-c", api.MethodVMCreate, api.VMCreate{Name: "busy"}, nil); ae != nil {
+	if ae := f.call(t, "op-c", api.MethodVMCreate.Name, api.VMCreate{Name: "busy"}, nil); ae != nil {
 		t.Fatal(ae)
 	}
 	const n = 4
@@ -261,7 +261,7 @@ func TestDaemonVMLockContention(t *testing.T) {
 	got := make([]model.VM, n)
 	for i := range n {
 		wg.Go(func() {
-			err := f.client.Call(rpc.WithOpID(context.Background(), fmt.Sprintf("op-s%d", i)), api.MethodVMStart, api.VMRef{Name: "busy"}, &got[i])
+			err := f.client.CallRaw(rpc.WithOpID(context.Background(), fmt.Sprintf("op-s%d", i)), api.MethodVMStart.Name, api.VMRef{Name: "busy"}, &got[i])
 			if err != nil {
 				errors.As(err, &errs[i])
 			}
