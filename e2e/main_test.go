@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
+	"github.com/bangerdev/banger/internal/testutil"
 )
 
 // binDir holds banger, bangerd, banger-vsock-agent and banger-helper built for this run.
@@ -91,15 +92,7 @@ func newInstance(t *testing.T) *instance {
 
 func newInstanceFromHome(t testing.TB, home string) *instance {
 	t.Helper()
-	p, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.UserPaths(t, home)
 	return &instance{t: t, home: home, p: p}
 }
 

@@ -357,7 +357,9 @@ func sysdInside(t *testing.T) {
 		t.Fatalf("doctor's root helper check: %+v, want ok with pid %d", c, helper)
 	}
 
-	vm, guestBoot := sysdBootVM(t, s)
+	// The owner daemon reads what it imports: copies it may read, in the
+	// container's own overlay.
+	vm, guestBoot := s.bootSmokeVM("/var/tmp/banger-sysd-fixtures")
 	t.Logf("VMM pid %d cgroups:\n%s", vm.PID, readFile(fmt.Sprintf("/proc/%d/cgroup", vm.PID)))
 	// The helper moved QEMU into a transient scope of its own, out of
 	// bangerd.service's cgroup and so out of every unit's kill path.
@@ -440,15 +442,16 @@ func sysdInside(t *testing.T) {
 	})
 }
 
-// sysdBootVM imports the fixtures and boots the VM every scenario keeps
-// alive; it returns the VM and its guest kernel's boot_id.
-func sysdBootVM(t *testing.T, s *sysInstall) (model.VM, string) {
+// bootSmokeVM copies the fixtures into fix (world-readable: the owner
+// daemon reads what it imports), imports them and boots the VM "smoke" a
+// test keeps alive across what it does to the install; it returns the VM
+// and its guest kernel's boot_id (which changes if the guest reboots), with
+// the guest's SSH host key pinned.
+func (s *sysInstall) bootSmokeVM(fix string) (model.VM, string) {
+	t := s.t
 	t.Helper()
 	vmlinuz, modules := testutil.Kernel(t)
 	image := testutil.Image(t)
-	// The owner daemon reads what it imports: copies it may read, in the
-	// container's own overlay.
-	fix := "/var/tmp/banger-sysd-fixtures"
 	if err := os.MkdirAll(fix, 0o755); err != nil {
 		t.Fatal(err)
 	}

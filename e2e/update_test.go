@@ -515,8 +515,8 @@ func requireSameBinaries(t *testing.T, want, got map[string][]byte) {
 // the helper but never its VMM: the same VM (same boot_id, same QEMU pid)
 // answers afterwards.
 func TestUpdateKeepsVMAlive(t *testing.T) {
-	vmlinuz, modules := testutil.Kernel(t)
-	image := testutil.Image(t)
+	testutil.Kernel(t)
+	testutil.Image(t)
 	testutil.RequireQEMU(t)
 	if !testutil.InNetNS(t) {
 		return
@@ -526,38 +526,13 @@ func TestUpdateKeepsVMAlive(t *testing.T) {
 	s := installSystem(t)
 	installed := s.meta()
 
-	// The owner daemon reads what it imports: give it copies it may read.
-	fix := filepath.Join(s.root, "fixtures")
-	if err := os.MkdirAll(fix, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range [][]string{
-		{"cp", "--sparse=always", vmlinuz, filepath.Join(fix, "vmlinuz")},
-		{"cp", "-a", modules, filepath.Join(fix, "modules")},
-		{"cp", "--sparse=always", image, filepath.Join(fix, "rootfs.ext4")},
-		{"chmod", "-R", "a+rX", fix},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	s.ok("kernel", "import", "smoke-kernel", filepath.Join(fix, "vmlinuz"), "--modules", filepath.Join(fix, "modules"))
-	s.ok("image", "import", "smoke-image", filepath.Join(fix, "rootfs.ext4"))
-	s.ok("vm", "create", "--start", "--name", "smoke", "--kernel", "smoke-kernel", "--image", "smoke-image", "--memory", "512M")
 	t.Cleanup(func() { s.banger("vm", "rm", "--force", "smoke") })
-	vm := s.inspect("smoke")
-	if vm.BootID == "" || vm.PID <= 0 || !processAlive(vm.PID) {
-		t.Fatalf("booted VM: %+v", vm)
-	}
+	vm, guestBoot := s.bootSmokeVM(filepath.Join(s.root, "fixtures"))
 	// The unprivileged owner daemon's QEMU was moved out of its cgroup by
 	// the supervisor-run root helper.
 	if msg := vmmCgroupProblem(vm); msg != "" {
 		t.Fatal(msg)
 	}
-	// The guest kernel's own boot id: it changes if the guest reboots.
-	guestBoot := strings.TrimSpace(s.ok("vm", "exec", "smoke", "--", "cat", "/proc/sys/kernel/random/boot_id"))
-	// SSH answers before the update (this pins the guest's host key).
-	s.ok("vm", "ssh", "smoke", "--", "true")
 
 	t.Run("update_keeps_vm_alive", func(t *testing.T) {
 		updateToGood(t, s, installed)

@@ -10,37 +10,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/cmdmain"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/hostnat"
-	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
 )
 
 func main() {
-	ensureSbinOnPath()
+	cmdmain.EnsureSbinOnPath()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// ensureSbinOnPath adds the sbin directories to PATH: debootstrap, mkfs.ext4
-// and friends live there and a helper started from a user's shell may lack
-// them.
-func ensureSbinOnPath() {
-	path := os.Getenv("PATH")
-	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
-		if !strings.Contains(":"+path+":", ":"+d+":") {
-			path += ":" + d
-		}
-	}
-	os.Setenv("PATH", strings.TrimPrefix(path, ":"))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -74,31 +57,19 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "banger-helper: unexpected arguments %q (see banger-helper --help)\n", fs.Args())
-		return 2
+	if code, ok := cmdmain.Parse(fs, args); !ok {
+		return code
 	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "banger-helper %s\n", buildinfo.Get())
-		return 0
+		return cmdmain.ExitOK
 	}
 	if *ownerUID < 0 {
 		fmt.Fprintln(stderr, "banger-helper: needs --owner-uid UID (the user whose daemon may call it)")
-		return 2
+		return cmdmain.ExitUsage
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(opid.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	logger := cmdmain.Logger(stderr, *debug)
+	ctx, stop := cmdmain.SignalContext(context.Background())
 	defer stop()
 
 	sock := *socket

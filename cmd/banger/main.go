@@ -4,14 +4,13 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/bangerdev/banger/internal/cli"
+	"github.com/bangerdev/banger/internal/cmdmain"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cmdmain.SignalContext(context.Background())
 	code := cli.Execute(ctx, cli.DefaultEnv(), os.Args[1:])
 	stop()
 	os.Exit(code)

@@ -11,19 +11,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/cmdmain"
 	"github.com/bangerdev/banger/internal/daemon"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/installmeta"
-	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/virtiofs"
@@ -34,21 +31,8 @@ func main() {
 		// The owner daemon re-runs itself as virtiofsd's wrapper.
 		os.Exit(virtiofs.SandboxMain(os.Args[2:]))
 	}
-	ensureSbinOnPath()
+	cmdmain.EnsureSbinOnPath()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// ensureSbinOnPath adds the sbin directories to PATH: a daemon started from a
-// regular user's shell (Debian leaves them out) must still find mkfs.ext4,
-// e2fsck, resize2fs and debugfs.
-func ensureSbinOnPath() {
-	path := os.Getenv("PATH")
-	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
-		if !strings.Contains(":"+path+":", ":"+d+":") {
-			path += ":" + d
-		}
-	}
-	os.Setenv("PATH", strings.TrimPrefix(path, ":"))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -82,28 +66,15 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "bangerd: unexpected arguments %q (see bangerd --help)\n", fs.Args())
-		return 2
+	if code, ok := cmdmain.Parse(fs, args); !ok {
+		return code
 	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "bangerd %s\n", buildinfo.Get())
-		return 0
+		return cmdmain.ExitOK
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
-	}
-	// Every line logged with a request's context carries its op_id and vm.
-	logger := slog.New(opid.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	logger := cmdmain.Logger(stderr, *debug)
+	ctx, stop := cmdmain.SignalContext(context.Background())
 	defer stop()
 
 	switch {

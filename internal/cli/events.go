@@ -74,46 +74,19 @@ func printEvent(w io.Writer, ev api.Event) error {
 // end) or fn fails. subscribed, when set, runs once the daemon holds the
 // subscription, so a caller reading state then misses no later change.
 func (a *app) watchEvents(ctx context.Context, req api.EventsWatch, subscribed func() error, fn func(api.Event) error) error {
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	s, err := rpc.OpenStream(ctx, c, api.MethodEventsWatch, req)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.CloseSend()
-	for {
-		f, err := s.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // Ctrl-C
-			}
-			return err
+	return watchStream(ctx, a, api.MethodEventsWatch, req, func(f rpc.Frame) error {
+		if f.Kind == api.KindSubscribed && subscribed != nil {
+			return subscribed()
 		}
-		switch f.Type {
-		case rpc.FrameResult:
+		if f.Kind != api.KindEvent {
 			return nil
-		case rpc.FrameData:
-			if f.Kind == api.KindSubscribed && subscribed != nil {
-				if err := subscribed(); err != nil {
-					return err
-				}
-				continue
-			}
-			if f.Kind != api.KindEvent {
-				continue
-			}
-			var ev api.Event
-			if err := json.Unmarshal(f.Payload, &ev); err != nil {
-				return fmt.Errorf("decode event: %w", err)
-			}
-			if err := fn(ev); err != nil {
-				return err
-			}
 		}
-	}
+		var ev api.Event
+		if err := json.Unmarshal(f.Payload, &ev); err != nil {
+			return fmt.Errorf("decode event: %w", err)
+		}
+		return fn(ev)
+	})
 }
 
 // since renders how long ago t was, "-" for never.

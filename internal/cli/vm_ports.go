@@ -55,50 +55,29 @@ it changes (with --json: one JSON object per line) until Ctrl-C.`,
 }
 
 func (a *app) watchPorts(ctx context.Context, req api.VMPorts, w io.Writer, asJSON bool) error {
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	s, err := rpc.OpenStream(ctx, c, api.MethodVMPorts, req)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.CloseSend()
-	for {
-		f, err := s.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // Ctrl-C
+	return watchStream(ctx, a, api.MethodVMPorts, req, func(f rpc.Frame) error {
+		if f.Kind != api.KindPorts {
+			return nil
+		}
+		var ports []api.Port
+		if err := json.Unmarshal(f.Payload, &ports); err != nil {
+			return fmt.Errorf("decode ports: %w", err)
+		}
+		if asJSON {
+			b, err := json.Marshal(api.PortList{Ports: ports})
+			if err != nil {
+				return fmt.Errorf("encode ports: %w", err)
 			}
+			fmt.Fprintf(w, "%s\n", termsafe.JSON(b))
+			return nil
+		}
+		fmt.Fprintf(w, "# %s\n", time.Now().Format(time.TimeOnly))
+		if err := portsTable(w, ports); err != nil {
 			return err
 		}
-		switch f.Type {
-		case rpc.FrameResult:
-			return nil
-		case rpc.FrameData:
-			if f.Kind != api.KindPorts {
-				continue
-			}
-			var ports []api.Port
-			if err := json.Unmarshal(f.Payload, &ports); err != nil {
-				return fmt.Errorf("decode ports: %w", err)
-			}
-			if asJSON {
-				b, err := json.Marshal(api.PortList{Ports: ports})
-				if err != nil {
-					return fmt.Errorf("encode ports: %w", err)
-				}
-				fmt.Fprintf(w, "%s\n", termsafe.JSON(b))
-				continue
-			}
-			fmt.Fprintf(w, "# %s\n", time.Now().Format(time.TimeOnly))
-			if err := portsTable(w, ports); err != nil {
-				return err
-			}
-			fmt.Fprintln(w)
-		}
-	}
+		fmt.Fprintln(w)
+		return nil
+	})
 }
 
 func portsTable(w io.Writer, ports []api.Port) error {

@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,7 +109,7 @@ func (a *Archive) resolve(ctx context.Context, rel Relation, report progress.Fun
 		errs  []error
 	)
 	for _, src := range a.cfg.Sources {
-		if len(src.Architectures) > 0 && !containsStr(src.Architectures, a.cfg.Arch) {
+		if len(src.Architectures) > 0 && !slices.Contains(src.Architectures, a.cfg.Arch) {
 			continue
 		}
 		for _, suite := range src.Suites {
@@ -391,13 +392,4 @@ func relString(r Relation) string {
 		return r.Name
 	}
 	return fmt.Sprintf("%s (%s %s)", r.Name, r.Op, r.Version)
-}
-
-func containsStr(list []string, s string) bool {
-	for _, x := range list {
-		if x == s || x == "any" {
-			return true
-		}
-	}
-	return false
 }

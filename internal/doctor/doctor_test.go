@@ -20,9 +20,9 @@ import (
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/model"
-	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/testutil"
 )
 
 // host is a fake machine: a PATH dir and an sbin dir holding shell-script
@@ -36,15 +36,7 @@ type host struct {
 func newHost(t *testing.T, osRelease string) *host {
 	t.Helper()
 	home := t.TempDir()
-	p, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.UserPaths(t, home)
 	osr := filepath.Join(t.TempDir(), "os-release")
 	if err := os.WriteFile(osr, []byte(osRelease), 0o644); err != nil {
 		t.Fatal(err)

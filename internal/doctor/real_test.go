@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
@@ -17,15 +16,7 @@ import (
 func TestRealHostWithoutDaemon(t *testing.T) {
 	testutil.RequireQEMU(t)
 	home := t.TempDir()
-	p, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.UserPaths(t, home)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	r := Run(ctx, Config{Paths: p})

@@ -1,13 +1,9 @@
 package netattach_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -24,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/netattach"
 	"github.com/bangerdev/banger/internal/roothelper"
+	"github.com/bangerdev/banger/internal/roothelper/helpertest"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/testutil"
@@ -34,71 +30,11 @@ import (
 // exist); the helper runs as this test (root) with it as its owner.
 const owner = 4242
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// count returns how many JSON log records have msg.
-func (b *syncBuffer) count(t *testing.T, msg string) int {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var rec struct {
-			Msg string `json:"msg"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line is not JSON: %q", sc.Text())
-		}
-		if rec.Msg == msg {
-			n++
-		}
-	}
-	return n
-}
-
 // startHelper runs a real root helper in-process; its logs are returned.
-func startHelper(t *testing.T) (*roothelper.Client, *syncBuffer) {
+func startHelper(t *testing.T) (*roothelper.Client, *helpertest.Logs) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "helper.sock")
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- roothelper.Run(ctx, roothelper.Options{Socket: sock, OwnerUID: owner,
-			Logger: slog.New(slog.NewJSONHandler(logs, nil)), Ready: func() { close(ready) }})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("root helper did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("root helper not ready after 10s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("root helper: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("root helper did not stop within 10s")
-		}
-	})
-	return roothelper.NewClient(sock), logs
+	h := helpertest.Start(t, roothelper.Options{OwnerUID: owner})
+	return h.Client, h.Logs
 }
 
 func openStore(t *testing.T) *store.Store {
@@ -264,7 +200,7 @@ func TestAttachDetachConcurrent(t *testing.T) {
 		t.Errorf("leases after re-attach: %d (%v), want %d", len(ls), err, len(vms))
 	}
 	// The network was brought up once for all of this.
-	if n := logs.count(t, "host network up"); n != 1 {
+	if n := logs.Count(t, "host network up"); n != 1 {
 		t.Errorf("helper brought the network up %d times, want once", n)
 	}
 

@@ -156,15 +156,7 @@ func TestImageBuildAsOwner(t *testing.T) {
 		wantGID, _ = strconv.Atoi(u.Gid)
 	}
 	home := ownerHome(t, ownerUID, ownerUID)
-	layout, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return home
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	layout := testutil.UserPaths(t, home)
 	store := imagecat.Store{Dir: layout.ImagesDir()}
 	c, _, logs := startHelper(t, ownerUID)
 	before := workDirs(t)
@@ -187,7 +179,7 @@ func TestImageBuildAsOwner(t *testing.T) {
 		res, err = c.BuildImage(ctx, name, onEvent)
 		return err
 	}); err != nil {
-		for _, l := range logs.lines(t) {
+		for _, l := range logs.Records(t) {
 			t.Logf("helper: %v", l)
 		}
 		t.Fatalf("build %s as owner uid %d: %v", name, ownerUID, err)

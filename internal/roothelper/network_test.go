@@ -1,19 +1,13 @@
 package roothelper_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +19,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/roothelper"
+	"github.com/bangerdev/banger/internal/roothelper/helpertest"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
@@ -44,80 +39,11 @@ var hostileTapNames = []string{
 	"$(reboot)", "bt-`id`",
 }
 
-// syncBuffer collects the helper's log lines from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log records.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+// startHelper runs a root helper in-process (see helpertest.Start).
+func startHelper(t *testing.T, owner int) (*roothelper.Client, string, *helpertest.Logs) {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var rec map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("helper log line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
-
-// startHelper runs a root helper in-process on a socket in a directory that
-// unprivileged uids may traverse (the socket itself stays 0600).
-func startHelper(t *testing.T, owner int) (*roothelper.Client, string, *syncBuffer) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "banger-helper-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "helper.sock")
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- roothelper.Run(ctx, roothelper.Options{
-			Socket: sock, OwnerUID: owner,
-			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-			Ready:  func() { close(ready) },
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("root helper did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("root helper not ready after 10s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("root helper: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("root helper did not stop within 10s")
-		}
-		os.RemoveAll(dir)
-	})
-	return roothelper.NewClient(sock), sock, logs
+	h := helpertest.Start(t, roothelper.Options{OwnerUID: owner})
+	return h.Client, h.Socket, h.Logs
 }
 
 // asUser runs fn on a fresh OS thread whose credentials are uid/gid, so the
@@ -397,7 +323,7 @@ func TestNetworkMethods(t *testing.T) {
 	}
 
 	// The client's op_id is on the helper's log lines for these calls.
-	recs := logs.lines(t)
+	recs := logs.Records(t)
 	for _, w := range []struct{ opID, msg string }{
 		{"op-nettest-up", "host network up"},
 		{"op-nettest-tap", "tap ready"},
@@ -418,31 +344,8 @@ func TestNetworkMethodsBadConfig(t *testing.T) {
 	if !testutil.InNetNS(t) {
 		return
 	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "helper.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- roothelper.Run(ctx, roothelper.Options{Socket: sock, OwnerUID: ownerUID,
-			NetworkConfig: hostnat.Config{Bridge: "eth0"}, Ready: func() { close(ready) }})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("root helper did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("root helper not ready after 10s")
-	}
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("root helper did not stop within 10s")
-		}
-	}()
-	c := roothelper.NewClient(sock)
+	ctx := t.Context()
+	c := helpertest.Start(t, roothelper.Options{OwnerUID: ownerUID, NetworkConfig: hostnat.Config{Bridge: "eth0"}}).Client
 	if err := c.Ping(ctx); err != nil {
 		t.Fatalf("ping: %v", err)
 	}

@@ -207,7 +207,7 @@ func TestOpenTap(t *testing.T) {
 	rf.Close()
 
 	deadline := time.Now().Add(5 * time.Second)
-	for !hasLog(logs.lines(t), "tap opened and passed") {
+	for !hasLog(logs.Records(t), "tap opened and passed") {
 		if time.Now().After(deadline) {
 			t.Error("no helper log line \"tap opened and passed\"")
 			break

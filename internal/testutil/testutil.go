@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerdev/banger/internal/paths"
 )
 
 // Env names the fixtures that scripts/test prepares with banger itself.
@@ -140,4 +142,20 @@ func fileExists(p string) bool {
 	}
 	_, err := os.Stat(filepath.Clean(p))
 	return err == nil
+}
+
+// UserPaths is banger's per-user layout under home, as a daemon run with
+// BANGER_HOME=home sees it. Nothing is created (p.Ensure does that).
+func UserPaths(t testing.TB, home string) paths.User {
+	t.Helper()
+	p, err := paths.ResolveUser(func(k string) string {
+		if k == paths.EnvHome {
+			return home
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatalf("resolve banger's paths under %s: %v", home, err)
+	}
+	return p
 }

@@ -3,8 +3,9 @@ package updater
 import (
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
+
+	"golang.org/x/mod/semver"
 )
 
 // Version rule (documented in doc.go):
@@ -17,85 +18,28 @@ import (
 //     installed development build is offered the manifest's latest release
 //     whenever they differ, and a development build is only installed when
 //     the manifest names it latest or --to asks for it.
-var (
-	semverRE  = regexp.MustCompile(`^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$`)
-	versionRE = regexp.MustCompile(`^v[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$`)
-)
+var versionRE = regexp.MustCompile(`^v[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$`)
 
 // ValidVersion reports whether v is acceptable as a release name: it is used
 // in file names and URLs, so only a "v" and [0-9A-Za-z.+-] are allowed.
 func ValidVersion(v string) bool { return versionRE.MatchString(v) && !strings.Contains(v, "..") }
 
-// IsRelease reports whether v is a semver release version (see the rule above).
-func IsRelease(v string) bool { return semverRE.MatchString(v) }
+// IsRelease reports whether v is a semver release version (see the rule
+// above): valid semver in its full vMAJOR.MINOR.PATCH form (semver.IsValid
+// also takes the shorthands v1 and v1.2, which are not releases).
+func IsRelease(v string) bool {
+	core, _, _ := strings.Cut(v, "+")
+	return semver.IsValid(v) && semver.Canonical(v) == core
+}
 
 // CompareVersions orders two release versions by semver precedence,
 // returning -1, 0 or 1. ok is false when either is not a release version
 // (a development build), which has no order.
 func CompareVersions(a, b string) (cmp int, ok bool) {
-	ma, mb := semverRE.FindStringSubmatch(a), semverRE.FindStringSubmatch(b)
-	if ma == nil || mb == nil {
+	if !IsRelease(a) || !IsRelease(b) {
 		return 0, false
 	}
-	for i := 1; i <= 3; i++ {
-		if c := compareNumeric(ma[i], mb[i]); c != 0 {
-			return c, true
-		}
-	}
-	return comparePrerelease(ma[4], mb[4]), true
-}
-
-func compareNumeric(a, b string) int {
-	// Leading zeros are excluded by the pattern, so length orders first.
-	if len(a) != len(b) {
-		if len(a) < len(b) {
-			return -1
-		}
-		return 1
-	}
-	return strings.Compare(a, b)
-}
-
-// comparePrerelease applies semver §11: no pre-release ranks higher; numeric
-// identifiers compare numerically and rank below alphanumeric ones.
-func comparePrerelease(a, b string) int {
-	switch {
-	case a == b:
-		return 0
-	case a == "":
-		return 1
-	case b == "":
-		return -1
-	}
-	as, bs := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		ai, aErr := strconv.ParseUint(as[i], 10, 64)
-		bi, bErr := strconv.ParseUint(bs[i], 10, 64)
-		switch {
-		case aErr == nil && bErr == nil:
-			if ai != bi {
-				if ai < bi {
-					return -1
-				}
-				return 1
-			}
-		case aErr == nil:
-			return -1
-		case bErr == nil:
-			return 1
-		default:
-			if c := strings.Compare(as[i], bs[i]); c != 0 {
-				return c
-			}
-		}
-	}
-	switch {
-	case len(as) < len(bs):
-		return -1
-	case len(as) > len(bs):
-		return 1
-	}
-	return 0
+	return semver.Compare(a, b), true
 }
 
 // Decision is what --check (and Run before downloading) concludes.

@@ -24,6 +24,8 @@ func TestCompareVersions(t *testing.T) {
 		{"v0.1.0", "v0.smoke.broken-bangerd", 0, false},
 		{"1.0.0", "v1.0.0", 0, false},
 		{"v01.0.0", "v1.0.0", 0, false},
+		{"v1.2", "v1.2.0", 0, false}, // semver shorthands are not releases
+		{"v1", "v1.0.0", 0, false},
 	}
 	for _, c := range cases {
 		got, ok := CompareVersions(c.a, c.b)

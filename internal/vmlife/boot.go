@@ -213,8 +213,8 @@ func (m *Manager) launch(ctx context.Context, s *bootState, undo *vmm.Undo, star
 		return err
 	}
 	s.inst = inst
-	undo.Push(func() error {
-		kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	undo.Push(func(ctx context.Context) error {
+		kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		err := s.driver.Kill(kctx, inst)
 		if errors.Is(err, vmm.ErrNotRunning) {
@@ -238,7 +238,7 @@ func (m *Manager) stepReady(ctx context.Context, s *bootState, undo *vmm.Undo) e
 	ctx, cancel := context.WithTimeout(ctx, m.d.ReadyTimeout)
 	defer cancel()
 	agent := m.d.DialAgent(s.inst.Agent)
-	undo.Push(agent.Close)
+	undo.Push(func(context.Context) error { return agent.Close() })
 	for {
 		if alive, why := s.driver.Alive(s.inst); !alive {
 			return fmt.Errorf("%w before it was ready: the vmm exited (%s)", ErrGuestExited, why)

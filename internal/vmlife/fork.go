@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,7 +140,7 @@ func (m *Manager) forkNames(ctx context.Context, req ForkRequest) ([]string, err
 		case req.Name == "":
 			for range 100 {
 				n = namegen.New(taken)
-				if !contains(names, n) {
+				if !slices.Contains(names, n) {
 					break
 				}
 			}
@@ -151,7 +152,7 @@ func (m *Manager) forkNames(ctx context.Context, req ForkRequest) ([]string, err
 		if err := model.ValidateVMName(n); err != nil {
 			return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
 		}
-		if taken(n) || contains(names, n) {
+		if taken(n) || slices.Contains(names, n) {
 			return nil, api.Errorf(api.CodeAlreadyExists, "vm %q already exists: pick another --name or remove it (banger vm rm %s)", n, n)
 		}
 		names = append(names, n)
@@ -331,7 +332,7 @@ func (m *Manager) forkRestore(ctx context.Context, fs *forkState, undo *vmm.Undo
 		return err
 	}
 	// Runs before the VMM's undo removes the console log.
-	undo.Push(func() error { fs.console = m.consoleTail(s, 15); return nil })
+	undo.Push(func(context.Context) error { fs.console = m.consoleTail(s, 15); return nil })
 	if err := pr.Resume(ctx, s.inst); err != nil {
 		return fmt.Errorf("continue the restored vm: %w", err)
 	}

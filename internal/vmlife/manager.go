@@ -2,15 +2,16 @@ package vmlife
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
@@ -220,7 +221,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if err != nil {
 		return api.Errorf(api.CodeFailedPrecondition, "choose vmm %q: %v", r.VMM, err)
 	}
-	if !contains(k.VMMs, drv.Name()) {
+	if !slices.Contains(k.VMMs, drv.Name()) {
 		return api.Errorf(api.CodeFailedPrecondition, "kernel %q cannot be booted by %s (it boots under %v): pick another --kernel or --vmm", k.Name, drv.Name(), k.VMMs)
 	}
 	mounts, err := checkMounts(r, drv)
@@ -269,11 +270,11 @@ func (m *Manager) stepRecord(ctx context.Context, s *createState, undo *vmm.Undo
 		return fmt.Errorf("record vm: %w", err)
 	}
 	s.vm = vm
-	undo.Push(func() error { return m.d.Store.DeleteVM(context.WithoutCancel(ctx), s.vm.ID) })
+	undo.Push(func(ctx context.Context) error { return m.d.Store.DeleteVM(ctx, s.vm.ID) })
 	if err := os.MkdirAll(s.vm.Dir, 0o700); err != nil {
 		return fmt.Errorf("create vm directory: %w", err)
 	}
-	undo.Push(func() error { return os.RemoveAll(s.vm.Dir) })
+	undo.Push(func(context.Context) error { return os.RemoveAll(s.vm.Dir) })
 	return nil
 }
 
@@ -291,7 +292,7 @@ func (m *Manager) stepNetwork(ctx context.Context, s *createState, undo *vmm.Und
 	if err != nil {
 		return err
 	}
-	undo.Push(func() error { return m.d.Network.Detach(context.WithoutCancel(ctx), s.vm) })
+	undo.Push(func(ctx context.Context) error { return m.d.Network.Detach(ctx, s.vm) })
 	s.vm.Tap, s.vm.MAC = att.Tap, att.MAC
 	if att.Guest != nil {
 		s.vm.IP = att.Guest.Address.Addr().String()
@@ -345,20 +346,5 @@ func readInstance(vm model.VM) (vmm.Instance, error) {
 	return inst, json.Unmarshal(b, &inst)
 }
 
-func newBootID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
+// newBootID is a random (version 4) UUID, as the guest's boot_id.
+func newBootID() string { return uuid.NewString() }

@@ -9,16 +9,8 @@ import (
 
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/vmmtest"
 )
-
-type capsDriver struct {
-	vmm.Driver
-	name string
-	caps vmm.Capabilities
-}
-
-func (d capsDriver) Name() string                   { return d.name }
-func (d capsDriver) Capabilities() vmm.Capabilities { return d.caps }
 
 func TestMigratable(t *testing.T) {
 	if err := Migratable(model.VM{Name: "a"}); err != nil {
@@ -38,8 +30,9 @@ func TestCheckMounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	qemu := capsDriver{name: "qemu", caps: vmm.Capabilities{SharedDirs: true}}
-	fc := capsDriver{name: "firecracker"}
+	qemu := vmmtest.New(t, "qemu", nil)
+	qemu.SetCapabilities(vmm.Capabilities{SharedDirs: true})
+	fc := vmmtest.New(t, "firecracker", nil)
 
 	r := &CreateRequest{Mounts: []model.Mount{{Source: a}, {Source: b, Target: "/data", ReadOnly: true}}, Workdir: a}
 	got, err := checkMounts(r, qemu)

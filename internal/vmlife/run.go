@@ -155,8 +155,12 @@ func (m *Manager) stopLocked(ctx context.Context, vm model.VM, force bool, timeo
 	if err := j.at(ctx, "stopping"); err != nil {
 		return vm, err
 	}
-	if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopping, ""); err != nil {
-		return vm, err
+	// A VM in error whose VMM still runs (a stop that failed) goes
+	// straight to stopped: the model has no error → stopping.
+	if model.CanTransition(vm.State, model.StateStopping) {
+		if _, err := m.d.Store.SetVMState(ctx, vm.ID, model.StateStopping, ""); err != nil {
+			return vm, err
+		}
 	}
 	if timeout <= 0 {
 		timeout = 30 * time.Second

@@ -109,7 +109,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 	begin := time.Now()
 	var undo vmm.Undo
 	fail := func(err error) (model.Snapshot, error) {
-		if uerr := undo.Run(); uerr != nil {
+		if uerr := undo.Run(ctx); uerr != nil {
 			lg.WarnContext(ctx, "undo a failed snapshot", "err", uerr)
 		}
 		return model.Snapshot{}, apiError(fmt.Errorf("snapshot vm %q: %w (the vm keeps running and nothing was saved)", vm.Name, err))
@@ -117,8 +117,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 	if err := os.MkdirAll(sn.Dir, 0o700); err != nil {
 		return fail(fmt.Errorf("create snapshot directory: %w", err))
 	}
-	undo.Push(func() error { return os.RemoveAll(sn.Dir) })
-	bg := context.WithoutCancel(ctx)
+	undo.Push(func(context.Context) error { return os.RemoveAll(sn.Dir) })
 
 	report.Stage("quiesce", "syncing and freezing the guest's filesystems")
 	if fz, ok := r.agent.(freezer); ok {
@@ -131,8 +130,8 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 		case err != nil:
 			return fail(fmt.Errorf("freeze the guest's filesystems: %w", err))
 		default:
-			undo.Push(func() error {
-				tctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			undo.Push(func(ctx context.Context) error {
+				tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
 				return fz.Thaw(tctx)
 			})
@@ -144,8 +143,8 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 			return fail(err)
 		}
 		if rs, ok := r.driver.(resumer); ok {
-			undo.Push(func() error {
-				cctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			undo.Push(func(ctx context.Context) error {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
 				return rs.Resume(cctx, r.inst)
 			})
@@ -170,7 +169,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 			return fail(fmt.Errorf("end the vmm after the snapshot: %w", err))
 		}
 		undo.Discard()
-		undo.Push(func() error { return os.RemoveAll(sn.Dir) })
+		undo.Push(func(context.Context) error { return os.RemoveAll(sn.Dir) })
 		r.cancel()
 		r.agent.Close()
 		m.mu.Lock()
@@ -182,7 +181,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 		}
 	} else {
 		undo.Discard() // resume and thaw now, in order
-		undo.Push(func() error { return os.RemoveAll(sn.Dir) })
+		undo.Push(func(context.Context) error { return os.RemoveAll(sn.Dir) })
 		if rs, ok := r.driver.(resumer); ok {
 			if err := rs.Resume(ctx, r.inst); err != nil {
 				return fail(fmt.Errorf("continue the vm after the snapshot: %w", err))

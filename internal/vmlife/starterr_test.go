@@ -13,7 +13,6 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
-	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/testutil"
@@ -35,15 +34,7 @@ func newStartFixture(t *testing.T, kernelPath string, initramfs func(ctx context
 	testutil.RequireQEMU(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	p, err := paths.ResolveUser(func(k string) string {
-		if k == paths.EnvHome {
-			return dir
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.UserPaths(t, dir)
 	if err := p.Ensure(); err != nil {
 		t.Fatal(err)
 	}

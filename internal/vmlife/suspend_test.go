@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
+	"github.com/bangerdev/banger/internal/vmm/vmmtest"
 )
 
 type nopAgent struct{}
@@ -149,23 +150,6 @@ func TestSavedStateChecks(t *testing.T) {
 	check("manifest", "manifest is corrupt", err)
 }
 
-// fakeVMM is a driver whose process "lives" until killed.
-type fakeVMM struct {
-	vmm.Driver // unused methods panic
-	alive      bool
-	killed     int
-	adoptErr   error
-}
-
-func (f *fakeVMM) Name() string                              { return model.VMMQEMU }
-func (f *fakeVMM) Alive(vmm.Instance) (bool, string)         { return f.alive, "gone" }
-func (f *fakeVMM) Adopt(context.Context, vmm.Instance) error { return f.adoptErr }
-func (f *fakeVMM) Kill(context.Context, vmm.Instance) error {
-	f.killed++
-	f.alive = false
-	return nil
-}
-
 // A daemon that died mid-resume: with the manifest still there the guest
 // never ran, so the leftover VMM is ended and the VM stays suspended (and
 // resumable); with the manifest consumed the guest runs on, so it is
@@ -175,16 +159,19 @@ func TestAdoptInterruptedResume(t *testing.T) {
 	defer cancel()
 	for _, consumed := range []bool{false, true} {
 		m, st := suspendTestManager(t)
-		drv := &fakeVMM{alive: true}
+		drv := vmmtest.New(t, model.VMMQEMU, nil)
 		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
 		m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
 		m.life = ctx
 		vm := suspendTestVM(t, st, "half", model.VMMQEMU, model.StateStarting, model.StateRunning, model.StateSuspended)
-		inst := vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: os.Getpid()}
+		inst, err := drv.Start(ctx, vmm.Spec{ID: vm.ID, Dir: vm.Dir})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := writeInstance(vm, inst); err != nil {
 			t.Fatal(err)
 		}
-		vm.PID = inst.PID
+		vm.PID, vm.PIDStartTime = inst.PID, inst.PIDStartTime
 		if err := m.save(ctx, &vm); err != nil {
 			t.Fatal(err)
 		}
@@ -202,23 +189,25 @@ func TestAdoptInterruptedResume(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, stateErr := os.Stat(StateFile(vm))
+		killed := drv.Log().Count(vmmtest.MethodKill)
 		if !consumed {
-			if drv.killed != 1 || cur.State != model.StateSuspended || cur.PID != 0 || stateErr != nil {
+			if killed != 1 || len(drv.Running()) != 0 || cur.State != model.StateSuspended || cur.PID != 0 || stateErr != nil {
 				t.Fatalf("unverified restore: killed %d, %s pid %d, state file %v; want the vmm ended and the vm suspended with its state",
-					drv.killed, cur.State, cur.PID, stateErr)
+					killed, cur.State, cur.PID, stateErr)
 			}
 		} else {
-			if drv.killed != 0 || cur.State != model.StateRunning || m.running[vm.ID] == nil || !os.IsNotExist(stateErr) {
+			if killed != 0 || len(drv.Running()) != 1 || cur.State != model.StateRunning || m.running[vm.ID] == nil || !os.IsNotExist(stateErr) {
 				t.Fatalf("continued restore: killed %d, %s, tracked %v, state file %v; want it adopted running and the spent state gone",
-					drv.killed, cur.State, m.running[vm.ID] != nil, stateErr)
+					killed, cur.State, m.running[vm.ID] != nil, stateErr)
 			}
 			m.Close()
 		}
 	}
 }
 
+// resumableVMM adds the optional Resume (of a paused guest) to the fake.
 type resumableVMM struct {
-	fakeVMM
+	*vmmtest.Driver
 	resumed int
 }
 
@@ -230,13 +219,17 @@ func TestAdoptInterruptedSuspend(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m, st := suspendTestManager(t)
-	drv := &resumableVMM{fakeVMM: fakeVMM{alive: true}}
+	drv := &resumableVMM{Driver: vmmtest.New(t, model.VMMQEMU, nil)}
 	m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
 	m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
 	m.life = ctx
 	defer m.Close()
 	vm := suspendTestVM(t, st, "mid", model.VMMQEMU, model.StateStarting, model.StateRunning)
-	if err := writeInstance(vm, vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: os.Getpid()}); err != nil {
+	inst, err := drv.Start(ctx, vmm.Spec{ID: vm.ID, Dir: vm.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeInstance(vm, inst); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(StateFile(vm)+".partial", []byte("half a state"), 0o600)
@@ -244,8 +237,8 @@ func TestAdoptInterruptedSuspend(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur, _ := st.GetVM(ctx, vm.ID)
-	if drv.resumed != 1 || drv.killed != 0 || cur.State != model.StateRunning {
-		t.Fatalf("after adopt: resumed %d killed %d state %s; want the guest continued, running", drv.resumed, drv.killed, cur.State)
+	if killed := drv.Log().Count(vmmtest.MethodKill); drv.resumed != 1 || killed != 0 || cur.State != model.StateRunning {
+		t.Fatalf("after adopt: resumed %d killed %d state %s; want the guest continued, running", drv.resumed, killed, cur.State)
 	}
 	ents, _ := os.ReadDir(vm.Dir)
 	for _, e := range ents {
@@ -262,7 +255,9 @@ func TestAdoptSavedButUnrecorded(t *testing.T) {
 	ctx := context.Background()
 	for _, whole := range []bool{true, false} {
 		m, st := suspendTestManager(t)
-		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: &fakeVMM{adoptErr: vmm.ErrNotRunning}}
+		drv := vmmtest.New(t, model.VMMQEMU, nil)
+		drv.Fail(vmmtest.MethodAdopt, vmm.ErrNotRunning)
+		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
 		vm := suspendTestVM(t, st, "saved", model.VMMQEMU, model.StateStarting, model.StateRunning)
 		if err := writeInstance(vm, vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: 1 << 22}); err != nil {
 			t.Fatal(err)

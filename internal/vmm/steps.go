@@ -89,7 +89,7 @@ func (l Steps[S]) Run(ctx context.Context, log *slog.Logger, s S, undo *Undo) er
 		took := time.Since(start).Round(time.Millisecond)
 		if err != nil {
 			log.WarnContext(ctx, "vm boot step failed", "step", step.Name, "took", took, "err", err)
-			uerr := undo.Run()
+			uerr := undo.Run(ctx)
 			if uerr != nil {
 				log.WarnContext(ctx, "undo after failed boot step", "step", step.Name, "err", uerr)
 			}
@@ -102,17 +102,22 @@ func (l Steps[S]) Run(ctx context.Context, log *slog.Logger, s S, undo *Undo) er
 
 // Undo is a LIFO list of cleanups.
 type Undo struct {
-	fns []func() error
+	fns []func(ctx context.Context) error
 }
 
 // Push adds a cleanup that runs before every earlier one.
-func (u *Undo) Push(fn func() error) { u.fns = append(u.fns, fn) }
+func (u *Undo) Push(fn func(ctx context.Context) error) { u.fns = append(u.fns, fn) }
 
-// Run runs the cleanups newest first, joining their errors, and empties the list.
-func (u *Undo) Run() error {
+// Run runs the cleanups newest first, joining their errors, and empties the
+// list. Each gets ctx without its cancellation: a cleanup usually runs
+// because the operation failed or its caller went away, and must still
+// finish, with the operation's op_id and vm on its log lines; one that
+// waits bounds itself.
+func (u *Undo) Run(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for i := len(u.fns) - 1; i >= 0; i-- {
-		if err := u.fns[i](); err != nil {
+		if err := u.fns[i](ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -20,7 +20,10 @@ func TestStepsRunUndoLIFO(t *testing.T) {
 	step := func(name string, fail bool) Step[*[]string] {
 		return Step[*[]string]{Name: name, Fn: func(ctx context.Context, s *[]string, u *Undo) error {
 			*s = append(*s, "do "+name)
-			u.Push(func() error { *s = append(*s, "undo "+name); return errors.New("undo " + name + " failed") })
+			u.Push(func(context.Context) error {
+				*s = append(*s, "undo "+name)
+				return errors.New("undo " + name + " failed")
+			})
 			if fail {
 				return errors.New("boom")
 			}
@@ -48,7 +51,7 @@ func TestStepsRunUndoLIFO(t *testing.T) {
 	if !strings.Contains(buf.String(), "step=b") || !strings.Contains(buf.String(), "took=") {
 		t.Fatalf("steps not logged: %s", buf.String())
 	}
-	if undo.Run() != nil {
+	if undo.Run(context.Background()) != nil {
 		t.Fatal("undo list not emptied")
 	}
 	if got := steps.Remove("never").Replace(step("c", false)); got.Has("never") || len(got) != 4 {

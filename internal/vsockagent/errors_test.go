@@ -46,10 +46,7 @@ func erroringAgent(t *testing.T, e Error, asFrame bool) Dialer {
 			}()
 		}
 	}()
-	return func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}
+	return unixDialer(sock)
 }
 
 func checkTame(t *testing.T, err error, wantCode string) {

@@ -75,10 +75,58 @@ func startUnix(t testing.TB, srv *Server) *Client {
 		t.Fatal(err)
 	}
 	runInBackground(t, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
-	return NewClient(func(ctx context.Context) (net.Conn, error) {
+	return NewClient(unixDialer(sock), testLogger())
+}
+
+// unixDialer dials the agent socket at sock.
+func unixDialer(sock string) Dialer {
+	return func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
-	}, testLogger())
+	}
+}
+
+// scriptedAgent is a compromised guest: it speaks the real protocol (the
+// same stream, line and frame code) on a unix socket and answers every
+// request with serve (after reading it).
+func scriptedAgent(t *testing.T, serve func(st *stream, method string)) *Client {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runInBackground(t, func(ctx context.Context) error {
+		go func() { <-ctx.Done(); _ = ln.Close() }()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return nil
+			}
+			go func() {
+				defer conn.Close()
+				st := newStream(conn)
+				var req request
+				if st.readLine(&req) != nil {
+					return
+				}
+				serve(st, req.Method)
+			}()
+		}
+	})
+	return NewClient(unixDialer(sock), testLogger())
+}
+
+// hostileMethod is a compromised guest that accepts method (and nothing
+// else), then writes whatever serve writes.
+func hostileMethod(t *testing.T, method string, serve func(st *stream)) *Client {
+	t.Helper()
+	return scriptedAgent(t, func(st *stream, m string) {
+		if m != method || respond(st, struct{}{}) != nil {
+			return
+		}
+		serve(st)
+	})
 }
 
 // startYamux serves over a fake virtio-serial port behind a unix socket

@@ -3,10 +3,8 @@ package vsockagent
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,41 +12,10 @@ import (
 	"time"
 )
 
-// hostileAgent is a compromised guest: it speaks the real protocol (the
-// same stream, line and frame code) on a unix socket, and answers
-// fs.copy_out with whatever archive serve writes.
+// hostileAgent is a compromised guest answering fs.copy_out with whatever
+// archive serve writes.
 func hostileAgent(t *testing.T, serve func(st *stream)) *Client {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runInBackground(t, func(ctx context.Context) error {
-		go func() { <-ctx.Done(); _ = ln.Close() }()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return nil
-			}
-			go func() {
-				defer conn.Close()
-				st := newStream(conn)
-				var req request
-				if st.readLine(&req) != nil || req.Method != MethodCopyOut {
-					return
-				}
-				if respond(st, struct{}{}) != nil {
-					return
-				}
-				serve(st)
-			}()
-		}
-	})
-	return NewClient(func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}, testLogger())
+	return hostileMethod(t, MethodCopyOut, serve)
 }
 
 func TestCopyPathOutFromHostileAgent(t *testing.T) {

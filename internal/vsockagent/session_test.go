@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -390,36 +388,4 @@ func manySessions(n int) []map[string]any {
 		out[i] = map[string]any{"id": fmt.Sprintf("%016x", i), "argv": []string{"sh"}, "state": "running"}
 	}
 	return out
-}
-
-// scriptedAgent answers every request with serve (after reading it).
-func scriptedAgent(t *testing.T, serve func(st *stream, method string)) *Client {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runInBackground(t, func(ctx context.Context) error {
-		go func() { <-ctx.Done(); _ = ln.Close() }()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return nil
-			}
-			go func() {
-				defer conn.Close()
-				st := newStream(conn)
-				var req request
-				if st.readLine(&req) != nil {
-					return
-				}
-				serve(st, req.Method)
-			}()
-		}
-	})
-	return NewClient(func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}, testLogger())
 }

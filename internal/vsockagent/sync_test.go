@@ -3,7 +3,6 @@ package vsockagent
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,37 +12,7 @@ import (
 // hostileManifest is a compromised guest answering fs.manifest with the
 // frames serve writes.
 func hostileManifest(t *testing.T, serve func(st *stream)) *Client {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runInBackground(t, func(ctx context.Context) error {
-		go func() { <-ctx.Done(); _ = ln.Close() }()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return nil
-			}
-			go func() {
-				defer conn.Close()
-				st := newStream(conn)
-				var req request
-				if st.readLine(&req) != nil || req.Method != MethodManifest {
-					return
-				}
-				if respond(st, struct{}{}) != nil {
-					return
-				}
-				serve(st)
-			}()
-		}
-	})
-	return NewClient(func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}, testLogger())
+	return hostileMethod(t, MethodManifest, serve)
 }
 
 func TestManifestFromHostileAgent(t *testing.T) {

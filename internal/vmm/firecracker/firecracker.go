@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,34 +154,26 @@ func (d *Driver) Available(ctx context.Context) error {
 }
 
 var (
-	idRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,63}$`) // jailer ids: alphanumerics and hyphens
-	tapRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+	idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,63}$`) // jailer ids: alphanumerics and hyphens
 )
 
 // Validate checks spec without side effects.
 func (d *Driver) Validate(spec vmm.Spec) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", vmm.ErrInvalidSpec, fmt.Sprintf(format, a...))
-	}
+	bad := vmm.Invalid
 	if len(spec.Shares) > 0 {
 		return bad("firecracker cannot share host directories (no virtio-fs): create the vm without --mount and copy files in with banger vm sync, or use --vmm qemu")
 	}
 	if !idRe.MatchString(spec.ID) {
 		return bad("vm id %q must be 1-64 letters, digits or '-' (jailer rule)", spec.ID)
 	}
-	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
-		return bad("vm dir %q is not a directory", spec.Dir)
+	if err := vmm.ValidateShared(spec); err != nil {
+		return err
 	}
 	if d.cfg.ChrootBaseDir == "" || !filepath.IsAbs(d.cfg.ChrootBaseDir) {
 		return bad("jailer chroot base dir %q must be an absolute path", d.cfg.ChrootBaseDir)
 	}
 	if err := checkVMLinux(spec.Kernel.VMLinux); err != nil {
 		return bad("kernel: %v", err)
-	}
-	if spec.Initrd != "" {
-		if err := vmm.RegularFile(spec.Initrd); err != nil {
-			return bad("initrd: %v", err)
-		}
 	}
 	if len(spec.Disks) == 0 {
 		return bad("a root disk is required")
@@ -196,14 +187,6 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 		seenID[disk.ID], seenBase[base] = true, true
 		if err := vmm.RegularFile(disk.Path); err != nil {
 			return bad("disk %q: %v", disk.ID, err)
-		}
-	}
-	if spec.Net != nil {
-		if !tapRe.MatchString(spec.Net.Tap) {
-			return bad("tap name %q is not a valid interface name", spec.Net.Tap)
-		}
-		if _, err := net.ParseMAC(spec.Net.MAC); err != nil || len(spec.Net.MAC) != 17 {
-			return bad("mac %q: want xx:xx:xx:xx:xx:xx", spec.Net.MAC)
 		}
 	}
 	if spec.CPUs < 1 || spec.CPUs > 32 {

@@ -58,7 +58,7 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 	b.Config = d.BuildConfig(b.Spec)
 	logger := d.sdkLogger(b.Spec.ID)
 	// The jail dir is ours to remove on failure (hard links and sockets).
-	undo.Push(func() error { return os.RemoveAll(d.jailDir(b.Spec.ID)) })
+	undo.Push(func(context.Context) error { return os.RemoveAll(d.jailDir(b.Spec.ID)) })
 	sock := filepath.Join(d.jailRoot(b.Spec.ID), apiSockName)
 	client := sdk.NewClient(sock, logger, false, d.cfg.clientOpts...)
 	m, err := sdk.NewMachine(ctx, b.Config, sdk.WithClient(client), sdk.WithLogger(logger))
@@ -121,27 +121,21 @@ func (d *Driver) spawn(ctx context.Context, b *Boot, m *sdk.Machine, client *sdk
 		return err
 	}
 	b.Proc = p
-	undo.Push(func() error { return vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout) })
+	undo.Push(func(ctx context.Context) error { return vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout) })
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.Exited():
-			tail, _ := vmm.TailFile(d.consolePath(b.Spec), 20)
-			return fmt.Errorf("jailer/firecracker exited during start-up (%v); output:\n%s", p.ExitErr(), tail)
-		case <-ctx.Done():
-			return fmt.Errorf("firecracker api socket %s not answering: %w", m.Cfg.SocketPath, ctx.Err())
-		case <-tick.C:
-		}
-		if _, err := os.Stat(m.Cfg.SocketPath); err != nil {
-			continue
-		}
-		if _, err := client.GetMachineConfiguration(); err == nil {
-			return nil
-		}
+	err = p.WaitSocket(ctx, m.Cfg.SocketPath, func(context.Context) error {
+		_, err := client.GetMachineConfiguration()
+		return err
+	})
+	switch {
+	case errors.Is(err, vmm.ErrExited):
+		tail, _ := vmm.TailFile(d.consolePath(b.Spec), 20)
+		return fmt.Errorf("jailer/firecracker exited during start-up (%v); output:\n%s", p.ExitErr(), tail)
+	case err != nil:
+		return fmt.Errorf("firecracker api socket %s not answering: %w", m.Cfg.SocketPath, err)
 	}
+	return nil
 }
 
 // Alive reports whether the instance's firecracker still runs.

@@ -115,8 +115,7 @@ func (d *Driver) Available(ctx context.Context) error {
 }
 
 var (
-	idRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
-	tapRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+	idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 	// A virtio-serial port name lands in a QEMU option: no commas or spaces.
 	portRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 )
@@ -126,25 +125,18 @@ const maxSocketPath = 107
 
 // Validate checks spec without side effects.
 func (d *Driver) Validate(spec vmm.Spec) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", vmm.ErrInvalidSpec, fmt.Sprintf(format, a...))
-	}
+	bad := vmm.Invalid
 	if !idRe.MatchString(spec.ID) {
 		return bad("vm id %q must be 1-64 letters, digits, '-' or '_'", spec.ID)
 	}
-	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
-		return bad("vm dir %q is not a directory", spec.Dir)
+	if err := vmm.ValidateShared(spec); err != nil {
+		return err
 	}
 	if p := d.paths(spec); len(p.QMP) > maxSocketPath || len(p.Agent) > maxSocketPath {
 		return bad("vm dir %q is too long for unix sockets", spec.Dir)
 	}
 	if err := vmm.RegularFile(spec.Kernel.Path); err != nil {
 		return bad("kernel: %v", err)
-	}
-	if spec.Initrd != "" {
-		if err := vmm.RegularFile(spec.Initrd); err != nil {
-			return bad("initrd: %v", err)
-		}
 	}
 	seen := map[string]bool{}
 	for i, disk := range spec.Disks {
@@ -154,14 +146,6 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 		seen[disk.ID] = true
 		if err := vmm.RegularFile(disk.Path); err != nil {
 			return bad("disk %q: %v", disk.ID, err)
-		}
-	}
-	if spec.Net != nil {
-		if !tapRe.MatchString(spec.Net.Tap) {
-			return bad("tap name %q is not a valid interface name", spec.Net.Tap)
-		}
-		if _, err := net.ParseMAC(spec.Net.MAC); err != nil || len(spec.Net.MAC) != 17 {
-			return bad("mac %q: want xx:xx:xx:xx:xx:xx", spec.Net.MAC)
 		}
 	}
 	tags := map[string]bool{}
@@ -311,7 +295,7 @@ func (d *Driver) stepPrepare(ctx context.Context, b *Boot, undo *vmm.Undo) error
 			return fmt.Errorf("create %s: %w", f, err)
 		}
 		fh.Close()
-		undo.Push(func() error { return vmm.RemoveFiles(f) })
+		undo.Push(func(context.Context) error { return vmm.RemoveFiles(f) })
 	}
 	spec := b.Spec
 	if khz := d.cfg.HostTSCkHz(); d.cfg.Accel == kvmprobe.AccelTCG && khz > 0 && !strings.Contains(spec.Kernel.Cmdline, "tsc_early_khz=") {
@@ -333,9 +317,9 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 	}
 	b.Proc = p
 	// Sockets first in the list so the undo removes them after the kill.
-	undo.Push(func() error { return vmm.RemoveFiles(b.Paths.QMP, b.Paths.Agent) })
-	undo.Push(func() error {
-		err := vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout)
+	undo.Push(func(context.Context) error { return vmm.RemoveFiles(b.Paths.QMP, b.Paths.Agent) })
+	undo.Push(func(ctx context.Context) error {
+		err := vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout)
 		select {
 		case <-p.Exited():
 		case <-time.After(d.cfg.StopTimeout):
@@ -374,8 +358,8 @@ func (d *Driver) stepShares(ctx context.Context, b *Boot, undo *vmm.Undo) error 
 		if err != nil {
 			return fmt.Errorf("share %s as %q: %w", sh.Source, sh.Tag, err)
 		}
-		undo.Push(func() error {
-			return errors.Join(vmm.KillAndWait(context.Background(), p.PID, p.StartTime, d.cfg.StopTimeout), vmm.RemoveFiles(sock))
+		undo.Push(func(ctx context.Context) error {
+			return errors.Join(vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout), vmm.RemoveFiles(sock))
 		})
 		b.Helpers = append(b.Helpers, vmm.Helper{Name: "virtiofsd:" + sh.Tag, PID: p.PID, PIDStartTime: p.StartTime})
 	}
@@ -402,28 +386,23 @@ func indent(s string) string {
 func (d *Driver) stepWaitQMP(ctx context.Context, b *Boot, _ *vmm.Undo) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-b.Proc.Exited():
-			return d.exitedEarly(b)
-		case <-ctx.Done():
-			stderr, _ := vmm.TailFile(b.Paths.StderrLog, 20)
-			return fmt.Errorf("qmp socket %s not answering: %w\nqemu output:\n%s", b.Paths.QMP, ctx.Err(), indent(stderr))
-		case <-tick.C:
-		}
-		if _, err := os.Stat(b.Paths.QMP); err != nil {
-			continue
-		}
+	err := b.Proc.WaitSocket(ctx, b.Paths.QMP, func(ctx context.Context) error {
 		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer dcancel()
 		q, err := DialQMP(dctx, b.Paths.QMP)
-		dcancel()
 		if err == nil {
 			q.Close()
-			return nil
 		}
+		return err
+	})
+	switch {
+	case errors.Is(err, vmm.ErrExited):
+		return d.exitedEarly(b)
+	case err != nil:
+		stderr, _ := vmm.TailFile(b.Paths.StderrLog, 20)
+		return fmt.Errorf("qmp socket %s not answering: %w\nqemu output:\n%s", b.Paths.QMP, err, indent(stderr))
 	}
+	return nil
 }
 
 func (d *Driver) stepCheckStatus(ctx context.Context, b *Boot, _ *vmm.Undo) error {

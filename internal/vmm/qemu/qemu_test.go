@@ -543,7 +543,7 @@ func TestParseTSCkHz(t *testing.T) {
 	d := New(Config{Accel: "tcg", HostTSCkHz: func() int { return 1234 }})
 	b := &Boot{Spec: spec}
 	var undo vmm.Undo
-	defer undo.Run()
+	defer undo.Run(context.Background())
 	if err := d.stepPrepare(context.Background(), b, &undo); err != nil {
 		t.Fatal(err)
 	}
