@@ -25,6 +25,9 @@ var helperParams = []struct {
 	{api.MethodDNSUpdate, func() any { return &api.DNSUpdate{} }},
 	{api.MethodHelperImageBuild, func() any { return &api.HelperImageBuild{} }},
 	{api.MethodVMCgroupAdopt, func() any { return &api.VMCgroupAdopt{} }},
+	{api.MethodVMJailerStart, func() any { return &api.VMJailerRef{} }},
+	{api.MethodVMJailerConnect, func() any { return &api.VMJailerConnect{} }},
+	{api.MethodVMJailerStop, func() any { return &api.VMJailerRef{} }},
 }
 
 // FuzzHelperParams feeds hostile params of every helper method (the owner

@@ -174,7 +174,11 @@ func (s *jailerService) openOwnerFiles(o imagecat.Owner, vmDir string) (*ownerFi
 			return fmt.Errorf("%w: vm dir %s belongs to uid %d, not the owner uid %d", errNotOwners, vmDir, st.Uid, o.UID)
 		}
 		open := func(name string, flags int, optional bool) (*os.File, error) {
-			fd, err := unix.Openat2(dfd, name, &unix.OpenHow{Flags: uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC), Mode: 0o600, Resolve: beneath})
+			how := &unix.OpenHow{Flags: uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: beneath}
+			if flags&unix.O_CREAT != 0 {
+				how.Mode = 0o600 // openat2 refuses a mode without O_CREAT
+			}
+			fd, err := unix.Openat2(dfd, name, how)
 			if optional && errors.Is(err, unix.ENOENT) {
 				return nil, nil
 			}
@@ -736,10 +740,6 @@ func (s *jailerService) stop(ctx context.Context, c *rpc.Call) (any, error) {
 	if err := s.ready(p.VMID); err != nil {
 		return nil, err
 	}
-	o, err := s.owner(c.Peer)
-	if err != nil {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "stop jail of vm %s: %v", p.VMID, err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, err := s.readRecord(p.VMID)
@@ -751,6 +751,12 @@ func (s *jailerService) stop(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	if err != nil {
 		return nil, api.Errorf(api.CodeInternal, "stop jail of vm %s: %v", p.VMID, err)
+	}
+	o, err := s.owner(c.Peer)
+	if err != nil {
+		// Root stopping the jail of an owner with no passwd entry: the
+		// disk's own group was the owner's.
+		o = imagecat.Owner{UID: s.ownerUID, GID: rec.DiskGID}
 	}
 	if err := s.remove(ctx, rec, o); err != nil {
 		return nil, api.Errorf(api.CodeInternal, "stop jail of vm %s: %v", p.VMID, err)

@@ -77,6 +77,13 @@ func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 // unprivileged uids may traverse (the socket itself stays 0600).
 func startHelper(t *testing.T, owner int) (*roothelper.Client, string, *syncBuffer) {
 	t.Helper()
+	return startHelperWith(t, roothelper.Options{OwnerUID: owner})
+}
+
+// startHelperWith is startHelper with more options (Socket, Logger and
+// Ready are the harness's).
+func startHelperWith(t *testing.T, opts roothelper.Options) (*roothelper.Client, string, *syncBuffer) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "banger-helper-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -89,13 +96,10 @@ func startHelper(t *testing.T, owner int) (*roothelper.Client, string, *syncBuff
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		done <- roothelper.Run(ctx, roothelper.Options{
-			Socket: sock, OwnerUID: owner,
-			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-			Ready:  func() { close(ready) },
-		})
-	}()
+	opts.Socket = sock
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	opts.Ready = func() { close(ready) }
+	go func() { done <- roothelper.Run(ctx, opts) }()
 	select {
 	case <-ready:
 	case err := <-done:
