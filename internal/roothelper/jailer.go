@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -286,7 +287,7 @@ func (s *jailerService) start(ctx context.Context, c *rpc.Call) (any, error) {
 			return fail(api.CodeAlreadyExists, fmt.Errorf("its jailed firecracker runs already (pid %d): stop it first", rec.PID))
 		}
 		c.Log.InfoContext(ctx, "removing the stale jail of a vm whose firecracker ended", "vm", p.VMID, "pid", rec.PID)
-		if err := s.remove(ctx, rec, o); err != nil {
+		if err := s.remove(ctx, rec, o, c.Log); err != nil {
 			return fail(api.CodeInternal, fmt.Errorf("remove stale jail: %w", err))
 		}
 	} else if _, err := os.Lstat(jailDir); err == nil {
@@ -296,7 +297,7 @@ func (s *jailerService) start(ctx context.Context, c *rpc.Call) (any, error) {
 	files, err := s.openOwnerFiles(o, vmDir)
 	if err != nil {
 		code := api.CodeFailedPrecondition
-		if errors.Is(err, errNotOwners) {
+		if errors.Is(err, errNotOwners) || errors.Is(err, unix.EACCES) {
 			code = api.CodePermissionDenied
 		} else if errors.Is(err, unix.ENOENT) {
 			code = api.CodeNotFound
@@ -758,7 +759,7 @@ func (s *jailerService) stop(ctx context.Context, c *rpc.Call) (any, error) {
 		// disk's own group was the owner's.
 		o = imagecat.Owner{UID: s.ownerUID, GID: rec.DiskGID}
 	}
-	if err := s.remove(ctx, rec, o); err != nil {
+	if err := s.remove(ctx, rec, o, c.Log); err != nil {
 		return nil, api.Errorf(api.CodeInternal, "stop jail of vm %s: %v", p.VMID, err)
 	}
 	c.Log.InfoContext(ctx, "jailed firecracker stopped and jail removed", "vm", p.VMID, "pid", rec.PID, "peer_uid", c.Peer.UID)
@@ -767,7 +768,7 @@ func (s *jailerService) stop(ctx context.Context, c *rpc.Call) (any, error) {
 
 // remove kills the record's process (if it is still that process), gives
 // the root disk its group and mode back and removes the jail.
-func (s *jailerService) remove(ctx context.Context, rec jailRec, o imagecat.Owner) error {
+func (s *jailerService) remove(ctx context.Context, rec jailRec, o imagecat.Owner, log *slog.Logger) error {
 	if pfd, err := s.verify(rec); err == nil {
 		err := unix.PidfdSendSignal(pfd, unix.SIGKILL, nil, 0)
 		if err == nil {
@@ -782,29 +783,14 @@ func (s *jailerService) remove(ctx context.Context, rec jailRec, o imagecat.Owne
 			return fmt.Errorf("kill firecracker %d: %w", rec.PID, err)
 		}
 	}
-	// The disk is found again as the owner, through the VM dir, and only
-	// touched if it is the inode the jail took.
+	// The disk is found again as the owner through the VM dir, else through
+	// the jail's link (before the jail goes), and only touched if it is the
+	// inode the jail took. If neither leads to it (the owner moved it), it
+	// keeps the jail's group: the owner owns it and may chgrp it back.
 	if rec.DiskIno != 0 {
-		var disk *os.File
-		err := asOwner(o, func() error {
-			dfd, err := unix.Open(rec.VMDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(dfd)
-			fd, err := unix.Openat2(dfd, jailRoot, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
-			if err != nil {
-				return err
-			}
-			disk = os.NewFile(uintptr(fd), filepath.Join(rec.VMDir, jailRoot))
-			return nil
-		})
-		if err == nil {
-			err = restoreDisk(disk, rec)
-			disk.Close()
-		}
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("give the root disk its group back: %w", err)
+		err := s.restoreDiskOf(rec, o)
+		if err != nil {
+			log.WarnContext(ctx, "root disk keeps the jail's group", "vm", rec.VMID, "gid", rec.GID, "err", err)
 		}
 	}
 	if err := removeJailDir(filepath.Join(s.cfg.ChrootBase, s.cfg.ExecName()), rec.VMID); err != nil {
@@ -812,6 +798,46 @@ func (s *jailerService) remove(ctx context.Context, rec jailRec, o imagecat.Owne
 	}
 	s.cg.removeVMCgroup(rec.VMID)
 	return nil
+}
+
+func (s *jailerService) restoreDiskOf(rec jailRec, o imagecat.Owner) error {
+	var disk *os.File
+	err := asOwner(o, func() error {
+		dfd, err := unix.Open(rec.VMDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		fd, err := unix.Openat2(dfd, jailRoot, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
+		if err != nil {
+			return err
+		}
+		disk = os.NewFile(uintptr(fd), filepath.Join(rec.VMDir, jailRoot))
+		return nil
+	})
+	if err == nil {
+		err = restoreDisk(disk, rec)
+		disk.Close()
+		if err == nil {
+			return nil
+		}
+	}
+	chroot := filepath.Join(s.cfg.JailDir(rec.VMID), "root")
+	dfd, jerr := unix.Open(chroot, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if jerr == nil {
+		defer unix.Close(dfd)
+		var fd int
+		fd, jerr = unix.Openat2(dfd, jailRoot, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: beneath})
+		if jerr == nil {
+			disk := os.NewFile(uintptr(fd), filepath.Join(chroot, jailRoot))
+			jerr = restoreDisk(disk, rec)
+			disk.Close()
+		}
+	}
+	if jerr == nil {
+		return nil
+	}
+	return fmt.Errorf("through the vm dir: %v; through the jail: %v", err, jerr)
 }
 
 // removeJailDir removes <execDir>/<id> without following any link the

@@ -25,6 +25,7 @@ import (
 	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/roothelper"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
@@ -111,6 +112,13 @@ func fingerprint(t *testing.T, p string) string {
 
 func newJailFixture(t *testing.T) *jailFixture {
 	t.Helper()
+	return newJailFixtureWith(t, nil)
+}
+
+// newJailFixtureWith lets the test change the helper's settings (given the
+// owner's home) before the helper starts.
+func newJailFixtureWith(t *testing.T, mutate func(cfg *jailer.Config, home string)) *jailFixture {
+	t.Helper()
 	testutil.RequireRoot(t)
 	trackingMounts(t)
 	jb, fb := buildFakeJailer(t)
@@ -134,6 +142,9 @@ func newJailFixture(t *testing.T) *jailFixture {
 	}
 	t.Setenv("BANGER_HOME", home) // the helper finds the owner's VM dirs from it
 	cfg := jailer.Config{FirecrackerBinary: fb, JailerBinary: jb, UIDStart: 1900000000, UIDCount: 3, CgroupVersion: "2", ChrootBase: filepath.Join(base, "jail")}
+	if mutate != nil {
+		mutate(&cfg, home)
+	}
 	c, sock, _ := startHelperWith(t, roothelper.Options{OwnerUID: ownerUID, Jailer: cfg, JailerStartTimeout: 20 * time.Second})
 	f := &jailFixture{client: c, sock: sock, cfg: cfg, home: home, vmsDir: vms, fake: jb, secrets: map[string]string{}}
 	if _, err := os.Stat("/etc/shadow"); err == nil {
@@ -352,4 +363,243 @@ func TestJailerStartFakeJailer(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.assertClean(t, "after second stop", second)
+}
+
+// TestJailerStartRefusesHostileRequests attacks vm.jailer.start as the
+// owner: bad ids, another user's VM, extra fields (a uid of its choosing),
+// links planted in the VM dir to root's files, a stranger's uid. Each is
+// refused, and nothing is left: no jail, no cgroup, no process, the
+// sentinels (and /etc/shadow) unchanged, no root file in any chroot.
+func TestJailerStartRefusesHostileRequests(t *testing.T) {
+	f := newJailFixture(t)
+	secretDir, err := os.MkdirTemp("", "banger-jail-secret-") // root-only, same filesystem as the VM dirs
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(secretDir) })
+	secret := f.sentinel(t, secretDir, "secret")
+	// A world-readable root file (as /etc/passwd): the owner can open it,
+	// so only the ownership check stands between it and the jail.
+	linked := filepath.Join(secretDir, "linked")
+	if err := os.WriteFile(linked, []byte("root readable\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(secretDir, 0o755)
+	f.secrets[linked] = fingerprint(t, linked)
+	ctx := context.Background()
+
+	for _, bad := range []string{"", "../x", "..", "ABCDEF", "0123/../../etc", "0123\x00", strings.Repeat("a", 65), "-1"} {
+		_, _, err := f.start(t, ownerUID, bad)
+		wantCode(t, fmt.Sprintf("id %q", bad), err, api.CodeInvalidArgument)
+	}
+
+	// A uid (or any path) cannot even be expressed: unknown fields refuse
+	// the request.
+	id, _ := f.vmDir(t)
+	raw := rpc.NewClient(f.sock)
+	for _, params := range []map[string]any{
+		{"vm_id": id, "uid": 0},
+		{"vm_id": id, "gid": 0},
+		{"vm_id": id, "jailer_binary": "/bin/sh"},
+		{"vm_id": id, "chroot_base": "/"},
+	} {
+		err := asUser(t, ownerUID, ownerUID, func() error {
+			_, err := raw.CallWithFile(ctx, api.MethodVMJailerStart, params, nil)
+			return err
+		})
+		wantCode(t, fmt.Sprintf("params %v", params), err, api.CodeInvalidArgument)
+		f.assertClean(t, fmt.Sprintf("params %v", params), id)
+	}
+
+	// A stranger's uid is refused by the helper as a whole.
+	_, _, err = f.start(t, strayUID, id)
+	wantCode(t, "stranger", err, api.CodePermissionDenied)
+	f.assertClean(t, "stranger", id)
+
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, dir string)
+		code  string
+	}{
+		{"no vm dir", func(t *testing.T, dir string) { os.RemoveAll(dir) }, api.CodeNotFound},
+		{"another user's vm", func(t *testing.T, dir string) { chownAll(t, dir, strayUID) }, api.CodePermissionDenied},
+		{"root disk links to a root file", func(t *testing.T, dir string) { replaceWithSymlink(t, dir, "root.ext4", secret) }, api.CodeFailedPrecondition},
+		{"root disk links to a readable root file", func(t *testing.T, dir string) { replaceWithSymlink(t, dir, "root.ext4", linked) }, api.CodeFailedPrecondition},
+		{"kernel links to /etc/shadow", func(t *testing.T, dir string) { replaceWithSymlink(t, dir, "vmlinux", "/etc/shadow") }, api.CodeFailedPrecondition},
+		{"config disk links to a root file", func(t *testing.T, dir string) { replaceWithSymlink(t, dir, "config.img", secret) }, api.CodeFailedPrecondition},
+		{"console links to a root file", func(t *testing.T, dir string) { replaceWithSymlink(t, dir, "console.log", secret) }, api.CodeFailedPrecondition},
+		{"root disk hard-linked to a root file", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "root.ext4"))
+			if err := os.Link(linked, filepath.Join(dir, "root.ext4")); err != nil {
+				t.Fatal(err)
+			}
+		}, api.CodePermissionDenied},
+		{"initrd is a directory", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "initrd.img"))
+			os.Mkdir(filepath.Join(dir, "initrd.img"), 0o755)
+			os.Chown(filepath.Join(dir, "initrd.img"), ownerUID, ownerUID)
+		}, api.CodePermissionDenied},
+		{"vm dir is a link to a root dir", func(t *testing.T, dir string) {
+			os.RemoveAll(dir)
+			if err := os.Symlink(secretDir, dir); err != nil {
+				t.Fatal(err)
+			}
+			os.Lchown(dir, ownerUID, ownerUID)
+		}, api.CodeFailedPrecondition},
+	}
+	for _, tc := range cases {
+		id, dir := f.vmDir(t)
+		disk := filepath.Join(dir, "root.ext4")
+		tc.setup(t, dir)
+		diskBefore := ""
+		if fi, err := os.Lstat(disk); err == nil && fi.Mode().IsRegular() {
+			diskBefore = fingerprint(t, disk)
+		}
+		file, _, err := f.start(t, ownerUID, id)
+		if file != nil {
+			file.Close()
+		}
+		wantCode(t, tc.name, err, tc.code)
+		f.assertClean(t, tc.name, id)
+		if diskBefore != "" {
+			if got := fingerprint(t, disk); got != diskBefore {
+				t.Errorf("%s: root disk changed: %s, was %s", tc.name, got, diskBefore)
+			}
+		}
+	}
+}
+
+// TestJailerStartRaceSwapsDisk: while the helper builds jails, the owner
+// keeps swapping its root disk for a link to a root file. Whatever the
+// timing, a jail only ever holds the owner's own disk, and the root file
+// is never linked, read or changed.
+func TestJailerStartRaceSwapsDisk(t *testing.T) {
+	f := newJailFixture(t)
+	secretDir, err := os.MkdirTemp("", "banger-jail-secret-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(secretDir) })
+	secret := f.sentinel(t, secretDir, "secret")
+	id, dir := f.vmDir(t)
+	disk := filepath.Join(dir, "root.ext4")
+	var st syscall.Stat_t
+	if err := syscall.Stat(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	diskBefore := fingerprint(t, disk)
+	real := filepath.Join(dir, "real.ext4")
+	link := filepath.Join(dir, "link.ext4")
+	if err := os.Link(disk, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the owner's swapper, bounded by the test's rounds
+		defer close(done)
+		tmp := filepath.Join(dir, "swap.tmp")
+		for i := 0; i < 1_000_000; i++ {
+			select {
+			case <-stop:
+				os.Remove(tmp)
+				os.Link(real, tmp)
+				os.Rename(tmp, disk)
+				return
+			default:
+			}
+			src := real
+			if i%2 == 1 {
+				src = link
+			}
+			os.Remove(tmp)
+			if src == real {
+				os.Link(real, tmp)
+			} else {
+				os.Symlink(secret, tmp)
+			}
+			os.Rename(tmp, disk)
+		}
+	}()
+	started, refused := 0, 0
+	for round := 0; round < 12; round++ {
+		file, _, err := f.start(t, ownerUID, id)
+		if err != nil {
+			refused++
+			f.assertClean(t, fmt.Sprintf("round %d refused", round), id)
+			continue
+		}
+		started++
+		var rep jailReport
+		get(t, file, "/jail", &rep)
+		for _, fi := range rep.Files {
+			if fi.Name == "root.ext4" && fi.Ino != st.Ino {
+				t.Errorf("round %d: the jail holds inode %d, not the owner's disk %d", round, fi.Ino, st.Ino)
+			}
+		}
+		if err := f.client.StopJailer(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		f.assertClean(t, fmt.Sprintf("round %d stopped", round), id)
+	}
+	close(stop)
+	<-done
+	if got := fingerprint(t, real); got != diskBefore {
+		t.Errorf("root disk after the rounds: %s, was %s (group and mode not given back)", got, diskBefore)
+	}
+	t.Logf("%d rounds started, %d refused", started, refused)
+}
+
+func chownAll(t *testing.T, dir string, uid int) {
+	t.Helper()
+	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			os.Lchown(p, uid, uid)
+		}
+		return nil
+	})
+}
+
+func replaceWithSymlink(t *testing.T, dir, name, target string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	os.Remove(p)
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	os.Lchown(p, ownerUID, ownerUID)
+}
+
+// TestJailerChrootBaseOwnerWritable: settings that put the jails where the
+// owner can write are refused before anything is made there, as are
+// binaries root does not own.
+func TestJailerChrootBaseOwnerWritable(t *testing.T) {
+	var ownerDir string
+	f := newJailFixtureWith(t, func(cfg *jailer.Config, home string) {
+		ownerDir = filepath.Join(home, "owned")
+		os.Mkdir(ownerDir, 0o755)
+		os.Chown(ownerDir, ownerUID, ownerUID)
+		cfg.ChrootBase = filepath.Join(ownerDir, "jails")
+	})
+	id, _ := f.vmDir(t)
+	_, _, err := f.start(t, ownerUID, id)
+	wantCode(t, "chroot base in the owner's dir", err, api.CodeFailedPrecondition)
+	if entries, _ := os.ReadDir(ownerDir); len(entries) != 0 {
+		t.Errorf("the helper made %v in the owner's directory", entries)
+	}
+	f.assertClean(t, "chroot base in the owner's dir", id)
+
+	g := newJailFixtureWith(t, func(cfg *jailer.Config, home string) {
+		fake := filepath.Join(filepath.Dir(cfg.JailerBinary), "owned-jailer")
+		b, _ := os.ReadFile(cfg.JailerBinary)
+		os.WriteFile(fake, b, 0o755)
+		os.Chown(fake, ownerUID, ownerUID)
+		cfg.JailerBinary = fake
+	})
+	id, _ = g.vmDir(t)
+	_, _, err = g.start(t, ownerUID, id)
+	wantCode(t, "jailer binary the owner owns", err, api.CodeFailedPrecondition)
+	g.assertClean(t, "jailer binary the owner owns", id)
 }
