@@ -19,6 +19,7 @@ import (
 	"github.com/firecracker-microvm/firecracker-go-sdk/fctesting"
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -81,6 +82,15 @@ func (r *recorder) client() *fctesting.MockClient {
 	}
 }
 
+func hostFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func writeExec(t *testing.T, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
@@ -132,10 +142,15 @@ func newFixture(t *testing.T, version string) fixture {
 	}
 	rec := &recorder{}
 	d := New(Config{
-		Binary: filepath.Join(bin, "firecracker"), JailerBinary: filepath.Join(bin, "jailer"),
-		ChrootBaseDir: filepath.Join(dir, "jail"), UID: 1234, GID: 1235,
+		Jailer: jailer.Config{FirecrackerBinary: filepath.Join(bin, "firecracker"), JailerBinary: filepath.Join(bin, "jailer"),
+			ChrootBase: filepath.Join(dir, "jail"), CgroupVersion: "2"},
+		UID: 1234, GID: 1235,
 		StartTimeout: 20 * time.Second,
 		clientOpts:   []sdk.ClientOpt{sdk.WithOpsClient(rec.client())},
+		KVMDevice:    "/dev/null", // a character device: the host's KVM is not what these tests are about
+		mountinfo:    hostFile(t, dir, "mountinfo", "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
+		passwd:       hostFile(t, dir, "passwd", "root:x:0:0::/root:/bin/sh\n"),
+		group:        hostFile(t, dir, "group", "root:x:0:\n"),
 	})
 	spec := vmm.Spec{
 		ID: "vm-1", Name: "one", Dir: vmDir,
@@ -218,8 +233,8 @@ func TestStartAPISequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := strings.Join(strings.Fields(string(b)), " ")
-	for _, w := range []string{"--id vm-1", "--uid 1234", "--gid 1235", "--exec-file " + f.d.cfg.Binary,
-		"--cgroup-version 2", "--chroot-base-dir " + f.d.cfg.ChrootBaseDir, "-- --api-sock /api.sock"} {
+	for _, w := range []string{"--id vm-1", "--uid 1234", "--gid 1235", "--exec-file " + f.d.cfg.Jailer.FirecrackerBinary,
+		"--cgroup-version 2", "--chroot-base-dir " + f.d.cfg.Jailer.ChrootBase, "-- --api-sock /api.sock"} {
 		if !strings.Contains(args, w) {
 			t.Errorf("jailer args lack %q: %s", w, args)
 		}
@@ -321,7 +336,7 @@ func TestVersionRange(t *testing.T) {
 	for out, ok := range map[string]bool{"Firecracker v1.4.0\n": true, "Firecracker v1.12.1": true,
 		"Firecracker v1.3.9": false, "Firecracker v2.0.0": false, "firecracker 1.5": false} {
 		f := newFixture(t, "x")
-		writeExec(t, f.d.cfg.Binary, "echo '"+out+"'")
+		writeExec(t, f.d.cfg.Jailer.FirecrackerBinary, "echo '"+out+"'")
 		err := f.d.Available(context.Background())
 		if (err == nil) != ok {
 			t.Errorf("%q: available=%v, want %v (%v)", out, err == nil, ok, err)
@@ -384,7 +399,7 @@ func TestSelect(t *testing.T) {
 	if _, err := vmm.Select(ctx, "firecracker", pvm, f.d, q); err == nil || !strings.Contains(err.Error(), "PVM") {
 		t.Fatalf("explicit firecracker on pvm: %v", err)
 	}
-	missing := New(Config{Binary: "/nonexistent/firecracker", ChrootBaseDir: "/x"})
+	missing := New(Config{Jailer: jailer.Config{FirecrackerBinary: "/nonexistent/firecracker", ChrootBase: "/x"}})
 	if d, err := vmm.Select(ctx, "auto", kvm, missing, q); err != nil || d.Name() != "qemu" {
 		t.Fatalf("auto without firecracker: %v %v", d, err)
 	}
