@@ -292,7 +292,11 @@ func (d *Driver) AgentEndpoint(spec vmm.Spec) (vmm.AgentEndpoint, error) {
 	if spec.Agent.VsockCID < 3 || spec.Agent.VsockPort == 0 {
 		return vmm.AgentEndpoint{}, fmt.Errorf("%w: vsock cid %d (want >= 3) and port %d (want > 0)", vmm.ErrInvalidSpec, spec.Agent.VsockCID, spec.Agent.VsockPort)
 	}
-	return vmm.AgentEndpoint{Kind: vmm.AgentHybridVsock, SocketPath: filepath.Join(d.jailRoot(spec.ID), vsockSockName), CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}, nil
+	ep := vmm.AgentEndpoint{Kind: vmm.AgentHybridVsock, SocketPath: filepath.Join(d.jailRoot(spec.ID), vsockSockName), CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}
+	if d.launcher.BuildsJail() {
+		ep.JailID = spec.ID // the owner reaches it through the root helper
+	}
+	return ep, nil
 }
 
 // jailDir is <base>/<exec file name>/<id>, the jailer's layout.
