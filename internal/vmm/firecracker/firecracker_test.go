@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -227,8 +228,15 @@ func TestStartAPISequence(t *testing.T) {
 		t.Errorf("vsock %+v", f.rec.vsock)
 	}
 
-	// The jailer was launched detached with the per-VM jail settings.
-	b, err := os.ReadFile(f.argsFile)
+	// The jailer was launched detached with the per-VM jail settings (the
+	// test made the socket itself, so the script may still be writing).
+	var b []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err = os.ReadFile(f.argsFile)
+		if err == nil && strings.Contains(string(b), "/api.sock") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,5 +450,38 @@ func TestValidateRefusesSharesNamingSync(t *testing.T) {
 	s.Shares = []vmm.Share{{Tag: "banger0", Source: "/home/u/proj"}}
 	if err := f.d.Validate(s); err == nil || !strings.Contains(err.Error(), "banger vm sync") {
 		t.Fatalf("Validate with shares = %v, want a refusal naming banger vm sync", err)
+	}
+}
+
+// TestAvailableChecksJailerNeeds: each unmet need of the jailer makes the
+// driver unavailable with a reason naming what to change.
+func TestAvailableChecksJailerNeeds(t *testing.T) {
+	cases := map[string]struct {
+		mutate func(f fixture)
+		want   string
+	}{
+		"no kvm": {func(f fixture) { f.d.cfg.KVMDevice = "/nonexistent/kvm" }, "/nonexistent/kvm"},
+		"cgroup v1": {func(f fixture) {
+			os.WriteFile(f.d.cfg.mountinfo, []byte("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"), 0o644)
+		}, `set it to "1"`},
+		"uid of a user": {func(f fixture) {
+			os.WriteFile(f.d.cfg.passwd, []byte("svc:x:"+strconv.Itoa(jailer.DefaultUIDStart)+":100::/:/bin/false\n"), 0o644)
+		}, `user "svc"`},
+		"no jailer": {func(f fixture) { os.Remove(f.d.cfg.Jailer.JailerBinary) }, "firecracker.jailer_binary"},
+		"jailer not root's, root runs it": {func(f fixture) {
+			os.Chown(f.d.cfg.Jailer.JailerBinary, 4242, 4242)
+			f.d.launcher = NewHelperLauncher(nil)
+		}, "not owned by root"},
+	}
+	for name, tc := range cases {
+		f := newFixture(t, "v1.7.0")
+		if err := f.d.Available(context.Background()); err != nil {
+			t.Fatalf("%s: fixture unavailable: %v", name, err)
+		}
+		tc.mutate(f)
+		err := f.d.Available(context.Background())
+		if !errors.Is(err, vmm.ErrUnavailable) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrUnavailable naming %s", name, err, tc.want)
+		}
 	}
 }
