@@ -326,6 +326,23 @@ func TestJailerStartFakeJailer(t *testing.T) {
 			t.Errorf("connect %s reached %+v / uid %d, want pid %d", sock, res2, r2.UID, res.PID)
 		}
 	}
+	// A restarted helper (a second one, with the same settings) finds the
+	// jail from its record and reaches the same process.
+	restarted, _, _ := startHelperWith(t, roothelper.Options{OwnerUID: ownerUID, Jailer: f.cfg})
+	var again *os.File
+	var res3 api.VMJailerStarted
+	if err := asUser(t, ownerUID, ownerUID, func() error {
+		var err error
+		again, res3, err = restarted.ConnectJailer(context.Background(), id, api.JailerSocketAPI)
+		return err
+	}); err != nil {
+		t.Fatalf("connect through a restarted helper: %v", err)
+	}
+	var r3 jailReport
+	get(t, again, "/jail", &r3)
+	if res3.PID != res.PID || r3.UID != res.UID {
+		t.Errorf("restarted helper reached pid %d uid %d, want %d %d", res3.PID, r3.UID, res.PID, res.UID)
+	}
 	if _, _, err := f.start(t, ownerUID, id); api.CodeOf(err) != api.CodeAlreadyExists {
 		t.Errorf("second start: %v, want already_exists", err)
 	}
