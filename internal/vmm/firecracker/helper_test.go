@@ -124,6 +124,11 @@ func TestStartThroughRootHelper(t *testing.T) {
 	if ok, reason := d.Alive(inst); !ok {
 		t.Fatalf("vmm not alive: %s", reason)
 	}
+	// The owner reaches the agent through the helper and leaves the jail's
+	// files to it.
+	if inst.Agent.JailID != id || len(inst.Files) != 0 {
+		t.Errorf("instance agent %+v files %v: want the jail id and no files of the owner's to remove", inst.Agent, inst.Files)
+	}
 
 	calls := apiCalls(t, helper, id)
 	var got []string

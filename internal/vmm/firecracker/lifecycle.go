@@ -107,7 +107,10 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 		Agent:         agent,
 		ConsoleLog:    d.consolePath(b.Spec),
 		Accel:         "kvm",
-		Files:         []string{sock, agent.SocketPath},
+	}
+	if !d.launcher.BuildsJail() {
+		// The helper's jail is the helper's to remove (vm.jailer.stop).
+		b.Instance.Files = []string{sock, agent.SocketPath}
 	}
 	return nil
 }
