@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/imagecat"
 	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/model"
@@ -60,8 +61,9 @@ type jailerService struct {
 	cfgErr   error
 	ownerUID int
 	cg       *cgroupService
-	passwd   string // "/etc/passwd"
-	group    string // "/etc/group"
+	net      *hostnat.Network // nil: invalid network config
+	passwd   string           // "/etc/passwd"
+	group    string           // "/etc/group"
 	// startTimeout bounds the wait for the API socket.
 	startTimeout time.Duration
 
@@ -74,7 +76,7 @@ func (h *Helper) jailerMethods(m map[string]rpc.Handler) {
 	if err != nil {
 		h.log.Error("firecracker jailer settings are invalid: vm.jailer methods will fail", "err", err)
 	}
-	s := &jailerService{cfg: cfg, cfgErr: err, ownerUID: h.opts.OwnerUID, cg: h.cgroups(),
+	s := &jailerService{cfg: cfg, cfgErr: err, ownerUID: h.opts.OwnerUID, cg: h.cgroups(), net: h.hostnet,
 		passwd: "/etc/passwd", group: "/etc/group", startTimeout: h.opts.JailerStartTimeout}
 	if s.startTimeout <= 0 {
 		s.startTimeout = 10 * time.Second
@@ -110,6 +112,12 @@ type jailRec struct {
 	DiskIno  uint64 `json:"disk_ino"`
 	DiskGID  int    `json:"disk_gid"`
 	DiskMode uint32 `json:"disk_mode"`
+	// The VM's tap while the jail holds it: its name, device index and
+	// owner before (given back at stop).
+	Tap      string `json:"tap,omitempty"`
+	TapIndex int    `json:"tap_index,omitempty"`
+	TapUID   int    `json:"tap_uid,omitempty"`
+	TapGID   int    `json:"tap_gid,omitempty"`
 }
 
 func (s *jailerService) ready(vmID string) error {
@@ -353,6 +361,12 @@ func (s *jailerService) start(ctx context.Context, c *rpc.Call) (any, error) {
 	}
 	if err := unix.Fchown(rfd, rec.UID, rec.GID); err != nil {
 		return fail(api.CodeInternal, fmt.Errorf("hand the chroot to uid %d: %w", rec.UID, err))
+	}
+	if err := s.handTap(ctx, &rec, &u, c.Log); err != nil {
+		return fail(tapErrorCode(err), err)
+	}
+	if err := s.writeRecord(rec); err != nil {
+		return fail(api.CodeInternal, err)
 	}
 
 	proc, err := s.exec(p.VMID, rec, files.console)
@@ -792,6 +806,11 @@ func (s *jailerService) remove(ctx context.Context, rec jailRec, o imagecat.Owne
 		if err != nil {
 			log.WarnContext(ctx, "root disk keeps the jail's group", "vm", rec.VMID, "gid", rec.GID, "err", err)
 		}
+	}
+	// A tap left to the jail's uid would go to the next jail given that
+	// uid: the record (and so the uid) stays until it is back.
+	if err := s.giveTapBack(ctx, rec, log); err != nil {
+		return err
 	}
 	if err := removeJailDir(filepath.Join(s.cfg.ChrootBase, s.cfg.ExecName()), rec.VMID); err != nil {
 		return err

@@ -36,6 +36,9 @@ func (h *Helper) networkMethods(m map[string]rpc.Handler) {
 		h.log.Error("host network config is invalid: network methods will fail", "err", err)
 	}
 	s := &netService{net: n, cfgErr: err, ownerUID: h.opts.OwnerUID}
+	if err == nil {
+		h.hostnet = n
+	}
 	m[api.MethodNetworkUp] = s.up
 	m[api.MethodNetworkDown] = s.down
 	m[api.MethodNetworkState] = s.state

@@ -45,7 +45,8 @@ type Helper struct {
 	log      *slog.Logger
 	life     context.Context // ends when the helper stops
 	shutdown context.CancelFunc
-	cg       *cgroupService // shared by vm.cgroup.adopt and vm.jailer.start
+	cg       *cgroupService   // shared by vm.cgroup.adopt and vm.jailer.start
+	hostnet  *hostnat.Network // the network methods' (nil: invalid config); vm.jailer.* hand taps through it
 }
 
 // Run serves until ctx ends or a managed helper is asked to shut down.

@@ -11,6 +11,7 @@ package main
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -20,8 +21,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
+	"unsafe"
 )
 
 type file struct {
@@ -81,6 +85,15 @@ func main() {
 	rep := report{Argv: os.Args[1:], UIDBefore: os.Getuid()}
 	cg, _ := os.ReadFile("/proc/self/cgroup")
 	rep.CgroupSelf = string(cg)
+	// The real jailer makes /dev/net/tun in the chroot; the fake opens a
+	// few before it chroots, for GET /tap to attach a tap as the jail's uid
+	// (the kernel checks the tap's owner when attaching, not when opening).
+	var tuns []*os.File
+	for range 4 {
+		if f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0); err == nil {
+			tuns = append(tuns, f)
+		}
+	}
 	root := filepath.Join(want["--chroot-base-dir"], filepath.Base(want["--exec-file"]), want["--id"], "root")
 	if err := syscall.Chroot(root); err != nil {
 		die("chroot %s: %v", root, err)
@@ -99,6 +112,10 @@ func main() {
 	}
 	rep.UID, rep.EUID, rep.GID, rep.EGID = os.Getuid(), os.Geteuid(), os.Getgid(), os.Getegid()
 	rep.Groups, _ = os.Getgroups()
+	if b, _ := os.ReadFile("/vmlinux"); strings.HasPrefix(string(b), "FAKE-JAILER-EXIT") {
+		time.Sleep(500 * time.Millisecond) // after the helper moved it into its cgroup
+		die("told to exit by the kernel file")
+	}
 
 	var mu sync.Mutex
 	var calls []string
@@ -107,6 +124,19 @@ func main() {
 		r2 := rep
 		r2.Files = listRoot()
 		json.NewEncoder(w).Encode(r2)
+	})
+	// GET /tap?name=X attaches tap X as the jail's uid (then lets it go).
+	mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		res := map[string]string{"err": "no /dev/net/tun descriptor left"}
+		if len(tuns) > 0 {
+			f := tuns[0]
+			tuns = tuns[1:]
+			res["err"] = attachTap(f, r.URL.Query().Get("name"))
+			f.Close()
+		}
+		json.NewEncoder(w).Encode(res)
 	})
 	mux.HandleFunc("GET /calls", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -135,6 +165,18 @@ func main() {
 	}
 	fmt.Printf("fake-jailer: serving as uid %d gid %d\n", rep.UID, rep.GID)
 	select {}
+}
+
+// attachTap does what Firecracker does to its tap: TUNSETIFF by name with
+// IFF_TAP|IFF_NO_PI|IFF_VNET_HDR. It returns "" on success.
+func attachTap(f *os.File, name string) string {
+	var ifr [40]byte
+	copy(ifr[:16], name)
+	binary.NativeEndian.PutUint16(ifr[16:], 0x0002|0x1000|0x4000)
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), 0x400454ca, uintptr(unsafe.Pointer(&ifr[0]))); e != 0 {
+		return e.Error()
+	}
+	return ""
 }
 
 func listRoot() []file {
