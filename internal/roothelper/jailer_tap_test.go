@@ -2,7 +2,6 @@ package roothelper_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -199,9 +198,6 @@ func TestJailerHandsTapToJail(t *testing.T) {
 	bf.Close()
 	if err := f.client.StopJailer(ctx, bare); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat("/dev/net/tun"); errors.Is(err, os.ErrNotExist) {
-		t.Fatal("no /dev/net/tun")
 	}
 }
 
