@@ -17,6 +17,7 @@ import (
 	"github.com/bangerdev/banger/internal/cmdmain"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/roothelper"
 )
@@ -38,11 +39,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		bridge      = fs.String("bridge", "", "bridge device (default banger0)")
 		stateDir    = fs.String("state-dir", "", "root-only state directory (default /run/banger)")
 		readyFD     = fs.Int("ready-fd", 0, "write \"ready\" to this descriptor once serving")
+		jail        = jailer.Default()
 		debug       = fs.Bool("debug", false, "log debug detail")
 		// --root-helper is what units written by earlier releases pass to
 		// bangerd, which now execs this binary with its arguments.
 		_ = fs.Bool("root-helper", false, "ignored (accepted from units written by earlier releases)")
 	)
+	fs.StringVar(&jail.FirecrackerBinary, "firecracker-binary", jail.FirecrackerBinary, "firecracker, the exec file the jailer copies into each jail (root-owned)")
+	fs.StringVar(&jail.JailerBinary, "jailer-binary", jail.JailerBinary, "Firecracker's jailer, run as root (root-owned)")
+	fs.IntVar(&jail.UIDStart, "jailer-uid-start", jail.UIDStart, "first uid/gid of the range jailed VMs run as (one each)")
+	fs.IntVar(&jail.UIDCount, "jailer-uid-count", jail.UIDCount, "size of the jail uid range")
+	fs.StringVar(&jail.CgroupVersion, "jailer-cgroup-version", jail.CgroupVersion, "cgroup version the jailer uses (1 or 2)")
+	fs.StringVar(&jail.ChrootBase, "jailer-chroot-base", jail.ChrootBase, "root-owned directory of the jails, on the filesystem of the owner's VM dirs")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `banger-helper: banger's privileged root helper (runs as root).
 
@@ -63,6 +71,10 @@ Flags:
 	if *showVersion {
 		fmt.Fprintf(stdout, "banger-helper %s\n", buildinfo.Get())
 		return cmdmain.ExitOK
+	}
+	if err := jail.Validate(); err != nil {
+		fmt.Fprintf(stderr, "banger-helper: %v\n", err)
+		return 2
 	}
 	if *ownerUID < 0 {
 		fmt.Fprintln(stderr, "banger-helper: needs --owner-uid UID (the user whose daemon may call it)")
@@ -94,7 +106,7 @@ Flags:
 		netCfg.Subnet = p
 	}
 	err := roothelper.Run(ctx, roothelper.Options{
-		Socket: sock, OwnerUID: *ownerUID, Managed: *managed, NetworkConfig: netCfg,
+		Socket: sock, OwnerUID: *ownerUID, Managed: *managed, NetworkConfig: netCfg, Jailer: jail,
 		Logger: logger.With("component", "root-helper"),
 		Ready:  func() { detach.SignalReady(*readyFD) },
 	})

@@ -46,7 +46,14 @@ starts: restart it (banger daemon stop && banger daemon start) after a change.
   deny_private = false          # also drop 10/8, 172.16/12, 192.168/16, 100.64/10 (not the VM subnet)
   forward_deny = []             # guest ports vm forward refuses
   [sessions]
-  replay_bytes = 1048576        # output a detached session keeps for vm attach (at most 16 MiB)`,
+  replay_bytes = 1048576        # output a detached session keeps for vm attach (at most 16 MiB)
+  [firecracker]                 # the jailer, run by the root helper (root's settings decide)
+  binary = "/usr/local/bin/firecracker"     # root-owned; copied into each jail
+  jailer_binary = "/usr/local/bin/jailer"   # root-owned; run as root
+  uid_start = 1900000000        # each jailed VM runs as its own uid/gid from this range
+  uid_count = 1024              # (no user or group of the host may have one of them)
+  cgroup_version = "2"          # the host's cgroup version ("1" on hybrid hosts)
+  chroot_base = "/var/lib/banger/jailer"    # root-owned, on the filesystem of the VM dirs`,
 		Example: `  banger config show
   banger config show --json`,
 		Args: cobra.ArbitraryArgs,
@@ -80,6 +87,9 @@ func newConfigShowCommand(a *app) *cobra.Command {
 			fmt.Fprintf(w, "\n[mcp]\nmax_vms = %d\nmax_memory = %d\nallow_network = %t\ndefault_timeout = %q\n",
 				cfg.MCP.MaxVMs, cfg.MCP.MaxMemory, cfg.MCP.AllowNetwork, cfg.MCP.DefaultTimeout)
 			fmt.Fprintf(w, "\n[sessions]\nreplay_bytes = %d\n", cfg.Sessions.ReplayBytes)
+			fc := cfg.Firecracker
+			fmt.Fprintf(w, "\n[firecracker]\nbinary = %q\njailer_binary = %q\nuid_start = %d\nuid_count = %d\ncgroup_version = %q\nchroot_base = %q\n",
+				fc.FirecrackerBinary, fc.JailerBinary, fc.UIDStart, fc.UIDCount, fc.CgroupVersion, fc.ChrootBase)
 			return nil
 		},
 	}

@@ -31,6 +31,9 @@ It never starts the daemon.`,
 				return err
 			}
 			cfg := doctor.Config{Paths: p, Logger: a.log}
+			if bc, _, err := a.loadConfig(); err == nil {
+				cfg.Firecracker = bc.Firecracker // else the defaults; the config error shows elsewhere
+			}
 			if sys, _, ok, _ := a.systemInstall(); ok {
 				cfg = a.ownerStateDoctor(cfg, sys)
 			}

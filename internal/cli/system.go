@@ -58,7 +58,8 @@ The owner defaults to the user who ran sudo.
 --subnet and --bridge set the root helper's host network (recorded in
 install.toml and passed to the helper); a reinstall without them keeps the
 recorded values. Set the same values as network.subnet and network.bridge in
-the owner's config.toml.`,
+the owner's config.toml. The root helper's jailer flags (--firecracker-binary,
+--jailer-*) come from the [firecracker] section of root's config.toml.`,
 		Example: `  sudo banger system install
   sudo banger system install --owner alice
   sudo banger system install --owner alice --subnet 10.50.0.0/24 --bridge banger1`,
@@ -81,6 +82,11 @@ the owner's config.toml.`,
 			if err != nil {
 				return err
 			}
+			// Root's [firecracker] settings become the helper's --jailer-* flags.
+			cfg, cfgPath, err := a.loadConfig()
+			if err != nil {
+				return fmt.Errorf("banger system install: read root's config %s: %w", cfgPath, err)
+			}
 			src, err := a.installSources()
 			if err != nil {
 				return err
@@ -89,7 +95,7 @@ the owner's config.toml.`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "installing banger %s for %s (uid %d) under %s\n", buildinfo.Version, o.User, o.UID, sys.Root)
 			res, err := sysinstall.Install(cmd.Context(), sysinstall.Options{
-				Owner: o, Source: src, System: sys, Network: network,
+				Owner: o, Source: src, System: sys, Network: network, Jailer: cfg.Firecracker,
 				Version: buildinfo.Version, Commit: buildinfo.Commit, BuiltAt: buildinfo.BuiltAt,
 				Logger: a.log,
 			})

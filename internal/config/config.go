@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/vmdns"
@@ -50,6 +51,11 @@ type Config struct {
 	Policy  Policy  `toml:"policy" json:"policy"`
 	// Sessions bounds detached exec sessions (vm exec --detach).
 	Sessions Sessions `toml:"sessions" json:"sessions"`
+	// Firecracker is how the root helper runs Firecracker's jailer. Root
+	// acts on it only from root's own config (a root daemon passes it to
+	// the helper it spawns; a system install's unit carries the helper's
+	// flags); an owner's file informs doctor and the driver's checks.
+	Firecracker jailer.Config `toml:"firecracker" json:"firecracker"`
 }
 
 // Sessions configures detached exec sessions, which the guest agent keeps.
@@ -141,8 +147,9 @@ func Default() Config {
 		Copy:    Copy{MaxBytes: vsockagent.DefaultCopyMaxBytes, MaxEntries: vsockagent.DefaultCopyMaxEntries},
 		MCP: MCP{MaxVMs: DefaultMCPMaxVMs, MaxMemory: DefaultMCPMaxMemory, AllowNetwork: true,
 			DefaultTimeout: DefaultMCPDefaultTimeout},
-		Policy:   Policy{DenyEgress: []string{}, ForwardDeny: []int{}}, // [] not null in config show --json
-		Sessions: Sessions{ReplayBytes: vsockagent.DefaultReplayBytes},
+		Policy:      Policy{DenyEgress: []string{}, ForwardDeny: []int{}}, // [] not null in config show --json
+		Sessions:    Sessions{ReplayBytes: vsockagent.DefaultReplayBytes},
+		Firecracker: jailer.Default(),
 	}
 }
 
@@ -183,7 +190,7 @@ func Parse(data []byte, cfg *Config) error {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries, mcp.max_vms, mcp.max_memory, mcp.allow_network, mcp.default_timeout, policy.deny_egress, policy.deny_private, policy.forward_deny)", ErrInvalid, strings.Join(keys, ", "))
+			return fmt.Errorf("%w: unknown key %s (known: vmm, network.subnet, network.bridge, dns.domain, debian.mirror, copy.max_bytes, copy.max_entries, mcp.max_vms, mcp.max_memory, mcp.allow_network, mcp.default_timeout, policy.deny_egress, policy.deny_private, policy.forward_deny, sessions.replay_bytes, firecracker.binary, firecracker.jailer_binary, firecracker.uid_start, firecracker.uid_count, firecracker.cgroup_version, firecracker.chroot_base)", ErrInvalid, strings.Join(keys, ", "))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
@@ -234,6 +241,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("mcp.max_memory %d must be at least 128 (MiB)", c.MCP.MaxMemory))
 	}
 	if _, err := c.MCP.Timeout(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Firecracker.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/bangerdev/banger/internal/jailer"
 )
 
 func write(t *testing.T, text string) string {
@@ -180,5 +182,31 @@ func TestPolicyDefaults(t *testing.T) {
 	}
 	if _, err := Load(write(t, "[policy]\nallow_metadata = true\n")); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "policy.allow_metadata") {
 		t.Fatalf("unknown policy key: %v", err)
+	}
+}
+
+// TestFirecrackerSection: [firecracker] parses over the defaults and a bad
+// value names its key.
+func TestFirecrackerSection(t *testing.T) {
+	cfg := Default()
+	if err := Parse([]byte("[firecracker]\nbinary = \"/opt/fc/firecracker\"\nuid_start = 3000000\nuid_count = 16\ncgroup_version = \"1\"\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	fc := cfg.Firecracker
+	if fc.FirecrackerBinary != "/opt/fc/firecracker" || fc.UIDStart != 3000000 || fc.UIDCount != 16 || fc.CgroupVersion != "1" ||
+		fc.JailerBinary != jailer.DefaultJailerBinary || fc.ChrootBase != jailer.DefaultChrootBase {
+		t.Fatalf("firecracker = %+v", fc)
+	}
+	for data, want := range map[string]string{
+		"[firecracker]\nuid_count = 0\n":              "firecracker.uid_count",
+		"[firecracker]\njailer_binary = \"jailer\"\n": "firecracker.jailer_binary",
+		"[firecracker]\nchroot_base = \"/\"\n":        "firecracker.chroot_base",
+		"[firecracker]\nuid = 5\n":                    "unknown key firecracker.uid",
+	} {
+		cfg := Default()
+		err := Parse([]byte(data), &cfg)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want ErrInvalid naming %s", data, err, want)
+		}
 	}
 }

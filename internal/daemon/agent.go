@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -31,7 +32,20 @@ func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) vmlife.Agent {
 	lg := d.log.With("agent", ep.SocketPath)
 	switch ep.Kind {
 	case vmm.AgentHybridVsock:
-		return &guestAgent{Client: vsockagent.NewClient(vsockagent.HybridVsockDialer(ep.SocketPath, ep.Port), lg), close: func() error { return nil }}
+		dial := vsockagent.HybridVsockDialer(ep.SocketPath, ep.Port)
+		if ep.JailID != "" {
+			// A jailed Firecracker's socket: each connection is one the
+			// root helper opens and passes.
+			dial = vsockagent.HybridVsockOver(func(ctx context.Context) (net.Conn, error) {
+				f, _, err := d.helper.ConnectJailer(ctx, ep.JailID, api.JailerSocketVsock)
+				if err != nil {
+					return nil, fmt.Errorf("root helper: %w", err)
+				}
+				defer f.Close()
+				return net.FileConn(f)
+			}, ep.Port)
+		}
+		return &guestAgent{Client: vsockagent.NewClient(dial, lg), close: func() error { return nil }}
 	default:
 		yd := vsockagent.NewYamuxDialer(ep.SocketPath, lg)
 		return &guestAgent{Client: vsockagent.NewClient(yd.Dial, lg), close: yd.Close}

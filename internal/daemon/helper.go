@@ -40,6 +40,12 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 		"--socket", d.paths.HelperSocket(),
 		"--ready-fd", strconv.Itoa(detach.ReadyFD),
 		"--subnet", d.cfg.Network.Subnet, "--bridge", d.cfg.Network.Bridge}
+	// This daemon is root: its config.toml is root's, so its [firecracker]
+	// settings may tell the helper which jailer to run.
+	fc := d.cfg.Firecracker.WithDefaults()
+	args = append(args, "--firecracker-binary", fc.FirecrackerBinary, "--jailer-binary", fc.JailerBinary,
+		"--jailer-uid-start", strconv.Itoa(fc.UIDStart), "--jailer-uid-count", strconv.Itoa(fc.UIDCount),
+		"--jailer-cgroup-version", fc.CgroupVersion, "--jailer-chroot-base", fc.ChrootBase)
 	if d.opts.Debug {
 		args = append(args, "--debug")
 	}

@@ -37,9 +37,10 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 		// maps guest-root requests to it; bangerd is its wrapper.
 		Virtiofs: virtiofs.Config{Launcher: d.opts.Executable, UID: os.Geteuid(), GID: os.Getegid()}})
 	// Firecracker is offered everywhere; Select only picks it where its
-	// binary is installed and KVM can run a standard kernel. Jails live
-	// beside the VM dirs (the jailer hard-links the disks in).
-	fd := firecracker.New(firecracker.Config{ChrootBaseDir: d.paths.State, UID: os.Getuid(), GID: os.Getgid(), Logger: d.log.With("vmm", "firecracker")})
+	// binaries are installed (root-owned), KVM can run a standard kernel
+	// and the jailer's needs are met. The root helper runs the jailer
+	// (vm.jailer.start) and passes back the API socket.
+	fd := firecracker.New(firecracker.Config{Jailer: d.cfg.Firecracker, Launcher: firecracker.NewHelperLauncher(d.helper), Logger: d.log.With("vmm", "firecracker")})
 	drivers := map[string]vmm.Driver{qd.Name(): qd, fd.Name(): fd}
 	list := []vmm.Driver{fd, qd}
 	netw, err := netattach.New(netattach.Config{

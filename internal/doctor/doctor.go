@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
@@ -128,6 +129,12 @@ type Config struct {
 	// file).
 	Virtiofsd string
 	Sysctl    func(name string) (string, error)
+	// Firecracker is the jailer's settings (config.toml [firecracker];
+	// zero: defaults). KVMDevice, Mountinfo, Passwd and Group are the host
+	// files the jailer check reads (defaults /dev/kvm,
+	// /proc/self/mountinfo, /etc/passwd, /etc/group).
+	Firecracker                         jailer.Config
+	KVMDevice, Mountinfo, Passwd, Group string
 }
 
 func (c *Config) defaults() {
@@ -163,6 +170,18 @@ func (c *Config) defaults() {
 	}
 	if c.Proc == "" {
 		c.Proc = "/proc"
+	}
+	if c.KVMDevice == "" {
+		c.KVMDevice = "/dev/kvm"
+	}
+	if c.Mountinfo == "" {
+		c.Mountinfo = "/proc/self/mountinfo"
+	}
+	if c.Passwd == "" {
+		c.Passwd = "/etc/passwd"
+	}
+	if c.Group == "" {
+		c.Group = "/etc/group"
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 3 * time.Second
@@ -224,6 +243,7 @@ func Run(ctx context.Context, cfg Config) Report {
 		r.checkKVM,
 		r.checkQEMU,
 		r.checkFirecracker,
+		r.checkJailer,
 		r.checkE2fsprogs,
 		r.checkDebootstrap,
 		r.checkNetTools,

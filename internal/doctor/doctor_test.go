@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -120,7 +121,7 @@ func TestEveryCheckRunsInOrder(t *testing.T) {
 	h := newHost(t, debian)
 	h.goodTools()
 	r := h.run()
-	want := []string{CheckKVM, CheckQEMU, CheckFirecracker, CheckE2fsprogs, CheckDebootstrap, CheckNetTools,
+	want := []string{CheckKVM, CheckQEMU, CheckFirecracker, CheckJailer, CheckE2fsprogs, CheckDebootstrap, CheckNetTools,
 		CheckDisk, CheckStore, CheckDaemon, CheckHelper, CheckHostNetwork, CheckKernels, CheckImages, CheckVMMCgroups, CheckVirtiofs}
 	if len(r.Checks) != len(want) {
 		t.Fatalf("got %d checks, want %d: %+v", len(r.Checks), len(want), r.Checks)
@@ -662,4 +663,65 @@ func TestVMMCgroups(t *testing.T) {
 	vms = append(vms, model.VM{ID: "bb", Name: "two", State: model.StateRunning, PID: 12})
 	mu.Unlock()
 	expect(t, mustFind(t, h.run(), CheckVMMCgroups), Warn, "two (pid 12)", "banger vm stop NAME; banger vm start NAME")
+}
+
+// TestJailerCheck: where Firecracker could run, each unmet need of the
+// jailer is a warning naming its fix; all met is OK.
+func TestJailerCheck(t *testing.T) {
+	testutil.RequireRoot(t) // root-owned binaries
+	setup := func(t *testing.T) *host {
+		h := newHost(t, debian)
+		h.goodTools()
+		h.tool(h.bin, "firecracker", firecrackerScript("v1.7.0"))
+		h.tool(h.bin, "jailer", "exit 0")
+		dir := t.TempDir()
+		write := func(name, body string) string {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		h.cfg.Firecracker = jailer.Config{FirecrackerBinary: filepath.Join(h.bin, "firecracker"), JailerBinary: filepath.Join(h.bin, "jailer"),
+			UIDStart: 1900000000, UIDCount: 8, CgroupVersion: "2", ChrootBase: filepath.Join(dir, "jails")}
+		h.cfg.KVMDevice = "/dev/null" // a character device standing in for /dev/kvm
+		h.cfg.Mountinfo = write("mountinfo", "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+		h.cfg.Passwd = write("passwd", "root:x:0:0::/root:/bin/sh\n")
+		h.cfg.Group = write("group", "root:x:0:\n")
+		return h
+	}
+	h := setup(t)
+	expect(t, mustFind(t, h.run(), CheckJailer), OK, "jails run as uids 1900000000-1900000007, cgroup v2", "")
+
+	cases := map[string]struct {
+		mutate      func(h *host)
+		detail, fix string
+	}{
+		"jailer owned by a user": {func(h *host) { os.Chown(h.cfg.Firecracker.JailerBinary, 4242, 4242) }, "firecracker.jailer_binary", "root-owned"},
+		"binary missing":         {func(h *host) { h.cfg.Firecracker.FirecrackerBinary = "/nonexistent/firecracker" }, "firecracker.binary", "install it"},
+		"no kvm":                 {func(h *host) { h.cfg.KVMDevice = "/nonexistent/kvm" }, "/nonexistent/kvm is missing", "modprobe"},
+		"cgroup v1 host": {func(h *host) {
+			os.WriteFile(h.cfg.Mountinfo, []byte("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"), 0o644)
+		}, "runs cgroup v1", `cgroup_version = "1"`},
+		"uid of a user": {func(h *host) {
+			os.WriteFile(h.cfg.Passwd, []byte("svc:x:1900000003:100::/:/bin/false\n"), 0o644)
+		}, `user "svc"`, "uid_start"},
+		"chroot base in a user's dir": {func(h *host) {
+			d := filepath.Join(t.TempDir(), "user")
+			os.Mkdir(d, 0o755)
+			os.Chown(d, 4242, 4242)
+			h.cfg.Firecracker.ChrootBase = filepath.Join(d, "jails")
+		}, "firecracker.chroot_base", "only root"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := setup(t)
+			tc.mutate(h)
+			expect(t, mustFind(t, h.run(), CheckJailer), Warn, tc.detail, tc.fix)
+		})
+	}
+	// Without usable KVM Firecracker is out anyway: nothing to check.
+	h = setup(t)
+	h.cfg.KVM = func() kvmprobe.Result { return kvmprobe.Result{Accel: kvmprobe.AccelTCG, Reason: "PVM"} }
+	expect(t, mustFind(t, h.run(), CheckJailer), OK, "not needed", "")
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -38,6 +39,15 @@ type Meta struct {
 	// lack them.
 	NetworkSubnet string `toml:"network_subnet,omitempty"`
 	NetworkBridge string `toml:"network_bridge,omitempty"`
+	// The root helper's jailer settings (its --firecracker-binary and
+	// --jailer-* flags), from root's [firecracker] at install; empty means
+	// the helper's defaults.
+	FirecrackerBinary   string `toml:"firecracker_binary,omitempty"`
+	JailerBinary        string `toml:"jailer_binary,omitempty"`
+	JailerUIDStart      int    `toml:"jailer_uid_start,omitempty"`
+	JailerUIDCount      int    `toml:"jailer_uid_count,omitempty"`
+	JailerCgroupVersion string `toml:"jailer_cgroup_version,omitempty"`
+	JailerChrootBase    string `toml:"jailer_chroot_base,omitempty"`
 }
 
 // HelperNetworkArgs returns the root helper flags for the recorded network
@@ -51,6 +61,38 @@ func (m Meta) HelperNetworkArgs() []string {
 		args = append(args, "--bridge", m.NetworkBridge)
 	}
 	return args
+}
+
+// HelperJailerArgs returns the root helper flags for the recorded jailer
+// settings: one per set field.
+func (m Meta) HelperJailerArgs() []string {
+	var args []string
+	for _, f := range []struct{ flag, v string }{
+		{"--firecracker-binary", m.FirecrackerBinary},
+		{"--jailer-binary", m.JailerBinary},
+		{"--jailer-uid-start", itoa(m.JailerUIDStart)},
+		{"--jailer-uid-count", itoa(m.JailerUIDCount)},
+		{"--jailer-cgroup-version", m.JailerCgroupVersion},
+		{"--jailer-chroot-base", m.JailerChrootBase},
+	} {
+		if f.v != "" {
+			args = append(args, f.flag, f.v)
+		}
+	}
+	return args
+}
+
+// HelperArgs returns every recorded root helper flag: the network's, then
+// the jailer's.
+func (m Meta) HelperArgs() []string {
+	return append(m.HelperNetworkArgs(), m.HelperJailerArgs()...)
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
 }
 
 // Validate checks the fields every reader relies on.

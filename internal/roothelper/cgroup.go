@@ -44,7 +44,15 @@ type cgroupService struct {
 }
 
 func (h *Helper) cgroupMethods(m *rpc.Methods) {
-	s := &cgroupService{
+	rpc.Register(m, api.MethodHelperVMCgroupAdopt, h.cgroups().adopt)
+}
+
+// cgroups is the helper's one cgroupService.
+func (h *Helper) cgroups() *cgroupService {
+	if h.cg != nil {
+		return h.cg
+	}
+	h.cg = &cgroupService{
 		ownerUID: h.opts.OwnerUID, proc: "/proc", mountinfo: "/proc/self/mountinfo",
 		systemd: func() bool {
 			st, err := os.Stat("/run/systemd/system")
@@ -52,7 +60,7 @@ func (h *Helper) cgroupMethods(m *rpc.Methods) {
 		},
 		busctl: runBusctl,
 	}
-	rpc.Register(m, api.MethodHelperVMCgroupAdopt, s.adopt)
+	return h.cg
 }
 
 // vmmProcess is what /proc says of the process to adopt.

@@ -33,6 +33,9 @@ var helperParams = []fuzzParams{
 	paramsOf(api.MethodHelperImageBuild),
 	paramsOf(api.MethodHelperVMCgroupAdopt),
 	paramsOf(api.MethodHelperImagePlan),
+	paramsOf(api.MethodHelperVMJailerStart),
+	paramsOf(api.MethodHelperVMJailerConnect),
+	paramsOf(api.MethodHelperVMJailerStop),
 }
 
 // FuzzHelperParams feeds hostile params of every helper method (the owner

@@ -35,6 +35,9 @@ func (h *Helper) networkMethods(m *rpc.Methods, dns *dnsService) {
 		h.log.Error("host network config is invalid: network methods will fail", "err", err)
 	}
 	s := &netService{net: n, cfgErr: err, ownerUID: h.opts.OwnerUID, dns: dns}
+	if err == nil {
+		h.hostnet = n
+	}
 	rpc.Register(m, api.MethodHelperNetworkUp, s.up)
 	rpc.Register(m, api.MethodHelperNetworkDown, s.down)
 	rpc.Register(m, api.MethodHelperNetworkState, s.state)

@@ -46,6 +46,14 @@ func startHelper(t *testing.T, owner int) (*roothelper.Client, string, *helperte
 	return h.Client, h.Socket, h.Logs
 }
 
+// startHelperWith is startHelper with more options (Socket, Logger and
+// Ready are the harness's).
+func startHelperWith(t *testing.T, opts roothelper.Options) (*roothelper.Client, string, *helpertest.Logs) {
+	t.Helper()
+	h := helpertest.Start(t, opts)
+	return h.Client, h.Socket, h.Logs
+}
+
 // asUser runs fn on a fresh OS thread whose credentials are uid/gid, so the
 // helper sees an unprivileged peer (SO_PEERCRED records the connecting
 // thread's credentials). The raw syscalls change this thread only; the

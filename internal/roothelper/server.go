@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/system"
 )
@@ -31,6 +33,10 @@ type Options struct {
 	NetworkConfig hostnat.Config
 	// Ready is called once the socket accepts connections.
 	Ready func()
+	// Jailer is how vm.jailer.* run Firecracker's jailer (zero: defaults).
+	Jailer jailer.Config
+	// JailerStartTimeout bounds the wait for a jail's API socket (0: 10s).
+	JailerStartTimeout time.Duration
 }
 
 // Helper is a running root helper.
@@ -39,6 +45,8 @@ type Helper struct {
 	log      *slog.Logger
 	life     context.Context // ends when the helper stops
 	shutdown context.CancelFunc
+	cg       *cgroupService   // shared by vm.cgroup.adopt and vm.jailer.start
+	hostnet  *hostnat.Network // the network methods' (nil: invalid config); vm.jailer.* hand taps through it
 }
 
 // Run serves until ctx ends or a managed helper is asked to shut down.
@@ -87,6 +95,7 @@ func (h *Helper) methods() *rpc.Methods {
 	h.networkMethods(m, dns)
 	h.imageBuildMethods(m)
 	h.cgroupMethods(m)
+	h.jailerMethods(m)
 	return m
 }
 

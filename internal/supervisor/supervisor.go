@@ -254,8 +254,9 @@ func (s *Supervisor) StartHelper(ctx context.Context) error {
 	sock := s.System.HelperSocket()
 	args := []string{"--owner-uid", strconv.Itoa(s.Owner.OwnerUID),
 		"--socket", sock, "--ready-fd", strconv.Itoa(detach.ReadyFD)}
-	// The network install.toml records, as bangerd-root.service passes it.
-	args = append(args, s.Owner.HelperNetworkArgs()...)
+	// The network and jailer settings install.toml records, as
+	// bangerd-root.service passes them.
+	args = append(args, s.Owner.HelperArgs()...)
 	child, err := detach.Start(detach.Spec{Path: s.helper(), Args: args, Env: s.env(), Log: logf},
 		orDefault(s.StartTimeout, DefaultStartTimeout))
 	if err != nil {

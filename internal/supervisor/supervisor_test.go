@@ -167,11 +167,16 @@ func (f *fixture) read(t *testing.T, name string) string {
 func TestHelperGetsTheInstalledNetwork(t *testing.T) {
 	f := newFixture(t, "ok")
 	f.sup.Owner.NetworkSubnet, f.sup.Owner.NetworkBridge = "10.50.0.0/24", "bangertest"
+	f.sup.Owner.FirecrackerBinary, f.sup.Owner.JailerBinary = "/opt/fc/firecracker", "/opt/fc/jailer"
+	f.sup.Owner.JailerUIDStart, f.sup.Owner.JailerUIDCount = 2000000000, 16
+	f.sup.Owner.JailerCgroupVersion, f.sup.Owner.JailerChrootBase = "1", "/srv/jails"
 	ctx := context.Background()
 	if err := f.sup.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("uid=0 args=--owner-uid 65534 --socket %s --ready-fd 3 --subnet 10.50.0.0/24 --bridge bangertest env_home=%s root=%s",
+	want := fmt.Sprintf("uid=0 args=--owner-uid 65534 --socket %s --ready-fd 3 --subnet 10.50.0.0/24 --bridge bangertest"+
+		" --firecracker-binary /opt/fc/firecracker --jailer-binary /opt/fc/jailer --jailer-uid-start 2000000000 --jailer-uid-count 16"+
+		" --jailer-cgroup-version 1 --jailer-chroot-base /srv/jails env_home=%s root=%s",
 		f.sup.Layout().HelperSocket(), f.home, f.sup.System.Root)
 	if got := f.read(t, "helper.args"); got != want {
 		t.Fatalf("helper started as\n %s\nwant\n %s", got, want)
@@ -189,6 +194,9 @@ func TestHelperGetsTheInstalledNetwork(t *testing.T) {
 	}
 	if s.Owner.NetworkSubnet != "10.50.0.0/24" || s.Owner.NetworkBridge != "bangertest" {
 		t.Fatalf("New read network %q/%q", s.Owner.NetworkSubnet, s.Owner.NetworkBridge)
+	}
+	if s.Owner.JailerChrootBase != "/srv/jails" || s.Owner.JailerUIDCount != 16 {
+		t.Fatalf("New read jailer settings %+v", s.Owner)
 	}
 }
 

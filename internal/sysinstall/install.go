@@ -22,6 +22,7 @@ import (
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/installmeta"
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/system"
 	"github.com/bangerdev/banger/internal/updater"
@@ -86,8 +87,11 @@ func (n Network) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (n Network) helperArgs() []string {
-	return installmeta.Meta{NetworkSubnet: n.Subnet, NetworkBridge: n.Bridge}.HelperNetworkArgs()
+// helperMeta is what install.toml records of the helper's flags.
+func helperMeta(n Network, j jailer.Config) installmeta.Meta {
+	return installmeta.Meta{NetworkSubnet: n.Subnet, NetworkBridge: n.Bridge,
+		FirecrackerBinary: j.FirecrackerBinary, JailerBinary: j.JailerBinary, JailerUIDStart: j.UIDStart,
+		JailerUIDCount: j.UIDCount, JailerCgroupVersion: j.CgroupVersion, JailerChrootBase: j.ChrootBase}
 }
 
 // Binaries are the four banger programs to install.
@@ -101,6 +105,10 @@ type Options struct {
 	// Network's empty fields keep the previous install's settings (so a
 	// reinstall does not silently move the bridge), else the defaults.
 	Network Network
+	// Jailer is root's [firecracker] (config.toml): the helper's
+	// --firecracker-binary and --jailer-* flags. Zero fields take the
+	// defaults.
+	Jailer jailer.Config
 	// Build describes Source (normally the installing binary's buildinfo).
 	Version, Commit, BuiltAt string
 	IsSystemd                func() bool           // nil means SystemdRunning
@@ -169,7 +177,8 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 			network.Bridge = prev.NetworkBridge
 		}
 	}
-	units, err := RenderUnits(sys, opts.Owner, network)
+	jail := opts.Jailer.WithDefaults()
+	units, err := RenderUnits(sys, opts.Owner, network, jail)
 	if err != nil {
 		return res, fmt.Errorf("install: %w", err)
 	}
@@ -204,11 +213,9 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	if prevErr == nil && prev.OwnerUID == opts.Owner.UID {
 		installedAt = prev.InstalledAt // a reinstall keeps the first install's date
 	}
-	meta := installmeta.Meta{
-		OwnerUser: opts.Owner.User, OwnerUID: opts.Owner.UID, OwnerGID: opts.Owner.GID, OwnerHome: opts.Owner.Home,
-		Version: opts.Version, Commit: opts.Commit, BuiltAt: opts.BuiltAt, InstalledAt: installedAt,
-		NetworkSubnet: network.Subnet, NetworkBridge: network.Bridge,
-	}
+	meta := helperMeta(network, jail)
+	meta.OwnerUser, meta.OwnerUID, meta.OwnerGID, meta.OwnerHome = opts.Owner.User, opts.Owner.UID, opts.Owner.GID, opts.Owner.Home
+	meta.Version, meta.Commit, meta.BuiltAt, meta.InstalledAt = opts.Version, opts.Commit, opts.BuiltAt, installedAt
 	if err := installmeta.Write(sys.InstallMeta(), meta); err != nil {
 		return res, fmt.Errorf("install: %w", err)
 	}

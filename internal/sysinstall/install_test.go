@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/installmeta"
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/system"
 	"github.com/bangerdev/banger/internal/testutil"
@@ -73,7 +74,9 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	opts := Options{
 		Owner: owner, Source: sourceBinaries(t), System: sys,
 		Version: "v0.2.0", Commit: "abc", BuiltAt: "2026-05-01T00:00:00Z",
-		Network:   Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"},
+		Network: Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"},
+		// Root's [firecracker], one field left to its default.
+		Jailer:    jailer.Config{FirecrackerBinary: "/opt/fc/firecracker", JailerBinary: "/opt/fc/jailer", UIDStart: 2000000000, UIDCount: 16, CgroupVersion: "1"},
 		IsSystemd: func() bool { return false }, Run: sc.run, Now: func() time.Time { return now },
 	}
 	res, err := Install(context.Background(), opts)
@@ -102,7 +105,9 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	}
 	want := installmeta.Meta{OwnerUser: owner.User, OwnerUID: owner.UID, OwnerGID: owner.GID, OwnerHome: owner.Home,
 		Version: "v0.2.0", Commit: "abc", BuiltAt: "2026-05-01T00:00:00Z", InstalledAt: now,
-		NetworkSubnet: "10.50.0.0/24", NetworkBridge: "bangertest"}
+		NetworkSubnet: "10.50.0.0/24", NetworkBridge: "bangertest",
+		FirecrackerBinary: "/opt/fc/firecracker", JailerBinary: "/opt/fc/jailer", JailerUIDStart: 2000000000, JailerUIDCount: 16,
+		JailerCgroupVersion: "1", JailerChrootBase: jailer.DefaultChrootBase}
 	if meta != want {
 		t.Fatalf("install.toml %+v, want %+v", meta, want)
 	}
@@ -111,9 +116,15 @@ func TestInstallWithoutSystemd(t *testing.T) {
 			t.Fatalf("unit %s not written: %v", u, err)
 		}
 	}
-	wantExec := "ExecStart=" + sys.HelperBin() + " --owner-uid " + strconv.Itoa(owner.UID) + " --socket " + sys.HelperSocket() + " --subnet 10.50.0.0/24 --bridge bangertest\n"
+	wantExec := "ExecStart=" + sys.HelperBin() + " --owner-uid " + strconv.Itoa(owner.UID) + " --socket " + sys.HelperSocket() + " --subnet 10.50.0.0/24 --bridge bangertest" +
+		" --firecracker-binary /opt/fc/firecracker --jailer-binary /opt/fc/jailer --jailer-uid-start 2000000000 --jailer-uid-count 16" +
+		" --jailer-cgroup-version 1 --jailer-chroot-base /var/lib/banger/jailer\n"
 	if b, _ := os.ReadFile(filepath.Join(sys.UnitDir(), updater.HelperUnit)); !strings.Contains(string(b), wantExec) {
 		t.Fatalf("helper unit lacks %q:\n%s", wantExec, b)
+	}
+	// The supervisor's argv (no systemd) comes from install.toml: the same flags.
+	if got, want := strings.Join(meta.HelperArgs(), " ")+"\n", wantExec[strings.Index(wantExec, " --subnet")+1:]; got != want {
+		t.Fatalf("install.toml's helper args %q, want %q", got, want)
 	}
 	st, err := os.Stat(sys.User().Runtime)
 	if err != nil {
@@ -247,6 +258,21 @@ func TestInstallRefuses(t *testing.T) {
 			t.Fatalf("network %+v accepted", n)
 		}
 	}
+	for _, j := range []jailer.Config{
+		{JailerBinary: "jailer"},                      // a PATH lookup
+		{FirecrackerBinary: "/opt/fc/../firecracker"}, // not clean
+		{UIDStart: 5},                      // a system uid
+		{UIDCount: 1 << 20},                // too many
+		{CgroupVersion: "3"},               //
+		{ChrootBase: "/srv/jails --debug"}, // an extra argument
+		{ChrootBase: "/srv/%n"},            // a systemd specifier
+	} {
+		bad := base
+		bad.Jailer = j
+		if _, err := Install(context.Background(), bad); err == nil {
+			t.Fatalf("jailer settings %+v accepted", j)
+		}
+	}
 	if entries, _ := os.ReadDir(sys.Root); len(entries) != 0 {
 		t.Fatalf("failed installs wrote %v", entries)
 	}
@@ -255,7 +281,7 @@ func TestInstallRefuses(t *testing.T) {
 func TestRenderedUnits(t *testing.T) {
 	sys := paths.System{Root: "/"}
 	alice := Owner{User: "alice", UID: 1000, GID: 1001, Home: "/home/alice"}
-	units, err := RenderUnits(sys, alice, Network{})
+	units, err := RenderUnits(sys, alice, Network{}, jailer.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +317,7 @@ func TestRenderedUnits(t *testing.T) {
 		{Network{Subnet: "10.50.0.0/24"}, " --subnet 10.50.0.0/24\n"},
 		{Network{Bridge: "bangertest"}, " --bridge bangertest\n"},
 	} {
-		units, err := RenderUnits(sys, alice, tc.net)
+		units, err := RenderUnits(sys, alice, tc.net, jailer.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -303,8 +329,19 @@ func TestRenderedUnits(t *testing.T) {
 			t.Errorf("daemon unit for %+v got helper flags:\n%s", tc.net, d)
 		}
 	}
-	if _, err := RenderUnits(sys, alice, Network{Bridge: "banger%n"}); err == nil {
+	if _, err := RenderUnits(sys, alice, Network{Bridge: "banger%n"}, jailer.Config{}); err == nil {
 		t.Error("bridge with a systemd specifier rendered")
+	}
+	// Root's [firecracker] (here the defaults) follows the network flags.
+	units, err = RenderUnits(sys, alice, Network{Bridge: "bangertest"}, jailer.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ExecStart=/usr/local/lib/banger/banger-helper --owner-uid 1000 --socket /run/banger/root-helper.sock --bridge bangertest" +
+		" --firecracker-binary /usr/local/bin/firecracker --jailer-binary /usr/local/bin/jailer --jailer-uid-start 1900000000" +
+		" --jailer-uid-count 1024 --jailer-cgroup-version 2 --jailer-chroot-base /var/lib/banger/jailer\n"
+	if h := string(units[updater.HelperUnit]); !strings.Contains(h, want) {
+		t.Errorf("helper unit lacks %q:\n%s", want, h)
 	}
 }
 
@@ -328,15 +365,16 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	units, err := RenderUnits(sys, owner, Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"})
+	units, err := RenderUnits(sys, owner, Network{Subnet: "10.50.0.0/24", Bridge: "bangertest"}, jailer.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(units[updater.HelperUnit]), "Environment=BANGER_SYSTEM_ROOT="+root+"\n") {
 		t.Fatalf("scratch-root unit lacks BANGER_SYSTEM_ROOT:\n%s", units[updater.HelperUnit])
 	}
-	if !strings.Contains(string(units[updater.HelperUnit]), " --subnet 10.50.0.0/24 --bridge bangertest\n") {
-		t.Fatalf("helper unit lacks the network flags:\n%s", units[updater.HelperUnit])
+	if !strings.Contains(string(units[updater.HelperUnit]), " --subnet 10.50.0.0/24 --bridge bangertest --firecracker-binary /usr/local/bin/firecracker"+
+		" --jailer-binary /usr/local/bin/jailer --jailer-uid-start 1900000000 --jailer-uid-count 1024 --jailer-cgroup-version 2 --jailer-chroot-base /var/lib/banger/jailer\n") {
+		t.Fatalf("helper unit lacks the network and jailer flags:\n%s", units[updater.HelperUnit])
 	}
 	dir := t.TempDir()
 	var files []string

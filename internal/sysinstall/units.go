@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"text/template"
 
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/updater"
 )
@@ -74,8 +75,9 @@ var (
 )
 
 // RenderUnits renders bangerd-root.service and bangerd.service for owner,
-// keyed by unit file name. The helper's ExecStart carries network's flags.
-func RenderUnits(sys paths.System, owner Owner, network Network) (map[string][]byte, error) {
+// keyed by unit file name. The helper's ExecStart carries network's flags
+// and jail's (a zero jail: none, the helper's defaults).
+func RenderUnits(sys paths.System, owner Owner, network Network, jail jailer.Config) (map[string][]byte, error) {
 	if !userName.MatchString(owner.User) {
 		return nil, fmt.Errorf("render units: owner user name %q is not a plain user name", owner.User)
 	}
@@ -84,6 +86,11 @@ func RenderUnits(sys paths.System, owner Owner, network Network) (map[string][]b
 	}
 	if err := network.Validate(); err != nil {
 		return nil, fmt.Errorf("render units: %w", err)
+	}
+	if jail != (jailer.Config{}) {
+		if err := jail.Validate(); err != nil {
+			return nil, fmt.Errorf("render units: %w", err)
+		}
 	}
 	data := struct {
 		User, Home, Bangerd, Helper, SystemRoot string
@@ -94,7 +101,7 @@ func RenderUnits(sys paths.System, owner Owner, network Network) (map[string][]b
 	}{
 		User: owner.User, Home: sys.Home(), Bangerd: sys.BangerdBin(), Helper: sys.HelperBin(), HelperUnit: updater.HelperUnit,
 		HelperSocket: sys.HelperSocket(),
-		UID:          strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID), HelperArgs: network.helperArgs(),
+		UID:          strconv.Itoa(owner.UID), GID: strconv.Itoa(owner.GID), HelperArgs: helperMeta(network, jail).HelperArgs(),
 	}
 	if root := filepath.Clean(sys.Root); root != "/" {
 		data.SystemRoot = root

@@ -109,6 +109,9 @@ type AgentEndpoint struct {
 	SocketPath string `json:"socket_path,omitempty"`
 	CID        uint32 `json:"cid,omitempty"`
 	Port       uint32 `json:"port,omitempty"`
+	// Jailed: the socket is in a jail only the root helper opens
+	// (vm.jailer.connect, for the VM JailID).
+	JailID string `json:"jail_id,omitempty"`
 }
 
 // Instance is a running VMM as the daemon persists it for re-adoption.

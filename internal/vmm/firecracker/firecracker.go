@@ -18,6 +18,7 @@ import (
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
 	"github.com/sirupsen/logrus"
 
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -40,35 +41,39 @@ const (
 
 // Config configures the driver.
 type Config struct {
-	Binary        string // firecracker (exec file inside the jail); default on PATH
-	JailerBinary  string // default "jailer" on PATH
-	ChrootBaseDir string // jails live in <base>/firecracker/<id>/root; same filesystem as VM dirs (hard links)
-	UID, GID      int    // per-VM identity the jailer drops to
-	CgroupVersion string // "1" or "2" (default "2")
-	Logger        *slog.Logger
-	StartTimeout  time.Duration // API socket must answer within this (default 10s)
-	StopTimeout   time.Duration // bound on each forced stop stage (default 10s)
+	// Jailer is the jailer's settings (config.toml [firecracker]); zero
+	// fields take jailer.Default's.
+	Jailer jailer.Config
+	// Launcher starts the jailer; nil means DirectLauncher (this process
+	// runs it, so it must be root). The owner daemon passes the root
+	// helper's (NewHelperLauncher).
+	Launcher Launcher
+	// UID and GID are the jail identity of the direct launcher, which has
+	// no reserved range to pick from.
+	UID, GID     int
+	KVMDevice    string // "/dev/kvm"
+	Logger       *slog.Logger
+	StartTimeout time.Duration // API socket must answer within this (default 10s)
+	StopTimeout  time.Duration // bound on each forced stop stage (default 10s)
 
 	// clientOpts replace the SDK client's API operations (tests).
 	clientOpts []sdk.ClientOpt
+	// Host files Available reads (tests point them elsewhere).
+	mountinfo, passwd, group string
 }
 
 // Driver is the Firecracker driver.
 type Driver struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	launcher Launcher
 }
 
 // New returns a driver; zero Config fields take their defaults.
 func New(cfg Config) *Driver {
-	if cfg.Binary == "" {
-		cfg.Binary = "firecracker"
-	}
-	if cfg.JailerBinary == "" {
-		cfg.JailerBinary = "jailer"
-	}
-	if cfg.CgroupVersion == "" {
-		cfg.CgroupVersion = "2"
+	cfg.Jailer = cfg.Jailer.WithDefaults()
+	if cfg.KVMDevice == "" {
+		cfg.KVMDevice = "/dev/kvm"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -79,7 +84,17 @@ func New(cfg Config) *Driver {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
-	return &Driver{cfg: cfg, log: cfg.Logger}
+	if cfg.mountinfo == "" {
+		cfg.mountinfo = "/proc/self/mountinfo"
+	}
+	if cfg.passwd == "" {
+		cfg.passwd, cfg.group = "/etc/passwd", "/etc/group"
+	}
+	d := &Driver{cfg: cfg, log: cfg.Logger, launcher: cfg.Launcher}
+	if d.launcher == nil {
+		d.launcher = &DirectLauncher{d: d}
+	}
+	return d
 }
 
 // Name is "firecracker".
@@ -128,27 +143,51 @@ func firstLine(s string) string {
 	return s
 }
 
-// Available checks both binaries and that firecracker's version is supported.
+// Available checks what the jailer needs: both binaries (root-owned when
+// root runs them), the KVM device, the host's cgroup version and a uid
+// range no user or group has; then that firecracker's version is
+// supported. Each failure says what to change.
 func (d *Driver) Available(ctx context.Context) error {
-	bin, err := exec.LookPath(d.cfg.Binary)
-	if err != nil {
-		return fmt.Errorf("%w: firecracker not installed: %v", vmm.ErrUnavailable, err)
+	j := d.cfg.Jailer
+	if err := j.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", vmm.ErrUnavailable, err)
 	}
-	if _, err := exec.LookPath(d.cfg.JailerBinary); err != nil {
-		return fmt.Errorf("%w: jailer not installed: %v", vmm.ErrUnavailable, err)
+	for _, b := range []struct{ what, path string }{{"firecracker", j.FirecrackerBinary}, {"jailer", j.JailerBinary}} {
+		if _, err := os.Stat(b.path); err != nil {
+			return fmt.Errorf("%w: %s not installed at %s (set firecracker.%s in config.toml): %v", vmm.ErrUnavailable, b.what, b.path, map[string]string{"firecracker": "binary", "jailer": "jailer_binary"}[b.what], err)
+		}
+		if d.launcher.Privileged() {
+			if err := jailer.CheckRootBinary(b.path); err != nil {
+				return fmt.Errorf("%w: the root helper runs %s: %v", vmm.ErrUnavailable, b.what, err)
+			}
+		}
+	}
+	if st, err := os.Stat(d.cfg.KVMDevice); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return fmt.Errorf("%w: firecracker needs %s (a KVM host), which is missing here: %v", vmm.ErrUnavailable, d.cfg.KVMDevice, err)
+	}
+	v, err := jailer.HostCgroupVersion(d.cfg.mountinfo)
+	if err != nil {
+		return fmt.Errorf("%w: cgroups for the jailer: %v", vmm.ErrUnavailable, err)
+	}
+	if v != j.CgroupVersion {
+		return fmt.Errorf("%w: this host runs cgroup v%s but firecracker.cgroup_version is %q: set it to %q", vmm.ErrUnavailable, v, j.CgroupVersion, v)
+	}
+	if err := j.CheckRange(d.cfg.passwd, d.cfg.group); err != nil {
+		return fmt.Errorf("%w: %v", vmm.ErrUnavailable, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	bin := j.FirecrackerBinary
 	out, err := exec.CommandContext(ctx, bin, "--version").Output()
 	if err != nil {
 		return fmt.Errorf("%w: run %s --version: %v", vmm.ErrUnavailable, bin, err)
 	}
-	v, err := ParseVersion(string(out))
+	v2, err := ParseVersion(string(out))
 	if err != nil {
 		return fmt.Errorf("%w: %s --version: %v", vmm.ErrUnavailable, bin, err)
 	}
-	if v.Less(MinVersion) || !v.Less(MaxVersion) {
-		return fmt.Errorf("%w: firecracker %s is outside the supported range %s to before %s", vmm.ErrUnavailable, v, MinVersion, MaxVersion)
+	if v2.Less(MinVersion) || !v2.Less(MaxVersion) {
+		return fmt.Errorf("%w: firecracker %s is outside the supported range %s to before %s", vmm.ErrUnavailable, v2, MinVersion, MaxVersion)
 	}
 	return nil
 }
@@ -169,8 +208,8 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	if err := vmm.ValidateShared(spec); err != nil {
 		return err
 	}
-	if d.cfg.ChrootBaseDir == "" || !filepath.IsAbs(d.cfg.ChrootBaseDir) {
-		return bad("jailer chroot base dir %q must be an absolute path", d.cfg.ChrootBaseDir)
+	if err := d.cfg.Jailer.Validate(); err != nil {
+		return bad("%v", err)
 	}
 	if err := checkVMLinux(spec.Kernel.VMLinux); err != nil {
 		return bad("kernel: %v", err)
@@ -195,8 +234,10 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	if spec.MemoryMiB < 64 {
 		return bad("memory %d MiB: want at least 64", spec.MemoryMiB)
 	}
-	_, err := d.AgentEndpoint(spec)
-	return err
+	if _, err := d.AgentEndpoint(spec); err != nil {
+		return err
+	}
+	return d.launcher.Validate(spec)
 }
 
 // checkVMLinux insists on an x86-64 ELF image: Firecracker cannot boot a
@@ -234,13 +275,15 @@ func (d *Driver) AgentEndpoint(spec vmm.Spec) (vmm.AgentEndpoint, error) {
 	if spec.Agent.VsockCID < 3 || spec.Agent.VsockPort == 0 {
 		return vmm.AgentEndpoint{}, fmt.Errorf("%w: vsock cid %d (want >= 3) and port %d (want > 0)", vmm.ErrInvalidSpec, spec.Agent.VsockCID, spec.Agent.VsockPort)
 	}
-	return vmm.AgentEndpoint{Kind: vmm.AgentHybridVsock, SocketPath: filepath.Join(d.jailRoot(spec.ID), vsockSockName), CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}, nil
+	ep := vmm.AgentEndpoint{Kind: vmm.AgentHybridVsock, SocketPath: filepath.Join(d.jailRoot(spec.ID), vsockSockName), CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}
+	if d.launcher.BuildsJail() {
+		ep.JailID = spec.ID // the owner reaches it through the root helper
+	}
+	return ep, nil
 }
 
 // jailDir is <base>/<exec file name>/<id>, the jailer's layout.
-func (d *Driver) jailDir(id string) string {
-	return filepath.Join(d.cfg.ChrootBaseDir, filepath.Base(d.cfg.Binary), id)
-}
+func (d *Driver) jailDir(id string) string { return d.cfg.Jailer.JailDir(id) }
 
 func (d *Driver) jailRoot(id string) string { return filepath.Join(d.jailDir(id), "root") }
 
@@ -265,6 +308,10 @@ func (d *Driver) BuildConfig(spec vmm.Spec) sdk.Config {
 			HostDevName: spec.Net.Tap, MacAddress: spec.Net.MAC}}}
 	}
 	uid, gid, numa := d.cfg.UID, d.cfg.GID, 0
+	var chroot sdk.HandlersAdapter = sdk.NewNaiveChrootStrategy(spec.Kernel.VMLinux)
+	if d.launcher.BuildsJail() {
+		chroot = jailNames{}
+	}
 	return sdk.Config{
 		SocketPath:        apiSockName,
 		KernelImagePath:   spec.Kernel.VMLinux,
@@ -287,27 +334,22 @@ func (d *Driver) BuildConfig(spec vmm.Spec) sdk.Config {
 			UID:            &uid,
 			GID:            &gid,
 			NumaNode:       &numa,
-			ExecFile:       d.cfg.Binary,
-			JailerBinary:   d.cfg.JailerBinary,
-			ChrootBaseDir:  d.cfg.ChrootBaseDir,
-			CgroupVersion:  d.cfg.CgroupVersion,
-			ChrootStrategy: sdk.NewNaiveChrootStrategy(spec.Kernel.VMLinux),
+			ExecFile:       d.cfg.Jailer.FirecrackerBinary,
+			JailerBinary:   d.cfg.Jailer.JailerBinary,
+			ChrootBaseDir:  d.cfg.Jailer.ChrootBase,
+			CgroupVersion:  d.cfg.Jailer.CgroupVersion,
+			ChrootStrategy: chroot,
 			Stdout:         io.Discard,
 			Stderr:         io.Discard,
 		},
 	}
 }
 
-// jailerArgs mirrors the SDK's jailer command line (its builder) so that
-// banger can launch the process itself, detached.
+// jailerArgs is the direct launcher's jailer command line (the root
+// helper builds the same from its own settings).
 func (d *Driver) jailerArgs(cfg sdk.Config) []string {
 	j := cfg.JailerCfg
-	return sdk.NewJailerCommandBuilder().
-		WithID(j.ID).WithUID(*j.UID).WithGID(*j.GID).WithNumaNode(*j.NumaNode).
-		WithExecFile(j.ExecFile).WithChrootBaseDir(j.ChrootBaseDir).
-		WithCgroupVersion(j.CgroupVersion).
-		WithFirecrackerArgs("--api-sock", apiSockName).
-		Args()
+	return d.cfg.Jailer.Args(j.ID, *j.UID, *j.GID)
 }
 
 // sdkLogger bridges the SDK's logrus output to slog at debug level.
@@ -323,12 +365,4 @@ type slogWriter struct{ log *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.log.Debug(string(bytes.TrimSpace(p)))
 	return len(p), nil
-}
-
-func lookPath(bin string) (string, error) {
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", vmm.ErrUnavailable, err)
-	}
-	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/firecracker-microvm/firecracker-go-sdk/fctesting"
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -81,6 +83,15 @@ func (r *recorder) client() *fctesting.MockClient {
 	}
 }
 
+func hostFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func writeExec(t *testing.T, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
@@ -132,10 +143,15 @@ func newFixture(t *testing.T, version string) fixture {
 	}
 	rec := &recorder{}
 	d := New(Config{
-		Binary: filepath.Join(bin, "firecracker"), JailerBinary: filepath.Join(bin, "jailer"),
-		ChrootBaseDir: filepath.Join(dir, "jail"), UID: 1234, GID: 1235,
+		Jailer: jailer.Config{FirecrackerBinary: filepath.Join(bin, "firecracker"), JailerBinary: filepath.Join(bin, "jailer"),
+			ChrootBase: filepath.Join(dir, "jail"), CgroupVersion: "2"},
+		UID: 1234, GID: 1235,
 		StartTimeout: 20 * time.Second,
 		clientOpts:   []sdk.ClientOpt{sdk.WithOpsClient(rec.client())},
+		KVMDevice:    "/dev/null", // a character device: the host's KVM is not what these tests are about
+		mountinfo:    hostFile(t, dir, "mountinfo", "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
+		passwd:       hostFile(t, dir, "passwd", "root:x:0:0::/root:/bin/sh\n"),
+		group:        hostFile(t, dir, "group", "root:x:0:\n"),
 	})
 	spec := vmm.Spec{
 		ID: "vm-1", Name: "one", Dir: vmDir,
@@ -212,14 +228,21 @@ func TestStartAPISequence(t *testing.T) {
 		t.Errorf("vsock %+v", f.rec.vsock)
 	}
 
-	// The jailer was launched detached with the per-VM jail settings.
-	b, err := os.ReadFile(f.argsFile)
+	// The jailer was launched detached with the per-VM jail settings (the
+	// test made the socket itself, so the script may still be writing).
+	var b []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err = os.ReadFile(f.argsFile)
+		if err == nil && strings.Contains(string(b), "/api.sock") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	args := strings.Join(strings.Fields(string(b)), " ")
-	for _, w := range []string{"--id vm-1", "--uid 1234", "--gid 1235", "--exec-file " + f.d.cfg.Binary,
-		"--cgroup-version 2", "--chroot-base-dir " + f.d.cfg.ChrootBaseDir, "-- --api-sock /api.sock"} {
+	for _, w := range []string{"--id vm-1", "--uid 1234", "--gid 1235", "--exec-file " + f.d.cfg.Jailer.FirecrackerBinary,
+		"--cgroup-version 2", "--chroot-base-dir " + f.d.cfg.Jailer.ChrootBase, "-- --api-sock /api.sock"} {
 		if !strings.Contains(args, w) {
 			t.Errorf("jailer args lack %q: %s", w, args)
 		}
@@ -321,7 +344,7 @@ func TestVersionRange(t *testing.T) {
 	for out, ok := range map[string]bool{"Firecracker v1.4.0\n": true, "Firecracker v1.12.1": true,
 		"Firecracker v1.3.9": false, "Firecracker v2.0.0": false, "firecracker 1.5": false} {
 		f := newFixture(t, "x")
-		writeExec(t, f.d.cfg.Binary, "echo '"+out+"'")
+		writeExec(t, f.d.cfg.Jailer.FirecrackerBinary, "echo '"+out+"'")
 		err := f.d.Available(context.Background())
 		if (err == nil) != ok {
 			t.Errorf("%q: available=%v, want %v (%v)", out, err == nil, ok, err)
@@ -384,7 +407,7 @@ func TestSelect(t *testing.T) {
 	if _, err := vmm.Select(ctx, "firecracker", pvm, f.d, q); err == nil || !strings.Contains(err.Error(), "PVM") {
 		t.Fatalf("explicit firecracker on pvm: %v", err)
 	}
-	missing := New(Config{Binary: "/nonexistent/firecracker", ChrootBaseDir: "/x"})
+	missing := New(Config{Jailer: jailer.Config{FirecrackerBinary: "/nonexistent/firecracker", ChrootBase: "/x"}})
 	if d, err := vmm.Select(ctx, "auto", kvm, missing, q); err != nil || d.Name() != "qemu" {
 		t.Fatalf("auto without firecracker: %v %v", d, err)
 	}
@@ -427,5 +450,38 @@ func TestValidateRefusesSharesNamingSync(t *testing.T) {
 	s.Shares = []vmm.Share{{Tag: "banger0", Source: "/home/u/proj"}}
 	if err := f.d.Validate(s); err == nil || !strings.Contains(err.Error(), "banger vm sync") {
 		t.Fatalf("Validate with shares = %v, want a refusal naming banger vm sync", err)
+	}
+}
+
+// TestAvailableChecksJailerNeeds: each unmet need of the jailer makes the
+// driver unavailable with a reason naming what to change.
+func TestAvailableChecksJailerNeeds(t *testing.T) {
+	cases := map[string]struct {
+		mutate func(f fixture)
+		want   string
+	}{
+		"no kvm": {func(f fixture) { f.d.cfg.KVMDevice = "/nonexistent/kvm" }, "/nonexistent/kvm"},
+		"cgroup v1": {func(f fixture) {
+			os.WriteFile(f.d.cfg.mountinfo, []byte("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"), 0o644)
+		}, `set it to "1"`},
+		"uid of a user": {func(f fixture) {
+			os.WriteFile(f.d.cfg.passwd, []byte("svc:x:"+strconv.Itoa(jailer.DefaultUIDStart)+":100::/:/bin/false\n"), 0o644)
+		}, `user "svc"`},
+		"no jailer": {func(f fixture) { os.Remove(f.d.cfg.Jailer.JailerBinary) }, "firecracker.jailer_binary"},
+		"jailer not root's, root runs it": {func(f fixture) {
+			os.Chown(f.d.cfg.Jailer.JailerBinary, 4242, 4242)
+			f.d.launcher = NewHelperLauncher(nil)
+		}, "not owned by root"},
+	}
+	for name, tc := range cases {
+		f := newFixture(t, "v1.7.0")
+		if err := f.d.Available(context.Background()); err != nil {
+			t.Fatalf("%s: fixture unavailable: %v", name, err)
+		}
+		tc.mutate(f)
+		err := f.d.Available(context.Background())
+		if !errors.Is(err, vmm.ErrUnavailable) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrUnavailable naming %s", name, err, tc.want)
+		}
 	}
 }

@@ -2,14 +2,18 @@ package firecracker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
+	"net"
+	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
+	fcclient "github.com/firecracker-microvm/firecracker-go-sdk/client"
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
+	httptransport "github.com/go-openapi/runtime/client"
+	"github.com/go-openapi/strfmt"
 
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -57,10 +61,15 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 	b.Config = d.BuildConfig(b.Spec)
 	logger := d.sdkLogger(b.Spec.ID)
-	// The jail dir is ours to remove on failure (hard links and sockets).
-	undo.Push(func(context.Context) error { return os.RemoveAll(d.jailDir(b.Spec.ID)) })
 	sock := filepath.Join(d.jailRoot(b.Spec.ID), apiSockName)
-	client := sdk.NewClient(sock, logger, false, d.cfg.clientOpts...)
+	inst := vmm.Instance{Driver: vmm.Firecracker, ID: b.Spec.ID, ControlSocket: sock}
+	// The launcher removes the jail on failure (and the VMM once started).
+	undo.Push(func(ctx context.Context) error { return d.launcher.Remove(ctx, inst) })
+	// The first connection is the one the launcher returns (the root
+	// helper's passed socket); later ones are dialled through it.
+	conns := &firstConn{next: func(ctx context.Context) (net.Conn, error) { return d.launcher.DialAPI(ctx, inst) }}
+	defer conns.close()
+	client := d.newClient(b.Spec.ID, conns.dial)
 	m, err := sdk.NewMachine(ctx, b.Config, sdk.WithClient(client), sdk.WithLogger(logger))
 	if err != nil {
 		return fmt.Errorf("prepare firecracker machine: %w", err)
@@ -68,7 +77,9 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 	m.Handlers.FcInit = m.Handlers.FcInit.Swap(sdk.Handler{
 		Name: startVMMHandlerName,
 		Fn: func(ctx context.Context, m *sdk.Machine) error {
-			return d.spawn(ctx, b, m, client, undo)
+			l, err := d.spawn(ctx, b, client, conns)
+			inst.PID, inst.PIDStartTime = l.PID, l.StartTime
+			return err
 		},
 	})
 	// The SDK's Start never sees a cancellable context: it would SIGTERM the
@@ -96,9 +107,64 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 		Agent:         agent,
 		ConsoleLog:    d.consolePath(b.Spec),
 		Accel:         "kvm",
-		Files:         []string{sock, agent.SocketPath},
+	}
+	if !d.launcher.BuildsJail() {
+		// The helper's jail is the helper's to remove (vm.jailer.stop).
+		b.Instance.Files = []string{sock, agent.SocketPath}
 	}
 	return nil
+}
+
+// firstConn hands out a given connection once, then dials new ones.
+type firstConn struct {
+	mu    sync.Mutex
+	first net.Conn
+	next  func(context.Context) (net.Conn, error)
+}
+
+func (f *firstConn) set(c net.Conn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.first = c
+}
+
+func (f *firstConn) dial(ctx context.Context) (net.Conn, error) {
+	f.mu.Lock()
+	c := f.first
+	f.first = nil
+	f.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	return f.next(ctx)
+}
+
+// close closes a handed-out connection nobody used.
+func (f *firstConn) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.first != nil {
+		f.first.Close()
+		f.first = nil
+	}
+}
+
+// newClient is the SDK's client over connections from dial (not a socket
+// path: the owner cannot open the jail), or the test's mock operations.
+func (d *Driver) newClient(vmID string, dial func(context.Context) (net.Conn, error)) *sdk.Client {
+	logger := d.sdkLogger(vmID)
+	if len(d.cfg.clientOpts) > 0 {
+		return sdk.NewClient("", logger, false, d.cfg.clientOpts...)
+	}
+	t := httptransport.New(fcclient.DefaultHost, fcclient.DefaultBasePath, fcclient.DefaultSchemes)
+	t.Transport = &http.Transport{
+		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		MaxConnsPerHost: 1, // one API connection at a time: each is a helper call
+	}
+	t.SetLogger(logger)
+	fc := fcclient.NewHTTPClient(strfmt.NewFormats())
+	fc.SetTransport(t)
+	return sdk.NewClient("", logger, false, sdk.WithOpsClient(fc.Operations))
 }
 
 func (d *Driver) consolePath(spec vmm.Spec) string {
@@ -108,34 +174,39 @@ func (d *Driver) consolePath(spec vmm.Spec) string {
 	return filepath.Join(spec.Dir, "console.log")
 }
 
-// spawn launches the jailer (which execs firecracker under the same pid)
-// detached, then waits for the API socket to answer, bounded.
-func (d *Driver) spawn(ctx context.Context, b *Boot, m *sdk.Machine, client *sdk.Client, undo *vmm.Undo) error {
-	jailer, err := lookPath(d.cfg.JailerBinary)
-	if err != nil {
-		return err
+// spawn has the launcher start the jailer (which execs firecracker under
+// the same pid), detached, then waits, bounded, for the API to answer.
+func (d *Driver) spawn(ctx context.Context, b *Boot, client *sdk.Client, conns *firstConn) (Launched, error) {
+	l, err := d.launcher.Launch(ctx, b)
+	if l.PID > 0 {
+		b.Proc = &vmm.Process{PID: l.PID, StartTime: l.StartTime}
 	}
-	// Firecracker's serial console is its stdout.
-	p, err := vmm.StartDetached(vmm.Command{Path: jailer, Args: d.jailerArgs(b.Config), LogPath: d.consolePath(b.Spec)})
 	if err != nil {
-		return err
+		return l, err
 	}
-	b.Proc = p
-	undo.Push(func(ctx context.Context) error { return vmm.KillAndWait(ctx, p.PID, p.StartTime, d.cfg.StopTimeout) })
+	if l.API != nil {
+		conns.set(l.API)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
 	defer cancel()
-	err = p.WaitSocket(ctx, m.Cfg.SocketPath, func(context.Context) error {
-		_, err := client.GetMachineConfiguration()
-		return err
-	})
-	switch {
-	case errors.Is(err, vmm.ErrExited):
-		tail, _ := vmm.TailFile(d.consolePath(b.Spec), 20)
-		return fmt.Errorf("jailer/firecracker exited during start-up (%v); output:\n%s", p.ExitErr(), tail)
-	case err != nil:
-		return fmt.Errorf("firecracker api socket %s not answering: %w", m.Cfg.SocketPath, err)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		if _, err := client.GetMachineConfiguration(); err == nil {
+			return l, nil
+		} else {
+			last = err
+		}
+		select {
+		case <-l.Exited:
+			tail, _ := vmm.TailFile(d.consolePath(b.Spec), 20)
+			return l, fmt.Errorf("jailer/firecracker exited during start-up; output:\n%s", tail)
+		case <-ctx.Done():
+			return l, fmt.Errorf("firecracker api not answering: %w (last: %v)", ctx.Err(), last)
+		case <-tick.C:
+		}
 	}
-	return nil
 }
 
 // Alive reports whether the instance's firecracker still runs.
@@ -144,7 +215,7 @@ func (d *Driver) Alive(inst vmm.Instance) (bool, string) {
 }
 
 func (d *Driver) client(inst vmm.Instance) *sdk.Client {
-	return sdk.NewClient(inst.ControlSocket, d.sdkLogger(inst.ID), false, d.cfg.clientOpts...)
+	return d.newClient(inst.ID, func(ctx context.Context) (net.Conn, error) { return d.launcher.DialAPI(ctx, inst) })
 }
 
 // Adopt verifies a persisted instance: process alive with the recorded
@@ -175,22 +246,12 @@ func (d *Driver) Stop(ctx context.Context, inst vmm.Instance, graceful bool, tim
 
 // Kill ends the VM at once and removes its jail.
 func (d *Driver) Kill(ctx context.Context, inst vmm.Instance) error {
-	if err := vmm.KillAndWait(ctx, inst.PID, inst.PIDStartTime, d.cfg.StopTimeout); err != nil {
-		return fmt.Errorf("kill vm %q: %w", inst.ID, err)
-	}
-	return d.cleanup(inst)
+	return d.launcher.Remove(ctx, inst)
 }
 
-// cleanup removes the jail (hard links, sockets). Its path comes from the
-// driver's own config and a validated id, never from persisted data.
+// cleanup removes the jail of a VMM that has ended.
 func (d *Driver) cleanup(inst vmm.Instance) error {
-	if !idRe.MatchString(inst.ID) {
-		return fmt.Errorf("clean up vm: refusing id %q", inst.ID)
-	}
-	if err := os.RemoveAll(d.jailDir(inst.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove jail of vm %q: %w", inst.ID, err)
-	}
-	return nil
+	return d.launcher.Remove(context.Background(), inst)
 }
 
 // ConsolePath is the serial console log (firecracker's stdout).
