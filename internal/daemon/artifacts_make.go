@@ -10,6 +10,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/debarchive"
+	"github.com/bangerdev/banger/internal/faultinject"
 	"github.com/bangerdev/banger/internal/imagecat"
 	"github.com/bangerdev/banger/internal/imagepull"
 	"github.com/bangerdev/banger/internal/kernelcat"
@@ -61,6 +62,7 @@ func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pull kernel %q: %w", p.Name, err)
 	}
+	faultinject.Pause(ctx, faultinject.Point("kernel-pull", "record"))
 	return d.recordKernel(ctx, k)
 }
 
@@ -128,7 +130,7 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("build image %q: %w", e.Name, err)
 		}
-		return d.recordImage(ctx, st, res)
+		return d.recordImage(ctx, "image-build", st, res)
 	}
 	built, err := d.helper.BuildImage(ctx, e.Name, c.ProgressFunc())
 	if err != nil {
@@ -139,7 +141,7 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 		err = api.Errorf(api.CodeFailedPrecondition, "build image %q: the root helper wrote %s, not this daemon's %s: the helper and the daemon disagree on BANGER_HOME", e.Name, built.Path, want)
 		return nil, err
 	}
-	return d.recordImage(ctx, st, imagecat.Result{
+	return d.recordImage(ctx, "image-build", st, imagecat.Result{
 		Name: built.Name, Source: built.Source, Digest: built.Digest,
 		SizeBytes: built.SizeBytes, Path: built.Path, CreatedAt: built.CreatedAt,
 	})
@@ -164,7 +166,7 @@ func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err)
 	}
-	return d.recordImage(ctx, st, res)
+	return d.recordImage(ctx, "image-import", st, res)
 }
 
 func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
@@ -195,7 +197,8 @@ func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pull image %s: %w", p.Ref, err)
 	}
-	return d.recordImage(ctx, st, imagecat.Result{
+	faultinject.Pause(ctx, faultinject.Point("image-pull", "image"))
+	return d.recordImage(ctx, "image-pull", st, imagecat.Result{
 		Name: p.Name, Source: "oci:" + res.Ref + "@" + res.Digest, Digest: "sha256:" + strings.TrimPrefix(res.ImageDigest, "sha256:"),
 		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: time.Now().UTC(),
 	})
@@ -215,10 +218,13 @@ func (d *Daemon) prepareImage(st imagecat.Store, name string) (string, func(erro
 	}, nil
 }
 
-func (d *Daemon) recordImage(ctx context.Context, st imagecat.Store, res imagecat.Result) (model.Image, error) {
+// recordImage writes image.json, then the store row; kind names the
+// operation for fault injection (KIND/record pauses between the two).
+func (d *Daemon) recordImage(ctx context.Context, kind string, st imagecat.Store, res imagecat.Result) (model.Image, error) {
 	if err := st.Save(res); err != nil {
 		return model.Image{}, err
 	}
+	faultinject.Pause(ctx, faultinject.Point(kind, "record"))
 	return d.store.PutImage(ctx, model.Image{
 		Name: res.Name, Source: res.Source, Digest: strings.TrimPrefix(res.Digest, "sha256:"),
 		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: res.CreatedAt,

@@ -115,6 +115,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer d.vms.Close() // VMs keep running: the next daemon re-adopts them
 	// Operations a crash cut short first (finished or rolled back), then
 	// the VMs that still run.
+	d.sweepArtifacts(ctx)
 	if err := d.vms.Recover(ctx); err != nil {
 		lg.Error("recover interrupted operations", "err", err)
 	}
