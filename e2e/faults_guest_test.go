@@ -1,0 +1,155 @@
+package e2e
+
+// Guest faults: a guest that kills its agent (PID 1), powers itself off,
+// panics its kernel, floods its console or stops answering (its VMM
+// SIGSTOPped). Each time the VM ends in a stated state with the reason in
+// vm inspect, it can be started again or removed, and nothing is left.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/testutil"
+)
+
+// waitState waits until vm name is in state want and returns it.
+func waitState(t *testing.T, in *instance, name string, want model.VMState, within time.Duration) model.VM {
+	t.Helper()
+	var vm model.VM
+	waitFor(t, within, "vm "+name+" is "+string(want), func() (bool, string) {
+		vm = in.inspect(name)
+		return vm.State == want, string(vm.State) + " (" + vm.StateReason + ")"
+	})
+	return vm
+}
+
+// TestFaultGuest: one VM through the guest's faults in turn. make test runs
+// agent-kill, poweroff and panic (two boots); BANGER_FAULT_ALL adds the
+// console flood and the guest that never answers (a third boot).
+func TestFaultGuest(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	in := vmInstance(t)
+	r := &faultRig{in: in}
+	before := r.state(t)
+	okWithin(t, in, 5*time.Minute, "vm", "create", "--start", "--name", "g", "--memory", "384M")
+	up := in.inspect("g")
+
+	// The agent is PID 1: the kernel ignores signals it has no handler for,
+	// SIGKILL included. The VM runs on, same VMM, same boot.
+	in.run("banger", "vm", "exec", "g", "--", "sh", "-c", "kill -KILL 1; kill -SEGV 1; kill -TERM 1; true")
+	in.ok("banger", "vm", "exec", "g", "--", "true")
+	if cur := in.inspect("g"); cur.State != model.StateRunning || cur.PID != up.PID || cur.BootID != up.BootID {
+		t.Fatalf("after signals to the agent: %s (%s), pid %d→%d, boot %s→%s", cur.State, cur.StateReason, up.PID, cur.PID, up.BootID, cur.BootID)
+	}
+
+	// Power off from inside: a stop, with the reason.
+	in.run("banger", "vm", "exec", "g", "--", "sh", "-c", "echo o > /proc/sysrq-trigger")
+	vm := waitState(t, in, "g", model.StateStopped, 60*time.Second)
+	if !strings.Contains(vm.StateReason, "powered itself off") || vm.PID != 0 || processAlive(up.PID) {
+		t.Fatalf("after a guest poweroff: %s (%q), pid %d, old qemu alive %v", vm.State, vm.StateReason, vm.PID, processAlive(up.PID))
+	}
+	okWithin(t, in, 5*time.Minute, "vm", "start", "g")
+	up = in.inspect("g")
+
+	// Kernel panic: error, the panic in the reason.
+	in.run("banger", "vm", "exec", "g", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+	vm = waitState(t, in, "g", model.StateError, 60*time.Second)
+	if !strings.Contains(vm.StateReason, "exited unexpectedly") || !strings.Contains(vm.StateReason, "Kernel panic") || vm.PID != 0 || processAlive(up.PID) {
+		t.Fatalf("after a kernel panic: %s (%q), pid %d, old qemu alive %v", vm.State, vm.StateReason, vm.PID, processAlive(up.PID))
+	}
+
+	if os.Getenv("BANGER_FAULT_ALL") == "1" {
+		okWithin(t, in, 5*time.Minute, "vm", "start", "g")
+		faultConsoleFlood(t, in)
+		faultGuestSilent(t, in)
+	}
+	in.ok("banger", "vm", "rm", "-f", "g")
+	faultVMGone(t, in, "g")
+	r.expectHostAsBefore(t, "guest faults", before)
+}
+
+// expectHostAsBefore is expectUnchanged without a sentinel VM.
+func (r *faultRig) expectHostAsBefore(t *testing.T, what string, before hostState) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if last = before.diff(r.state(t)); last == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s the host differs from before:\n%s", what, last)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// faultConsoleFlood: 12 MiB written to the serial console. The log is
+// trimmed to the daemon's 8 MiB bound (every 15 s, keeping the newest
+// half), the newest output kept, and the VM answers.
+func faultConsoleFlood(t *testing.T, in *instance) {
+	t.Helper()
+	const bound = 8 << 20
+	start := time.Now()
+	okWithin(t, in, 10*time.Minute, "vm", "exec", "g", "--", "sh", "-c",
+		"yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef | head -c 12582912 > /dev/ttyS0; echo FLOOD-END > /dev/ttyS0")
+	t.Logf("12 MiB to the console in %s", time.Since(start).Round(time.Millisecond))
+	log := filepath.Join(in.inspect("g").Dir, "console.log")
+	waitFor(t, 40*time.Second, "the console log is trimmed to its bound", func() (bool, string) {
+		fi, err := os.Stat(log)
+		if err != nil {
+			return false, err.Error()
+		}
+		return fi.Size() <= bound, fmt.Sprint(fi.Size())
+	})
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "FLOOD-END") {
+		t.Fatalf("the trimmed console log (%d bytes) lost the newest output", len(data))
+	}
+	if out := in.ok("banger", "vm", "logs", "g"); !strings.Contains(out, "FLOOD-END") {
+		t.Fatal("vm logs does not show the newest console output")
+	}
+	in.ok("banger", "vm", "exec", "g", "--", "true")
+}
+
+// faultGuestSilent: the VMM SIGSTOPped, so the guest answers nothing.
+// vm exec fails with a clear error instead of hanging, and vm stop and
+// vm rm still work.
+func faultGuestSilent(t *testing.T, in *instance) {
+	t.Helper()
+	vm := in.inspect("g")
+	if err := syscall.Kill(vm.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(vm.PID, syscall.SIGCONT) })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), "vm", "exec", "g", "--", "true")
+	cmd.Env = in.env()
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	t.Logf("vm exec against a silent guest: %v after %s: %s", err, time.Since(start).Round(time.Millisecond), out)
+	if ctx.Err() != nil {
+		t.Fatal("vm exec against a silent guest still waits after 3 minutes")
+	}
+	if err == nil || !strings.Contains(string(out), "g") {
+		t.Fatalf("vm exec against a silent guest: %v: %s", err, out)
+	}
+	okWithin(t, in, 3*time.Minute, "vm", "stop", "g")
+	if cur := in.inspect("g"); cur.State != model.StateStopped || processAlive(vm.PID) {
+		t.Fatalf("after vm stop of a silent guest: %s (%s), qemu alive %v", cur.State, cur.StateReason, processAlive(vm.PID))
+	}
+}
