@@ -60,7 +60,7 @@ func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call) (any, error) {
 	c.SetTarget(p.Name)
 	k, err := ks.Pull(ctx, p.Name, c.ProgressFunc())
 	if err != nil {
-		return nil, fmt.Errorf("pull kernel %q: %w", p.Name, err)
+		return nil, d.noSpace(fmt.Errorf("pull kernel %q: %w", p.Name, err), "pulling kernel "+p.Name)
 	}
 	faultinject.Pause(ctx, faultinject.Point("kernel-pull", "record"))
 	return d.recordKernel(ctx, k)
@@ -130,7 +130,9 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("build image %q: %w", e.Name, err)
 		}
-		return d.recordImage(ctx, "image-build", st, res)
+		var img model.Image
+		img, err = d.recordImage(ctx, "image-build", st, res)
+		return img, err
 	}
 	built, err := d.helper.BuildImage(ctx, e.Name, c.ProgressFunc())
 	if err != nil {
@@ -141,10 +143,12 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call) (any, error) {
 		err = api.Errorf(api.CodeFailedPrecondition, "build image %q: the root helper wrote %s, not this daemon's %s: the helper and the daemon disagree on BANGER_HOME", e.Name, built.Path, want)
 		return nil, err
 	}
-	return d.recordImage(ctx, "image-build", st, imagecat.Result{
+	// err is what the deferred undo sees: a failed record removes the image.
+	img, err := d.recordImage(ctx, "image-build", st, imagecat.Result{
 		Name: built.Name, Source: built.Source, Digest: built.Digest,
 		SizeBytes: built.SizeBytes, Path: built.Path, CreatedAt: built.CreatedAt,
 	})
+	return img, err
 }
 
 func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call) (any, error) {
@@ -164,9 +168,11 @@ func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call) (any, error) {
 	defer func() { done(err) }()
 	res, err := imagecat.Import(ctx, p.Name, p.Path, out, imagecat.ImportOptions{WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
 	if err != nil {
-		return nil, fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err)
+		err = d.noSpace(fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err), "importing image "+p.Name)
+		return nil, err
 	}
-	return d.recordImage(ctx, "image-import", st, res)
+	img, err := d.recordImage(ctx, "image-import", st, res)
+	return img, err
 }
 
 func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
@@ -195,13 +201,15 @@ func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call) (any, error) {
 		Insecure: p.Insecure, Progress: c.ProgressFunc(), Logger: c.Log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pull image %s: %w", p.Ref, err)
+		err = d.noSpace(fmt.Errorf("pull image %s: %w", p.Ref, err), "pulling image "+p.Ref)
+		return nil, err
 	}
 	faultinject.Pause(ctx, faultinject.Point("image-pull", "image"))
-	return d.recordImage(ctx, "image-pull", st, imagecat.Result{
+	img, err := d.recordImage(ctx, "image-pull", st, imagecat.Result{
 		Name: p.Name, Source: "oci:" + res.Ref + "@" + res.Digest, Digest: "sha256:" + strings.TrimPrefix(res.ImageDigest, "sha256:"),
 		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: time.Now().UTC(),
 	})
+	return img, d.noSpace(err, "recording image "+p.Name)
 }
 
 // prepareImage makes the image's directory; the returned undo removes it
