@@ -48,16 +48,19 @@ type Daemon struct {
 	store     *store.Store
 	ops       *opstate.Registry
 	helper    *roothelper.Client
-	helperPID int // set when this daemon spawned the helper (dev mode)
-	vms       *vmlife.Manager
-	cfg       config.Config // the owner's config.toml, read at start
-	dns       dnsState      // last table pushed to the helper's VM DNS
-	kvm       kvmprobe.Result
-	startedAt time.Time
-	stop      context.CancelFunc
-	mcpMu     sync.Mutex           // serialises MCP creates (see mcpCreate)
-	events    *events.Bus          // lifecycle events (banger events, vm ls -w)
-	pub       *vmforward.Publisher // published ports (--publish-all, -p)
+	helperMu  sync.Mutex // guards helperPID and helperDone
+	helperPID int        // set when this daemon spawned the helper (dev mode)
+	// helperDone is set once the daemon stops its helper: no restart after.
+	helperDone bool
+	vms        *vmlife.Manager
+	cfg        config.Config // the owner's config.toml, read at start
+	dns        dnsState      // last table pushed to the helper's VM DNS
+	kvm        kvmprobe.Result
+	startedAt  time.Time
+	stop       context.CancelFunc
+	mcpMu      sync.Mutex           // serialises MCP creates (see mcpCreate)
+	events     *events.Bus          // lifecycle events (banger events, vm ls -w)
+	pub        *vmforward.Publisher // published ports (--publish-all, -p)
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is
@@ -110,6 +113,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	st.ObserveVMs(d.observeVM)
 	d.ensureHelper(ctx)
 	defer d.stopManagedHelper()
+	go d.superviseHelper(ctx)
 	d.vms = d.newVMManager(ctx)
 	go d.syncDNS(ctx)
 	defer d.vms.Close() // VMs keep running: the next daemon re-adopts them
