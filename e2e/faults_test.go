@@ -41,6 +41,16 @@ type faultRig struct {
 func faultSetup(t *testing.T) *faultRig {
 	t.Helper()
 	in := vmInstance(t)
+	r := &faultRig{in: in, faultd: faultDaemon(t)}
+	in.ok("banger", "vm", "create", "--start", "--name", "sentinel", "--memory", "384M")
+	r.sentinel = in.inspect("sentinel")
+	return r
+}
+
+// faultDaemon builds a bangerd with the faultinject tag, with the guest
+// agent and the root helper beside it (where the daemon looks for them).
+func faultDaemon(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -50,23 +60,26 @@ func faultSetup(t *testing.T) *faultRig {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the faultinject bangerd: %v\n%s", err, out)
 	}
-	// The daemon finds the guest agent beside itself.
 	copyFile(t, filepath.Join(binDir, "banger-vsock-agent"), filepath.Join(dir, "banger-vsock-agent"), 0o755)
-	copyFile(t, filepath.Join(binDir, "banger-helper"), filepath.Join(dir, "banger-helper"), 0o755) // the daemon starts the helper from beside itself
-	r := &faultRig{in: in, faultd: filepath.Join(dir, "bangerd")}
-	in.ok("banger", "vm", "create", "--start", "--name", "sentinel", "--memory", "384M")
-	r.sentinel = in.inspect("sentinel")
-	return r
+	copyFile(t, filepath.Join(binDir, "banger-helper"), filepath.Join(dir, "banger-helper"), 0o755)
+	return filepath.Join(dir, "bangerd")
 }
 
 // killAt runs banger args against a daemon that pauses at point, SIGKILLs
 // the daemon there, and starts the release daemon again (which recovers).
 func (r *faultRig) killAt(t *testing.T, point string, args ...string) {
 	t.Helper()
-	in := r.in
+	faultKillAt(t, r.in, r.faultd, point, args...)
+}
+
+// faultKillAt runs banger args against faultd paused at point, SIGKILLs
+// it there and starts the release daemon again; it returns what the
+// command printed.
+func faultKillAt(t *testing.T, in *instance, faultd, point string, args ...string) string {
+	t.Helper()
 	in.ok("banger", "daemon", "stop")
 	markers := t.TempDir()
-	in.extraEnv = []string{"BANGER_DAEMON_BIN=" + r.faultd, faultinject.EnvPause + "=" + point, faultinject.EnvDir + "=" + markers}
+	in.extraEnv = []string{"BANGER_DAEMON_BIN=" + faultd, faultinject.EnvPause + "=" + point, faultinject.EnvDir + "=" + markers}
 	in.ok("banger", "daemon", "start")
 	cmd := exec.Command(filepath.Join(binDir, "banger"), args...)
 	cmd.Env = in.env()
@@ -105,6 +118,7 @@ func (r *faultRig) killAt(t *testing.T, point string, args ...string) {
 	}
 	in.extraEnv = nil
 	in.ok("banger", "daemon", "start")
+	return out.String()
 }
 
 // hostState is what the host holds, as far as banger is concerned.

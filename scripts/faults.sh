@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full fault matrix: the owner daemon SIGKILLed at every named step of
-# vm create, vm run, vm start, vm stop and vm rm (e2e TestFault*, with
+# vm create, vm run, vm start, vm stop, vm rm, image pull and kernel pull,
+# the helper and clients killed, a full disk and guest faults (e2e TestFault*, with
 # BANGER_FAULT_ALL=1), then the host reboot simulation. make test runs the
 # same tests at three points per operation.
 set -euo pipefail

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/debarchive"
+	"github.com/bangerdev/banger/internal/faultinject"
 	"github.com/bangerdev/banger/internal/imagecat"
 	"github.com/bangerdev/banger/internal/imagepull"
 	"github.com/bangerdev/banger/internal/kernelcat"
@@ -55,8 +56,9 @@ func (d *Daemon) kernelPull(ctx context.Context, c *rpc.Call, p api.KernelPull) 
 	c.SetTarget(p.Name)
 	k, err := ks.Pull(ctx, p.Name, c.ProgressFunc())
 	if err != nil {
-		return model.Kernel{}, fmt.Errorf("pull kernel %q: %w", p.Name, err)
+		return model.Kernel{}, d.noSpace(fmt.Errorf("pull kernel %q: %w", p.Name, err), "pulling kernel "+p.Name)
 	}
+	faultinject.Pause(ctx, faultinject.Point("kernel-pull", "record"))
 	return d.recordKernel(ctx, k)
 }
 
@@ -116,7 +118,9 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call, p api.ImageBuild) 
 		if err != nil {
 			return model.Image{}, fmt.Errorf("build image %q: %w", e.Name, err)
 		}
-		return d.recordImage(ctx, st, res)
+		var img model.Image
+		img, err = d.recordImage(ctx, "image-build", st, res)
+		return img, err
 	}
 	built, err := d.helper.BuildImage(ctx, e.Name, c.ProgressFunc())
 	if err != nil {
@@ -127,10 +131,12 @@ func (d *Daemon) imageBuild(ctx context.Context, c *rpc.Call, p api.ImageBuild) 
 		err = api.Errorf(api.CodeFailedPrecondition, "build image %q: the root helper wrote %s, not this daemon's %s: the helper and the daemon disagree on BANGER_HOME", e.Name, built.Path, want)
 		return model.Image{}, err
 	}
-	return d.recordImage(ctx, st, imagecat.Result{
+	// err is what the deferred undo sees: a failed record removes the image.
+	img, err := d.recordImage(ctx, "image-build", st, imagecat.Result{
 		Name: built.Name, Source: built.Source, Digest: built.Digest,
 		SizeBytes: built.SizeBytes, Path: built.Path, CreatedAt: built.CreatedAt,
 	})
+	return img, err
 }
 
 func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call, p api.ImageImport) (model.Image, error) {
@@ -146,9 +152,11 @@ func (d *Daemon) imageImport(ctx context.Context, c *rpc.Call, p api.ImageImport
 	defer func() { done(err) }()
 	res, err := imagecat.Import(ctx, p.Name, p.Path, out, imagecat.ImportOptions{WorkDir: d.paths.Cache, Logger: c.Log, Progress: c.ProgressFunc()})
 	if err != nil {
-		return model.Image{}, fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err)
+		err = d.noSpace(fmt.Errorf("import image %q from %s: %w", p.Name, p.Path, err), "importing image "+p.Name)
+		return model.Image{}, err
 	}
-	return d.recordImage(ctx, st, res)
+	img, err := d.recordImage(ctx, "image-import", st, res)
+	return img, err
 }
 
 func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call, p api.ImagePull) (model.Image, error) {
@@ -173,12 +181,15 @@ func (d *Daemon) imagePull(ctx context.Context, c *rpc.Call, p api.ImagePull) (m
 		Insecure: p.Insecure, Progress: c.ProgressFunc(), Logger: c.Log,
 	})
 	if err != nil {
-		return model.Image{}, fmt.Errorf("pull image %s: %w", p.Ref, err)
+		err = d.noSpace(fmt.Errorf("pull image %s: %w", p.Ref, err), "pulling image "+p.Ref)
+		return model.Image{}, err
 	}
-	return d.recordImage(ctx, st, imagecat.Result{
+	faultinject.Pause(ctx, faultinject.Point("image-pull", "image"))
+	img, err := d.recordImage(ctx, "image-pull", st, imagecat.Result{
 		Name: p.Name, Source: "oci:" + res.Ref + "@" + res.Digest, Digest: "sha256:" + strings.TrimPrefix(res.ImageDigest, "sha256:"),
 		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: time.Now().UTC(),
 	})
+	return img, d.noSpace(err, "recording image "+p.Name)
 }
 
 // prepareImage makes the image's directory; the returned undo removes it
@@ -195,10 +206,13 @@ func (d *Daemon) prepareImage(st imagecat.Store, name string) (string, func(erro
 	}, nil
 }
 
-func (d *Daemon) recordImage(ctx context.Context, st imagecat.Store, res imagecat.Result) (model.Image, error) {
+// recordImage writes image.json, then the store row; kind names the
+// operation for fault injection (KIND/record pauses between the two).
+func (d *Daemon) recordImage(ctx context.Context, kind string, st imagecat.Store, res imagecat.Result) (model.Image, error) {
 	if err := st.Save(res); err != nil {
 		return model.Image{}, err
 	}
+	faultinject.Pause(ctx, faultinject.Point(kind, "record"))
 	return d.store.PutImage(ctx, model.Image{
 		Name: res.Name, Source: res.Source, Digest: strings.TrimPrefix(res.Digest, "sha256:"),
 		SizeBytes: res.SizeBytes, Path: res.Path, CreatedAt: res.CreatedAt,

@@ -48,17 +48,20 @@ type Daemon struct {
 	store     *store.Store
 	ops       *opstate.Registry
 	helper    *roothelper.Client
-	helperPID int // set when this daemon spawned the helper (dev mode)
-	vms       *vmlife.Manager
-	cfg       config.Config // the owner's config.toml, read at start
-	dns       dnsState      // last table pushed to the helper's VM DNS
-	kvm       kvmprobe.Result
-	startedAt time.Time
-	stop      context.CancelFunc
-	mcpMu     sync.Mutex           // serialises MCP creates (see mcpCreate)
-	events    *events.Bus          // lifecycle events (banger events, vm ls -w)
-	pub       *vmforward.Publisher // published ports (--publish-all, -p)
-	syncCache *guestsync.Cache     // guests' last listings for vm sync
+	helperMu  sync.Mutex // guards helperPID and helperDone
+	helperPID int        // set when this daemon spawned the helper (dev mode)
+	// helperDone is set once the daemon stops its helper: no restart after.
+	helperDone bool
+	vms        *vmlife.Manager
+	cfg        config.Config // the owner's config.toml, read at start
+	dns        dnsState      // last table pushed to the helper's VM DNS
+	kvm        kvmprobe.Result
+	startedAt  time.Time
+	stop       context.CancelFunc
+	mcpMu      sync.Mutex           // serialises MCP creates (see mcpCreate)
+	events     *events.Bus          // lifecycle events (banger events, vm ls -w)
+	pub        *vmforward.Publisher // published ports (--publish-all, -p)
+	syncCache  *guestsync.Cache     // guests' last listings for vm sync
 }
 
 // Run starts the daemon and serves until ctx ends or daemon.shutdown is
@@ -112,11 +115,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	st.ObserveVMs(d.observeVM)
 	d.ensureHelper(ctx)
 	defer d.stopManagedHelper()
+	go d.superviseHelper(ctx)
 	d.vms = d.newVMManager(ctx)
 	go d.syncDNS(ctx)
 	defer d.vms.Close() // VMs keep running: the next daemon re-adopts them
 	// Operations a crash cut short first (finished or rolled back), then
 	// the VMs that still run.
+	d.sweepArtifacts(ctx)
 	if err := d.vms.Recover(ctx); err != nil {
 		lg.Error("recover interrupted operations", "err", err)
 	}

@@ -283,6 +283,11 @@ func (d *Daemon) vmForward(ctx context.Context, c *rpc.Call, p api.VMForward) (a
 		return api.Empty{}, agentError(fmt.Errorf("forward to %s in vm %q: %w", addr, vm.Name, err))
 	}
 	defer conn.Close()
+	// A client that goes away cancels ctx; the guest side may never close
+	// (a service waiting for a request), so close it here, or the read
+	// below holds this goroutine and its stream until the guest does.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	c.Log.DebugContext(ctx, "forwarding", "vm", vm.Name, "addr", addr)
 	// Client → guest until the client's eof, which half-closes the guest side.
 	go func() {

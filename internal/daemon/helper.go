@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/detach"
 	"github.com/bangerdev/banger/internal/paths"
@@ -27,7 +29,7 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 		if id.Managed {
 			// A helper a previous daemon of this state directory spawned (it
 			// died without stopping it): this daemon owns it now.
-			d.helperPID = id.PID
+			d.setHelperPID(id.PID)
 		}
 		return
 	}
@@ -62,7 +64,7 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 		d.log.Error("start root helper", "err", err)
 		return
 	}
-	d.helperPID = child.Pid
+	d.setHelperPID(child.Pid)
 	if err := system.WriteFileAtomic(d.paths.HelperPidFile(), []byte(strconv.Itoa(child.Pid)+"\n"), 0o600); err != nil {
 		d.log.Warn("record root helper pid", "err", err)
 	}
@@ -72,17 +74,85 @@ func (d *Daemon) ensureHelper(ctx context.Context) {
 // stopManagedHelper stops a helper this daemon spawned; a helper run by the
 // service manager is left alone.
 func (d *Daemon) stopManagedHelper() {
-	if d.helperPID == 0 {
+	d.helperMu.Lock()
+	d.helperDone = true
+	pid := d.helperPID
+	d.helperMu.Unlock()
+	if pid == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := d.helper.Shutdown(ctx); err != nil {
 		d.log.Warn("stop root helper", "err", err)
-		_ = syscallKill(d.helperPID)
+		_ = syscallKill(pid)
 	}
-	detach.WaitExit(d.helperPID, 3*time.Second)
+	detach.WaitExit(pid, 3*time.Second)
 	_ = os.Remove(d.paths.HelperPidFile())
+}
+
+func (d *Daemon) setHelperPID(pid int) {
+	d.helperMu.Lock()
+	defer d.helperMu.Unlock()
+	d.helperPID = pid
+}
+
+// helperRestarts bounds how often superviseHelper restarts a helper that
+// keeps dying: at most this many within helperRestartWindow.
+const (
+	helperRestarts      = 5
+	helperRestartWindow = time.Minute
+)
+
+// superviseHelper restarts a helper this daemon spawned when it dies (a
+// crash, a SIGKILL): without it every privileged operation would fail
+// until the daemon restarts. A helper the service manager runs is its
+// business (Restart= in its unit). The new helper re-creates the bridge
+// and tables on the next network call; what the dead one half-made is
+// undone by the operation that asked for it, or reconciled then.
+func (d *Daemon) superviseHelper(ctx context.Context) {
+	var recent []time.Time
+	for {
+		d.helperMu.Lock()
+		pid := d.helperPID
+		d.helperMu.Unlock()
+		if pid == 0 {
+			return
+		}
+		waitPidExit(ctx, pid)
+		d.helperMu.Lock()
+		done := d.helperDone
+		d.helperMu.Unlock()
+		if ctx.Err() != nil || done {
+			return
+		}
+		now := time.Now()
+		recent = append(recent, now)
+		for len(recent) > 0 && now.Sub(recent[0]) > helperRestartWindow {
+			recent = recent[1:]
+		}
+		if len(recent) > helperRestarts {
+			d.log.Error("root helper keeps exiting; not restarting it again (banger daemon stop; banger daemon start)", "pid", pid, "restarts", helperRestarts, "window", helperRestartWindow)
+			return
+		}
+		d.log.Warn("root helper exited; starting it again", "pid", pid)
+		d.setHelperPID(0)
+		d.ensureHelper(ctx)
+	}
+}
+
+// waitPidExit blocks until pid exits or ctx ends, on a pidfd (an event).
+func waitPidExit(ctx context.Context, pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // already gone
+	}
+	defer unix.Close(fd)
+	for ctx.Err() == nil {
+		if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 500); err == nil && n > 0 {
+			return
+		}
+	}
 }
 
 func (d *Daemon) helperStatus(ctx context.Context) api.HelperStatus {

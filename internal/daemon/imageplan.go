@@ -82,7 +82,7 @@ func (d *Daemon) imagePlan(ctx context.Context, c *rpc.Call, p api.ImagePlan) (_
 		}
 		res = imagecat.Result{Name: built.Name, Source: built.Source, Digest: built.Digest, SizeBytes: built.SizeBytes, Path: built.Path, CreatedAt: built.CreatedAt}
 	}
-	img, err := d.recordImage(ctx, st, res)
+	img, err := d.recordImage(ctx, "image-plan", st, res)
 	if err != nil {
 		return api.ImagePlanned{}, err
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/download"
 	"github.com/bangerdev/banger/internal/ext4"
+	"github.com/bangerdev/banger/internal/faultinject"
 	"github.com/bangerdev/banger/internal/flatten"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
@@ -203,6 +204,7 @@ func Pull(ctx context.Context, ref, dest string, opts Options) (*Result, error) 
 		return nil, fmt.Errorf("pull %s: %w", r.Name(), err)
 	}
 	res.Skipped = flat.Skipped
+	faultinject.Pause(ctx, faultinject.Point("image-pull", "flatten"))
 
 	opts.Progress.Stage("mkfs", "building ext4 image")
 	eopts := ext4.Options{Logger: log}
@@ -359,6 +361,7 @@ func (c *cache) download(ctx context.Context, l v1.Layer, info Layer, dst string
 	// hashed while streaming, renamed into the cache only on a match.
 	stage := "layer " + short(info.Digest)
 	var last int64
+	paused := false
 	err = download.Save(ctx, rc, download.Spec{
 		URL:      info.Digest,
 		SHA256:   strings.TrimPrefix(info.Digest, "sha256:"),
@@ -369,6 +372,11 @@ func (c *cache) download(ctx context.Context, l v1.Layer, info Layer, dst string
 		report.Report(progress.Event{Stage: stage, Done: ev.Done, Total: info.Size, Unit: "bytes"})
 		overall(ev.Done - last)
 		last = ev.Done
+		if !paused && ev.Done > 0 {
+			// A fault test stops here with a partial blob on disk.
+			paused = true
+			faultinject.Pause(ctx, faultinject.Point("image-pull", "layer"))
+		}
 	})
 	if errors.Is(err, download.ErrHashMismatch) || errors.Is(err, download.ErrTruncated) || errors.Is(err, download.ErrTooLarge) {
 		return fmt.Errorf("%w: %w", ErrDigestMismatch, err)

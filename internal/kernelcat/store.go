@@ -20,6 +20,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/debarchive"
 	"github.com/bangerdev/banger/internal/download"
+	"github.com/bangerdev/banger/internal/faultinject"
 	"github.com/bangerdev/banger/internal/progress"
 )
 
@@ -112,13 +113,20 @@ func (s *Store) Pull(ctx context.Context, name string, report progress.Func) (Ke
 	}
 	return s.stage(ctx, name, func(stage string) (Kernel, error) {
 		k := Kernel{Name: name, CatalogVersion: s.cfg.Catalog.Version}
+		var err error
 		switch entry.Source.Kind {
 		case KindDebian:
-			return k, s.pullDebian(ctx, entry, stage, &k, report)
+			err = s.pullDebian(ctx, entry, stage, &k, report)
 		case KindURL:
-			return k, s.pullURL(ctx, entry, stage, &k, report)
+			err = s.pullURL(ctx, entry, stage, &k, report)
+		default:
+			err = fmt.Errorf("unknown source kind %q", entry.Source.Kind)
 		}
-		return k, fmt.Errorf("unknown source kind %q", entry.Source.Kind)
+		if err == nil {
+			// A fault test stops here with the kernel staged, not installed.
+			faultinject.Pause(ctx, faultinject.Point("kernel-pull", "staged"))
+		}
+		return k, err
 	})
 }
 
@@ -132,7 +140,16 @@ func (s *Store) pullDebian(ctx context.Context, e Entry, stage string, k *Kernel
 	}
 	report.Stage("kernel", fmt.Sprintf("%s %s from %s", pkg.Name, pkg.Version, pkg.Suite))
 	deb := filepath.Join(stage, "package.deb")
-	if err := s.cfg.Archive.Fetch(ctx, pkg, deb, report); err != nil {
+	paused := false
+	fetchReport := func(ev progress.Event) {
+		report.Report(ev)
+		if !paused && ev.Stage == "download" && ev.Done > 0 {
+			// A fault test stops here with a partial package on disk.
+			paused = true
+			faultinject.Pause(ctx, faultinject.Point("kernel-pull", "fetch"))
+		}
+	}
+	if err := s.cfg.Archive.Fetch(ctx, pkg, deb, fetchReport); err != nil {
 		return err
 	}
 	root := filepath.Join(stage, "root")

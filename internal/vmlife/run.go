@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
@@ -68,16 +69,56 @@ func (m *Manager) watch(ctx context.Context, vm model.VM, r *runningVM) {
 		return
 	}
 	r.agent.Close()
-	reason := "vmm process exited unexpectedly"
-	if tail, err := vmm.TailFile(r.inst.ConsoleLog, 5); err == nil && tail != "" {
-		reason += "; console: " + compact(tail)
+	state, reason := model.StateError, "vmm process exited unexpectedly"
+	tail, err := vmm.TailFile(r.inst.ConsoleLog, 60)
+	switch {
+	case err == nil && guestPoweredOff(tail):
+		// poweroff inside the guest: a stop, not a failure. (A guest can
+		// print this line and then crash: it is only shown as stopped.)
+		state, reason = model.StateStopped, "the guest powered itself off"
+	case err == nil && kernelPanic(tail) != "":
+		// A panic's last lines are a register dump: name the panic.
+		reason += ": the guest kernel panicked: " + kernelPanic(tail)
+	case err == nil && tail != "":
+		lines := strings.Split(tail, "\n")
+		reason += "; console: " + compact(strings.Join(lines[max(len(lines)-5, 0):], "\n"))
 	}
 	// No request caused this: it is an operation of its own, with its own
 	// op_id on its log lines.
 	bg := opid.WithVM(opid.With(context.Background(), opid.NewPrefixed("bg-watch")), vm.Name)
 	m.d.Log.WarnContext(bg, "vm's vmm exited", "pid", r.inst.PID, "reason", reason)
-	_, _ = m.d.Store.SetVMState(bg, vm.ID, model.StateError, reason)
+	_, _ = m.d.Store.SetVMState(bg, vm.ID, state, reason)
 	m.clearRuntime(bg, vm.ID, r.inst)
+}
+
+// kernelPanic returns the last "Kernel panic - not syncing" line of a
+// console (guest bytes: printable ASCII only, bounded), or "".
+func kernelPanic(consoleTail string) string {
+	lines := strings.Split(consoleTail, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		_, msg, ok := strings.Cut(lines[i], "Kernel panic - not syncing")
+		if !ok {
+			continue
+		}
+		clean := strings.Map(func(r rune) rune {
+			if r < 0x20 || r > 0x7e {
+				return -1
+			}
+			return r
+		}, "Kernel panic - not syncing"+msg)
+		if len(clean) > 200 {
+			clean = clean[:200]
+		}
+		return strings.TrimSpace(clean)
+	}
+	return ""
+}
+
+// guestPoweredOff reports whether a console ends with the kernel's last
+// words on a power-off.
+func guestPoweredOff(consoleTail string) bool {
+	lines := strings.Split(strings.TrimRight(consoleTail, "\r\n"), "\n")
+	return strings.Contains(lines[len(lines)-1], "reboot: Power down")
 }
 
 // waitProcessExit blocks until pid exits or ctx ends, on a pidfd (an event).
