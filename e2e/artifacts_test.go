@@ -15,7 +15,7 @@ import (
 // An image a VM uses is not removed without --force; the VM keeps working
 // from its own disk copy afterwards.
 func TestImageInUseNeedsForce(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -49,7 +49,7 @@ func TestImageInUseNeedsForce(t *testing.T) {
 // Ten concurrent creates get ten distinct addresses and taps; removing them
 // frees every lease and tap.
 func TestConcurrentCreatesGetUniqueLeases(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -11,7 +11,7 @@ import (
 // Shell completion names VMs, images and kernels from a running daemon;
 // errors about them name the command to run next.
 func TestCompletionNames(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -50,7 +50,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, stri
 }
 
 func TestDNSResolvesVMNames(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -93,7 +93,7 @@ func (ls *lineStream) waitFor(t *testing.T, what string, within time.Duration, c
 // request that caused it; a dead VMM is an error event with its reason;
 // vm ls -w redraws on events; --format and uptime after a daemon restart.
 func TestEventsOrderAndWatch(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -17,7 +17,7 @@ import (
 // banger vm exec through the CLI: stdin piped, Ctrl-C delivered to the guest
 // process, and a pty whose size follows the client's terminal.
 func TestExecStdinSignalAndPTY(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

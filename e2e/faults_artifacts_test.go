@@ -138,6 +138,7 @@ func (in *instance) kernelNames() []string {
 // flattening, after the ext4 image is written and between image.json and
 // the store row leaves no image and no staging file; the pull then works.
 func TestFaultKillImagePull(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in main_test.go
 	in := newInstance(t)
 	faultd := faultDaemon(t)
 	// A registry on loopback serving a three-layer image of random
@@ -187,6 +188,7 @@ func TestFaultKillImagePull(t *testing.T) {
 // staging directory; the pull then works. Each pull fetches the package
 // from the Debian archive (about 26 MB), so make test walks one point.
 func TestFaultKillKernelPull(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in main_test.go
 	in := newInstance(t)
 	faultd := faultDaemon(t)
 	in.ok("banger", "daemon", "start")

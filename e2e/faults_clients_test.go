@@ -18,13 +18,14 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
 func daemonResources(t *testing.T, in *instance) api.ProcessResources {
 	t.Helper()
-	var st api.DaemonStatus
-	if err := in.client().Call(context.Background(), api.MethodDaemonStatus, nil, &st); err != nil {
+	st, err := rpc.Invoke(context.Background(), in.client(), api.MethodDaemonStatus, api.Empty{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Resources == nil {
@@ -37,6 +38,7 @@ func daemonResources(t *testing.T, in *instance) api.ProcessResources {
 // the daemon's goroutines and descriptors are back to what they were
 // before within a few seconds, and an exec'd guest process is gone.
 func TestFaultClientKilledMidStream(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -26,6 +26,7 @@ import (
 )
 
 func TestFaultDiskFullImagePull(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in main_test.go
 	testutil.RequireRoot(t)
 	if !suspendInMountNS(t) {
 		return

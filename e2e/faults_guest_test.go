@@ -37,6 +37,7 @@ func waitState(t *testing.T, in *instance, name string, want model.VMState, with
 // BANGER_FAULT_ALL adds the console flood, the guest that never answers,
 // init's SIGTERM shutdown and a sysrq panic (three more).
 func TestFaultGuest(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

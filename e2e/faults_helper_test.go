@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/testutil"
 )
 
@@ -16,12 +17,13 @@ import (
 // (SIGKILL) is started again by the daemon within seconds, answers, and
 // is stopped with the daemon (no restart then).
 func TestFaultHelperKilled(t *testing.T) {
+	t.Parallel() // see "Parallel tests" in main_test.go
 	testutil.RequireRoot(t)
 	in := newInstance(t)
 	in.ok("banger", "daemon", "start")
 	helper := func() api.HelperStatus {
-		var st api.DaemonStatus
-		if err := in.client().Call(context.Background(), api.MethodDaemonStatus, nil, &st); err != nil {
+		st, err := rpc.Invoke(context.Background(), in.client(), api.MethodDaemonStatus, api.Empty{})
+		if err != nil {
 			t.Fatal(err)
 		}
 		return st.Helper

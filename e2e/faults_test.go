@@ -299,7 +299,7 @@ func faultVMGone(t *testing.T, in *instance, name string) {
 // vm run (create, boot, run, remove), leaves nothing: the operation is
 // rolled back whole.
 func TestFaultKillCreate(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -322,7 +322,7 @@ func TestFaultKillCreate(t *testing.T) {
 // in error with the reason (or still stopped when nothing had begun), and
 // vm start makes it usable again; vm rm then leaves nothing.
 func TestFaultKillStart(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -356,7 +356,7 @@ func TestFaultKillStart(t *testing.T) {
 // TestFaultKillStop: a stop cut short is finished: the VM is stopped, its
 // VMM gone, and it starts and is removed as any other.
 func TestFaultKillStop(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -385,7 +385,7 @@ func TestFaultKillStop(t *testing.T) {
 // TestFaultKillRemove: a removal cut short (of a running VM, with --force)
 // is finished: nothing of the VM is left.
 func TestFaultKillRemove(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -434,7 +434,7 @@ const (
 // TestFaultHostReboot: after a simulated reboot the daemon reconciles every
 // VM to stopped, and vm start works again.
 func TestFaultHostReboot(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if phase := os.Getenv(envRebootPhase); phase != "" {
 		faultRebootPhase(t, phase, os.Getenv(envRebootHome))
 		return

@@ -56,7 +56,7 @@ const regenerateHostKeys = `rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/nul
 for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = sshd ] && kill -HUP ${d#/proc/}; done; true`
 
 func TestSSHTrustOnFirstUse(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -126,7 +126,7 @@ func TestSSHTrustOnFirstUse(t *testing.T) {
 }
 
 func TestExecSessionsRecorded(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -236,7 +236,7 @@ func findPort(ports []api.Port, port int) *api.Port {
 }
 
 func TestPortsAndForward(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -339,7 +339,7 @@ func readBanner(t *testing.T, addr string) string {
 }
 
 func TestCopyBothWaysKeepsModes(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -94,7 +94,7 @@ func hostileGuestState(t *testing.T, dir string) map[string]string {
 }
 
 func TestHostileGuest(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -113,7 +113,7 @@ func hostileNetReach(in *instance, from, ip string) (bool, string) {
 }
 
 func TestHostileNetGuestAttacks(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -347,7 +347,7 @@ func hostileNetHostState(t *testing.T) (bridge bool, tables []string) {
 // it had, for a prior 0 and a prior 1. Status and doctor say what banger
 // changed.
 func TestHostileNetNoHostChangeBeforeFirstVM(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -406,7 +406,7 @@ func TestHostileNetNoHostChangeBeforeFirstVM(t *testing.T) {
 // bridge filter table is gone (as after an upgrade from a banger without
 // one): the running guest is neither left unfiltered nor cut off.
 func TestHostileNetRebindOnAdopt(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

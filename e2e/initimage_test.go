@@ -39,7 +39,7 @@ func systemdInstance(t *testing.T) *instance {
 // init hands PID 1 to the image's systemd, which runs the agent as a
 // service; commands reach the guest through it.
 func TestInitImageRunsSystemdWithAgentService(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -63,7 +63,7 @@ func TestInitImageRunsSystemdWithAgentService(t *testing.T) {
 // through systemd's shutdown (the kernel's power-down line is on the
 // console; a forced kill would not print it), and QEMU exits in bounds.
 func TestInitImageStopPowersOffCleanly(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -73,7 +73,7 @@ func mcpClientDir(t *testing.T) string {
 // (count, memory, network, exec timeout), and bad input answered with the
 // reason. Nothing is left behind.
 func TestMCPServerWithTypeScriptClient(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -353,7 +353,7 @@ func TestMCPServerWithTypeScriptClient(t *testing.T) {
 // vm_forward from MCP works (the guest's sshd answers through it), the
 // console resource reads, and the forward ends when `banger mcp` exits.
 func TestMCPForwardLivesWithTheServer(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -91,7 +91,7 @@ func checkRequestLines(t *testing.T, what string, lines []string, opID string, m
 // a vm.create that boots a real VM (create chain, network through the
 // helper, boot steps, QEMU, the agent) and the vm.rm that removes it.
 func TestOpIDOnEveryLogLineOfARequest(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

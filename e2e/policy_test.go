@@ -19,7 +19,7 @@ import (
 // namespace); an address no rule denies is the positive control on the same
 // path. The denied listeners must never see a connection.
 func TestEgressPolicyOnRealVM(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

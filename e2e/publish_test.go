@@ -86,7 +86,7 @@ func loopbackListeners(t *testing.T) int {
 // port; a guest opening many listeners gets a bounded number), are listed
 // by vm inspect, and are closed once the VM is gone.
 func TestPublishPorts(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -148,7 +148,7 @@ func sessWaitExited(t *testing.T, in *instance, id string, timeout time.Duration
 // live ones, a restarted daemon attaches it again, and its exit code is
 // kept once it has finished.
 func TestSessDetachAttachSurvivesClientAndDaemon(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -233,7 +233,7 @@ func TestSessDetachAttachSurvivesClientAndDaemon(t *testing.T) {
 // A session that prints 10 MB replays at most replay_bytes, its tail; and
 // what a session prints reaches the user escaped unless --raw.
 func TestSessReplayRingIsBounded(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -272,7 +272,7 @@ func TestSessReplayRingIsBounded(t *testing.T) {
 // A tty session: the client's terminal goes raw, the detach keys leave the
 // command running, and typed keys (Ctrl-C) reach the guest's terminal.
 func TestSessTTYDetachKeys(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -154,7 +154,7 @@ func (s *ptySession) checkRestored() {
 // pty: what is typed runs in the guest, the shell's exit code is banger's,
 // and the terminal is restored.
 func TestShellAndRunInteractive(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

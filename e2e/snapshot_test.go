@@ -62,7 +62,7 @@ func snapSnapshot(t *testing.T, in *instance, name string) model.Snapshot {
 // file written in one is seen by none of the others; the snapshot cannot
 // be removed while they exist.
 func TestSnapshotForkClones(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -221,7 +221,7 @@ func snapHostState(t *testing.T, in *instance) string {
 // to run under another kernel or VMM, is refused with a clear error and
 // nothing is made (no vm record or dir, no tap, no qemu, no lease).
 func TestSnapshotRefusesBadState(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -280,7 +280,7 @@ func TestSnapshotRefusesBadState(t *testing.T) {
 // run of the same shape uses it and says so; --cold boots the image
 // afresh; a failing provisioning command makes no template and leaves no VM.
 func TestSnapshotTemplateRun(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

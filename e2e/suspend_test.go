@@ -34,7 +34,7 @@ const suspendMinAway = 8 * time.Second
 // still runs, the connection still carries data both ways, the guest clock
 // is the host's again.
 func TestSuspendResumeAcrossDaemonRestart(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -158,7 +158,7 @@ func TestSuspendResumeAcrossDaemonRestart(t *testing.T) {
 // state is refused before any VMM starts, the VM stays suspended and its
 // state untouched; `vm stop` discards it only with --force.
 func TestSuspendRefusesBadState(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) || !suspendInMountNS(t) {
 		return
 	}

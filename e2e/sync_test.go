@@ -105,7 +105,7 @@ func sameTrees(t *testing.T, what string, host, guest []string) {
 // modify, create and delete with --delete, excludes, --watch, and a guest
 // symlink that points out of the synced directory.
 func TestSyncIntoVM(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

@@ -68,7 +68,7 @@ func (in *instance) vmDirs() []string {
 }
 
 func TestVMLifecycle(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -120,7 +120,7 @@ func TestVMLifecycle(t *testing.T) {
 }
 
 func TestVMRunRemovesAndPropagatesExitCode(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -135,7 +135,7 @@ func TestVMRunRemovesAndPropagatesExitCode(t *testing.T) {
 }
 
 func TestThreeVMsAtOnce(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -174,7 +174,7 @@ func TestThreeVMsAtOnce(t *testing.T) {
 }
 
 func TestVMSurvivesDaemonKill(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -212,7 +212,7 @@ func TestVMSurvivesDaemonKill(t *testing.T) {
 }
 
 func TestVMMKilledUnderRunningVM(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -238,7 +238,7 @@ func TestVMMKilledUnderRunningVM(t *testing.T) {
 }
 
 func TestVMBadInputLeavesNothing(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}

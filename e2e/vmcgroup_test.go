@@ -136,7 +136,7 @@ func (u *unitCgroup) kill(t *testing.T) {
 // final kill would: the daemon (and a control process left in the unit)
 // die, the QEMU lives, and a new daemon re-adopts the VM.
 func TestVMSurvivesServiceCgroupKill(t *testing.T) {
-	t.Parallel() // see parallelTests in main_test.go
+	t.Parallel() // see "Parallel tests" in main_test.go
 	if !testutil.InNetNS(t) {
 		return
 	}
