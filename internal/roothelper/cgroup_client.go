@@ -10,6 +10,6 @@ import (
 // cgroup of its own, out of the daemon's.
 func (c *Client) AdoptVMM(ctx context.Context, vmID string, pid int, startTime uint64) (api.VMCgroupAdopted, error) {
 	var res api.VMCgroupAdopted
-	err := c.rpc.Call(ctx, api.MethodVMCgroupAdopt, api.VMCgroupAdopt{VMID: vmID, PID: pid, StartTime: startTime}, &res)
+	err := c.call(ctx, api.MethodVMCgroupAdopt, api.VMCgroupAdopt{VMID: vmID, PID: pid, StartTime: startTime}, &res)
 	return res, err
 }

@@ -291,6 +291,6 @@ var _ vmdns.Lookup = (*dnsTable)(nil)
 // UpdateDNS replaces the helper's VM name table and reports its DNS server.
 func (c *Client) UpdateDNS(ctx context.Context, u api.DNSUpdate) (api.DNSStatus, error) {
 	var st api.DNSStatus
-	err := c.rpc.Call(ctx, api.MethodDNSUpdate, u, &st)
+	err := c.call(ctx, api.MethodDNSUpdate, u, &st)
 	return st, err
 }

@@ -13,6 +13,6 @@ import (
 // be nil). The caller records the result in its store.
 func (c *Client) BuildImage(ctx context.Context, name string, report progress.Func) (api.HelperImageBuilt, error) {
 	var res api.HelperImageBuilt
-	err := c.rpc.Call(ctx, api.MethodHelperImageBuild, api.HelperImageBuild{Name: name}, &res, rpc.CallOptions{OnEvent: report})
+	err := c.call(ctx, api.MethodHelperImageBuild, api.HelperImageBuild{Name: name}, &res, rpc.CallOptions{OnEvent: report})
 	return res, err
 }

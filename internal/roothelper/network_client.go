@@ -11,19 +11,19 @@ import (
 // and returns its config. Idempotent.
 func (c *Client) NetworkUp(ctx context.Context) (api.NetworkInfo, error) {
 	var info api.NetworkInfo
-	err := c.rpc.Call(ctx, api.MethodNetworkUp, nil, &info)
+	err := c.call(ctx, api.MethodNetworkUp, nil, &info)
 	return info, err
 }
 
 // NetworkDown removes banger's NAT table, every banger tap and the bridge.
 func (c *Client) NetworkDown(ctx context.Context) error {
-	return c.rpc.Call(ctx, api.MethodNetworkDown, nil, nil)
+	return c.call(ctx, api.MethodNetworkDown, nil, nil)
 }
 
 // NetworkState reports what exists of the host network.
 func (c *Client) NetworkState(ctx context.Context) (api.NetworkState, error) {
 	var st api.NetworkState
-	err := c.rpc.Call(ctx, api.MethodNetworkState, nil, &st)
+	err := c.call(ctx, api.MethodNetworkState, nil, &st)
 	return st, err
 }
 
@@ -31,17 +31,17 @@ func (c *Client) NetworkState(ctx context.Context) (api.NetworkState, error) {
 // bound to the guest's MAC and address. Idempotent for the same owner (the
 // guest binding is replaced).
 func (c *Client) CreateTap(ctx context.Context, p api.TapCreate) error {
-	return c.rpc.Call(ctx, api.MethodTapCreate, p, nil)
+	return c.call(ctx, api.MethodTapCreate, p, nil)
 }
 
 // DeleteTap removes tap name; a missing tap is not an error.
 func (c *Client) DeleteTap(ctx context.Context, name string) error {
-	return c.rpc.Call(ctx, api.MethodTapDelete, api.TapRef{Name: name}, nil)
+	return c.call(ctx, api.MethodTapDelete, api.TapRef{Name: name}, nil)
 }
 
 // OpenTap has the helper open the existing tap name and returns the open
 // descriptor, to hand to a VMM that cannot open /dev/net/tun itself. The
 // caller owns the file and closes it once the VMM holds its copy.
 func (c *Client) OpenTap(ctx context.Context, name string) (*os.File, error) {
-	return c.rpc.CallWithFile(ctx, api.MethodTapOpen, api.TapRef{Name: name}, nil)
+	return c.callWithFile(ctx, api.MethodTapOpen, api.TapRef{Name: name}, nil)
 }
