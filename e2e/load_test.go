@@ -136,6 +136,25 @@ func loadExpectBack(t *testing.T, in *instance, before loadEndState) {
 	}
 }
 
+// loadLogsClean fails on log lines that say the load hurt something no
+// call reported: a name table the helper refused (names go stale for
+// every VM), or the helper refusing the daemon's connections.
+func loadLogsClean(t *testing.T, in *instance) {
+	t.Helper()
+	for _, c := range []struct{ log, bad string }{
+		{in.p.DaemonLog(), "push vm names to the root helper's dns"},
+		{in.p.DaemonLog(), "read vm names for dns"},
+		{in.p.HelperLog(), "refusing connections"},
+	} {
+		for _, l := range strings.Split(readFile(c.log), "\n") {
+			if strings.Contains(l, c.bad) {
+				t.Errorf("%s: %s", filepath.Base(c.log), l)
+				break
+			}
+		}
+	}
+}
+
 // TestLoadVMs creates and starts N VMs at once (256 MiB each), checks that
 // every one is ready with its own name, lease, MAC and tap (from vm ls and
 // from inside each guest), runs E concurrent vm exec across them, removes
@@ -266,6 +285,7 @@ func TestLoadVMs(t *testing.T) {
 	}
 	t.Logf("load: %d vms removed at once in %s", n, time.Since(start).Round(time.Millisecond))
 	loadExpectBack(t, in, before)
+	loadLogsClean(t, in)
 }
 
 // TestLoadAPI runs C concurrent clients of K calls each against one
@@ -457,6 +477,7 @@ func TestLoadAPI(t *testing.T) {
 	// Every VM the clients made is gone with its tap, lease and rules;
 	// api-base is as it was.
 	loadExpectBack(t, in, before)
+	loadLogsClean(t, in)
 }
 
 func slicesContainsVM(vms []model.VM, name string) bool {
