@@ -74,7 +74,19 @@ type loadEndState struct {
 
 func loadSnapshot(t *testing.T, in *instance) loadEndState {
 	t.Helper()
-	s := loadEndState{soak: soakSettled(t, in), host: (&faultRig{in: in}).state(t)}
+	s := loadEndState{soak: soakSettled(t, in)}
+	// The daemon pushes its name table every second: a VM removed just
+	// before may still be served. Settle on two states 1.2 s apart.
+	r := &faultRig{in: in}
+	s.host = r.state(t)
+	for i := 0; i < 10; i++ {
+		time.Sleep(1200 * time.Millisecond)
+		cur := r.state(t)
+		if s.host.diff(cur) == "" {
+			break
+		}
+		s.host = cur
+	}
 	s.fds = fdTargets(s.soak.DaemonPID)
 	return s
 }
