@@ -1,5 +1,5 @@
 # banger — see README.md. Every target does its own set-up.
-.PHONY: build test bench run release docs fmt fuzz soak faults
+.PHONY: build test bench run release docs fmt fuzz soak faults load
 
 build:
 	scripts/build.sh
@@ -20,6 +20,11 @@ run:
 # CYCLES (default 300) rounds of vm run --rm -- true; nothing may leak.
 soak:
 	CYCLES=$${CYCLES:-300} scripts/soak.sh
+
+# 20 VMs and 200 execs at once; 100 API clients × 1000 calls (VMS, EXECS,
+# CLIENTS, CALLS change the sizes).
+load:
+	scripts/load.sh
 
 # every kill point of the fault tests (make test runs three per operation).
 faults:

@@ -157,14 +157,6 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("%d of %d cycles failed:\n%s\ndaemon log tail:\n%s", len(failures), len(times), strings.Join(failures, "\n"), tail(readFile(in.p.DaemonLog()), 40))
 	}
 	after := soakSettled(t, in)
-	// The store's connection pool keeps up to two idle SQLite connections
-	// (each holds the database and its WAL open), opened as concurrency
-	// first needs them: the daemon's count may sit up to 4 above where it
-	// was after the warm-up. A leak per cycle would add one per cycle.
-	if d := after.DaemonFDs - before.DaemonFDs; d >= 0 && d <= 4 {
-		t.Logf("daemon descriptors %d → %d (store connection pool)", before.DaemonFDs, after.DaemonFDs)
-		after.DaemonFDs = before.DaemonFDs
-	}
 	if d := soakDiff(before, after); d != "" {
 		t.Errorf("after %d cycles the host differs:\n%s", cycles, d)
 	}

@@ -115,10 +115,14 @@ type DaemonStatus struct {
 	Resources *ProcessResources `json:"resources,omitempty"`
 }
 
-// ProcessResources are a process's goroutines and open descriptors.
+// ProcessResources are a process's goroutines, open descriptors and
+// resident memory.
 type ProcessResources struct {
 	Goroutines int `json:"goroutines"`
 	FDs        int `json:"fds"`
+	// RSSBytes is the resident set (VmRSS), for the load tests' flatness
+	// check; 0 where /proc cannot tell.
+	RSSBytes int64 `json:"rss_bytes,omitempty"`
 }
 
 // HelperStatus says how the daemon reaches the root helper.

@@ -94,15 +94,25 @@ func (d *Daemon) syncDNS(ctx context.Context) {
 
 // dnsRecords lists every VM holding an address, sorted by name. A VM keeps
 // its address (lease) until it is removed, so its name resolves as long as
-// it exists.
+// it exists. The lease decides who holds an address: a VM being removed
+// keeps its record (and IP field) a moment after its lease went back to
+// the pool, and a VM created meanwhile may already hold that address.
 func (d *Daemon) dnsRecords(ctx context.Context) ([]api.DNSRecord, error) {
 	vms, err := d.store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
+	leases, err := d.store.ListLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	holder := make(map[string]string, len(leases)) // address → vm id
+	for _, l := range leases {
+		holder[l.IP] = l.VMID
+	}
 	recs := make([]api.DNSRecord, 0, len(vms))
 	for _, vm := range vms {
-		if a, err := netip.ParseAddr(vm.IP); err == nil && a.Is4() {
+		if a, err := netip.ParseAddr(vm.IP); err == nil && a.Is4() && holder[a.String()] == vm.ID {
 			recs = append(recs, api.DNSRecord{Name: vm.Name, IP: a.String()})
 		}
 	}

@@ -276,5 +276,5 @@ var _ vmdns.Lookup = (*dnsTable)(nil)
 
 // UpdateDNS replaces the helper's VM name table and reports its DNS server.
 func (c *Client) UpdateDNS(ctx context.Context, u api.DNSUpdate) (api.DNSStatus, error) {
-	return rpc.Invoke(ctx, c.rpc, api.MethodHelperDNSUpdate, u)
+	return invoke(ctx, c, api.MethodHelperDNSUpdate, u)
 }

@@ -12,5 +12,5 @@ import (
 // into the owner's image store, streaming its progress to report (which may
 // be nil). The caller records the result in its store.
 func (c *Client) BuildImage(ctx context.Context, name string, report progress.Func) (api.HelperImageBuilt, error) {
-	return rpc.Invoke(ctx, c.rpc, api.MethodHelperImageBuild, api.HelperImageBuild{Name: name}, rpc.CallOptions{OnEvent: report})
+	return invoke(ctx, c, api.MethodHelperImageBuild, api.HelperImageBuild{Name: name}, rpc.CallOptions{OnEvent: report})
 }

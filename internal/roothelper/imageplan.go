@@ -48,5 +48,5 @@ func (b *imageBuilder) plan(ctx context.Context, c *rpc.Call, p api.HelperImageP
 // with pkgs added into the owner's image store, streaming its progress to
 // report (which may be nil).
 func (c *Client) BuildPlanImage(ctx context.Context, base string, pkgs []api.PlanPackage, report progress.Func) (api.HelperImageBuilt, error) {
-	return rpc.Invoke(ctx, c.rpc, api.MethodHelperImagePlan, api.HelperImagePlan{Base: base, Packages: pkgs}, rpc.CallOptions{OnEvent: report})
+	return invoke(ctx, c, api.MethodHelperImagePlan, api.HelperImagePlan{Base: base, Packages: pkgs}, rpc.CallOptions{OnEvent: report})
 }

@@ -5,24 +5,23 @@ import (
 	"os"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/rpc"
 )
 
 // StartJailer has the helper jail and start Firecracker for vm (from the
 // files of its VM dir) and returns a connection to its API socket, which
 // the caller owns and closes.
 func (c *Client) StartJailer(ctx context.Context, vmID string) (*os.File, api.VMJailerStarted, error) {
-	return rpc.InvokeWithFile(ctx, c.rpc, api.MethodHelperVMJailerStart, api.VMJailerRef{VMID: vmID})
+	return invokeWithFile(ctx, c, api.MethodHelperVMJailerStart, api.VMJailerRef{VMID: vmID})
 }
 
 // ConnectJailer returns a fresh connection to socket (api.JailerSocketAPI
 // or api.JailerSocketVsock) of vm's running jail.
 func (c *Client) ConnectJailer(ctx context.Context, vmID, socket string) (*os.File, api.VMJailerStarted, error) {
-	return rpc.InvokeWithFile(ctx, c.rpc, api.MethodHelperVMJailerConnect, api.VMJailerConnect{VMID: vmID, Socket: socket})
+	return invokeWithFile(ctx, c, api.MethodHelperVMJailerConnect, api.VMJailerConnect{VMID: vmID, Socket: socket})
 }
 
 // StopJailer kills vm's jailed Firecracker and removes its jail.
 func (c *Client) StopJailer(ctx context.Context, vmID string) error {
-	_, err := rpc.Invoke(ctx, c.rpc, api.MethodHelperVMJailerStop, api.VMJailerRef{VMID: vmID})
+	_, err := invoke(ctx, c, api.MethodHelperVMJailerStop, api.VMJailerRef{VMID: vmID})
 	return err
 }

@@ -40,6 +40,16 @@ var (
 // busyTimeout bounds how long a statement waits for another process's lock.
 const busyTimeout = 10 * time.Second
 
+// poolSize is how many SQLite connections the store holds, all opened by
+// Open and kept until Close. SQLite cannot close a connection's descriptor
+// while another connection of the process holds a lock on the file (POSIX
+// locks are per process): it parks it for reuse instead. A pool that grew
+// with a burst of requests and shrank after it therefore left the process
+// holding a descriptor per connection the burst had opened. A fixed pool
+// keeps the count flat; callers past poolSize wait for a connection (reads
+// take microseconds, writes are serialized anyway).
+const poolSize = 4
+
 // Store is safe for concurrent use by many goroutines.
 type Store struct {
 	db      *sql.DB
@@ -120,12 +130,41 @@ func openWith(ctx context.Context, path string, logger *slog.Logger, opts option
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	db.SetMaxOpenConns(poolSize)
+	db.SetMaxIdleConns(poolSize)
 	s := &Store{db: db, path: abs, logger: logger, now: now}
 	if err := s.init(ctx, migs); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	if err := s.fillPool(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
 	return s, nil
+}
+
+// fillPool opens every connection of the pool now, each with its WAL, so
+// the store's descriptors are the same from the first request to the last.
+func (s *Store) fillPool(ctx context.Context) error {
+	conns := make([]*sql.Conn, 0, poolSize)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range poolSize {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("open connection: %w", err)
+		}
+		conns = append(conns, c)
+		var v int
+		if err := c.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return fmt.Errorf("open connection: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) init(ctx context.Context, migs []migration) error {
