@@ -94,6 +94,17 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 	case err != nil:
 		return res, err
 	}
+	// Held until every clone is made: snapshot rm is refused meanwhile,
+	// so no clone starts from a snapshot being removed. Read again under
+	// the lock: a removal that won the race leaves nothing to fork.
+	sl := m.snapLock(sn.ID)
+	sl.RLock()
+	defer sl.RUnlock()
+	if sn, err = m.d.Store.GetSnapshot(ctx, sn.ID); errors.Is(err, store.ErrNotFound) {
+		return res, api.Errorf(api.CodeNotFound, "snapshot %q was removed while the fork began (banger snapshot ls lists them)", req.From)
+	} else if err != nil {
+		return res, err
+	}
 	res.Snapshot = sn
 	drv, k, err := m.checkForkable(ctx, sn, req)
 	if err != nil {
@@ -238,8 +249,15 @@ func (m *Manager) forkOne(ctx context.Context, sn model.Snapshot, drv vmm.Driver
 	ctx = opid.WithVM(ctx, name)
 	unlock := m.lock(id)
 	defer unlock()
+	// Journalled before the first side effect: a daemon killed mid-fork
+	// leaves the row, and Recover rolls this clone back whole.
+	ctx, j, done, err := m.journalFor(ctx, store.OpFork, vm)
+	if err != nil {
+		return model.VM{}, apiError(fmt.Errorf("fork vm %q from snapshot %q: %w", name, sn.Name, err))
+	}
+	defer done()
 	fs := &forkState{sn: sn, boot: &bootState{vm: vm, kernel: k, driver: drv, report: report}}
-	chain := vmm.Steps[*forkState]{
+	chain := journaled(j, vmm.Steps[*forkState]{
 		{Name: "record", Fn: m.forkRecord},
 		{Name: "disk", Fn: func(ctx context.Context, fs *forkState, _ *vmm.Undo) error {
 			fs.boot.report.Stage("disk", "copying the snapshot's disk for "+name)
@@ -273,7 +291,7 @@ func (m *Manager) forkOne(ctx context.Context, sn model.Snapshot, drv vmm.Driver
 		{Name: "running", Fn: func(ctx context.Context, fs *forkState, undo *vmm.Undo) error {
 			return m.stepRunning(ctx, fs.boot, undo)
 		}},
-	}
+	}, forkMade)
 	var undo vmm.Undo
 	begin := time.Now()
 	if err := chain.Run(ctx, m.d.Log, fs, &undo); err != nil {

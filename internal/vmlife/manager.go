@@ -43,6 +43,9 @@ type Manager struct {
 
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM id
+	// snapLocks: forks hold a snapshot's read lock while they restore from
+	// it; snapshot rm takes the write lock, or is refused (per snapshot id).
+	snapLocks map[string]*sync.RWMutex
 	running map[string]*runningVM  // per VM id
 }
 
@@ -63,7 +66,7 @@ func New(life context.Context, d Deps) *Manager {
 	if d.ReadyTimeout == 0 {
 		d.ReadyTimeout = 3 * time.Minute
 	}
-	return &Manager{d: d, life: life, locks: map[string]*sync.Mutex{}, running: map[string]*runningVM{}}
+	return &Manager{d: d, life: life, locks: map[string]*sync.Mutex{}, snapLocks: map[string]*sync.RWMutex{}, running: map[string]*runningVM{}}
 }
 
 func (m *Manager) lock(id string) func() {
@@ -76,6 +79,18 @@ func (m *Manager) lock(id string) func() {
 	m.mu.Unlock()
 	l.Lock()
 	return l.Unlock
+}
+
+// snapLock returns snapshot id's lock.
+func (m *Manager) snapLock(id string) *sync.RWMutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.snapLocks[id]
+	if l == nil {
+		l = &sync.RWMutex{}
+		m.snapLocks[id] = l
+	}
+	return l
 }
 
 // CreateRequest is vm.create's input.

@@ -243,10 +243,21 @@ func (m *Manager) ListSnapshots(ctx context.Context) ([]model.Snapshot, error) {
 }
 
 // RemoveSnapshot deletes a snapshot and its files; one that VMs were forked
-// from needs force (the VMs keep their own disks and run on).
+// from needs force (the VMs keep their own disks and run on). It is refused,
+// even with force, while a fork restores from the snapshot: waiting would
+// let a stream of forks hold it off, and a refusal says why at once.
 func (m *Manager) RemoveSnapshot(ctx context.Context, ref string, force bool) error {
 	sn, err := m.GetSnapshot(ctx, ref)
 	if err != nil {
+		return err
+	}
+	sl := m.snapLock(sn.ID)
+	if !sl.TryLock() {
+		return api.Errorf(api.CodeFailedPrecondition, "snapshot %q is being forked from right now: retry once that fork ends (banger ops ls shows it)", sn.Name)
+	}
+	defer sl.Unlock()
+	// Read again under the lock: a fork that just ended added its clones.
+	if sn, err = m.GetSnapshot(ctx, sn.ID); err != nil {
 		return err
 	}
 	if len(sn.Users) > 0 && !force {
