@@ -41,12 +41,12 @@ type Manager struct {
 	// under a request's context.
 	life context.Context
 
-	mu      sync.Mutex
-	locks   map[string]*sync.Mutex // per VM id
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // per VM id
 	// snapLocks: forks hold a snapshot's read lock while they restore from
 	// it; snapshot rm takes the write lock, or is refused (per snapshot id).
 	snapLocks map[string]*sync.RWMutex
-	running map[string]*runningVM  // per VM id
+	running   map[string]*runningVM // per VM id
 }
 
 // runningVM is what the daemon holds for a VM whose VMM runs.
