@@ -111,7 +111,7 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 		return res, err
 	}
 	report.Stage("verify", "checking the snapshot's state")
-	if err := verifySnapshot(sn); err != nil {
+	if err := m.verifySnapshot(sn); err != nil {
 		return res, err
 	}
 	for _, name := range names {
@@ -200,21 +200,37 @@ func (m *Manager) checkForkable(ctx context.Context, sn model.Snapshot, req Fork
 	return drv, k, nil
 }
 
-// verifySnapshot checks every byte of the snapshot's state against its
-// record, and that its disk is there, before anything is made from it.
-func verifySnapshot(sn model.Snapshot) error {
+// verifySnapshot checks every byte of the snapshot's state (and memory
+// file) against its record, and that its disk is there, before anything
+// is made from it. A file unchanged since it last matched (same inode,
+// size, mtime and ctime) is not hashed again: see verifiedHash.
+func (m *Manager) verifySnapshot(sn model.Snapshot) error {
 	refuse := func(format string, a ...any) error {
 		return api.Errorf(api.CodeFailedPrecondition, "snapshot %q: %s: it cannot be forked; remove it (banger snapshot rm %s) and take a new one",
 			sn.Name, fmt.Sprintf(format, a...), sn.Name)
 	}
-	size, sum, err := hashFile(snapshotStateFile(sn))
-	switch {
-	case err != nil:
-		return refuse("state file unreadable: %v", err)
-	case size != sn.StateBytes:
-		return refuse("state file %s is truncated or grown: %d bytes, %d were saved", snapshotStateFile(sn), size, sn.StateBytes)
-	case sum != sn.StateSHA:
-		return refuse("state file %s is corrupt: sha256 %s, %s was saved", snapshotStateFile(sn), sum, sn.StateSHA)
+	files := []struct {
+		what, path string
+		size       int64
+		sha        string
+	}{{"state file", snapshotStateFile(sn), sn.StateBytes, sn.StateSHA}}
+	if sn.MemoryBytes > 0 {
+		files = append(files, struct {
+			what, path string
+			size       int64
+			sha        string
+		}{"memory file", snapshotMemoryFile(sn), sn.MemoryBytes, sn.MemorySHA})
+	}
+	for _, f := range files {
+		size, sum, err := m.verifiedHash(f.path, f.size, f.sha)
+		switch {
+		case err != nil:
+			return refuse("%s unreadable: %v", f.what, err)
+		case size != f.size:
+			return refuse("%s %s is truncated or grown: %d bytes, %d were saved", f.what, f.path, size, f.size)
+		case sum != f.sha:
+			return refuse("%s %s is corrupt: sha256 %s, %s was saved", f.what, f.path, sum, f.sha)
+		}
 	}
 	st, err := os.Stat(snapshotDisk(sn))
 	if err != nil {
@@ -343,6 +359,10 @@ func (m *Manager) forkRestore(ctx context.Context, fs *forkState, undo *vmm.Undo
 	s := fs.boot
 	s.report.Stage("restore", "restoring "+s.vm.Name+" from snapshot "+fs.sn.Name)
 	pr := s.driver.(pausedRestorer)
+	if fs.sn.MemoryBytes > 0 {
+		// Mapped copy-on-write: the clone never changes the file.
+		s.spec.Memory = &vmm.MemoryFile{Path: snapshotMemoryFile(fs.sn)}
+	}
 	if err := m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 		return pr.RestorePaused(ctx, spec, snapshotStateFile(fs.sn))
 	}); err != nil {

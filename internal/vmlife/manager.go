@@ -46,7 +46,9 @@ type Manager struct {
 	// snapLocks: forks hold a snapshot's read lock while they restore from
 	// it; snapshot rm takes the write lock, or is refused (per snapshot id).
 	snapLocks map[string]*sync.RWMutex
-	running   map[string]*runningVM // per VM id
+	// verified caches snapshot files whose hash matched, by path.
+	verified map[string]fileStamp
+	running  map[string]*runningVM // per VM id
 }
 
 // runningVM is what the daemon holds for a VM whose VMM runs.
@@ -66,7 +68,7 @@ func New(life context.Context, d Deps) *Manager {
 	if d.ReadyTimeout == 0 {
 		d.ReadyTimeout = 3 * time.Minute
 	}
-	return &Manager{d: d, life: life, locks: map[string]*sync.Mutex{}, snapLocks: map[string]*sync.RWMutex{}, running: map[string]*runningVM{}}
+	return &Manager{d: d, life: life, locks: map[string]*sync.Mutex{}, snapLocks: map[string]*sync.RWMutex{}, verified: map[string]fileStamp{}, running: map[string]*runningVM{}}
 }
 
 func (m *Manager) lock(id string) func() {

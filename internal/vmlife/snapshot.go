@@ -196,6 +196,10 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 			cancel()
 		}
 	}
+	report.Stage("memory", "keeping the guest's memory apart, for clones to share")
+	if err := m.shareMemory(ctx, &sn, vm, r.driver, req.Stop); err != nil {
+		lg.WarnContext(ctx, "memory stays in the state: clones will not share it", "err", err)
+	}
 	report.Stage("verify", "checksumming the snapshot")
 	size, sum, err := hashFile(snapshotStateFile(sn))
 	if err != nil {
@@ -209,6 +213,14 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 	}
 	for _, p := range []string{snapshotStateFile(sn), snapshotDisk(sn)} {
 		if err := os.Chmod(p, 0o400); err != nil {
+			return fail(err)
+		}
+	}
+	if sn.MemoryBytes > 0 {
+		// The guest's memory, which may hold its secrets. Writable by the
+		// owner only because QEMU 7.2 opens a memory file read-write even
+		// to map it copy-on-write; it never writes to it.
+		if err := os.Chmod(snapshotMemoryFile(sn), 0o600); err != nil {
 			return fail(err)
 		}
 	}
@@ -270,6 +282,7 @@ func (m *Manager) RemoveSnapshot(ctx context.Context, ref string, force bool) er
 		}
 		return err
 	}
+	m.forgetVerified(sn.Dir)
 	m.d.Events.Publish(ctx, events.Event{Kind: events.KindSnapshotRemoved, VM: sn.SourceVM, Snapshot: sn.Name})
 	if err := os.RemoveAll(sn.Dir); err != nil {
 		return fmt.Errorf("remove snapshot %q files: %w", sn.Name, err)
