@@ -57,20 +57,20 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, statePath string) 
 }
 
 // migrate hands f to QEMU and runs cmd ("migrate" or "migrate-incoming")
-// over it, waiting for the migration to finish. ignoreShared sets the
+// over it, waiting for the migration to finish. ignoreShared is the
 // x-ignore-shared capability: RAM in a shared file is left out of the
-// stream (the file holds it), which both ends must agree on.
+// stream (the file holds it), which both ends must agree on. It is set
+// either way: a clone restored with it on keeps it, and its own suspend
+// must save a stream a plain restore reads.
 func (d *Driver) migrate(ctx context.Context, qmpPath string, f *os.File, cmd string, ignoreShared bool) error {
 	q, err := DialQMP(ctx, qmpPath)
 	if err != nil {
 		return err
 	}
 	defer q.Close()
-	if ignoreShared {
-		caps := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
-		if err := q.Execute(ctx, "migrate-set-capabilities", caps, nil); err != nil {
-			return fmt.Errorf("set x-ignore-shared: %w", err)
-		}
+	caps := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": ignoreShared}}}
+	if err := q.Execute(ctx, "migrate-set-capabilities", caps, nil); err != nil {
+		return fmt.Errorf("set x-ignore-shared: %w", err)
 	}
 	if err := q.ExecuteWithFD(ctx, "getfd", map[string]string{"fdname": snapshotFDName}, f); err != nil {
 		return err
