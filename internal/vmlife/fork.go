@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -114,21 +116,50 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 	if err := m.verifySnapshot(sn); err != nil {
 		return res, err
 	}
-	for _, name := range names {
-		vm, err := m.forkOne(ctx, forkedSnapshot(sn, req), drv, k, name, req.Origin, report)
-		if err != nil {
-			bg := context.WithoutCancel(ctx)
-			for _, done := range res.VMs {
-				if rerr := m.Remove(bg, done.ID, true); rerr != nil {
-					err = errors.Join(err, fmt.Errorf("clean up vm %q: %w", done.Name, rerr))
-				}
-			}
-			return ForkResult{Snapshot: sn}, err
+	// Clones restore side by side, as many at a time as the host has
+	// CPUs (restores are CPU-bound under TCG); the first failure stops
+	// new ones from starting.
+	par := min(max(m.d.HostCPUs, 1), forkParallel, len(names))
+	vms := make([]model.VM, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for i, name := range names {
+		sem <- struct{}{}
+		if failed.Load() {
+			<-sem
+			break
 		}
-		res.VMs = append(res.VMs, vm)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			vms[i], errs[i] = m.forkOne(ctx, forkedSnapshot(sn, req), drv, k, name, req.Origin, report)
+			if errs[i] != nil {
+				failed.Store(true)
+			}
+		}()
 	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		bg := context.WithoutCancel(ctx)
+		for _, done := range vms {
+			if done.ID == "" {
+				continue
+			}
+			if rerr := m.Remove(bg, done.ID, true); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up vm %q: %w", done.Name, rerr))
+			}
+		}
+		return ForkResult{Snapshot: sn}, err
+	}
+	res.VMs = vms
 	return res, nil
 }
+
+// forkParallel caps how many clones of one fork restore at once.
+const forkParallel = 4
 
 // forkedSnapshot is sn as the clones see it: req's policy added and, when
 // asked, the isolated network. The stored snapshot is unchanged.
