@@ -101,3 +101,54 @@ func TestRecoverInterruptedFork(t *testing.T) {
 		t.Fatalf("snapshot state after recovery: %q, %v", b, err)
 	}
 }
+
+// TestVerifiedHashCacheStillRefusesChanges: once a file matched, its check
+// is cached by identity; a later write in place, a truncation or a
+// replacement must still be caught.
+func TestVerifiedHashCacheStillRefusesChanges(t *testing.T) {
+	m, _ := suspendTestManager(t)
+	p := filepath.Join(t.TempDir(), "state")
+	data := []byte(strings.Repeat("banger state ", 1000))
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	size, sha, err := hashFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second is served from the cache
+		if gs, gh, err := m.verifiedHash(p, size, sha); err != nil || gs != size || gh != sha {
+			t.Fatalf("intact file: %d %s %v", gs, gh, err)
+		}
+	}
+	if len(m.verified) != 1 {
+		t.Fatalf("cache holds %d entries, want 1", len(m.verified))
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{'X'}, 100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, gh, _ := m.verifiedHash(p, size, sha); gh == sha {
+		t.Fatal("a byte changed in place after a cached match was not caught")
+	}
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, gh, _ := m.verifiedHash(p, size, sha); gh != sha {
+		t.Fatal("the restored file does not match")
+	}
+	if err := os.Truncate(p, size/2); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _, _ := m.verifiedHash(p, size, sha); gs == size {
+		t.Fatal("a truncation after a cached match was not caught")
+	}
+	m.forgetVerified(filepath.Dir(p))
+	if len(m.verified) != 0 {
+		t.Fatalf("forgetVerified left %d entries", len(m.verified))
+	}
+}
