@@ -1,7 +1,7 @@
 package e2e
 
 // Fault injection: the owner daemon is SIGKILLed at each named step of
-// vm create, vm run, vm start, vm stop and vm rm (a bangerd built with the
+// vm create, vm run, vm start, vm stop, vm rm and vm fork (a bangerd built with the
 // faultinject tag pauses there and says so with a marker file: no sleeps),
 // then restarted, and the host must hold exactly what it held before the
 // operation (processes, taps, nftables rules, leases, DNS names, files,
@@ -402,6 +402,30 @@ func TestFaultKillRemove(t *testing.T) {
 		faultVMGone(t, r.in, name)
 		r.expectUnchanged(t, "remove/"+step, before)
 	}
+}
+
+// TestFaultKillFork: a daemon killed at a step of vm fork leaves nothing
+// of the clone (no VMM, tap, lease, record, dir or journal row), the
+// snapshot no longer lists it, and the snapshot still forks and is
+// removed without --force.
+func TestFaultKillFork(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	r := faultSetup(t)
+	r.in.ok("banger", "vm", "snapshot", "sentinel", "--as", "fsnap")
+	for _, step := range faultPoints(t, []string{"record", "disk", "network", "config", "starting", "initramfs", "restore", "ready", "identity", "clock", "running"}, "identity") {
+		name := "f-" + step
+		before := r.state(t)
+		r.killAt(t, "fork/"+step, "vm", "fork", "fsnap", "--name", name)
+		faultVMGone(t, r.in, name)
+		r.expectUnchanged(t, "fork/"+step, before)
+		if sn := snapSnapshot(t, r.in, "fsnap"); len(sn.Users) != 0 {
+			t.Fatalf("fork/%s: after recovery the snapshot lists %v", step, sn.Users)
+		}
+	}
+	r.in.ok("banger", "vm", "run", "--rm", "--from", "fsnap", "--name", "f-after", "--", "true")
+	r.in.ok("banger", "snapshot", "rm", "fsnap")
 }
 
 // TestFaultReleaseBuildHasNoHooks: the binaries a release is made of

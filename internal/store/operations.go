@@ -15,6 +15,9 @@ const (
 	OpStart  = "start"
 	OpStop   = "stop"
 	OpRemove = "remove"
+	// OpFork is one clone of vm fork (and vm run --from/--template):
+	// recovered as a create, rolled back whole.
+	OpFork = "fork"
 )
 
 // Operation is a journal row: a mutating VM operation under way. It is

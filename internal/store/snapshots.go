@@ -12,7 +12,8 @@ import (
 )
 
 const snapshotColumns = `id, name, kind, source_vm, source_vm_id, image, kernel, vmm, cpus, memory_mib, disk_bytes,
-	init_mode, network, policy, boot_id, mac, dir, state_bytes, state_sha256, disk_alloc_bytes, created_at`
+	init_mode, network, policy, boot_id, mac, dir, state_bytes, state_sha256, disk_alloc_bytes, created_at,
+	memory_bytes, memory_sha256`
 
 var snapshotPlaceholders = strings.TrimSuffix(strings.Repeat("?,", strings.Count(snapshotColumns, ",")+1), ",")
 
@@ -20,7 +21,8 @@ func scanSnapshot(sc scanner) (model.Snapshot, error) {
 	var s model.Snapshot
 	var pol, created string
 	err := sc.Scan(&s.ID, &s.Name, &s.Kind, &s.SourceVM, &s.SourceVMID, &s.Image, &s.Kernel, &s.VMM, &s.CPUs, &s.MemoryMiB, &s.DiskBytes,
-		&s.InitMode, &s.Network, &pol, &s.BootID, &s.MAC, &s.Dir, &s.StateBytes, &s.StateSHA, &s.DiskAlloc, &created)
+		&s.InitMode, &s.Network, &pol, &s.BootID, &s.MAC, &s.Dir, &s.StateBytes, &s.StateSHA, &s.DiskAlloc, &created,
+		&s.MemoryBytes, &s.MemorySHA)
 	if err != nil {
 		return s, err
 	}
@@ -43,7 +45,8 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn model.Snapshot) (model.Sn
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO snapshots (`+snapshotColumns+`) VALUES (`+snapshotPlaceholders+`)`,
 			sn.ID, sn.Name, sn.Kind, sn.SourceVM, sn.SourceVMID, sn.Image, sn.Kernel, sn.VMM, sn.CPUs, sn.MemoryMiB, sn.DiskBytes,
-			sn.InitMode, sn.Network, encodePolicy(sn.Policy), sn.BootID, sn.MAC, sn.Dir, sn.StateBytes, sn.StateSHA, sn.DiskAlloc, encodeTime(sn.CreatedAt))
+			sn.InitMode, sn.Network, encodePolicy(sn.Policy), sn.BootID, sn.MAC, sn.Dir, sn.StateBytes, sn.StateSHA, sn.DiskAlloc, encodeTime(sn.CreatedAt),
+			sn.MemoryBytes, sn.MemorySHA)
 		return err
 	})
 	if isConstraint(err) {

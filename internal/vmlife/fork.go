@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -95,30 +97,70 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, report progress.Fun
 	case err != nil:
 		return res, err
 	}
+	// Held until every clone is made: snapshot rm is refused meanwhile,
+	// so no clone starts from a snapshot being removed. Read again under
+	// the lock: a removal that won the race leaves nothing to fork.
+	sl := m.snapLock(sn.ID)
+	sl.RLock()
+	defer sl.RUnlock()
+	if sn, err = m.d.Store.GetSnapshot(ctx, sn.ID); errors.Is(err, store.ErrNotFound) {
+		return res, api.Errorf(api.CodeNotFound, "snapshot %q was removed while the fork began (banger snapshot ls lists them)", req.From)
+	} else if err != nil {
+		return res, err
+	}
 	res.Snapshot = sn
 	drv, k, err := m.checkForkable(ctx, sn, req)
 	if err != nil {
 		return res, err
 	}
 	report.Stage("verify", "checking the snapshot's state")
-	if err := verifySnapshot(sn); err != nil {
+	if err := m.verifySnapshot(sn); err != nil {
 		return res, err
 	}
-	for _, name := range names {
-		vm, err := m.forkOne(ctx, forkedSnapshot(sn, req), drv, k, name, req.Origin, report)
-		if err != nil {
-			bg := context.WithoutCancel(ctx)
-			for _, done := range res.VMs {
-				if rerr := m.Remove(bg, done.ID, true); rerr != nil {
-					err = errors.Join(err, fmt.Errorf("clean up vm %q: %w", done.Name, rerr))
-				}
-			}
-			return ForkResult{Snapshot: sn}, err
+	// Clones restore side by side, as many at a time as the host has
+	// CPUs (restores are CPU-bound under TCG); the first failure stops
+	// new ones from starting.
+	par := min(max(m.d.HostCPUs, 1), forkParallel, len(names))
+	vms := make([]model.VM, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for i, name := range names {
+		sem <- struct{}{}
+		if failed.Load() {
+			<-sem
+			break
 		}
-		res.VMs = append(res.VMs, vm)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			vms[i], errs[i] = m.forkOne(ctx, forkedSnapshot(sn, req), drv, k, name, req.Origin, report)
+			if errs[i] != nil {
+				failed.Store(true)
+			}
+		}()
 	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		bg := context.WithoutCancel(ctx)
+		for _, done := range vms {
+			if done.ID == "" {
+				continue
+			}
+			if rerr := m.Remove(bg, done.ID, true); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up vm %q: %w", done.Name, rerr))
+			}
+		}
+		return ForkResult{Snapshot: sn}, err
+	}
+	res.VMs = vms
 	return res, nil
 }
+
+// forkParallel caps how many clones of one fork restore at once.
+const forkParallel = 4
 
 // forkedSnapshot is sn as the clones see it: req's policy added and, when
 // asked, the isolated network. The stored snapshot is unchanged.
@@ -190,21 +232,37 @@ func (m *Manager) checkForkable(ctx context.Context, sn model.Snapshot, req Fork
 	return drv, k, nil
 }
 
-// verifySnapshot checks every byte of the snapshot's state against its
-// record, and that its disk is there, before anything is made from it.
-func verifySnapshot(sn model.Snapshot) error {
+// verifySnapshot checks every byte of the snapshot's state (and memory
+// file) against its record, and that its disk is there, before anything
+// is made from it. A file unchanged since it last matched (same inode,
+// size, mtime and ctime) is not hashed again: see verifiedHash.
+func (m *Manager) verifySnapshot(sn model.Snapshot) error {
 	refuse := func(format string, a ...any) error {
 		return api.Errorf(api.CodeFailedPrecondition, "snapshot %q: %s: it cannot be forked; remove it (banger snapshot rm %s) and take a new one",
 			sn.Name, fmt.Sprintf(format, a...), sn.Name)
 	}
-	size, sum, err := hashFile(snapshotStateFile(sn))
-	switch {
-	case err != nil:
-		return refuse("state file unreadable: %v", err)
-	case size != sn.StateBytes:
-		return refuse("state file %s is truncated or grown: %d bytes, %d were saved", snapshotStateFile(sn), size, sn.StateBytes)
-	case sum != sn.StateSHA:
-		return refuse("state file %s is corrupt: sha256 %s, %s was saved", snapshotStateFile(sn), sum, sn.StateSHA)
+	files := []struct {
+		what, path string
+		size       int64
+		sha        string
+	}{{"state file", snapshotStateFile(sn), sn.StateBytes, sn.StateSHA}}
+	if sn.MemoryBytes > 0 {
+		files = append(files, struct {
+			what, path string
+			size       int64
+			sha        string
+		}{"memory file", snapshotMemoryFile(sn), sn.MemoryBytes, sn.MemorySHA})
+	}
+	for _, f := range files {
+		size, sum, err := m.verifiedHash(f.path, f.size, f.sha)
+		switch {
+		case err != nil:
+			return refuse("%s unreadable: %v", f.what, err)
+		case size != f.size:
+			return refuse("%s %s is truncated or grown: %d bytes, %d were saved", f.what, f.path, size, f.size)
+		case sum != f.sha:
+			return refuse("%s %s is corrupt: sha256 %s, %s was saved", f.what, f.path, sum, f.sha)
+		}
 	}
 	st, err := os.Stat(snapshotDisk(sn))
 	if err != nil {
@@ -239,8 +297,15 @@ func (m *Manager) forkOne(ctx context.Context, sn model.Snapshot, drv vmm.Driver
 	ctx = opid.WithVM(ctx, name)
 	unlock := m.lock(id)
 	defer unlock()
+	// Journalled before the first side effect: a daemon killed mid-fork
+	// leaves the row, and Recover rolls this clone back whole.
+	ctx, j, done, err := m.journalFor(ctx, store.OpFork, vm)
+	if err != nil {
+		return model.VM{}, apiError(fmt.Errorf("fork vm %q from snapshot %q: %w", name, sn.Name, err))
+	}
+	defer done()
 	fs := &forkState{sn: sn, boot: &bootState{vm: vm, kernel: k, driver: drv, report: report}}
-	chain := vmm.Steps[*forkState]{
+	chain := journaled(j, vmm.Steps[*forkState]{
 		{Name: "record", Fn: m.forkRecord},
 		{Name: "disk", Fn: func(ctx context.Context, fs *forkState, _ *vmm.Undo) error {
 			fs.boot.report.Stage("disk", "copying the snapshot's disk for "+name)
@@ -274,7 +339,7 @@ func (m *Manager) forkOne(ctx context.Context, sn model.Snapshot, drv vmm.Driver
 		{Name: "running", Fn: func(ctx context.Context, fs *forkState, undo *vmm.Undo) error {
 			return m.stepRunning(ctx, fs.boot, undo)
 		}},
-	}
+	}, forkMade)
 	var undo vmm.Undo
 	begin := time.Now()
 	if err := chain.Run(ctx, m.d.Log, fs, &undo); err != nil {
@@ -326,6 +391,10 @@ func (m *Manager) forkRestore(ctx context.Context, fs *forkState, undo *vmm.Undo
 	s := fs.boot
 	s.report.Stage("restore", "restoring "+s.vm.Name+" from snapshot "+fs.sn.Name)
 	pr := s.driver.(pausedRestorer)
+	if fs.sn.MemoryBytes > 0 {
+		// Mapped copy-on-write: the clone never changes the file.
+		s.spec.Memory = &vmm.MemoryFile{Path: snapshotMemoryFile(fs.sn)}
+	}
 	if err := m.launch(ctx, s, undo, func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 		return pr.RestorePaused(ctx, spec, snapshotStateFile(fs.sn))
 	}); err != nil {

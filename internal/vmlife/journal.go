@@ -11,7 +11,8 @@ import (
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
-// The operations journal: create, start, stop and remove each write a row
+// The operations journal: create, start, stop, remove and each clone of a
+// fork write a row
 // to the store before their first side effect, record the step they reach
 // and what they made (pid + start time, tap, lease, disk) as they go, and
 // delete the row when they end, done or undone. A daemon killed part-way
@@ -108,6 +109,12 @@ func createMade(s *createState) store.OpResources {
 		r.Record = true
 		r.Disk = rootDisk(s.vm)
 	}
+	return r
+}
+
+func forkMade(s *forkState) store.OpResources {
+	r := bootMade(s.boot)
+	r.Record, r.Disk = true, rootDisk(s.boot.vm)
 	return r
 }
 

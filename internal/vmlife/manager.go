@@ -42,9 +42,14 @@ type Manager struct {
 	// under a request's context.
 	life context.Context
 
-	mu      sync.Mutex
-	locks   map[string]*sync.Mutex // per VM id
-	running map[string]*runningVM  // per VM id
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // per VM id
+	// snapLocks: forks hold a snapshot's read lock while they restore from
+	// it; snapshot rm takes the write lock, or is refused (per snapshot id).
+	snapLocks map[string]*sync.RWMutex
+	// verified caches snapshot files whose hash matched, by path.
+	verified map[string]fileStamp
+	running  map[string]*runningVM // per VM id
 }
 
 // runningVM is what the daemon holds for a VM whose VMM runs.
@@ -64,7 +69,7 @@ func New(life context.Context, d Deps) *Manager {
 	if d.ReadyTimeout == 0 {
 		d.ReadyTimeout = 3 * time.Minute
 	}
-	return &Manager{d: d, life: life, locks: map[string]*sync.Mutex{}, running: map[string]*runningVM{}}
+	return &Manager{d: d, life: life, locks: map[string]*sync.Mutex{}, snapLocks: map[string]*sync.RWMutex{}, verified: map[string]fileStamp{}, running: map[string]*runningVM{}}
 }
 
 func (m *Manager) lock(id string) func() {
@@ -77,6 +82,18 @@ func (m *Manager) lock(id string) func() {
 	m.mu.Unlock()
 	l.Lock()
 	return l.Unlock
+}
+
+// snapLock returns snapshot id's lock.
+func (m *Manager) snapLock(id string) *sync.RWMutex {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.snapLocks[id]
+	if l == nil {
+		l = &sync.RWMutex{}
+		m.snapLocks[id] = l
+	}
+	return l
 }
 
 // CreateRequest is vm.create's input.

@@ -23,6 +23,9 @@ import (
 //
 //   - create (and `vm run`'s start): rolled back whole, as a failed create
 //     is: VMM killed, tap and lease freed, disk and record removed;
+//   - fork (one clone of vm fork, vm run --from/--template): rolled back
+//     whole as a create (the record's fork link goes with it); clones of
+//     the same request that were already done are whole VMs and stay;
 //   - start: rolled back: VMM killed, runtime files cleared, VM stopped;
 //   - stop: finished: VMM killed, VM stopped;
 //   - remove: finished.
@@ -83,7 +86,7 @@ func (m *Manager) recoverOp(ctx context.Context, op store.Operation) error {
 		return err
 	}
 	switch op.Kind {
-	case store.OpCreate, store.OpRemove:
+	case store.OpCreate, store.OpFork, store.OpRemove:
 		return m.forget(ctx, vm, exists, dir)
 	case store.OpStart, store.OpStop:
 		if !exists {

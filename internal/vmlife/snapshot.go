@@ -195,6 +195,10 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 			cancel()
 		}
 	}
+	report.Stage("memory", "keeping the guest's memory apart, for clones to share")
+	if err := m.shareMemory(ctx, &sn, vm, r.driver, req.Stop); err != nil {
+		lg.WarnContext(ctx, "memory stays in the state: clones will not share it", "err", err)
+	}
 	report.Stage("verify", "checksumming the snapshot")
 	size, sum, err := hashFile(snapshotStateFile(sn))
 	if err != nil {
@@ -208,6 +212,14 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 	}
 	for _, p := range []string{snapshotStateFile(sn), snapshotDisk(sn)} {
 		if err := os.Chmod(p, 0o400); err != nil {
+			return fail(err)
+		}
+	}
+	if sn.MemoryBytes > 0 {
+		// The guest's memory, which may hold its secrets. Writable by the
+		// owner only because QEMU 7.2 opens a memory file read-write even
+		// to map it copy-on-write; it never writes to it.
+		if err := os.Chmod(snapshotMemoryFile(sn), 0o600); err != nil {
 			return fail(err)
 		}
 	}
@@ -242,10 +254,21 @@ func (m *Manager) ListSnapshots(ctx context.Context) ([]model.Snapshot, error) {
 }
 
 // RemoveSnapshot deletes a snapshot and its files; one that VMs were forked
-// from needs force (the VMs keep their own disks and run on).
+// from needs force (the VMs keep their own disks and run on). It is refused,
+// even with force, while a fork restores from the snapshot: waiting would
+// let a stream of forks hold it off, and a refusal says why at once.
 func (m *Manager) RemoveSnapshot(ctx context.Context, ref string, force bool) error {
 	sn, err := m.GetSnapshot(ctx, ref)
 	if err != nil {
+		return err
+	}
+	sl := m.snapLock(sn.ID)
+	if !sl.TryLock() {
+		return api.Errorf(api.CodeFailedPrecondition, "snapshot %q is being forked from right now: retry once that fork ends (banger ops ls shows it)", sn.Name)
+	}
+	defer sl.Unlock()
+	// Read again under the lock: a fork that just ended added its clones.
+	if sn, err = m.GetSnapshot(ctx, sn.ID); err != nil {
 		return err
 	}
 	if len(sn.Users) > 0 && !force {
@@ -258,6 +281,7 @@ func (m *Manager) RemoveSnapshot(ctx context.Context, ref string, force bool) er
 		}
 		return err
 	}
+	m.forgetVerified(sn.Dir)
 	m.d.Events.Publish(ctx, events.Event{Kind: events.KindSnapshotRemoved, VM: sn.SourceVM, Snapshot: sn.Name})
 	if err := os.RemoveAll(sn.Dir); err != nil {
 		return fmt.Errorf("remove snapshot %q files: %w", sn.Name, err)

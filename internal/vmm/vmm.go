@@ -61,6 +61,18 @@ type Spec struct {
 	// Shares are host directories shared with the guest (virtio-fs); a
 	// driver without Capabilities.SharedDirs refuses a spec that has any.
 	Shares []Share
+	// Memory, when set, backs guest RAM with a file instead of anonymous
+	// memory (drivers with MemorySharer); nil for every ordinary VM.
+	Memory *MemoryFile
+}
+
+// MemoryFile is guest RAM kept in a file. Shared: the guest writes through
+// to it (a snapshot's RAM being made). Not shared: it is mapped
+// copy-on-write, so clones of one snapshot share its unmodified pages
+// through the page cache and never change the file.
+type MemoryFile struct {
+	Path   string
+	Shared bool
 }
 
 // Share is a host directory the guest mounts by Tag.

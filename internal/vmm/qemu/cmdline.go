@@ -32,6 +32,10 @@ func (p Paths) share(tag string) string { return filepath.Join(p.Dir, "fs-"+tag+
 // where a literal comma is written twice.
 func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
+// ramID is microvm's default RAM block name (its default_ram_id): the
+// migration stream names RAM blocks, so a file-backed RAM must use it.
+const ramID = "microvm.ram"
+
 // tapFD is the descriptor QEMU inherits an opened tap on: the first of
 // ExtraFiles.
 const tapFD = 3
@@ -61,6 +65,11 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 		// vhost-user-fs needs guest memory virtiofsd can map.
 		machine += ",memory-backend=mem"
 	}
+	if spec.Memory != nil {
+		// Named as microvm's default RAM, so a state saved from either
+		// kind of VM loads into the other.
+		machine += ",memory-backend=" + ramID
+	}
 	a := []string{
 		"-name", "banger-" + spec.ID + ",debug-threads=off",
 		"-M", machine,
@@ -79,6 +88,13 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 		// states stay loadable).
 		a = append(a, "-global", "virtio-mmio.force-legacy=false",
 			"-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(spec.MemoryMiB)+"M,share=on")
+	}
+	if m := spec.Memory; m != nil {
+		share := "off"
+		if m.Shared {
+			share = "on"
+		}
+		a = append(a, "-object", "memory-backend-file,id="+ramID+",size="+strconv.Itoa(spec.MemoryMiB)+"M,mem-path="+escape(m.Path)+",share="+share)
 	}
 	for i, sh := range spec.Shares {
 		id := "fs" + strconv.Itoa(i)

@@ -148,6 +148,19 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 			return bad("disk %q: %v", disk.ID, err)
 		}
 	}
+	if m := spec.Memory; m != nil {
+		if len(spec.Shares) > 0 {
+			return bad("file-backed memory and shared directories cannot be combined")
+		}
+		if !filepath.IsAbs(m.Path) {
+			return bad("memory file %q is not an absolute path", m.Path)
+		}
+		if !m.Shared {
+			if err := vmm.RegularFile(m.Path); err != nil {
+				return bad("memory file: %v", err)
+			}
+		}
+	}
 	tags := map[string]bool{}
 	for i, sh := range spec.Shares {
 		if !virtiofs.ValidTag(sh.Tag) || tags[sh.Tag] {

@@ -579,3 +579,39 @@ func TestArgsWithShares(t *testing.T) {
 		}
 	}
 }
+
+// TestArgsWithMemoryFile: file-backed RAM is named as microvm's default
+// RAM block (so a state saved from either kind loads into the other),
+// shared for a snapshot's RAM being made, copy-on-write for a clone; it
+// cannot be combined with shares.
+func TestArgsWithMemoryFile(t *testing.T) {
+	spec := vmm.Spec{ID: "a1", Kernel: vmm.Kernel{Path: "/k/vmlinuz"}, CPUs: 1, MemoryMiB: 512,
+		Agent:  vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
+		Memory: &vmm.MemoryFile{Path: "/s/a,b/ram"}}
+	p := Paths{QMP: "/v/qmp.sock", Agent: "/v/agent.sock", ConsoleLog: "/v/console.log", Dir: "/v"}
+	line := strings.Join(Args(spec, p, "tcg", false), " ")
+	for _, want := range []string{
+		"-M microvm,accel=tcg,acpi=on,memory-backend=microvm.ram ",
+		"-object memory-backend-file,id=microvm.ram,size=512M,mem-path=/s/a,,b/ram,share=off",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("command line lacks %q:\n%s", want, line)
+		}
+	}
+	spec.Memory.Shared = true
+	if line := strings.Join(Args(spec, p, "tcg", false), " "); !strings.Contains(line, ",share=on") {
+		t.Errorf("shared memory file not shared: %s", line)
+	}
+	d := newTestDriver(t)
+	s := testSpec(t, "/bin/true", "")
+	s.Kernel.Path = s.Disks[0].Path
+	s.Memory = &vmm.MemoryFile{Path: filepath.Join(s.Dir, "missing")}
+	if err := d.Validate(s); err == nil || !strings.Contains(err.Error(), "memory file") {
+		t.Errorf("a missing copy-on-write memory file: %v", err)
+	}
+	s.Memory = &vmm.MemoryFile{Path: filepath.Join(s.Dir, "ram"), Shared: true}
+	s.Shares = []vmm.Share{{Tag: "t", Source: "/srv"}}
+	if err := d.Validate(s); err == nil || !strings.Contains(err.Error(), "cannot be combined") {
+		t.Errorf("memory file with shares: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -44,7 +45,7 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, statePath string) 
 		return fmt.Errorf("save vm %q: create state file: %w", inst.ID, err)
 	}
 	defer f.Close()
-	err = d.migrate(ctx, inst.ControlSocket, f, "migrate")
+	err = d.migrate(ctx, inst.ControlSocket, f, "migrate", false)
 	if err != nil {
 		_ = os.Remove(statePath)
 		return fmt.Errorf("save vm %q to %s: %w", inst.ID, statePath, err)
@@ -56,13 +57,21 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, statePath string) 
 }
 
 // migrate hands f to QEMU and runs cmd ("migrate" or "migrate-incoming")
-// over it, waiting for the migration to finish.
-func (d *Driver) migrate(ctx context.Context, qmpPath string, f *os.File, cmd string) error {
+// over it, waiting for the migration to finish. ignoreShared is the
+// x-ignore-shared capability: RAM in a shared file is left out of the
+// stream (the file holds it), which both ends must agree on. It is set
+// either way: a clone restored with it on keeps it, and its own suspend
+// must save a stream a plain restore reads.
+func (d *Driver) migrate(ctx context.Context, qmpPath string, f *os.File, cmd string, ignoreShared bool) error {
 	q, err := DialQMP(ctx, qmpPath)
 	if err != nil {
 		return err
 	}
 	defer q.Close()
+	caps := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": ignoreShared}}}
+	if err := q.Execute(ctx, "migrate-set-capabilities", caps, nil); err != nil {
+		return fmt.Errorf("set x-ignore-shared: %w", err)
+	}
 	if err := q.ExecuteWithFD(ctx, "getfd", map[string]string{"fdname": snapshotFDName}, f); err != nil {
 		return err
 	}
@@ -144,7 +153,10 @@ func (d *Driver) restore(ctx context.Context, spec vmm.Spec, statePath string, p
 			defer f.Close()
 			mctx, cancel := context.WithTimeout(ctx, defaultMigrateTimeout)
 			defer cancel()
-			if err := d.migrate(mctx, b.Paths.QMP, f, "migrate-incoming"); err != nil {
+			// A clone's RAM maps the snapshot's memory file: the state
+			// holds only the devices (saved by ShareMemory).
+			cow := spec.Memory != nil && !spec.Memory.Shared
+			if err := d.migrate(mctx, b.Paths.QMP, f, "migrate-incoming", cow); err != nil {
 				return err
 			}
 			if paused {
@@ -191,6 +203,47 @@ func (d *Driver) stepCheckPaused(ctx context.Context, b *Boot, _ *vmm.Undo) erro
 	}
 	if st.Running || st.Status != "paused" {
 		return fmt.Errorf("restored vm is %q, want it paused", st.Status)
+	}
+	return nil
+}
+
+// ShareMemory splits a full saved state (statePath, from Save) into the
+// guest's RAM as a file (ramPath) and its device state alone (devPath), so
+// clones restored from devPath with spec.Memory{ramPath, not shared} map
+// the RAM copy-on-write and share its unmodified pages. It loads the state
+// into a paused QEMU whose RAM is ramPath (shared), saves it again without
+// that RAM (x-ignore-shared) and ends that QEMU: the guest never runs.
+// spec must match the saved VM's devices, its NIC's backend included (a
+// virtio-net's features depend on the tap's); its disks are only opened.
+func (d *Driver) ShareMemory(ctx context.Context, spec vmm.Spec, statePath, ramPath, devPath string) (err error) {
+	spec.Memory = &vmm.MemoryFile{Path: ramPath, Shared: true}
+	inst, err := d.restore(ctx, spec, statePath, true)
+	if err != nil {
+		return fmt.Errorf("load state into a memory file: %w", err)
+	}
+	defer func() {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if kerr := d.Kill(kctx, inst); kerr != nil && !errors.Is(kerr, vmm.ErrNotRunning) {
+			err = errors.Join(err, kerr)
+		}
+		_ = vmm.RemoveFiles(inst.Files...)
+	}()
+	f, err := os.OpenFile(devPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create device state file: %w", err)
+	}
+	defer f.Close()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultMigrateTimeout)
+		defer cancel()
+	}
+	if err := d.migrate(ctx, inst.ControlSocket, f, "migrate", true); err != nil {
+		return fmt.Errorf("save device state apart from memory: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync device state: %w", err)
 	}
 	return nil
 }
