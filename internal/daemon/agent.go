@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -26,15 +27,32 @@ func (g *guestAgent) Health(ctx context.Context) (string, error) {
 
 func (g *guestAgent) Close() error { return g.close() }
 
-// dialAgent builds the agent client for a VM's agent endpoint.
-func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) vmlife.Agent {
-	lg := d.log.With("agent", ep.SocketPath)
+// dialAgent builds the agent client for a VM's agent endpoint, one kind at
+// a time: a kind it does not know (a record from another banger, or the
+// removed vhost-vsock) is refused by name, never guessed at.
+func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) (vmlife.Agent, error) {
+	return dialAgentEndpoint(ep, d.log.With("agent", ep.SocketPath))
+}
+
+func dialAgentEndpoint(ep vmm.AgentEndpoint, lg *slog.Logger) (*guestAgent, error) {
+	switch ep.Kind {
+	case vmm.AgentHybridVsock, vmm.AgentVirtioSerialYamux:
+		if ep.SocketPath == "" {
+			return nil, fmt.Errorf("dial guest agent over %s: the endpoint has no socket path", ep.Kind)
+		}
+	}
 	switch ep.Kind {
 	case vmm.AgentHybridVsock:
-		return &guestAgent{Client: vsockagent.NewClient(vsockagent.HybridVsockDialer(ep.SocketPath, ep.Port), lg), close: func() error { return nil }}
-	default:
+		if ep.Port == 0 {
+			return nil, fmt.Errorf("dial guest agent over %s: the endpoint has no vsock port", ep.Kind)
+		}
+		return &guestAgent{Client: vsockagent.NewClient(vsockagent.HybridVsockDialer(ep.SocketPath, ep.Port), lg), close: func() error { return nil }}, nil
+	case vmm.AgentVirtioSerialYamux:
 		yd := vsockagent.NewYamuxDialer(ep.SocketPath, lg)
-		return &guestAgent{Client: vsockagent.NewClient(yd.Dial, lg), close: yd.Close}
+		return &guestAgent{Client: vsockagent.NewClient(yd.Dial, lg), close: yd.Close}, nil
+	default:
+		return nil, fmt.Errorf("dial guest agent: unknown agent transport %q (this daemon speaks %s and %s): restart the vm with this banger",
+			ep.Kind, vmm.AgentVirtioSerialYamux, vmm.AgentHybridVsock)
 	}
 }
 

@@ -32,15 +32,15 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 	}
 	d.kvm = kvm
 	d.log.Info("virtualization", "accel", kvm.Accel, "reason", kvm.Reason)
-	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", "qemu"),
+	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", model.VMMQEMU),
 		// virtiofsd runs as this daemon's uid, inside a user namespace that
 		// maps guest-root requests to it; bangerd is its wrapper.
 		Virtiofs: virtiofs.Config{Launcher: d.opts.Executable, UID: os.Geteuid(), GID: os.Getegid()}})
 	// Firecracker is offered everywhere; Select only picks it where its
 	// binary is installed and KVM can run a standard kernel. Jails live
 	// beside the VM dirs (the jailer hard-links the disks in).
-	fd := firecracker.New(firecracker.Config{ChrootBaseDir: d.paths.State, UID: os.Getuid(), GID: os.Getgid(), Logger: d.log.With("vmm", "firecracker")})
-	drivers := map[string]vmm.Driver{qd.Name(): qd, fd.Name(): fd}
+	fd := firecracker.New(firecracker.Config{ChrootBaseDir: d.paths.State, UID: os.Getuid(), GID: os.Getgid(), Logger: d.log.With("vmm", model.VMMFirecracker)})
+	drivers := map[model.VMMKind]vmm.Driver{qd.Name(): qd, fd.Name(): fd}
 	list := []vmm.Driver{fd, qd}
 	netw, err := netattach.New(netattach.Config{
 		Helper: d.helper, Store: d.store,
@@ -61,7 +61,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 		Paths:   d.paths,
 		Log:     d.log,
 		Drivers: drivers,
-		Select: func(ctx context.Context, pref string) (vmm.Driver, error) {
+		Select: func(ctx context.Context, pref model.VMMKind) (vmm.Driver, error) {
 			return vmm.Select(ctx, pref, kvm, list...)
 		},
 		Initramfs:       d.initramfsFor,

@@ -483,7 +483,7 @@ func TestRunningDaemon(t *testing.T) {
 			return api.DaemonStatus{PID: 99, Build: buildinfo.Info{Version: version}, UptimeSeconds: 65, Helper: helper}, nil
 		},
 		api.MethodKernelList: func(context.Context, *rpc.Call) (any, error) {
-			return api.KernelList{Kernels: []model.Kernel{{Name: "debian-cloud", VMMs: []string{"qemu"}}}}, nil
+			return api.KernelList{Kernels: []model.Kernel{{Name: "debian-cloud", VMMs: []model.VMMKind{"qemu"}}}}, nil
 		},
 		api.MethodImageList: func(context.Context, *rpc.Call) (any, error) {
 			return api.ImageList{}, nil

@@ -13,11 +13,11 @@ import (
 
 type capsDriver struct {
 	vmm.Driver
-	name string
+	name model.VMMKind
 	caps vmm.Capabilities
 }
 
-func (d capsDriver) Name() string                   { return d.name }
+func (d capsDriver) Name() model.VMMKind            { return d.name }
 func (d capsDriver) Capabilities() vmm.Capabilities { return d.caps }
 
 func TestMigratable(t *testing.T) {

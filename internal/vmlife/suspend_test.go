@@ -23,7 +23,7 @@ func (nopAgent) Poweroff(context.Context) error         { return nil }
 func (nopAgent) Close() error                           { return nil }
 
 // suspendTestVM records a VM in state (through the allowed transitions).
-func suspendTestVM(t *testing.T, st *store.Store, name, driver string, states ...model.VMState) model.VM {
+func suspendTestVM(t *testing.T, st *store.Store, name string, driver model.VMMKind, states ...model.VMState) model.VM {
 	t.Helper()
 	ctx := context.Background()
 	id, err := model.NewVMID()
@@ -57,7 +57,7 @@ func suspendTestManager(t *testing.T) (*Manager, *store.Store) {
 	}
 	t.Cleanup(func() { st.Close() })
 	m := New(context.Background(), Deps{Store: st, Log: log,
-		Drivers: map[string]vmm.Driver{model.VMMFirecracker: firecracker.New(firecracker.Config{})}})
+		Drivers: map[model.VMMKind]vmm.Driver{model.VMMFirecracker: firecracker.New(firecracker.Config{})}})
 	return m, st
 }
 
@@ -157,7 +157,7 @@ type fakeVMM struct {
 	adoptErr   error
 }
 
-func (f *fakeVMM) Name() string                              { return model.VMMQEMU }
+func (f *fakeVMM) Name() model.VMMKind                       { return model.VMMQEMU }
 func (f *fakeVMM) Alive(vmm.Instance) (bool, string)         { return f.alive, "gone" }
 func (f *fakeVMM) Adopt(context.Context, vmm.Instance) error { return f.adoptErr }
 func (f *fakeVMM) Kill(context.Context, vmm.Instance) error {
@@ -176,8 +176,8 @@ func TestAdoptInterruptedResume(t *testing.T) {
 	for _, consumed := range []bool{false, true} {
 		m, st := suspendTestManager(t)
 		drv := &fakeVMM{alive: true}
-		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
-		m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
+		m.d.Drivers = map[model.VMMKind]vmm.Driver{model.VMMQEMU: drv}
+		m.d.DialAgent = func(vmm.AgentEndpoint) (Agent, error) { return nopAgent{}, nil }
 		m.life = ctx
 		vm := suspendTestVM(t, st, "half", model.VMMQEMU, model.StateStarting, model.StateRunning, model.StateSuspended)
 		inst := vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: os.Getpid()}
@@ -231,8 +231,8 @@ func TestAdoptInterruptedSuspend(t *testing.T) {
 	defer cancel()
 	m, st := suspendTestManager(t)
 	drv := &resumableVMM{fakeVMM: fakeVMM{alive: true}}
-	m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
-	m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
+	m.d.Drivers = map[model.VMMKind]vmm.Driver{model.VMMQEMU: drv}
+	m.d.DialAgent = func(vmm.AgentEndpoint) (Agent, error) { return nopAgent{}, nil }
 	m.life = ctx
 	defer m.Close()
 	vm := suspendTestVM(t, st, "mid", model.VMMQEMU, model.StateStarting, model.StateRunning)
@@ -262,7 +262,7 @@ func TestAdoptSavedButUnrecorded(t *testing.T) {
 	ctx := context.Background()
 	for _, whole := range []bool{true, false} {
 		m, st := suspendTestManager(t)
-		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: &fakeVMM{adoptErr: vmm.ErrNotRunning}}
+		m.d.Drivers = map[model.VMMKind]vmm.Driver{model.VMMQEMU: &fakeVMM{adoptErr: vmm.ErrNotRunning}}
 		vm := suspendTestVM(t, st, "saved", model.VMMQEMU, model.StateStarting, model.StateRunning)
 		if err := writeInstance(vm, vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: 1 << 22}); err != nil {
 			t.Fatal(err)

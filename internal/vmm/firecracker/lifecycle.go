@@ -11,6 +11,7 @@ import (
 	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
 
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -45,7 +46,7 @@ func (d *Driver) Steps() vmm.Steps[*Boot] {
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 	b := &Boot{Spec: spec}
 	var undo vmm.Undo
-	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", vmm.Firecracker)
+	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", model.VMMFirecracker)
 	if err := d.Steps().Run(ctx, log, b, &undo); err != nil {
 		return vmm.Instance{}, fmt.Errorf("start vm %q with firecracker: %w", spec.Name, err)
 	}
@@ -88,7 +89,7 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 		return err
 	}
 	b.Instance = vmm.Instance{
-		Driver:        vmm.Firecracker,
+		Driver:        model.VMMFirecracker,
 		ID:            b.Spec.ID,
 		PID:           b.Proc.PID,
 		PIDStartTime:  b.Proc.StartTime,
