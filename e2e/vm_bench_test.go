@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmdisk"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -64,16 +65,16 @@ func bareBoot(b *testing.B, accel, kernel, initrd, image string) time.Duration {
 		b.Fatal(err)
 	}
 	cfg := &guestconfig.Config{VMName: "bare", Hostname: "bare", BootID: "00000000-0000-4000-8000-000000000001",
-		InitMode: guestconfig.InitFast, Agent: guestconfig.Agent{Transport: guestconfig.TransportVirtioSerial, PortName: "banger.agent"}}
+		InitMode: model.InitFast, Agent: guestconfig.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"}}
 	cfgDisk := filepath.Join(dir, "config.img")
 	if err := guestconfig.Write(cfgDisk, cfg); err != nil {
 		b.Fatal(err)
 	}
 	spec := vmm.Spec{ID: "bare", Name: "bare", Dir: dir, Kernel: vmm.Kernel{Path: kernel, Cmdline: tscArg(accel)}, Initrd: initrd,
 		Disks: []vmm.Disk{{ID: "root", Path: root}, {ID: "config", Path: cfgDisk, ReadOnly: true}},
-		CPUs:  2, MemoryMiB: 1024, Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"}}
+		CPUs:  2, MemoryMiB: 1024, Agent: vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"}}
 	p := qemu.Paths{QMP: filepath.Join(dir, "qmp.sock"), Agent: filepath.Join(dir, "agent.sock"), ConsoleLog: filepath.Join(dir, "console.log"), StderrLog: filepath.Join(dir, "qemu.log")}
-	cmd := exec.Command("qemu-system-x86_64", qemu.Args(spec, p, accel, false)...)
+	cmd := exec.Command("qemu-system-x86_64", qemu.Args(spec, p, accel)...)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

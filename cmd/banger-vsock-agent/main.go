@@ -26,8 +26,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
-	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/guestinit"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
@@ -52,13 +52,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		bootID    = fs.String("boot-id", "", "this boot's id, reported by health")
-		transport = fs.String("transport", string(guestconfig.TransportVirtioSerial), "agent channel: virtio-serial or vsock")
+		transport = fs.String("transport", string(model.TransportVirtioSerial), "agent channel: virtio-serial or vsock")
 		portName  = fs.String("port-name", "", "virtio-serial port name")
 		vsockPort = fs.Uint("vsock-port", vsockagent.DefaultVsockPort, "vsock port")
-		initMode  = fs.String("init-mode", string(guestconfig.InitFast), "who is PID 1: fast (banger-init) or image (the image's init)")
+		initMode  = fs.String("init-mode", string(model.InitFast), "who is PID 1: fast (banger-init) or image (the image's init)")
 		debug     = fs.Bool("debug", false, "log debug detail")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if !model.InitMode(*initMode).Valid() {
+		fmt.Fprintf(stderr, "banger-vsock-agent: --init-mode %q: want %s or %s\n", *initMode, model.InitFast, model.InitImage)
 		return 2
 	}
 	level := slog.LevelInfo
@@ -69,13 +73,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	ident := &guestinit.Identity{Log: log, InitMode: guestconfig.InitMode(*initMode)}
+	ident := &guestinit.Identity{Log: log, InitMode: model.InitMode(*initMode)}
 	srv := vsockagent.NewServer(vsockagent.ServerOptions{
 		Logger:    log,
 		BootID:    *bootID,
 		Version:   buildinfo.Version,
 		StartTime: bootTime(),
-		Poweroff:  poweroff(guestconfig.InitMode(*initMode)),
+		Poweroff:  poweroff(model.InitMode(*initMode)),
 		SetClock:  setClock,
 		// Snapshots and clones (vsockagent/identity.go).
 		Freeze:     ident.Freeze,
@@ -83,14 +87,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Reidentify: ident.Reidentify,
 	})
 	var err error
-	switch guestconfig.Transport(*transport) {
-	case guestconfig.TransportVirtioSerial:
+	switch model.AgentTransport(*transport) {
+	case model.TransportVirtioSerial:
 		if *portName == "" {
 			err = errors.New("--port-name is required with --transport virtio-serial")
 			break
 		}
 		err = srv.ServePort(ctx, guestinit.VirtioPortOpener(*portName))
-	case guestconfig.TransportVsock:
+	case model.TransportVsock:
 		ln, lerr := vsockagent.ListenVsock(uint32(*vsockPort))
 		if lerr != nil {
 			err = lerr
@@ -98,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		err = srv.Serve(ctx, ln) // closes ln
 	default:
-		err = fmt.Errorf("unknown transport %q", *transport)
+		err = fmt.Errorf("unknown --transport %q: want %s or %s", *transport, model.TransportVirtioSerial, model.TransportVsock)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "banger-vsock-agent: %v\n", err)
@@ -109,9 +113,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // poweroff asks PID 1 for an orderly power-off: banger-init shuts down on
 // SIGTERM, systemd on SIGRTMIN+4.
-func poweroff(mode guestconfig.InitMode) func(context.Context) error {
+func poweroff(mode model.InitMode) func(context.Context) error {
 	sig := unix.SIGTERM
-	if mode == guestconfig.InitImage {
+	if mode == model.InitImage {
 		sig = syscall.Signal(34 + 4) // SIGRTMIN+4: systemd's poweroff
 	}
 	return func(context.Context) error { return unix.Kill(1, sig) }

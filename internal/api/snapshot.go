@@ -22,11 +22,11 @@ type VMSnapshot struct {
 
 // VMFork is vm.fork's params.
 type VMFork struct {
-	From   string `json:"from"` // snapshot, template or running VM
-	Name   string `json:"name,omitempty"`
-	Count  int    `json:"count,omitempty"`
-	VMM    string `json:"vmm,omitempty"`
-	Kernel string `json:"kernel,omitempty"`
+	From   string        `json:"from"` // snapshot, template or running VM
+	Name   string        `json:"name,omitempty"`
+	Count  int           `json:"count,omitempty"`
+	VMM    model.VMMKind `json:"vmm,omitempty"`
+	Kernel string        `json:"kernel,omitempty"`
 	// Origin "mcp" puts the fork under config.toml's [mcp] limits
 	// (max_vms, max_memory with the snapshot's memory, allow_network).
 	Origin string `json:"origin,omitempty"`
@@ -53,27 +53,27 @@ type SnapshotRemove struct {
 // booted, provisioned with Run (sh -c, through the agent), quiesced and
 // snapshotted as the template, then removed.
 type TemplateCreate struct {
-	Name      string `json:"name"`
-	Image     string `json:"image,omitempty"`
-	Kernel    string `json:"kernel,omitempty"`
-	VMM       string `json:"vmm,omitempty"`
-	CPUs      int    `json:"cpus,omitempty"`
-	MemoryMiB int    `json:"memory_mib,omitempty"`
-	DiskBytes int64  `json:"disk_bytes,omitempty"`
-	Network   string `json:"network,omitempty"`
-	Run       string `json:"run,omitempty"`
+	Name      string        `json:"name"`
+	Image     string        `json:"image,omitempty"`
+	Kernel    string        `json:"kernel,omitempty"`
+	VMM       model.VMMKind `json:"vmm,omitempty"`
+	CPUs      int           `json:"cpus,omitempty"`
+	MemoryMiB int           `json:"memory_mib,omitempty"`
+	DiskBytes int64         `json:"disk_bytes,omitempty"`
+	Network   string        `json:"network,omitempty"`
+	Run       string        `json:"run,omitempty"`
 }
 
 // TemplateMatch asks for a template fitting a vm run's shape (zero: defaults).
 type TemplateMatch struct {
-	Image     string `json:"image,omitempty"`
-	Kernel    string `json:"kernel,omitempty"`
-	VMM       string `json:"vmm,omitempty"`
-	CPUs      int    `json:"cpus,omitempty"`
-	MemoryMiB int    `json:"memory_mib,omitempty"`
-	DiskBytes int64  `json:"disk_bytes,omitempty"`
-	InitMode  string `json:"init_mode,omitempty"`
-	Network   string `json:"network,omitempty"`
+	Image     string         `json:"image,omitempty"`
+	Kernel    string         `json:"kernel,omitempty"`
+	VMM       model.VMMKind  `json:"vmm,omitempty"`
+	CPUs      int            `json:"cpus,omitempty"`
+	MemoryMiB int            `json:"memory_mib,omitempty"`
+	DiskBytes int64          `json:"disk_bytes,omitempty"`
+	InitMode  model.InitMode `json:"init_mode,omitempty"`
+	Network   string         `json:"network,omitempty"`
 	// Policy is the run's own policy flags (config defaults are added).
 	Policy model.VMPolicy `json:"policy,omitzero"`
 }

@@ -36,16 +36,16 @@ var (
 
 // VMCreate is vm.create's params. Zero values take defaults.
 type VMCreate struct {
-	Name      string `json:"name,omitempty"`
-	Image     string `json:"image,omitempty"`
-	Kernel    string `json:"kernel,omitempty"`
-	VMM       string `json:"vmm,omitempty"` // auto, qemu, firecracker
-	CPUs      int    `json:"cpus,omitempty"`
-	MemoryMiB int    `json:"memory_mib,omitempty"`
-	DiskBytes int64  `json:"disk_bytes,omitempty"`
-	InitMode  string `json:"init_mode,omitempty"` // fast (default) or image
-	Network   string `json:"network,omitempty"`   // isolated (default) or shared
-	Start     bool   `json:"start,omitempty"`     // boot and wait until ready
+	Name      string         `json:"name,omitempty"`
+	Image     string         `json:"image,omitempty"`
+	Kernel    string         `json:"kernel,omitempty"`
+	VMM       model.VMMKind  `json:"vmm,omitempty"` // auto, qemu, firecracker
+	CPUs      int            `json:"cpus,omitempty"`
+	MemoryMiB int            `json:"memory_mib,omitempty"`
+	DiskBytes int64          `json:"disk_bytes,omitempty"`
+	InitMode  model.InitMode `json:"init_mode,omitempty"` // fast (default) or image
+	Network   string         `json:"network,omitempty"`   // isolated (default) or shared
+	Start     bool           `json:"start,omitempty"`     // boot and wait until ready
 	// Origin "mcp" puts the request under config.toml's [mcp] limits,
 	// which the daemon enforces.
 	Origin string `json:"origin,omitempty"`

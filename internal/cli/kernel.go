@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +43,7 @@ checked before anything is unpacked.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "kernel %s: %s (boots under %s)\n", k.Name, k.Release, strings.Join(k.VMMs, ", "))
+			fmt.Fprintf(cmd.OutOrStdout(), "kernel %s: %s (boots under %s)\n", k.Name, k.Release, model.JoinVMMs(k.VMMs, ", "))
 			return nil
 		},
 	}
@@ -72,7 +71,7 @@ func newKernelImportCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "kernel %s imported (boots under %s)\n", k.Name, strings.Join(k.VMMs, ", "))
+			fmt.Fprintf(cmd.OutOrStdout(), "kernel %s imported (boots under %s)\n", k.Name, model.JoinVMMs(k.VMMs, ", "))
 			return nil
 		},
 	}
@@ -108,7 +107,7 @@ func newKernelLsCommand(a *app) *cobra.Command {
 			}
 			rows := [][]string{}
 			for _, k := range res.Kernels {
-				vmms := strings.Join(k.VMMs, ",")
+				vmms := model.JoinVMMs(k.VMMs, ",")
 				if len(k.VMMs) == 1 && k.VMMs[0] == model.VMMQEMU {
 					vmms += " (qemu only)"
 				}
@@ -140,7 +139,7 @@ func newKernelInspectCommand(a *app) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "name:     %s\nrelease:  %s\nsource:   %s\nsha256:   %s\nvmlinuz:  %s\nvmlinux:  %s\nmodules:  %s\nvmms:     %s\n",
-				k.Name, k.Release, k.Source, k.SHA256, k.Path, k.VMLinux, k.ModulesDir, strings.Join(k.VMMs, ", "))
+				k.Name, k.Release, k.Source, k.SHA256, k.Path, k.VMLinux, k.ModulesDir, model.JoinVMMs(k.VMMs, ", "))
 			return nil
 		},
 	}

@@ -82,7 +82,7 @@ func newSnapshotLsCommand(a *app) *cobra.Command {
 			now := time.Now()
 			rows := [][]string{}
 			for _, sn := range res {
-				rows = append(rows, []string{sn.Name, sn.Kind, sn.SourceVM, sn.Image, sn.Kernel, sn.VMM,
+				rows = append(rows, []string{sn.Name, sn.Kind, sn.SourceVM, sn.Image, sn.Kernel, string(sn.VMM),
 					strconv.Itoa(sn.CPUs), bytesHuman(int64(sn.MemoryMiB) << 20), bytesHuman(sn.StateBytes + sn.DiskAlloc),
 					strconv.Itoa(len(sn.Users)), ago(now, sn.CreatedAt)})
 			}

@@ -73,7 +73,7 @@ func (f *createFlags) add(cmd *cobra.Command) {
 }
 
 func (f *createFlags) params() (api.VMCreate, error) {
-	p := api.VMCreate{Name: f.name, Image: f.image, Kernel: f.kernel, VMM: f.vmm, CPUs: f.cpus, InitMode: f.init, Network: f.network}
+	p := api.VMCreate{Name: f.name, Image: f.image, Kernel: f.kernel, VMM: model.VMMKind(f.vmm), CPUs: f.cpus, InitMode: model.InitMode(f.init), Network: f.network}
 	pol, err := policy.Normalize(model.VMPolicy{DenyEgress: f.denyEgress, DenyPrivate: f.denyPrivate, ForwardDeny: f.forwardDeny})
 	if err != nil {
 		return p, &UsageError{Err: fmt.Errorf("--deny-egress/--forward-deny: %w", err)}

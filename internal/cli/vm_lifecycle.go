@@ -139,8 +139,8 @@ func newVMInspectCommand(a *app) *cobra.Command {
 			}
 			for _, kv := range [][2]string{
 				{"name", vm.Name}, {"id", vm.ID}, {"state", state}, {"image", vm.Image}, {"kernel", vm.Kernel},
-				{"vmm", vm.VMM}, {"cpus", fmt.Sprint(vm.CPUs)}, {"memory", fmt.Sprintf("%d MiB", vm.MemoryMiB)},
-				{"disk", bytesHuman(vm.DiskBytes)}, {"init", vm.InitMode}, {"network", vm.Network}, {"boot_id", vm.BootID},
+				{"vmm", string(vm.VMM)}, {"cpus", fmt.Sprint(vm.CPUs)}, {"memory", fmt.Sprintf("%d MiB", vm.MemoryMiB)},
+				{"disk", bytesHuman(vm.DiskBytes)}, {"init", string(vm.InitMode)}, {"network", vm.Network}, {"boot_id", vm.BootID},
 				{"ip", vm.IP}, {"mac", vm.MAC}, {"tap", vm.Tap}, {"pid", fmt.Sprint(vm.PID)}, {"dir", vm.Dir},
 				{"created", vm.CreatedAt.Format(time.RFC3339)},
 			} {

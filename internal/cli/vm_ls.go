@@ -95,7 +95,7 @@ func (a *app) renderVMs(ctx context.Context, w io.Writer, asJSON bool, format st
 		if ip == "" {
 			ip = "-"
 		}
-		cells = append(cells, []string{r.Name, string(r.State), ip, r.Image, r.VMM,
+		cells = append(cells, []string{r.Name, string(r.State), ip, r.Image, string(r.VMM),
 			fmt.Sprint(r.CPUs), r.Memory, r.Disk, r.Uptime, r.Age})
 	}
 	return table(w, []string{"NAME", "STATE", "IP", "IMAGE", "VMM", "CPUS", "MEMORY", "DISK", "UP", "AGE"}, cells)

@@ -28,7 +28,7 @@ import (
 
 // Defaults.
 const (
-	DefaultVMM    = "auto"
+	DefaultVMM    = model.VMMAuto
 	DefaultBridge = hostnat.DefaultBridge
 	DefaultDomain = vmdns.DefaultDomain
 )
@@ -42,13 +42,13 @@ const maxFileBytes = 1 << 20
 // Config is the owner's settings.
 type Config struct {
 	// VMM is the default VMM for new VMs: auto, qemu or firecracker.
-	VMM     string  `toml:"vmm" json:"vmm"`
-	Network Network `toml:"network" json:"network"`
-	DNS     DNS     `toml:"dns" json:"dns"`
-	Debian  Debian  `toml:"debian" json:"debian"`
-	Copy    Copy    `toml:"copy" json:"copy"`
-	MCP     MCP     `toml:"mcp" json:"mcp"`
-	Policy  Policy  `toml:"policy" json:"policy"`
+	VMM     model.VMMKind `toml:"vmm" json:"vmm"`
+	Network Network       `toml:"network" json:"network"`
+	DNS     DNS           `toml:"dns" json:"dns"`
+	Debian  Debian        `toml:"debian" json:"debian"`
+	Copy    Copy          `toml:"copy" json:"copy"`
+	MCP     MCP           `toml:"mcp" json:"mcp"`
+	Policy  Policy        `toml:"policy" json:"policy"`
 	// Sessions bounds detached exec sessions (vm exec --detach).
 	Sessions Sessions `toml:"sessions" json:"sessions"`
 	// Firecracker is how the root helper runs Firecracker's jailer. Root
@@ -205,10 +205,8 @@ func Parse(data []byte, cfg *Config) error {
 // Validate checks every setting.
 func (c Config) Validate() error {
 	var errs []error
-	switch c.VMM {
-	case "auto", "qemu", "firecracker":
-	default:
-		errs = append(errs, fmt.Errorf("vmm %q must be auto, qemu or firecracker", c.VMM))
+	if c.VMM == "" || !c.VMM.ValidPreference() {
+		errs = append(errs, fmt.Errorf("vmm %q must be %s, %s or %s", c.VMM, model.VMMAuto, model.VMMQEMU, model.VMMFirecracker))
 	}
 	if _, err := c.Subnet(); err != nil {
 		errs = append(errs, err)

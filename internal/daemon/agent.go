@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/vmlife"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -27,17 +29,35 @@ func (g *guestAgent) Health(ctx context.Context) (string, error) {
 
 func (g *guestAgent) Close() error { return g.close() }
 
-// dialAgent builds the agent client for a VM's agent endpoint.
-func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) vmlife.Agent {
-	lg := d.log.With("agent", ep.SocketPath)
+// dialAgent builds the agent client for a VM's agent endpoint, one kind at
+// a time: a kind it does not know (a record from another banger, or the
+// removed vhost-vsock) is refused by name, never guessed at.
+func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) (vmlife.Agent, error) {
+	return dialAgentEndpoint(ep, d.log.With("agent", ep.SocketPath), d.helper)
+}
+
+// helper reaches a jailed Firecracker's vsock socket (ep.JailID set).
+func dialAgentEndpoint(ep vmm.AgentEndpoint, lg *slog.Logger, helper *roothelper.Client) (*guestAgent, error) {
+	switch ep.Kind {
+	case vmm.AgentHybridVsock, vmm.AgentVirtioSerialYamux:
+		if ep.SocketPath == "" {
+			return nil, fmt.Errorf("dial guest agent over %s: the endpoint has no socket path", ep.Kind)
+		}
+	}
 	switch ep.Kind {
 	case vmm.AgentHybridVsock:
+		if ep.Port == 0 {
+			return nil, fmt.Errorf("dial guest agent over %s: the endpoint has no vsock port", ep.Kind)
+		}
 		dial := vsockagent.HybridVsockDialer(ep.SocketPath, ep.Port)
 		if ep.JailID != "" {
+			if helper == nil {
+				return nil, fmt.Errorf("dial guest agent of jail %s: no root helper to reach it through", ep.JailID)
+			}
 			// A jailed Firecracker's socket: each connection is one the
 			// root helper opens and passes.
 			dial = vsockagent.HybridVsockOver(func(ctx context.Context) (net.Conn, error) {
-				f, _, err := d.helper.ConnectJailer(ctx, ep.JailID, api.JailerSocketVsock)
+				f, _, err := helper.ConnectJailer(ctx, ep.JailID, api.JailerSocketVsock)
 				if err != nil {
 					return nil, fmt.Errorf("root helper: %w", err)
 				}
@@ -45,10 +65,13 @@ func (d *Daemon) dialAgent(ep vmm.AgentEndpoint) vmlife.Agent {
 				return net.FileConn(f)
 			}, ep.Port)
 		}
-		return &guestAgent{Client: vsockagent.NewClient(dial, lg), close: func() error { return nil }}
-	default:
+		return &guestAgent{Client: vsockagent.NewClient(dial, lg), close: func() error { return nil }}, nil
+	case vmm.AgentVirtioSerialYamux:
 		yd := vsockagent.NewYamuxDialer(ep.SocketPath, lg)
-		return &guestAgent{Client: vsockagent.NewClient(yd.Dial, lg), close: yd.Close}
+		return &guestAgent{Client: vsockagent.NewClient(yd.Dial, lg), close: yd.Close}, nil
+	default:
+		return nil, fmt.Errorf("dial guest agent: unknown agent transport %q (this daemon speaks %s and %s): restart the vm with this banger",
+			ep.Kind, vmm.AgentVirtioSerialYamux, vmm.AgentHybridVsock)
 	}
 }
 

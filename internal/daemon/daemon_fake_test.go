@@ -68,16 +68,18 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	}
 	d.vms = vmlife.New(life, vmlife.Deps{
 		Store: st, Paths: p, Log: lg, Events: d.events,
-		Drivers: map[string]vmm.Driver{model.VMMQEMU: f.drv},
-		Select: func(ctx context.Context, pref string) (vmm.Driver, error) {
+		Drivers: map[model.VMMKind]vmm.Driver{model.VMMQEMU: f.drv},
+		Select: func(ctx context.Context, pref model.VMMKind) (vmm.Driver, error) {
 			if pref == "" || pref == "auto" || pref == model.VMMQEMU {
 				return f.drv, nil
 			}
 			return nil, fmt.Errorf("%w: %s is not installed", vmm.ErrUnavailable, pref)
 		},
 		Initramfs: func(context.Context, model.Kernel) (string, error) { return initrd, nil },
-		DialAgent: func(ep vmm.AgentEndpoint) vmlife.Agent { return f.agent(filepath.Base(filepath.Dir(ep.SocketPath))) },
-		HostCPUs:  2, HostMemoryMiB: 4096,
+		DialAgent: func(ep vmm.AgentEndpoint) (vmlife.Agent, error) {
+			return f.agent(filepath.Base(filepath.Dir(ep.SocketPath))), nil
+		},
+		HostCPUs: 2, HostMemoryMiB: 4096,
 		ReadyTimeout: 5 * time.Second,
 	})
 	t.Cleanup(d.vms.Close)
@@ -101,8 +103,8 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 		t.Fatal(err)
 	}
 	for _, k := range []model.Kernel{
-		{Name: "debian-cloud", Path: kernel, VMMs: []string{model.VMMQEMU}},
-		{Name: "fc-only", Path: kernel, VMMs: []string{model.VMMFirecracker}},
+		{Name: "debian-cloud", Path: kernel, VMMs: []model.VMMKind{model.VMMQEMU}},
+		{Name: "fc-only", Path: kernel, VMMs: []model.VMMKind{model.VMMFirecracker}},
 	} {
 		if _, err := st.PutKernel(ctx, k); err != nil {
 			t.Fatal(err)

@@ -32,7 +32,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 	}
 	d.kvm = kvm
 	d.log.Info("virtualization", "accel", kvm.Accel, "reason", kvm.Reason)
-	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", "qemu"),
+	qd := qemu.New(qemu.Config{Accel: kvm.Accel, Logger: d.log.With("vmm", model.VMMQEMU),
 		// virtiofsd runs as this daemon's uid, inside a user namespace that
 		// maps guest-root requests to it; bangerd is its wrapper.
 		Virtiofs: virtiofs.Config{Launcher: d.opts.Executable, UID: os.Geteuid(), GID: os.Getegid()}})
@@ -40,8 +40,8 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 	// binaries are installed (root-owned), KVM can run a standard kernel
 	// and the jailer's needs are met. The root helper runs the jailer
 	// (vm.jailer.start) and passes back the API socket.
-	fd := firecracker.New(firecracker.Config{Jailer: d.cfg.Firecracker, Launcher: firecracker.NewHelperLauncher(d.helper), Logger: d.log.With("vmm", "firecracker")})
-	drivers := map[string]vmm.Driver{qd.Name(): qd, fd.Name(): fd}
+	fd := firecracker.New(firecracker.Config{Jailer: d.cfg.Firecracker, Launcher: firecracker.NewHelperLauncher(d.helper), Logger: d.log.With("vmm", model.VMMFirecracker)})
+	drivers := map[model.VMMKind]vmm.Driver{qd.Name(): qd, fd.Name(): fd}
 	list := []vmm.Driver{fd, qd}
 	netw, err := netattach.New(netattach.Config{
 		Helper: d.helper, Store: d.store,
@@ -62,7 +62,7 @@ func (d *Daemon) newVMManager(life context.Context) *vmlife.Manager {
 		Paths:   d.paths,
 		Log:     d.log,
 		Drivers: drivers,
-		Select: func(ctx context.Context, pref string) (vmm.Driver, error) {
+		Select: func(ctx context.Context, pref model.VMMKind) (vmm.Driver, error) {
 			return vmm.Select(ctx, pref, kvm, list...)
 		},
 		Initramfs:       d.initramfsFor,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/virtiofs"
@@ -275,7 +276,7 @@ type runner struct {
 	distro Distro
 
 	kvm    kvmprobe.Result
-	vmms   []string // VMM drivers that can run here
+	vmms   []model.VMMKind // VMM drivers that can run here
 	daemon *daemonState
 }
 

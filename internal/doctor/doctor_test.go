@@ -487,7 +487,7 @@ func TestRunningDaemon(t *testing.T) {
 			return api.DaemonStatus{PID: 99, Build: buildinfo.Info{Version: version}, UptimeSeconds: 65, Helper: helper}
 		}),
 		answer(api.MethodKernelList, func() api.KernelList {
-			return api.KernelList{Kernels: []model.Kernel{{Name: "debian-cloud", VMMs: []string{"qemu"}}}}
+			return api.KernelList{Kernels: []model.Kernel{{Name: "debian-cloud", VMMs: []model.VMMKind{"qemu"}}}}
 		}),
 		answer(api.MethodImageList, func() api.ImageList {
 			return api.ImageList{}

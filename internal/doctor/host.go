@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
 )
 
@@ -105,7 +105,7 @@ func (r *runner) checkQEMU(ctx context.Context) Check {
 		c.Fix = "install a full x86_64 QEMU build: " + r.distro.Install(PkgQEMU)
 		return c
 	}
-	r.vmms = append(r.vmms, vmm.QEMU)
+	r.vmms = append(r.vmms, model.VMMQEMU)
 	c.Status, c.Detail = OK, fmt.Sprintf("%s, QEMU %s, microvm machine available", path, v)
 	if !onPath {
 		c.Status = Warn
@@ -167,7 +167,7 @@ func (r *runner) checkFirecracker(ctx context.Context) Check {
 		c.Fix = "none needed (QEMU is used); Firecracker needs hardware KVM"
 		return c
 	}
-	r.vmms = append(r.vmms, vmm.Firecracker)
+	r.vmms = append(r.vmms, model.VMMFirecracker)
 	return c
 }
 

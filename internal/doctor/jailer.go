@@ -8,7 +8,7 @@ import (
 	"slices"
 
 	"github.com/bangerdev/banger/internal/jailer"
-	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/model"
 )
 
 // CheckJailer is what Firecracker's jailer needs of this host.
@@ -22,7 +22,7 @@ const CheckJailer = "jailer"
 func (r *runner) checkJailer(ctx context.Context) Check {
 	c := Check{Name: CheckJailer}
 	j := r.cfg.Firecracker.WithDefaults()
-	if !slices.Contains(r.vmms, vmm.Firecracker) {
+	if !slices.Contains(r.vmms, model.VMMFirecracker) {
 		c.Status, c.Detail = OK, "not needed: Firecracker cannot run here (see the firecracker check)"
 		return c
 	}

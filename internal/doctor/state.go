@@ -14,6 +14,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/buildinfo"
 	"github.com/bangerdev/banger/internal/imagecat"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -164,8 +165,8 @@ func (r *runner) checkHostNetwork(ctx context.Context) Check {
 
 // artifact is the part of a kernel or image record doctor looks at.
 type artifact struct {
-	Name string   `json:"name"`
-	VMMs []string `json:"vmms"`
+	Name string          `json:"name"`
+	VMMs []model.VMMKind `json:"vmms"`
 }
 
 func (r *runner) checkKernels(ctx context.Context) Check {
@@ -202,14 +203,14 @@ func (r *runner) checkKernels(ctx context.Context) Check {
 	bootable := false
 	for i, k := range kernels {
 		names[i] = k.Name
-		if len(k.VMMs) == 0 || slices.ContainsFunc(k.VMMs, func(v string) bool { return slices.Contains(r.vmms, v) }) {
+		if len(k.VMMs) == 0 || slices.ContainsFunc(k.VMMs, func(v model.VMMKind) bool { return slices.Contains(r.vmms, v) }) {
 			bootable = true
 		}
 	}
 	c.Status, c.Detail = OK, strings.Join(names, ", ")
 	if !bootable && len(r.vmms) > 0 {
 		c.Status = Warn
-		c.Detail += fmt.Sprintf(": none boots under %s, the VMM usable here", strings.Join(r.vmms, " or "))
+		c.Detail += fmt.Sprintf(": none boots under %s, the VMM usable here", model.JoinVMMs(r.vmms, " or "))
 		c.Fix = "banger kernel pull (its default kernel boots under QEMU)"
 	}
 	return c

@@ -4,6 +4,34 @@
 // so no entry can be written outside the root or through a symlink, whatever
 // the layers planted before it. Symlink targets are stored verbatim and never
 // followed.
+//
+// # Why banger has two tar extractors
+//
+// This one builds a whole root filesystem for an image (image pull and image
+// import). The guest agent's ExtractTar (vm cp, vm sync) copies one name into
+// a directory a user chose. Both refuse to leave their root or to write
+// through a symlink, but they want opposite things from the same bytes, so
+// they are kept apart on purpose:
+//
+//   - Layers carry OCI semantics: whiteouts and opaque directories delete
+//     what lower layers made, later entries replace earlier ones, and hard
+//     links may point anywhere in the image. A copy has none of that: only
+//     one name and what is beneath it, hard links only to files of the same
+//     archive.
+//   - An image must keep what the layer says: set-uid binaries (sudo,
+//     passwd), ownership, file capabilities and other xattrs (recorded for
+//     the image builder when the daemon is not root), device nodes (recorded
+//     in Result.Skipped to be recreated). A copy drops set-uid, set-gid and
+//     sticky bits, applies no ownership and refuses devices and fifos.
+//   - A failed layer leaves a staging directory that is thrown away whole; a
+//     failed copy lands in a live directory, so ExtractTar undoes what it
+//     created and keeps existing directories' modes.
+//   - ExtractTar runs in the guest too (copy in), inside the small static
+//     agent binary, so it uses only os.Root; this package uses openat2
+//     through golang.org/x/sys/unix and runs only on the host.
+//
+// Each keeps its own hostile-input tests (layer_test.go and fuzz_test.go
+// here; tarfs_hostile_test.go and FuzzExtractTar in the agent package).
 package flatten
 
 import (

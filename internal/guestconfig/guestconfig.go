@@ -26,6 +26,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/system"
 )
 
@@ -51,33 +52,15 @@ var (
 	ErrInvalid            = errors.New("invalid guest config")
 )
 
-// InitMode selects how the guest boots.
-type InitMode string
-
-const (
-	// InitFast keeps banger's init as PID 1 (sshd + agent only): the default.
-	InitFast InitMode = "fast"
-	// InitImage hands off to the image's own /sbin/init with the agent as a service.
-	InitImage InitMode = "image"
-)
-
-// Transport is the agent channel between host and guest.
-type Transport string
-
-const (
-	TransportVirtioSerial Transport = "virtio-serial"
-	TransportVsock        Transport = "vsock"
-)
-
 // Config is everything the guest needs to come up as this VM.
 type Config struct {
-	VMName         string   `json:"vm_name"`
-	Hostname       string   `json:"hostname"`
-	BootID         string   `json:"boot_id"`
-	InitMode       InitMode `json:"init_mode"`
-	Network        *Network `json:"network,omitempty"` // nil: no network
-	AuthorizedKeys []string `json:"authorized_keys,omitempty"`
-	Agent          Agent    `json:"agent"`
+	VMName         string         `json:"vm_name"`
+	Hostname       string         `json:"hostname"`
+	BootID         string         `json:"boot_id"`
+	InitMode       model.InitMode `json:"init_mode"`
+	Network        *Network       `json:"network,omitempty"` // nil: no network
+	AuthorizedKeys []string       `json:"authorized_keys,omitempty"`
+	Agent          Agent          `json:"agent"`
 	// Modules are extra kernel modules loaded with the image's modprobe after
 	// switching root.
 	Modules []string `json:"modules,omitempty"`
@@ -102,9 +85,9 @@ type Network struct {
 
 // Agent says where the guest agent listens.
 type Agent struct {
-	Transport Transport `json:"transport"`
-	PortName  string    `json:"port_name,omitempty"`  // virtio-serial port name, e.g. "banger.agent"
-	VsockPort uint32    `json:"vsock_port,omitempty"` // vsock port
+	Transport model.AgentTransport `json:"transport"`
+	PortName  string               `json:"port_name,omitempty"`  // virtio-serial port name, e.g. "banger.agent"
+	VsockPort uint32               `json:"vsock_port,omitempty"` // vsock port
 }
 
 var (
@@ -129,9 +112,9 @@ func (c *Config) Validate() error {
 		bad("boot id %q must be 1-128 characters of [a-zA-Z0-9._-]", c.BootID)
 	}
 	switch c.InitMode {
-	case InitFast, InitImage:
+	case model.InitFast, model.InitImage:
 	default:
-		bad("init mode %q is not %q or %q", c.InitMode, InitFast, InitImage)
+		bad("init mode %q is not %q or %q", c.InitMode, model.InitFast, model.InitImage)
 	}
 	if n := c.Network; n != nil {
 		if !n.Address.IsValid() {
@@ -155,16 +138,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Agent.Transport {
-	case TransportVirtioSerial:
+	case model.TransportVirtioSerial:
 		if !safeToken.MatchString(c.Agent.PortName) {
 			bad("agent port name %q must be 1-128 characters of [a-zA-Z0-9._-]", c.Agent.PortName)
 		}
-	case TransportVsock:
+	case model.TransportVsock:
 		if c.Agent.VsockPort == 0 {
 			bad("agent vsock port must be set")
 		}
 	default:
-		bad("agent transport %q is not %q or %q", c.Agent.Transport, TransportVirtioSerial, TransportVsock)
+		bad("agent transport %q is not %q or %q", c.Agent.Transport, model.TransportVirtioSerial, model.TransportVsock)
 	}
 	for _, m := range c.Modules {
 		if !moduleName.MatchString(m) {

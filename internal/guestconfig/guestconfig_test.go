@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/bangerdev/banger/internal/model"
 )
 
 func sample() *Config {
@@ -18,7 +20,7 @@ func sample() *Config {
 		VMName:   "happy-otter",
 		Hostname: "happy-otter",
 		BootID:   "0f3c9a1e-boot",
-		InitMode: InitFast,
+		InitMode: model.InitFast,
 		Network: &Network{
 			Address: netip.MustParsePrefix("172.30.0.5/24"),
 			Gateway: netip.MustParseAddr("172.30.0.1"),
@@ -26,7 +28,7 @@ func sample() *Config {
 			MAC:     "52:54:00:12:34:56",
 		},
 		AuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0 dev@host"},
-		Agent:          Agent{Transport: TransportVirtioSerial, PortName: "banger.agent"},
+		Agent:          Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"},
 		Modules:        []string{"9p"},
 	}
 }
@@ -59,7 +61,7 @@ func TestWriteReadRoundTrip(t *testing.T) {
 func TestNoNetworkRoundTrip(t *testing.T) {
 	cfg := sample()
 	cfg.Network = nil
-	cfg.Agent = Agent{Transport: TransportVsock, VsockPort: 1024}
+	cfg.Agent = Agent{Transport: model.TransportVsock, VsockPort: 1024}
 	disk, err := Encode(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +156,7 @@ func TestValidate(t *testing.T) {
 		"multi-line key":   func(c *Config) { c.AuthorizedKeys = []string{"ssh-ed25519 A\nssh-rsa B"} },
 		"transport":        func(c *Config) { c.Agent.Transport = "tcp" },
 		"port name":        func(c *Config) { c.Agent.PortName = "../x" },
-		"vsock port":       func(c *Config) { c.Agent = Agent{Transport: TransportVsock} },
+		"vsock port":       func(c *Config) { c.Agent = Agent{Transport: model.TransportVsock} },
 		"module traversal": func(c *Config) { c.Modules = []string{"../../evil"} },
 		"mount tag":        func(c *Config) { c.Mounts = []Mount{{Tag: "a,b", Path: "/x"}} },
 		"mount relative":   func(c *Config) { c.Mounts = []Mount{{Tag: "banger0", Path: "x"}} },

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/guestconfig"
 	"github.com/bangerdev/banger/internal/initramfs"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vsockagent"
 )
@@ -222,9 +223,9 @@ func testConfig() *guestconfig.Config {
 		VMName:         "boot-test",
 		Hostname:       "banger-boot-test",
 		BootID:         fmt.Sprintf("boot-%d", time.Now().UnixNano()),
-		InitMode:       guestconfig.InitFast,
+		InitMode:       model.InitFast,
 		AuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJd2K3fE9q test@banger"},
-		Agent:          guestconfig.Agent{Transport: guestconfig.TransportVirtioSerial, PortName: "banger.agent"},
+		Agent:          guestconfig.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"},
 	}
 }
 

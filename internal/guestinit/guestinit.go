@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/model"
 )
 
 // Options configure PID 1.
@@ -142,7 +143,7 @@ func (b *boot) run() {
 		{"configure network", b.configureNetwork},
 		{"install ssh keys", func(context.Context) error { return writeAuthorizedKeys("/", b.cfg.AuthorizedKeys) }},
 	}
-	if b.cfg.InitMode == guestconfig.InitImage {
+	if b.cfg.InitMode == model.InitImage {
 		late = append(late,
 			step{"install agent service", b.installAgentService},
 			step{"install ssh host key service", b.installHostKeyService},
@@ -450,9 +451,9 @@ func (b *boot) startAgent(context.Context) error {
 func AgentArgs(cfg *guestconfig.Config, version string) []string {
 	args := []string{"serve", "--boot-id", cfg.BootID, "--transport", string(cfg.Agent.Transport), "--init-mode", string(cfg.InitMode)}
 	switch cfg.Agent.Transport {
-	case guestconfig.TransportVirtioSerial:
+	case model.TransportVirtioSerial:
 		args = append(args, "--port-name", cfg.Agent.PortName)
-	case guestconfig.TransportVsock:
+	case model.TransportVsock:
 		args = append(args, "--vsock-port", strconv.FormatUint(uint64(cfg.Agent.VsockPort), 10))
 	}
 	return args

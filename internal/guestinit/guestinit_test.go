@@ -15,17 +15,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/model"
 )
 
 func cfg() *guestconfig.Config {
 	return &guestconfig.Config{
-		VMName: "vm1", Hostname: "vm1.example", BootID: "b-1", InitMode: guestconfig.InitFast,
+		VMName: "vm1", Hostname: "vm1.example", BootID: "b-1", InitMode: model.InitFast,
 		Network: &guestconfig.Network{
 			Address: netip.MustParsePrefix("172.30.0.7/24"), Gateway: netip.MustParseAddr("172.30.0.1"),
 			DNS: []netip.Addr{netip.MustParseAddr("172.30.0.1"), netip.MustParseAddr("9.9.9.9")}, MAC: "52:54:00:00:00:07",
 		},
 		AuthorizedKeys: []string{"ssh-ed25519 AAAA one", "ssh-rsa BBBB two"},
-		Agent:          guestconfig.Agent{Transport: guestconfig.TransportVirtioSerial, PortName: "banger.agent"},
+		Agent:          guestconfig.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"},
 	}
 }
 
@@ -198,8 +199,8 @@ func TestAgentArgsAndUnit(t *testing.T) {
 	if got != "serve --boot-id b-1 --transport virtio-serial --init-mode fast --port-name banger.agent" {
 		t.Fatalf("virtio-serial args %q", got)
 	}
-	c.Agent = guestconfig.Agent{Transport: guestconfig.TransportVsock, VsockPort: 1024}
-	c.InitMode = guestconfig.InitImage
+	c.Agent = guestconfig.Agent{Transport: model.TransportVsock, VsockPort: 1024}
+	c.InitMode = model.InitImage
 	got = strings.Join(AgentArgs(c, "v1"), " ")
 	if got != "serve --boot-id b-1 --transport vsock --init-mode image --vsock-port 1024" {
 		t.Fatalf("vsock args %q", got)

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
@@ -51,7 +52,7 @@ func markBooted() { _ = os.WriteFile(bootedMarker, nil, 0o644) }
 // waitBooted waits (bounded) for banger-init to finish booting; under the
 // image's own init there is no marker and nothing to wait for.
 func (g *Identity) waitBooted(ctx context.Context) error {
-	if g.InitMode == guestconfig.InitImage {
+	if g.InitMode == model.InitImage {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -71,7 +72,7 @@ func (g *Identity) waitBooted(ctx context.Context) error {
 // Identity is the agent's identity hooks, for one init mode.
 type Identity struct {
 	Log      *slog.Logger
-	InitMode guestconfig.InitMode
+	InitMode model.InitMode
 
 	mu       sync.Mutex
 	autoThaw *time.Timer
@@ -314,7 +315,7 @@ func writeHostKey(typ, path string) (string, error) {
 // listener (a child of PID 1) is ended and its supervisor starts it again;
 // under the image's systemd the service is restarted.
 func (g *Identity) restartSSHD(ctx context.Context) error {
-	if g.InitMode == guestconfig.InitImage {
+	if g.InitMode == model.InitImage {
 		for _, unit := range []string{"ssh", "sshd"} {
 			if exec.CommandContext(ctx, "systemctl", "try-restart", unit+".service").Run() == nil {
 				return nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vsockagent"
 )
@@ -42,7 +43,7 @@ func TestBootImageModeHandsOverToSystemd(t *testing.T) {
 		}
 	}
 	cfg := testConfig()
-	cfg.InitMode = guestconfig.InitImage
+	cfg.InitMode = model.InitImage
 	cfg.Network = &guestconfig.Network{
 		Address: netip.MustParsePrefix("10.78.0.2/24"),
 		Gateway: netip.MustParseAddr("10.78.0.1"),

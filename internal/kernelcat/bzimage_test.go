@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/bangerdev/banger/internal/model"
 )
 
 func TestExtractVMLinuxEveryCodec(t *testing.T) {
@@ -82,19 +84,19 @@ func TestVMMSupport(t *testing.T) {
 	fcConfig := []byte("CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_NET=y\n")
 	debian := []byte("CONFIG_VIRTIO_BLK=m\nCONFIG_VIRTIO_NET=m\nCONFIG_VIRTIO_MMIO=m\n# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set\n")
 	vmms, notes := vmmSupport(true, true, true, fcConfig)
-	if strings.Join(vmms, ",") != "qemu,firecracker" || len(notes) != 0 {
+	if model.JoinVMMs(vmms, ",") != "qemu,firecracker" || len(notes) != 0 {
 		t.Errorf("firecracker-ready kernel: %v %v", vmms, notes)
 	}
 	vmms, notes = vmmSupport(true, true, true, debian)
-	if strings.Join(vmms, ",") != "qemu" || len(notes) != 1 || !strings.Contains(notes[0], "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=not set") || !strings.Contains(notes[0], "CONFIG_VIRTIO_BLK=m") {
+	if model.JoinVMMs(vmms, ",") != "qemu" || len(notes) != 1 || !strings.Contains(notes[0], "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=not set") || !strings.Contains(notes[0], "CONFIG_VIRTIO_BLK=m") {
 		t.Errorf("debian-like kernel: %v %q", vmms, notes)
 	}
 	vmms, notes = vmmSupport(true, false, false, fcConfig)
-	if strings.Join(vmms, ",") != "qemu" || !strings.Contains(strings.Join(notes, " "), "no uncompressed ELF vmlinux") {
+	if model.JoinVMMs(vmms, ",") != "qemu" || !strings.Contains(strings.Join(notes, " "), "no uncompressed ELF vmlinux") {
 		t.Errorf("bzImage without vmlinux: %v %v", vmms, notes)
 	}
 	vmms, notes = vmmSupport(false, true, false, fcConfig)
-	if strings.Join(vmms, ",") != "firecracker" || !strings.Contains(strings.Join(notes, " "), "PVH") {
+	if model.JoinVMMs(vmms, ",") != "firecracker" || !strings.Contains(strings.Join(notes, " "), "PVH") {
 		t.Errorf("vmlinux without PVH: %v %v", vmms, notes)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+
+	"github.com/bangerdev/banger/internal/model"
 )
 
 //go:embed catalog.json
@@ -39,7 +41,7 @@ type EntrySource struct {
 	Size    int64  `json:"size,omitempty"`    // KindURL
 	// VMMs the publisher says can boot it, used when no kernel config comes
 	// with it (a bare vmlinux).
-	VMMs []string `json:"vmms,omitempty"`
+	VMMs []model.VMMKind `json:"vmms,omitempty"`
 }
 
 // Entry is one named kernel of the catalog.
@@ -109,7 +111,7 @@ func ParseCatalog(data []byte) (*Catalog, error) {
 			return nil, fmt.Errorf("kernel catalog: %q has unknown source kind %q", e.Name, e.Source.Kind)
 		}
 		for _, v := range e.Source.VMMs {
-			if v != VMMQEMU && v != VMMFirecracker {
+			if v != model.VMMQEMU && v != model.VMMFirecracker {
 				return nil, fmt.Errorf("kernel catalog: %q names unknown vmm %q", e.Name, v)
 			}
 		}

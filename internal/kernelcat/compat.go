@@ -5,12 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
-)
 
-// VMM names as used in Kernel.VMMs.
-const (
-	VMMQEMU        = "qemu"
-	VMMFirecracker = "firecracker"
+	"github.com/bangerdev/banger/internal/model"
 )
 
 // firecrackerBuiltins must be =y: Firecracker has no ACPI or PCI to find
@@ -43,12 +39,12 @@ func parseConfig(data []byte) map[string]string {
 //   - QEMU (-M microvm) boots a bzImage, or an ELF vmlinux with a PVH note.
 //   - Firecracker needs an ELF vmlinux and the virtio-mmio, block and net
 //     drivers built in with command-line device discovery.
-func vmmSupport(hasBzImage, hasVMLinux, pvh bool, config []byte) (vmms []string, notes []string) {
+func vmmSupport(hasBzImage, hasVMLinux, pvh bool, config []byte) (vmms []model.VMMKind, notes []string) {
 	switch {
 	case hasBzImage:
-		vmms = append(vmms, VMMQEMU)
+		vmms = append(vmms, model.VMMQEMU)
 	case hasVMLinux && pvh:
-		vmms = append(vmms, VMMQEMU)
+		vmms = append(vmms, model.VMMQEMU)
 	case hasVMLinux:
 		notes = append(notes, "qemu: the ELF vmlinux has no PVH entry note and there is no bzImage")
 	}
@@ -71,5 +67,5 @@ func vmmSupport(hasBzImage, hasVMLinux, pvh bool, config []byte) (vmms []string,
 	if len(missing) > 0 {
 		return vmms, append(notes, "firecracker: needs virtio-mmio with command-line devices, virtio-blk and virtio-net built in (=y); this kernel has "+strings.Join(missing, ", "))
 	}
-	return append(vmms, VMMFirecracker), notes
+	return append(vmms, model.VMMFirecracker), notes
 }

@@ -21,23 +21,24 @@ import (
 	"github.com/bangerdev/banger/internal/debarchive"
 	"github.com/bangerdev/banger/internal/download"
 	"github.com/bangerdev/banger/internal/faultinject"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/progress"
 )
 
 // Kernel is one kernel in the store, as recorded in its kernel.json.
 type Kernel struct {
-	Name           string    `json:"name"`
-	Release        string    `json:"release"`         // uname -r, e.g. 6.1.0-41-cloud-amd64
-	Source         string    `json:"source"`          // debian:PKG=VERSION, a URL, or local:PATH
-	SHA256         string    `json:"sha256"`          // of the file at Path
-	Path           string    `json:"path"`            // the boot image: vmlinuz (bzImage) or vmlinux
-	VMLinux        string    `json:"vmlinux"`         // uncompressed ELF, "" when not derivable
-	Config         string    `json:"config"`          // kernel .config, "" when unknown
-	ModulesDir     string    `json:"modules_dir"`     // the lib/modules/RELEASE tree, "" when none
-	VMMs           []string  `json:"vmms"`            // VMMs that can boot it
-	Notes          []string  `json:"notes,omitempty"` // why a VMM cannot
-	CatalogVersion int       `json:"catalog_version,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
+	Name           string          `json:"name"`
+	Release        string          `json:"release"`         // uname -r, e.g. 6.1.0-41-cloud-amd64
+	Source         string          `json:"source"`          // debian:PKG=VERSION, a URL, or local:PATH
+	SHA256         string          `json:"sha256"`          // of the file at Path
+	Path           string          `json:"path"`            // the boot image: vmlinuz (bzImage) or vmlinux
+	VMLinux        string          `json:"vmlinux"`         // uncompressed ELF, "" when not derivable
+	Config         string          `json:"config"`          // kernel .config, "" when unknown
+	ModulesDir     string          `json:"modules_dir"`     // the lib/modules/RELEASE tree, "" when none
+	VMMs           []model.VMMKind `json:"vmms"`            // VMMs that can boot it
+	Notes          []string        `json:"notes,omitempty"` // why a VMM cannot
+	CatalogVersion int             `json:"catalog_version,omitempty"`
+	CreatedAt      time.Time       `json:"created_at"`
 }
 
 // PackageSource is the part of debarchive.Archive the store uses: a seam
@@ -238,7 +239,7 @@ func (s *Store) Import(ctx context.Context, name, path, modulesDir string) (Kern
 
 // placeImage moves a downloaded or imported image to vmlinuz or vmlinux by
 // its format, looks for a config beside the source, and finishes the record.
-func (s *Store) placeImage(stage, file string, k *Kernel, declared []string) error {
+func (s *Store) placeImage(stage, file string, k *Kernel, declared []model.VMMKind) error {
 	data, err := readKernelFile(file)
 	if err != nil {
 		return err
@@ -281,7 +282,7 @@ func ValidRelease(r string) error {
 
 // finish derives the vmlinux, builds the module index, decides the VMMs and
 // writes kernel.json, all inside the staging dir.
-func (s *Store) finish(stage string, k *Kernel, release string, declared []string) error {
+func (s *Store) finish(stage string, k *Kernel, release string, declared []model.VMMKind) error {
 	k.Release = release
 	bzPath := filepath.Join(stage, fileVMLinuz)
 	hasBz := exists(bzPath)
@@ -321,7 +322,7 @@ func (s *Store) finish(stage string, k *Kernel, release string, declared []strin
 		// within what the image format allows.
 		vmms = nil
 		for _, v := range declared {
-			if v == VMMFirecracker && !hasVMLinux {
+			if v == model.VMMFirecracker && !hasVMLinux {
 				continue
 			}
 			vmms = append(vmms, v)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/debarchive"
 	"github.com/bangerdev/banger/internal/download"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/progress"
 )
 
@@ -120,7 +121,7 @@ func TestPullDebianCloud(t *testing.T) {
 		t.Errorf("path %s sha256 %s, file hashes to %s", k.Path, k.SHA256, sha(vmlinuz))
 	}
 	checkVMLinux(t, k.VMLinux)
-	if !slices.Equal(k.VMMs, []string{VMMQEMU}) {
+	if !slices.Equal(k.VMMs, []model.VMMKind{model.VMMQEMU}) {
 		t.Errorf("vmms %v, want qemu only", k.VMMs)
 	}
 	if !strings.Contains(strings.Join(k.Notes, "\n"), "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES") {
@@ -150,7 +151,7 @@ func TestPullDebianCloud(t *testing.T) {
 		}
 		checkVMLinux(t, ik.VMLinux)
 		checkModules(t, ik.ModulesDir)
-		if !slices.Equal(ik.VMMs, []string{VMMQEMU}) {
+		if !slices.Equal(ik.VMMs, []model.VMMKind{model.VMMQEMU}) {
 			t.Errorf("imported vmms %v", ik.VMMs)
 		}
 		// No config-RELEASE beside the stored vmlinuz: the check says so.
@@ -294,7 +295,7 @@ func TestPullURL(t *testing.T) {
 		t.Errorf("pulled %+v", k)
 	}
 	checkVMLinux(t, k.VMLinux)
-	if !slices.Equal(k.VMMs, []string{"firecracker", "qemu"}) {
+	if !slices.Equal(k.VMMs, []model.VMMKind{"firecracker", "qemu"}) {
 		t.Errorf("vmms %v", k.VMMs)
 	}
 	// A second pull replaces the first in place.

@@ -11,19 +11,6 @@ import (
 	"time"
 )
 
-// VMM names a virtual machine monitor driver.
-const (
-	VMMQEMU        = "qemu"
-	VMMFirecracker = "firecracker"
-)
-
-// Init modes: fast boots banger's own /init from an initramfs (the default);
-// image hands off to the image's own init (systemd) with the agent as a service.
-const (
-	InitFast  = "fast"
-	InitImage = "image"
-)
-
 // Network modes: an isolated VM reaches only the host (and through it the
 // outside); shared VMs also reach each other.
 const (
@@ -48,11 +35,11 @@ type VM struct {
 	StateReason string   `json:"state_reason,omitempty"`
 	Image       string   `json:"image"`
 	Kernel      string   `json:"kernel"`
-	VMM         string   `json:"vmm"`
+	VMM         VMMKind  `json:"vmm"`
 	CPUs        int      `json:"cpus"`
 	MemoryMiB   int      `json:"memory_mib"`
 	DiskBytes   int64    `json:"disk_bytes"`
-	InitMode    string   `json:"init_mode"`
+	InitMode    InitMode `json:"init_mode"`
 	Network     string   `json:"network"` // NetworkIsolated or NetworkShared
 	Policy      VMPolicy `json:"policy,omitzero"`
 	// Mounts are host directories shared with the VM; Workdir is where
@@ -97,14 +84,10 @@ func (v VM) Validate() error {
 	if !v.State.Valid() {
 		return fmt.Errorf("vm %q: unknown state %q", v.Name, v.State)
 	}
-	switch v.VMM {
-	case VMMQEMU, VMMFirecracker:
-	default:
+	if !v.VMM.Valid() {
 		return fmt.Errorf("vm %q: unknown vmm %q (want %q or %q)", v.Name, v.VMM, VMMQEMU, VMMFirecracker)
 	}
-	switch v.InitMode {
-	case InitFast, InitImage:
-	default:
+	if !v.InitMode.Valid() {
 		return fmt.Errorf("vm %q: unknown init mode %q (want %q or %q)", v.Name, v.InitMode, InitFast, InitImage)
 	}
 	switch v.Network {
@@ -161,7 +144,7 @@ type Kernel struct {
 	// the kernel has none.
 	VMLinux    string    `json:"vmlinux,omitempty"`
 	ModulesDir string    `json:"modules_dir,omitempty"`
-	VMMs       []string  `json:"vmms"` // drivers this kernel is known to boot under
+	VMMs       []VMMKind `json:"vmms"` // drivers this kernel is known to boot under
 	CreatedAt  time.Time `json:"created_at"`
 }
 

@@ -151,3 +151,27 @@ func TestVMValidateAndJSON(t *testing.T) {
 		t.Errorf("json round trip = %+v, %v", back, err)
 	}
 }
+
+func TestKinds(t *testing.T) {
+	for k, want := range map[VMMKind][2]bool{ // Valid, ValidPreference
+		VMMQEMU: {true, true}, VMMFirecracker: {true, true}, VMMAuto: {false, true}, "": {false, true}, "kvmtool": {false, false}, "QEMU": {false, false},
+	} {
+		if k.Valid() != want[0] || k.ValidPreference() != want[1] {
+			t.Errorf("%q: Valid %v ValidPreference %v, want %v", k, k.Valid(), k.ValidPreference(), want)
+		}
+	}
+	for _, k := range VMMKinds {
+		if !k.Valid() {
+			t.Errorf("VMMKinds lists %q, which is not valid", k)
+		}
+	}
+	if !InitFast.Valid() || !InitImage.Valid() || InitMode("systemd").Valid() || InitMode("").Valid() {
+		t.Error("init mode validity wrong")
+	}
+	if !TransportVirtioSerial.Valid() || !TransportVsock.Valid() || AgentTransport("vhost-vsock").Valid() {
+		t.Error("agent transport validity wrong")
+	}
+	if got := JoinVMMs([]VMMKind{VMMQEMU, VMMFirecracker}, ", "); got != "qemu, firecracker" {
+		t.Errorf("JoinVMMs = %q", got)
+	}
+}

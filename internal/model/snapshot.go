@@ -23,11 +23,11 @@ type Snapshot struct {
 	SourceVMID string   `json:"source_vm_id"`
 	Image      string   `json:"image"`
 	Kernel     string   `json:"kernel"`
-	VMM        string   `json:"vmm"`
+	VMM        VMMKind  `json:"vmm"`
 	CPUs       int      `json:"cpus"`
 	MemoryMiB  int      `json:"memory_mib"`
 	DiskBytes  int64    `json:"disk_bytes"`
-	InitMode   string   `json:"init_mode"`
+	InitMode   InitMode `json:"init_mode"`
 	Network    string   `json:"network"`
 	Policy     VMPolicy `json:"policy,omitzero"`
 	BootID     string   `json:"boot_id"` // what the source's agent answered with

@@ -113,7 +113,7 @@ func (s *Store) PutKernel(ctx context.Context, k model.Kernel) (model.Kernel, er
 	}
 	k.CreatedAt = storedTime(k.CreatedAt)
 	if k.VMMs == nil {
-		k.VMMs = []string{}
+		k.VMMs = []model.VMMKind{}
 	}
 	vmms, err := json.Marshal(k.VMMs)
 	if err != nil {

@@ -168,7 +168,7 @@ func TestImagesKernelsAndInUse(t *testing.T) {
 	}
 
 	k := model.Kernel{Name: "debian-6.1", Release: "6.1.0-56-cloud-amd64", Source: "apt", SHA256: "cc",
-		Path: "/k/vmlinuz", ModulesDir: "/k/modules", VMMs: []string{"qemu"}}
+		Path: "/k/vmlinuz", ModulesDir: "/k/modules", VMMs: []model.VMMKind{"qemu"}}
 	putK, err := s.PutKernel(ctx, k)
 	if err != nil {
 		t.Fatal(err)

@@ -128,13 +128,14 @@ func (m *Manager) stepConfig(ctx context.Context, s *bootState, _ *vmm.Undo) err
 	s.vm.BootID = newBootID()
 	cfg := &guestconfig.Config{
 		VMName: s.vm.Name, Hostname: s.vm.Name, BootID: s.vm.BootID,
-		InitMode: guestconfig.InitMode(s.vm.InitMode),
-		Agent:    guestconfig.Agent{Transport: guestconfig.TransportVirtioSerial, PortName: AgentPortName},
+		InitMode: s.vm.InitMode,
 		Mounts:   guestMounts(s.vm),
 	}
-	if s.driver.Capabilities().SupportsVsock && s.vm.VMM == model.VMMFirecracker {
-		cfg.Agent = guestconfig.Agent{Transport: guestconfig.TransportVsock, VsockPort: AgentVsockPort}
+	agent, err := agentFor(s.driver)
+	if err != nil {
+		return err
 	}
+	cfg.Agent = guestconfig.Agent{Transport: agent.Transport, PortName: agent.PortName, VsockPort: agent.VsockPort}
 	if m.d.AuthorizedKeys != nil {
 		cfg.AuthorizedKeys = m.d.AuthorizedKeys(ctx)
 	}
@@ -151,15 +152,29 @@ func (m *Manager) stepConfig(ctx context.Context, s *bootState, _ *vmm.Undo) err
 	return m.save(ctx, &s.vm)
 }
 
+// agentFor is where the guest agent listens with drv: the driver says which
+// transport (Capabilities.AgentTransport); the port names are banger's.
+func agentFor(drv vmm.Driver) (vmm.Agent, error) {
+	switch t := drv.Capabilities().AgentTransport; t {
+	case model.TransportVirtioSerial:
+		return vmm.Agent{Transport: t, PortName: AgentPortName}, nil
+	case model.TransportVsock:
+		return vmm.Agent{Transport: t, VsockCID: AgentVsockCID, VsockPort: AgentVsockPort}, nil
+	default:
+		return vmm.Agent{}, fmt.Errorf("vmm %s offers agent transport %q, which banger's guest agent does not speak (want %s or %s)",
+			drv.Name(), t, model.TransportVirtioSerial, model.TransportVsock)
+	}
+}
+
 func (m *Manager) stepInitramfs(ctx context.Context, s *bootState, _ *vmm.Undo) error {
 	s.report.Stage("initramfs", "preparing the guest initramfs")
 	path, err := m.d.Initramfs(ctx, s.kernel)
 	if err != nil {
 		return err
 	}
-	agent := vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: AgentPortName}
-	if s.vm.VMM == model.VMMFirecracker {
-		agent = vmm.Agent{Transport: vmm.TransportVsock, VsockCID: 3, VsockPort: AgentVsockPort}
+	agent, err := agentFor(s.driver)
+	if err != nil {
+		return err
 	}
 	s.spec = vmm.Spec{
 		ID: s.vm.ID, Name: s.vm.Name, Dir: s.vm.Dir,
@@ -181,7 +196,7 @@ func (m *Manager) stepInitramfs(ctx context.Context, s *bootState, _ *vmm.Undo) 
 }
 
 func (m *Manager) stepVMM(ctx context.Context, s *bootState, undo *vmm.Undo) error {
-	s.report.Stage("vmm", "starting "+s.driver.Name())
+	s.report.Stage("vmm", "starting "+string(s.driver.Name()))
 	return m.launch(ctx, s, undo, s.driver.Start)
 }
 
@@ -237,7 +252,10 @@ func (m *Manager) stepReady(ctx context.Context, s *bootState, undo *vmm.Undo) e
 	s.report.Stage("ready", "waiting for the guest agent")
 	ctx, cancel := context.WithTimeout(ctx, m.d.ReadyTimeout)
 	defer cancel()
-	agent := m.d.DialAgent(s.inst.Agent)
+	agent, err := m.d.DialAgent(s.inst.Agent)
+	if err != nil {
+		return err
+	}
 	undo.Push(func(context.Context) error { return agent.Close() })
 	for {
 		if alive, why := s.driver.Alive(s.inst); !alive {

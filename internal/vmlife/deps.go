@@ -59,13 +59,14 @@ type Deps struct {
 	Store *store.Store
 	Paths paths.User
 	Log   *slog.Logger
-	// Drivers by name; Select picks one for a preference ("auto", "qemu", …).
-	Drivers map[string]vmm.Driver
-	Select  func(ctx context.Context, pref string) (vmm.Driver, error)
+	// Drivers by kind; Select picks one for a preference (model.VMMAuto or a kind).
+	Drivers map[model.VMMKind]vmm.Driver
+	Select  func(ctx context.Context, pref model.VMMKind) (vmm.Driver, error)
 	// Initramfs returns the guest initramfs for a kernel (built or cached).
 	Initramfs func(ctx context.Context, k model.Kernel) (string, error)
-	// DialAgent makes an agent client for a running VM's endpoint.
-	DialAgent func(ep vmm.AgentEndpoint) Agent
+	// DialAgent makes an agent client for a running VM's endpoint; an
+	// endpoint kind it does not know is an error naming it.
+	DialAgent func(ep vmm.AgentEndpoint) (Agent, error)
 	Network   Network
 	Cgroups   VMMCgroups
 	// AuthorizedKeys are put into every guest (banger's SSH key).

@@ -48,9 +48,9 @@ type ForkRequest struct {
 	Count int    `json:"count,omitempty"`
 	// VMM and Kernel, when given, must be the snapshot's: a clone can only
 	// be restored by the VMM and kernel its memory was saved from.
-	VMM    string `json:"vmm,omitempty"`
-	Kernel string `json:"kernel,omitempty"`
-	Origin string `json:"origin,omitempty"`
+	VMM    model.VMMKind `json:"vmm,omitempty"`
+	Kernel string        `json:"kernel,omitempty"`
+	Origin string        `json:"origin,omitempty"`
 	// Policy is added to the snapshot's (it only ever denies more), and
 	// Isolated puts the clones on the isolated network whatever the
 	// snapshot's: both are host-side, so a restored guest needs no change.
@@ -206,7 +206,7 @@ func (m *Manager) forkNames(ctx context.Context, req ForkRequest) ([]string, err
 // kernel, a driver without snapshots, a kernel gone.
 func (m *Manager) checkForkable(ctx context.Context, sn model.Snapshot, req ForkRequest) (vmm.Driver, model.Kernel, error) {
 	var k model.Kernel
-	if req.VMM != "" && req.VMM != "auto" && req.VMM != sn.VMM {
+	if req.VMM != "" && req.VMM != model.VMMAuto && req.VMM != sn.VMM {
 		return nil, k, api.Errorf(api.CodeFailedPrecondition, "snapshot %q was taken under %s: it cannot be restored by %s (drop --vmm, or boot cold with --cold)", sn.Name, sn.VMM, req.VMM)
 	}
 	if req.Kernel != "" && req.Kernel != sn.Kernel {

@@ -80,7 +80,7 @@ func newLifeFixture(t *testing.T, mod func(*vmlife.Deps)) *lifeFixture {
 			t.Fatal(err)
 		}
 	}
-	if _, err := st.PutKernel(ctx, model.Kernel{Name: "k1", Path: kernel, VMMs: []string{model.VMMQEMU}}); err != nil {
+	if _, err := st.PutKernel(ctx, model.Kernel{Name: "k1", Path: kernel, VMMs: []model.VMMKind{model.VMMQEMU}}); err != nil {
 		t.Fatal(err)
 	}
 	calls := &vmmtest.Log{}
@@ -104,12 +104,12 @@ func newLifeFixture(t *testing.T, mod func(*vmlife.Deps)) *lifeFixture {
 	}
 	f.deps = vmlife.Deps{
 		Store: st, Paths: p, Log: lg,
-		Drivers:   map[string]vmm.Driver{model.VMMQEMU: f.drv},
+		Drivers:   map[model.VMMKind]vmm.Driver{model.VMMQEMU: f.drv},
 		Initramfs: func(context.Context, model.Kernel) (string, error) { return initrd, nil },
-		DialAgent: func(ep vmm.AgentEndpoint) vmlife.Agent {
+		DialAgent: func(ep vmm.AgentEndpoint) (vmlife.Agent, error) {
 			// The endpoint lives in the VM's dir, named by the fake driver.
 			id := filepath.Base(filepath.Dir(ep.SocketPath))
-			return f.agent(model.VM{ID: id})
+			return f.agent(model.VM{ID: id}), nil
 		},
 		Network:      f.net,
 		ReadyTimeout: 5 * time.Second,

@@ -32,6 +32,9 @@ const (
 	DefaultMemoryMiB = 1024
 	AgentPortName    = "banger.agent"
 	AgentVsockPort   = 1024
+	// AgentVsockCID is the guest's vsock context id (3: the first one not
+	// reserved); each VM has its own vsock device, so all share it.
+	AgentVsockCID = 3
 )
 
 // Manager runs VM lifecycles. It is safe for concurrent use; operations on
@@ -98,17 +101,17 @@ func (m *Manager) snapLock(id string) *sync.RWMutex {
 
 // CreateRequest is vm.create's input.
 type CreateRequest struct {
-	Name      string `json:"name,omitempty"`
-	Image     string `json:"image,omitempty"`
-	Kernel    string `json:"kernel,omitempty"`
-	VMM       string `json:"vmm,omitempty"` // auto, qemu, firecracker
-	CPUs      int    `json:"cpus,omitempty"`
-	MemoryMiB int    `json:"memory_mib,omitempty"`
-	DiskBytes int64  `json:"disk_bytes,omitempty"`
-	InitMode  string `json:"init_mode,omitempty"`
-	Network   string `json:"network,omitempty"`
-	Start     bool   `json:"start,omitempty"`
-	Origin    string `json:"origin,omitempty"` // model.OriginMCP or ""
+	Name      string         `json:"name,omitempty"`
+	Image     string         `json:"image,omitempty"`
+	Kernel    string         `json:"kernel,omitempty"`
+	VMM       model.VMMKind  `json:"vmm,omitempty"` // auto, qemu, firecracker
+	CPUs      int            `json:"cpus,omitempty"`
+	MemoryMiB int            `json:"memory_mib,omitempty"`
+	DiskBytes int64          `json:"disk_bytes,omitempty"`
+	InitMode  model.InitMode `json:"init_mode,omitempty"`
+	Network   string         `json:"network,omitempty"`
+	Start     bool           `json:"start,omitempty"`
+	Origin    string         `json:"origin,omitempty"` // model.OriginMCP or ""
 	// Policy is the VM's policy overrides, the caller's defaults merged in.
 	Policy model.VMPolicy `json:"policy,omitzero"`
 	// Publish forwards guest ports to 127.0.0.1 while the VM runs.
@@ -204,7 +207,7 @@ func (m *Manager) validateCreate(ctx context.Context, s *createState) error {
 	if r.InitMode == "" {
 		r.InitMode = model.InitFast
 	}
-	if r.InitMode != model.InitFast && r.InitMode != model.InitImage {
+	if !r.InitMode.Valid() {
 		return api.Errorf(api.CodeInvalidArgument, "init mode %q is unknown: use fast or image", r.InitMode)
 	}
 	if r.Network == "" {

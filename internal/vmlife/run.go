@@ -8,13 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
-	"golang.org/x/sys/unix"
 )
 
 // track holds a running VM and watches its VMM process: an exit nobody
@@ -385,7 +386,7 @@ func (m *Manager) Adopt(ctx context.Context) error {
 		// A daemon that died mid-suspend left the guest paused and maybe a
 		// saved state that was never registered: drop it, run on.
 		m.finishInterruptedSuspend(ctx, vm, drv, inst)
-		agent := m.d.DialAgent(inst.Agent)
+		agent := m.dialAdopted(ctx, inst)
 		if vm.State != model.StateRunning {
 			_, _ = m.d.Store.SetVMState(ctx, vm.ID, model.StateRunning, "re-adopted")
 		}
@@ -403,6 +404,26 @@ func (m *Manager) Adopt(ctx context.Context) error {
 	}
 	return nil
 }
+
+// dialAdopted dials the agent of a re-adopted VMM. One it cannot dial (an
+// endpoint kind this daemon does not know) stays tracked, so its exit is
+// seen and stop still works (the driver's, once poweroff fails); every
+// agent call then says why.
+func (m *Manager) dialAdopted(ctx context.Context, inst vmm.Instance) Agent {
+	agent, err := m.d.DialAgent(inst.Agent)
+	if err != nil {
+		m.d.Log.WarnContext(ctx, "cannot reach the re-adopted vm's agent", "err", err)
+		return unreachableAgent{err: err}
+	}
+	return agent
+}
+
+// unreachableAgent answers every call with why the agent cannot be dialled.
+type unreachableAgent struct{ err error }
+
+func (u unreachableAgent) Health(context.Context) (string, error) { return "", u.err }
+func (u unreachableAgent) Poweroff(context.Context) error         { return u.err }
+func (u unreachableAgent) Close() error                           { return nil }
 
 // AgentFor returns the agent of a running VM.
 func (m *Manager) AgentFor(ctx context.Context, ref string) (model.VM, Agent, error) {

@@ -89,7 +89,7 @@ func (m *Manager) shareMemory(ctx context.Context, sn *model.Snapshot, vm model.
 		ID: "split-" + sn.ID, Name: sn.Name, Dir: work,
 		Kernel: vmm.Kernel{Path: k.Path, VMLinux: k.VMLinux}, Initrd: initrd, Disks: disks,
 		CPUs: sn.CPUs, MemoryMiB: sn.MemoryMiB,
-		Agent:      vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: AgentPortName},
+		Agent:      vmm.Agent{Transport: model.TransportVirtioSerial, PortName: AgentPortName},
 		ConsoleLog: filepath.Join(work, "console.log"),
 	}
 	if sn.MAC != "" {

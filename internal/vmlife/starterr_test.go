@@ -43,7 +43,7 @@ func newStartFixture(t *testing.T, kernelPath string, initramfs func(ctx context
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	if _, err := st.PutKernel(ctx, model.Kernel{Name: "k1", Path: kernelPath, VMMs: []string{model.VMMQEMU}}); err != nil {
+	if _, err := st.PutKernel(ctx, model.Kernel{Name: "k1", Path: kernelPath, VMMs: []model.VMMKind{model.VMMQEMU}}); err != nil {
 		t.Fatal(err)
 	}
 	id, err := model.NewVMID()
@@ -63,7 +63,7 @@ func newStartFixture(t *testing.T, kernelPath string, initramfs func(ctx context
 	}
 	m := vmlife.New(ctx, vmlife.Deps{
 		Store: st, Paths: p, Log: slog.New(slog.DiscardHandler),
-		Drivers:      map[string]vmm.Driver{model.VMMQEMU: qemu.New(qemu.Config{})},
+		Drivers:      map[model.VMMKind]vmm.Driver{model.VMMQEMU: qemu.New(qemu.Config{})},
 		Initramfs:    initramfs,
 		ReadyTimeout: 10 * time.Second,
 	})

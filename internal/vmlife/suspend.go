@@ -37,14 +37,14 @@ func StateManifest(vm model.VM) string { return filepath.Join(vm.Dir, "suspend.j
 // savedState is the manifest: what the state file must be and which VM
 // shape it was saved from (a restore needs the same devices).
 type savedState struct {
-	Format    int       `json:"format"`
-	VMM       string    `json:"vmm"`
-	BootID    string    `json:"boot_id"`
-	CPUs      int       `json:"cpus"`
-	MemoryMiB int       `json:"memory_mib"`
-	Size      int64     `json:"size"`
-	SHA256    string    `json:"sha256"`
-	SavedAt   time.Time `json:"saved_at"`
+	Format    int           `json:"format"`
+	VMM       model.VMMKind `json:"vmm"`
+	BootID    string        `json:"boot_id"`
+	CPUs      int           `json:"cpus"`
+	MemoryMiB int           `json:"memory_mib"`
+	Size      int64         `json:"size"`
+	SHA256    string        `json:"sha256"`
+	SavedAt   time.Time     `json:"saved_at"`
 }
 
 // Optional driver extras used around a save.
@@ -478,7 +478,7 @@ func (m *Manager) adoptSuspended(ctx context.Context, vm model.VM) {
 			return
 		}
 		_ = removeSavedState(vm)
-		m.track(vm, drv, inst, m.d.DialAgent(inst.Agent))
+		m.track(vm, drv, inst, m.dialAdopted(ctx, inst))
 		lg.InfoContext(ctx, "re-adopted a vm whose resume the daemon did not see finish", "pid", inst.PID)
 		return
 	case alive:

@@ -24,7 +24,7 @@ func (nopAgent) Poweroff(context.Context) error         { return nil }
 func (nopAgent) Close() error                           { return nil }
 
 // suspendTestVM records a VM in state (through the allowed transitions).
-func suspendTestVM(t *testing.T, st *store.Store, name, driver string, states ...model.VMState) model.VM {
+func suspendTestVM(t *testing.T, st *store.Store, name string, driver model.VMMKind, states ...model.VMState) model.VM {
 	t.Helper()
 	ctx := context.Background()
 	id, err := model.NewVMID()
@@ -58,7 +58,7 @@ func suspendTestManager(t *testing.T) (*Manager, *store.Store) {
 	}
 	t.Cleanup(func() { st.Close() })
 	m := New(context.Background(), Deps{Store: st, Log: log,
-		Drivers: map[string]vmm.Driver{model.VMMFirecracker: firecracker.New(firecracker.Config{})}})
+		Drivers: map[model.VMMKind]vmm.Driver{model.VMMFirecracker: firecracker.New(firecracker.Config{})}})
 	return m, st
 }
 
@@ -160,8 +160,8 @@ func TestAdoptInterruptedResume(t *testing.T) {
 	for _, consumed := range []bool{false, true} {
 		m, st := suspendTestManager(t)
 		drv := vmmtest.New(t, model.VMMQEMU, nil)
-		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
-		m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
+		m.d.Drivers = map[model.VMMKind]vmm.Driver{model.VMMQEMU: drv}
+		m.d.DialAgent = func(vmm.AgentEndpoint) (Agent, error) { return nopAgent{}, nil }
 		m.life = ctx
 		vm := suspendTestVM(t, st, "half", model.VMMQEMU, model.StateStarting, model.StateRunning, model.StateSuspended)
 		inst, err := drv.Start(ctx, vmm.Spec{ID: vm.ID, Dir: vm.Dir})
@@ -220,8 +220,8 @@ func TestAdoptInterruptedSuspend(t *testing.T) {
 	defer cancel()
 	m, st := suspendTestManager(t)
 	drv := &resumableVMM{Driver: vmmtest.New(t, model.VMMQEMU, nil)}
-	m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
-	m.d.DialAgent = func(vmm.AgentEndpoint) Agent { return nopAgent{} }
+	m.d.Drivers = map[model.VMMKind]vmm.Driver{model.VMMQEMU: drv}
+	m.d.DialAgent = func(vmm.AgentEndpoint) (Agent, error) { return nopAgent{}, nil }
 	m.life = ctx
 	defer m.Close()
 	vm := suspendTestVM(t, st, "mid", model.VMMQEMU, model.StateStarting, model.StateRunning)
@@ -257,7 +257,7 @@ func TestAdoptSavedButUnrecorded(t *testing.T) {
 		m, st := suspendTestManager(t)
 		drv := vmmtest.New(t, model.VMMQEMU, nil)
 		drv.Fail(vmmtest.MethodAdopt, vmm.ErrNotRunning)
-		m.d.Drivers = map[string]vmm.Driver{model.VMMQEMU: drv}
+		m.d.Drivers = map[model.VMMKind]vmm.Driver{model.VMMQEMU: drv}
 		vm := suspendTestVM(t, st, "saved", model.VMMQEMU, model.StateStarting, model.StateRunning)
 		if err := writeInstance(vm, vmm.Instance{Driver: model.VMMQEMU, ID: vm.ID, PID: 1 << 22}); err != nil {
 			t.Fatal(err)

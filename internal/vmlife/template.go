@@ -61,7 +61,7 @@ func (m *Manager) MatchTemplate(ctx context.Context, r CreateRequest) (string, e
 			sn.InitMode != r.InitMode || sn.Network != r.Network || !samePolicy(sn.Policy, pol) {
 			continue
 		}
-		if r.VMM != "" && r.VMM != "auto" && r.VMM != sn.VMM {
+		if r.VMM != "" && r.VMM != model.VMMAuto && r.VMM != sn.VMM {
 			continue
 		}
 		drv, ok := m.d.Drivers[sn.VMM]

@@ -6,21 +6,15 @@ import (
 	"fmt"
 
 	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/model"
 )
 
-// Driver names and the automatic choice.
-const (
-	Auto        = "auto"
-	QEMU        = "qemu"
-	Firecracker = "firecracker"
-)
-
-// Select picks the driver for pref ("auto", "qemu" or "firecracker"):
+// Select picks the driver for pref (auto, "" or a model.VMMKind):
 // auto takes firecracker when it is available and KVM can run a standard
 // kernel, else qemu (which falls back to TCG). An explicit choice that
 // cannot work here is an error saying why.
-func Select(ctx context.Context, pref string, kvm kvmprobe.Result, drivers ...Driver) (Driver, error) {
-	byName := map[string]Driver{}
+func Select(ctx context.Context, pref model.VMMKind, kvm kvmprobe.Result, drivers ...Driver) (Driver, error) {
+	byName := map[model.VMMKind]Driver{}
 	for _, d := range drivers {
 		byName[d.Name()] = d
 	}
@@ -37,18 +31,18 @@ func Select(ctx context.Context, pref string, kvm kvmprobe.Result, drivers ...Dr
 		return nil
 	}
 	switch pref {
-	case Auto, "":
-		fcErr := usable(byName[Firecracker])
+	case model.VMMAuto, "":
+		fcErr := usable(byName[model.VMMFirecracker])
 		if fcErr == nil {
-			return byName[Firecracker], nil
+			return byName[model.VMMFirecracker], nil
 		}
-		qErr := usable(byName[QEMU])
+		qErr := usable(byName[model.VMMQEMU])
 		if qErr == nil {
-			return byName[QEMU], nil
+			return byName[model.VMMQEMU], nil
 		}
 		return nil, fmt.Errorf("no vmm driver can run here: %w", errors.Join(
 			fmt.Errorf("firecracker: %w", fcErr), fmt.Errorf("qemu: %w", qErr)))
-	case QEMU, Firecracker:
+	case model.VMMQEMU, model.VMMFirecracker:
 		d := byName[pref]
 		if err := usable(d); err != nil {
 			return nil, fmt.Errorf("vmm %q cannot run here: %w", pref, err)

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/bangerdev/banger/internal/model"
 )
 
 // Sentinel errors callers test with errors.Is.
@@ -29,18 +31,22 @@ var (
 	ErrUnsupported = errors.New("not supported by this vmm driver")
 )
 
-// Agent transports a guest agent can listen on.
+// AgentKind is how the host reaches the guest agent: the driver decides it
+// (AgentChannel), and the daemon's agent dialer handles each kind by name.
+type AgentKind string
+
 const (
-	TransportVirtioSerial = "virtio-serial" // a virtserialport carrying a stream multiplexer
-	TransportVsock        = "vsock"
+	// AgentVirtioSerialYamux: a unix socket that is one virtio-serial port,
+	// multiplexed by yamux (QEMU).
+	AgentVirtioSerialYamux AgentKind = "virtio-serial-yamux"
+	// AgentHybridVsock: Firecracker's unix socket, then "CONNECT <port>\n".
+	AgentHybridVsock AgentKind = "hybrid-vsock"
 )
 
-// Agent channel kinds: how the host reaches the guest agent.
-const (
-	AgentVirtioSerialYamux = "virtio-serial-yamux" // unix socket = one virtio-serial port, multiplexed by yamux
-	AgentHybridVsock       = "hybrid-vsock"        // firecracker: unix socket, then "CONNECT <port>\n"
-	AgentVhostVsock        = "vhost-vsock"         // AF_VSOCK to (CID, Port)
-)
+// QEMU's vhost-vsock agent path (AF_VSOCK to a guest CID) was removed: it
+// needs /dev/vhost-vsock, which the hosts banger is developed and tested on
+// lack, and no caller ever chose it. A stored endpoint of that kind is
+// refused by name by the daemon's dialer.
 
 // Spec describes the VM to start.
 type Spec struct {
@@ -109,18 +115,18 @@ type Net struct {
 
 // Agent tells the driver how the guest agent listens.
 type Agent struct {
-	Transport string // TransportVirtioSerial or TransportVsock
-	PortName  string // virtio-serial port name, e.g. "banger.agent"
+	Transport model.AgentTransport // Capabilities.AgentTransport of the driver
+	PortName  string               // virtio-serial port name, e.g. "banger.agent"
 	VsockCID  uint32
 	VsockPort uint32
 }
 
 // AgentEndpoint tells the host how to reach the guest agent.
 type AgentEndpoint struct {
-	Kind       string `json:"kind"` // AgentVirtioSerialYamux, AgentHybridVsock or AgentVhostVsock
-	SocketPath string `json:"socket_path,omitempty"`
-	CID        uint32 `json:"cid,omitempty"`
-	Port       uint32 `json:"port,omitempty"`
+	Kind       AgentKind `json:"kind"` // AgentVirtioSerialYamux or AgentHybridVsock
+	SocketPath string    `json:"socket_path,omitempty"`
+	CID        uint32    `json:"cid,omitempty"`
+	Port       uint32    `json:"port,omitempty"`
 	// Jailed: the socket is in a jail only the root helper opens
 	// (vm.jailer.connect, for the VM JailID).
 	JailID string `json:"jail_id,omitempty"`
@@ -128,7 +134,7 @@ type AgentEndpoint struct {
 
 // Instance is a running VMM as the daemon persists it for re-adoption.
 type Instance struct {
-	Driver        string        `json:"driver"`
+	Driver        model.VMMKind `json:"driver"`
 	ID            string        `json:"id"`
 	PID           int           `json:"pid"`
 	PIDStartTime  uint64        `json:"pid_start_time"` // /proc/PID/stat field 22: guards against pid reuse
@@ -152,7 +158,9 @@ type Helper struct {
 
 // Capabilities are a driver's behaviour flags.
 type Capabilities struct {
-	SupportsVsock     bool // the agent can use vsock (hybrid or vhost)
+	// AgentTransport is the channel the guest agent listens on with this
+	// driver: the lifecycle puts it in the spec and the guest's config.
+	AgentTransport    model.AgentTransport
 	SupportsSnapshots bool // the driver implements Snapshotter
 	NeedsVMLinux      bool // Spec.Kernel.VMLinux (ELF) is required
 	NeedsKVM          bool // cannot fall back to software emulation
@@ -190,7 +198,7 @@ type AgentChannel interface {
 
 // Driver is what the daemon holds per VMM kind.
 type Driver interface {
-	Name() string
+	Name() model.VMMKind
 	Capabilities() Capabilities
 	// Available reports whether the driver can run here (binary present,
 	// supported version); wraps ErrUnavailable.

@@ -9,7 +9,7 @@
 //     with Server.Serve. The host uses HybridVsockDialer: it connects to
 //     Firecracker's unix socket, writes "CONNECT <port>\n" and reads
 //     "OK <hostport>\n"; the connection is then the stream.
-//   - virtio-serial (QEMU without vhost-vsock): one port, named
+//   - virtio-serial (QEMU; needs no /dev/vhost-vsock): one port, named
 //     VirtioPortName, whose host side is a unix socket chardev
 //     (-chardev socket,id=agent,path=SOCK,server=on,wait=off
 //     -device virtserialport,chardev=agent,name=banger.agent). The single

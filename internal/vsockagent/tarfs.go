@@ -154,6 +154,11 @@ func writeTarEntry(tw *tar.Writer, fsys fs.FS, fsPath, name string, info fs.File
 	return nil
 }
 
+// ExtractTar is one of banger's two tar extractors: this one copies (vm cp,
+// vm sync, either direction); package flatten applies image layers, and
+// its package doc says why the two are kept apart (layer semantics, set-uid
+// and ownership kept there, refused here; undo; the guest binary's size).
+//
 // ExtractTar unpacks a tar stream, sent by a peer that is not trusted, into
 // dir (created if missing). Only base (one file name, as WriteTar names
 // entries; "." when the whole of "/" was asked for) and what is beneath it

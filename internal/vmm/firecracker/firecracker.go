@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/bangerdev/banger/internal/jailer"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -98,11 +99,11 @@ func New(cfg Config) *Driver {
 }
 
 // Name is "firecracker".
-func (d *Driver) Name() string { return vmm.Firecracker }
+func (d *Driver) Name() model.VMMKind { return model.VMMFirecracker }
 
 // Capabilities of Firecracker under the jailer.
 func (d *Driver) Capabilities() vmm.Capabilities {
-	return vmm.Capabilities{SupportsVsock: true, NeedsVMLinux: true, NeedsKVM: true, NeedsRootHelper: true}
+	return vmm.Capabilities{AgentTransport: model.TransportVsock, NeedsVMLinux: true, NeedsKVM: true, NeedsRootHelper: true}
 }
 
 // Version is a Firecracker release.
@@ -269,8 +270,8 @@ func checkVMLinux(p string) error {
 // AgentEndpoint: Firecracker's vsock is hybrid, a unix socket in the jail
 // on which the host writes "CONNECT <port>\n".
 func (d *Driver) AgentEndpoint(spec vmm.Spec) (vmm.AgentEndpoint, error) {
-	if spec.Agent.Transport != vmm.TransportVsock {
-		return vmm.AgentEndpoint{}, fmt.Errorf("%w: firecracker agent transport must be %s, not %q", vmm.ErrInvalidSpec, vmm.TransportVsock, spec.Agent.Transport)
+	if spec.Agent.Transport != model.TransportVsock {
+		return vmm.AgentEndpoint{}, fmt.Errorf("%w: firecracker agent transport must be %s, not %q", vmm.ErrInvalidSpec, model.TransportVsock, spec.Agent.Transport)
 	}
 	if spec.Agent.VsockCID < 3 || spec.Agent.VsockPort == 0 {
 		return vmm.AgentEndpoint{}, fmt.Errorf("%w: vsock cid %d (want >= 3) and port %d (want > 0)", vmm.ErrInvalidSpec, spec.Agent.VsockCID, spec.Agent.VsockPort)
@@ -355,7 +356,7 @@ func (d *Driver) jailerArgs(cfg sdk.Config) []string {
 // sdkLogger bridges the SDK's logrus output to slog at debug level.
 func (d *Driver) sdkLogger(vmID string) *logrus.Entry {
 	l := logrus.New()
-	l.SetOutput(slogWriter{log: d.log.With("vm_id", vmID, "vmm", vmm.Firecracker)})
+	l.SetOutput(slogWriter{log: d.log.With("vm_id", vmID, "vmm", model.VMMFirecracker)})
 	l.SetLevel(logrus.DebugLevel)
 	return logrus.NewEntry(l)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/jailer"
 	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -160,7 +161,7 @@ func newFixture(t *testing.T, version string) fixture {
 		Disks:  []vmm.Disk{{ID: "root", Path: filepath.Join(dir, "root.ext4")}, {ID: "config", Path: filepath.Join(dir, "config.img"), ReadOnly: true}},
 		Net:    &vmm.Net{Tap: "tap-vm1", MAC: "06:00:ac:10:00:02"},
 		CPUs:   2, MemoryMiB: 512,
-		Agent: vmm.Agent{Transport: vmm.TransportVsock, VsockCID: 42, VsockPort: 1024},
+		Agent: vmm.Agent{Transport: model.TransportVsock, VsockCID: 42, VsockPort: 1024},
 	}
 	return fixture{d: d, rec: rec, spec: spec, argsFile: argsFile}
 }
@@ -372,7 +373,7 @@ func TestValidate(t *testing.T) {
 	cases := map[string]func(s *vmm.Spec){
 		"bzImage":       func(s *vmm.Spec) { s.Kernel.VMLinux = bz },
 		"no vmlinux":    func(s *vmm.Spec) { s.Kernel.VMLinux = "" },
-		"serial agent":  func(s *vmm.Spec) { s.Agent = vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "x"} },
+		"serial agent":  func(s *vmm.Spec) { s.Agent = vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "x"} },
 		"cid 2":         func(s *vmm.Spec) { s.Agent.VsockCID = 2 },
 		"underscore id": func(s *vmm.Spec) { s.ID = "vm_1" },
 		"no root disk":  func(s *vmm.Spec) { s.Disks = nil },
@@ -423,7 +424,7 @@ func TestSelect(t *testing.T) {
 // test-only dependency between sibling drivers).
 type fakeQEMU struct{ vmm.Driver }
 
-func (fakeQEMU) Name() string                        { return "qemu" }
+func (fakeQEMU) Name() model.VMMKind                 { return model.VMMQEMU }
 func (fakeQEMU) Capabilities() vmm.Capabilities      { return vmm.Capabilities{} }
 func (fakeQEMU) Available(ctx context.Context) error { return nil }
 

@@ -106,7 +106,7 @@ func TestStartThroughRootHelper(t *testing.T) {
 		Initrd: initrd,
 		Disks:  []vmm.Disk{{ID: "root", Path: filepath.Join(vmDir, "root.ext4")}, {ID: "config", Path: filepath.Join(vmDir, "config.img"), ReadOnly: true}},
 		CPUs:   2, MemoryMiB: 512,
-		Agent: vmm.Agent{Transport: vmm.TransportVsock, VsockCID: 42, VsockPort: 1024},
+		Agent: vmm.Agent{Transport: model.TransportVsock, VsockCID: 42, VsockPort: 1024},
 	}
 	// The helper jails only the VM dir's own disks.
 	bad := spec

@@ -15,6 +15,7 @@ import (
 	httptransport "github.com/go-openapi/runtime/client"
 	"github.com/go-openapi/strfmt"
 
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -49,7 +50,7 @@ func (d *Driver) Steps() vmm.Steps[*Boot] {
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 	b := &Boot{Spec: spec}
 	var undo vmm.Undo
-	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", vmm.Firecracker)
+	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", model.VMMFirecracker)
 	if err := d.Steps().Run(ctx, log, b, &undo); err != nil {
 		return vmm.Instance{}, fmt.Errorf("start vm %q with firecracker: %w", spec.Name, err)
 	}
@@ -62,7 +63,7 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 	b.Config = d.BuildConfig(b.Spec)
 	logger := d.sdkLogger(b.Spec.ID)
 	sock := filepath.Join(d.jailRoot(b.Spec.ID), apiSockName)
-	inst := vmm.Instance{Driver: vmm.Firecracker, ID: b.Spec.ID, ControlSocket: sock}
+	inst := vmm.Instance{Driver: model.VMMFirecracker, ID: b.Spec.ID, ControlSocket: sock}
 	// The launcher removes the jail on failure (and the VMM once started).
 	undo.Push(func(ctx context.Context) error { return d.launcher.Remove(ctx, inst) })
 	// The first connection is the one the launcher returns (the root
@@ -99,7 +100,7 @@ func (d *Driver) stepConfigure(ctx context.Context, b *Boot, undo *vmm.Undo) err
 		return err
 	}
 	b.Instance = vmm.Instance{
-		Driver:        vmm.Firecracker,
+		Driver:        model.VMMFirecracker,
 		ID:            b.Spec.ID,
 		PID:           b.Proc.PID,
 		PIDStartTime:  b.Proc.StartTime,

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,9 +48,9 @@ func ExtraFiles(spec vmm.Spec) []*os.File {
 	return nil
 }
 
-// Args builds QEMU's argument list for spec. vhostVsock says whether the
-// agent uses vhost-vsock; otherwise it gets a virtio-serial port.
-func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
+// Args builds QEMU's argument list for spec. The agent always gets a
+// virtio-serial port (the driver's only agent transport).
+func Args(spec vmm.Spec, p Paths, accel string) []string {
 	cpu := "max"
 	if accel == kvmprobe.AccelKVM {
 		cpu = "host"
@@ -122,14 +121,10 @@ func Args(spec vmm.Spec, p Paths, accel string, vhostVsock bool) []string {
 			"-netdev", netdev,
 			"-device", "virtio-net-device,netdev=net0,mac="+spec.Net.MAC)
 	}
-	if vhostVsock {
-		a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", spec.Agent.VsockCID))
-	} else {
-		a = append(a,
-			"-device", "virtio-serial-device",
-			"-chardev", "socket,id=agent,path="+escape(p.Agent)+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name="+spec.Agent.PortName)
-	}
+	a = append(a,
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path="+escape(p.Agent)+",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name="+spec.Agent.PortName)
 	a = append(a,
 		"-qmp", "unix:"+escape(p.QMP)+",server=on,wait=off",
 		"-no-reboot")

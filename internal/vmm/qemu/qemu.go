@@ -1,7 +1,9 @@
 // Package qemu drives QEMU's microvm machine. It is banger's driver for
 // hosts where KVM cannot run a standard kernel (PVM, or no KVM at all): it
 // then runs under TCG software emulation. The agent channel is a
-// virtio-serial port (vhost-vsock only when /dev/vhost-vsock exists).
+// virtio-serial port multiplexed by yamux: it needs nothing of the host's
+// kernel. (A vhost-vsock channel was removed: it needs /dev/vhost-vsock,
+// which banger's development and CI hosts lack, so it could not be tested.)
 package qemu
 
 import (
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/kvmprobe"
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/virtiofs"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -52,8 +55,6 @@ type Config struct {
 	StartTimeout time.Duration
 	// StopTimeout bounds each forced stage of Stop (quit, then SIGKILL).
 	StopTimeout time.Duration
-	// VhostVsock reports whether /dev/vhost-vsock is usable (default: it exists).
-	VhostVsock func() bool
 	// HostTSCkHz reports the host's constant TSC rate in kHz (0: unknown).
 	// Under TCG the guest reads the host's TSC, and the guest kernel's PIT
 	// calibration of it fails on a loaded host, after which it hangs
@@ -89,9 +90,6 @@ func New(cfg Config) *Driver {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 15 * time.Second
 	}
-	if cfg.VhostVsock == nil {
-		cfg.VhostVsock = func() bool { _, err := os.Stat("/dev/vhost-vsock"); return err == nil }
-	}
 	if cfg.HostTSCkHz == nil {
 		cfg.HostTSCkHz = hostTSCkHz
 	}
@@ -99,11 +97,11 @@ func New(cfg Config) *Driver {
 }
 
 // Name is "qemu".
-func (d *Driver) Name() string { return vmm.QEMU }
+func (d *Driver) Name() model.VMMKind { return model.VMMQEMU }
 
 // Capabilities of QEMU microvm.
 func (d *Driver) Capabilities() vmm.Capabilities {
-	return vmm.Capabilities{SupportsVsock: d.cfg.VhostVsock(), SupportsSnapshots: true, TapFile: true, SharedDirs: true}
+	return vmm.Capabilities{AgentTransport: model.TransportVirtioSerial, SupportsSnapshots: true, TapFile: true, SharedDirs: true}
 }
 
 // Available checks that the QEMU binary can be found.
@@ -189,27 +187,17 @@ func (d *Driver) Validate(spec vmm.Spec) error {
 	return nil
 }
 
-// AgentEndpoint says how the host reaches the agent: vhost-vsock when the
-// spec asks for vsock and the host has it, else a virtio-serial socket.
+// AgentEndpoint says how the host reaches the agent: the virtio-serial
+// port's unix socket, multiplexed by yamux.
 func (d *Driver) AgentEndpoint(spec vmm.Spec) (vmm.AgentEndpoint, error) {
-	switch spec.Agent.Transport {
-	case vmm.TransportVsock:
-		if !d.cfg.VhostVsock() {
-			return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent transport vsock needs /dev/vhost-vsock, which this host lacks: use %s", vmm.ErrInvalidSpec, vmm.TransportVirtioSerial)
-		}
-		if spec.Agent.VsockCID < 3 {
-			return vmm.AgentEndpoint{}, fmt.Errorf("%w: vsock cid %d: want 3 or more", vmm.ErrInvalidSpec, spec.Agent.VsockCID)
-		}
-		return vmm.AgentEndpoint{Kind: vmm.AgentVhostVsock, CID: spec.Agent.VsockCID, Port: spec.Agent.VsockPort}, nil
-	case vmm.TransportVirtioSerial:
-		if !portRe.MatchString(spec.Agent.PortName) {
-			return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent port name %q", vmm.ErrInvalidSpec, spec.Agent.PortName)
-		}
-		return vmm.AgentEndpoint{Kind: vmm.AgentVirtioSerialYamux, SocketPath: d.paths(spec).Agent}, nil
-	default:
-		return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent transport %q: want %s or %s", vmm.ErrInvalidSpec,
-			spec.Agent.Transport, vmm.TransportVirtioSerial, vmm.TransportVsock)
+	if spec.Agent.Transport != model.TransportVirtioSerial {
+		return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent transport %q: the qemu driver offers only %s (vhost-vsock is not supported)",
+			vmm.ErrInvalidSpec, spec.Agent.Transport, model.TransportVirtioSerial)
 	}
+	if !portRe.MatchString(spec.Agent.PortName) {
+		return vmm.AgentEndpoint{}, fmt.Errorf("%w: agent port name %q", vmm.ErrInvalidSpec, spec.Agent.PortName)
+	}
+	return vmm.AgentEndpoint{Kind: vmm.AgentVirtioSerialYamux, SocketPath: d.paths(spec).Agent}, nil
 }
 
 func (d *Driver) paths(spec vmm.Spec) Paths {
@@ -261,7 +249,7 @@ func (d *Driver) start(ctx context.Context, spec vmm.Spec, steps vmm.Steps[*Boot
 	}
 	b := &Boot{Spec: spec}
 	var undo vmm.Undo
-	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", vmm.QEMU)
+	log := d.log.With("vm", spec.Name, "vm_id", spec.ID, "vmm", model.VMMQEMU)
 	begin := time.Now()
 	if err := steps.Run(ctx, log, b, &undo); err != nil {
 		return vmm.Instance{}, fmt.Errorf("start vm %q with qemu: %w", spec.Name, err)
@@ -314,7 +302,7 @@ func (d *Driver) stepPrepare(ctx context.Context, b *Boot, undo *vmm.Undo) error
 	if khz := d.cfg.HostTSCkHz(); d.cfg.Accel == kvmprobe.AccelTCG && khz > 0 && !strings.Contains(spec.Kernel.Cmdline, "tsc_early_khz=") {
 		spec.Kernel.Cmdline = strings.TrimSpace(spec.Kernel.Cmdline + " tsc_early_khz=" + strconv.Itoa(khz))
 	}
-	b.Args = Args(spec, b.Paths, d.cfg.Accel, agent.Kind == vmm.AgentVhostVsock)
+	b.Args = Args(spec, b.Paths, d.cfg.Accel)
 	return nil
 }
 
@@ -341,7 +329,7 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 		return err
 	})
 	b.Instance = vmm.Instance{
-		Driver:        vmm.QEMU,
+		Driver:        model.VMMQEMU,
 		ID:            b.Spec.ID,
 		PID:           p.PID,
 		PIDStartTime:  p.StartTime,
@@ -351,9 +339,6 @@ func (d *Driver) stepSpawn(ctx context.Context, b *Boot, undo *vmm.Undo) error {
 		Accel:         d.cfg.Accel,
 		Files:         []string{b.Paths.QMP, b.Paths.Agent},
 		Helpers:       b.Helpers,
-	}
-	if b.Agent.Kind != vmm.AgentVirtioSerialYamux {
-		b.Instance.Files = b.Instance.Files[:1]
 	}
 	for _, sh := range b.Spec.Shares {
 		b.Instance.Files = append(b.Instance.Files, b.Paths.share(sh.Tag))

@@ -16,6 +16,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -115,13 +116,12 @@ func testSpec(t *testing.T, kernel, initrd string) vmm.Spec {
 		Kernel: vmm.Kernel{Path: kernel}, Initrd: initrd,
 		Disks: []vmm.Disk{{ID: "root", Path: root}, {ID: "config", Path: cfg, ReadOnly: true}},
 		CPUs:  1, MemoryMiB: 256,
-		Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
+		Agent: vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"},
 	}
 }
 
 func newTestDriver(t *testing.T) *Driver {
-	return New(Config{Accel: "tcg", StartTimeout: 60 * time.Second, StopTimeout: 20 * time.Second,
-		VhostVsock: func() bool { return false }})
+	return New(Config{Accel: "tcg", StartTimeout: 60 * time.Second, StopTimeout: 20 * time.Second})
 }
 
 func waitConsole(t *testing.T, d *Driver, inst vmm.Instance, want string) {
@@ -181,10 +181,10 @@ func TestArgs(t *testing.T) {
 		Disks: []vmm.Disk{{ID: "root", Path: "/v/root,1.ext4"}, {ID: "config", Path: "/v/config.img", ReadOnly: true}},
 		Net:   &vmm.Net{Tap: "tap-a1", MAC: "52:54:00:12:34:56"},
 		CPUs:  2, MemoryMiB: 512,
-		Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent", VsockCID: 7},
+		Agent: vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent", VsockCID: 7},
 	}
 	p := Paths{QMP: "/v/qmp.sock", Agent: "/v/agent.sock", ConsoleLog: "/v/console.log"}
-	line := strings.Join(Args(spec, p, "tcg", false), " ")
+	line := strings.Join(Args(spec, p, "tcg"), " ")
 	for _, want := range []string{
 		"-M microvm,accel=tcg,acpi=on -cpu max -smp 2 -m 512 -nodefaults -no-user-config -nographic",
 		"-chardev file,id=con,path=/v/console.log,append=on -serial chardev:con",
@@ -214,7 +214,7 @@ func TestArgs(t *testing.T) {
 	defer tapFile.Close()
 	withFD := spec
 	withFD.Net = &vmm.Net{Tap: "tap-a1", MAC: "52:54:00:12:34:56", File: tapFile}
-	fdLine := strings.Join(Args(withFD, p, "tcg", false), " ")
+	fdLine := strings.Join(Args(withFD, p, "tcg"), " ")
 	if want := "-netdev tap,id=net0,fd=3 -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"; !strings.Contains(fdLine, want) {
 		t.Errorf("command line lacks %q:\n%s", want, fdLine)
 	}
@@ -225,10 +225,10 @@ func TestArgs(t *testing.T) {
 		t.Errorf("ExtraFiles = %v, want the tap file as descriptor 3", files)
 	}
 
-	kvm := strings.Join(Args(spec, p, "kvm", true), " ")
+	kvm := strings.Join(Args(spec, p, "kvm"), " ")
 	if !strings.Contains(kvm, "accel=kvm") || !strings.Contains(kvm, "-cpu host") ||
-		!strings.Contains(kvm, "-device vhost-vsock-device,guest-cid=7") || strings.Contains(kvm, "virtserialport") {
-		t.Errorf("kvm/vhost command line wrong: %s", kvm)
+		strings.Contains(kvm, "vhost-vsock") || !strings.Contains(kvm, "virtserialport") {
+		t.Errorf("kvm command line wrong: %s", kvm)
 	}
 }
 
@@ -240,8 +240,8 @@ func TestValidate(t *testing.T) {
 	}
 	good := vmm.Spec{ID: "v1", Dir: dir, Kernel: vmm.Kernel{Path: file}, Initrd: file,
 		Disks: []vmm.Disk{{ID: "root", Path: file}}, Net: &vmm.Net{Tap: "tap0", MAC: "52:54:00:00:00:01"},
-		CPUs: 1, MemoryMiB: 128, Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"}}
-	d := New(Config{VhostVsock: func() bool { return false }})
+		CPUs: 1, MemoryMiB: 128, Agent: vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"}}
+	d := New(Config{})
 	if err := d.Validate(good); err != nil {
 		t.Fatalf("good spec rejected: %v", err)
 	}
@@ -259,7 +259,7 @@ func TestValidate(t *testing.T) {
 		"bad mac":         func(s *vmm.Spec) { s.Net = &vmm.Net{Tap: "tap0", MAC: "52:54:00:00:00:01,x=y"} },
 		"zero cpus":       func(s *vmm.Spec) { s.CPUs = 0 },
 		"tiny memory":     func(s *vmm.Spec) { s.MemoryMiB = 8 },
-		"vsock no vhost":  func(s *vmm.Spec) { s.Agent = vmm.Agent{Transport: vmm.TransportVsock, VsockCID: 3} },
+		"vsock":           func(s *vmm.Spec) { s.Agent = vmm.Agent{Transport: model.TransportVsock, VsockCID: 3} },
 		"port name comma": func(s *vmm.Spec) { s.Agent.PortName = "a,b" },
 		"no transport":    func(s *vmm.Spec) { s.Agent.Transport = "" },
 		"share tag comma": func(s *vmm.Spec) { s.Shares = []vmm.Share{{Tag: "a,b", Source: dir}} },
@@ -538,7 +538,7 @@ func TestParseTSCkHz(t *testing.T) {
 		t.Fatalf("variable tsc trusted: %d", got)
 	}
 	spec := vmm.Spec{ID: "a", Kernel: vmm.Kernel{Path: "/k"}, CPUs: 1, MemoryMiB: 64,
-		Agent: vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "p"}}
+		Agent: vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "p"}}
 	spec.Dir = t.TempDir()
 	d := New(Config{Accel: "tcg", HostTSCkHz: func() int { return 1234 }})
 	b := &Boot{Spec: spec}
@@ -557,10 +557,10 @@ func TestParseTSCkHz(t *testing.T) {
 // (virtiofsd refuses legacy); a VM without shares keeps neither.
 func TestArgsWithShares(t *testing.T) {
 	spec := vmm.Spec{ID: "a1", Kernel: vmm.Kernel{Path: "/k/vmlinuz"}, CPUs: 1, MemoryMiB: 768,
-		Agent:  vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
+		Agent:  vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"},
 		Shares: []vmm.Share{{Tag: "banger0", Source: "/home/u/proj"}, {Tag: "banger1", Source: "/srv/data", ReadOnly: true}}}
 	p := Paths{QMP: "/v/qmp.sock", Agent: "/v/agent.sock", ConsoleLog: "/v/console.log", Dir: "/v,x"}
-	line := strings.Join(Args(spec, p, "tcg", false), " ")
+	line := strings.Join(Args(spec, p, "tcg"), " ")
 	for _, want := range []string{
 		"-M microvm,accel=tcg,acpi=on,memory-backend=mem ",
 		"-global virtio-mmio.force-legacy=false -object memory-backend-memfd,id=mem,size=768M,share=on",
@@ -572,7 +572,7 @@ func TestArgsWithShares(t *testing.T) {
 		}
 	}
 	spec.Shares = nil
-	plain := strings.Join(Args(spec, p, "tcg", false), " ")
+	plain := strings.Join(Args(spec, p, "tcg"), " ")
 	for _, not := range []string{"memory-backend", "force-legacy", "vhost-user-fs"} {
 		if strings.Contains(plain, not) {
 			t.Errorf("a vm without shares has %q: %s", not, plain)
@@ -586,10 +586,10 @@ func TestArgsWithShares(t *testing.T) {
 // cannot be combined with shares.
 func TestArgsWithMemoryFile(t *testing.T) {
 	spec := vmm.Spec{ID: "a1", Kernel: vmm.Kernel{Path: "/k/vmlinuz"}, CPUs: 1, MemoryMiB: 512,
-		Agent:  vmm.Agent{Transport: vmm.TransportVirtioSerial, PortName: "banger.agent"},
+		Agent:  vmm.Agent{Transport: model.TransportVirtioSerial, PortName: "banger.agent"},
 		Memory: &vmm.MemoryFile{Path: "/s/a,b/ram"}}
 	p := Paths{QMP: "/v/qmp.sock", Agent: "/v/agent.sock", ConsoleLog: "/v/console.log", Dir: "/v"}
-	line := strings.Join(Args(spec, p, "tcg", false), " ")
+	line := strings.Join(Args(spec, p, "tcg"), " ")
 	for _, want := range []string{
 		"-M microvm,accel=tcg,acpi=on,memory-backend=microvm.ram ",
 		"-object memory-backend-file,id=microvm.ram,size=512M,mem-path=/s/a,,b/ram,share=off",
@@ -599,7 +599,7 @@ func TestArgsWithMemoryFile(t *testing.T) {
 		}
 	}
 	spec.Memory.Shared = true
-	if line := strings.Join(Args(spec, p, "tcg", false), " "); !strings.Contains(line, ",share=on") {
+	if line := strings.Join(Args(spec, p, "tcg"), " "); !strings.Contains(line, ",share=on") {
 		t.Errorf("shared memory file not shared: %s", line)
 	}
 	d := newTestDriver(t)

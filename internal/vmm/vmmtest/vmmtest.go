@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -99,7 +100,7 @@ func (l *Log) Count(method string) int {
 // Driver is a fake vmm.Driver. The zero value is not usable: use New.
 type Driver struct {
 	t    testing.TB
-	name string
+	name model.VMMKind
 	caps vmm.Capabilities
 	log  *Log
 
@@ -115,7 +116,7 @@ var _ vmm.Driver = (*Driver)(nil)
 
 // New returns a driver named name (a model.VMM* value) recording into log
 // (a new one when nil). Processes it started are killed when the test ends.
-func New(t testing.TB, name string, log *Log) *Driver {
+func New(t testing.TB, name model.VMMKind, log *Log) *Driver {
 	t.Helper()
 	if log == nil {
 		log = &Log{}
@@ -123,7 +124,10 @@ func New(t testing.TB, name string, log *Log) *Driver {
 	if _, err := exec.LookPath("sleep"); err != nil {
 		t.Fatalf("vmmtest needs a sleep binary for its fake vmm process: %v", err)
 	}
-	d := &Driver{t: t, name: name, log: log, fail: map[string]error{}, procs: map[int]*exec.Cmd{}}
+	// The fake speaks the agent over virtio-serial, as QEMU does; tests
+	// that need another transport set it (SetCapabilities).
+	d := &Driver{t: t, name: name, log: log, fail: map[string]error{}, procs: map[int]*exec.Cmd{},
+		caps: vmm.Capabilities{AgentTransport: model.TransportVirtioSerial}}
 	t.Cleanup(d.killAll)
 	return d
 }
@@ -202,7 +206,7 @@ func (d *Driver) failed(method string) error {
 	return d.fail[method]
 }
 
-func (d *Driver) Name() string                   { return d.name }
+func (d *Driver) Name() model.VMMKind            { return d.name }
 func (d *Driver) Capabilities() vmm.Capabilities { return d.caps }
 
 func (d *Driver) Available(ctx context.Context) error {
