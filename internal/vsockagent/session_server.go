@@ -329,11 +329,15 @@ func (s *Server) handleSessionAttach(ctx context.Context, st *stream, log *slog.
 	sess.mu.Lock()
 	sess.clients++
 	sess.mu.Unlock()
-	defer func() {
-		sess.mu.Lock()
-		sess.clients--
-		sess.mu.Unlock()
-	}()
+	var detachOnce sync.Once
+	detach := func() {
+		detachOnce.Do(func() {
+			sess.mu.Lock()
+			sess.clients--
+			sess.mu.Unlock()
+		})
+	}
+	defer detach()
 	if err := respond(st, SessionAttached{ID: sess.id, TTY: sess.tty}); err != nil {
 		return nil
 	}
@@ -358,6 +362,9 @@ func (s *Server) handleSessionAttach(ctx context.Context, st *stream, log *slog.
 			sess.mu.Lock()
 			code := sess.code
 			sess.mu.Unlock()
+			// Detached before the exit is sent: a client that lists the
+			// sessions once its attach returned must not count itself.
+			detach()
 			var b [4]byte
 			binary.BigEndian.PutUint32(b[:], uint32(int32(code)))
 			_ = st.writeFrame(frameExit, b[:])
