@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/kvmprobe"
 	"github.com/bangerdev/banger/internal/model"
@@ -19,7 +20,6 @@ import (
 	"github.com/bangerdev/banger/internal/vmdisk"
 	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
-	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 // BenchmarkVMRunVsBareQEMU compares `banger vm run --rm -- true`, start to
@@ -79,9 +79,9 @@ func bareBoot(b *testing.B, accel, kernel, initrd, image string) time.Duration {
 		b.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	yd := vsockagent.NewYamuxDialer(p.Agent, nil)
+	yd := guestagent.NewYamuxDialer(p.Agent, nil)
 	defer yd.Close()
-	c := vsockagent.NewClient(yd.Dial, nil)
+	c := guestagent.NewClient(yd.Dial, nil)
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

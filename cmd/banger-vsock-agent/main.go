@@ -1,6 +1,6 @@
 // Command banger-vsock-agent is the one static binary banger puts in every
 // guest. As PID 1 (/init in the initramfs) it boots the guest
-// (internal/guestinit); otherwise it is the agent server, started by that
+// (internal/guest/guestinit); otherwise it is the agent server, started by that
 // init (fast mode) or by systemd (image mode):
 //
 //	banger-vsock-agent serve --boot-id ID --transport virtio-serial --port-name banger.agent
@@ -26,9 +26,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
-	"github.com/bangerdev/banger/internal/guestinit"
+	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestinit"
 	"github.com/bangerdev/banger/internal/model"
-	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 func main() {
@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		bootID    = fs.String("boot-id", "", "this boot's id, reported by health")
 		transport = fs.String("transport", string(model.TransportVirtioSerial), "agent channel: virtio-serial or vsock")
 		portName  = fs.String("port-name", "", "virtio-serial port name")
-		vsockPort = fs.Uint("vsock-port", vsockagent.DefaultVsockPort, "vsock port")
+		vsockPort = fs.Uint("vsock-port", guestagent.DefaultVsockPort, "vsock port")
 		initMode  = fs.String("init-mode", string(model.InitFast), "who is PID 1: fast (banger-init) or image (the image's init)")
 		debug     = fs.Bool("debug", false, "log debug detail")
 	)
@@ -74,14 +74,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ident := &guestinit.Identity{Log: log, InitMode: model.InitMode(*initMode)}
-	srv := vsockagent.NewServer(vsockagent.ServerOptions{
+	srv := guestagent.NewServer(guestagent.ServerOptions{
 		Logger:    log,
 		BootID:    *bootID,
 		Version:   buildinfo.Version,
 		StartTime: bootTime(),
 		Poweroff:  poweroff(model.InitMode(*initMode)),
 		SetClock:  setClock,
-		// Snapshots and clones (vsockagent/identity.go).
+		// Snapshots and clones (guestagent/identity.go).
 		Freeze:     ident.Freeze,
 		Thaw:       ident.Thaw,
 		Reidentify: ident.Reidentify,
@@ -95,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		err = srv.ServePort(ctx, guestinit.VirtioPortOpener(*portName))
 	case model.TransportVsock:
-		ln, lerr := vsockagent.ListenVsock(uint32(*vsockPort))
+		ln, lerr := guestagent.ListenVsock(uint32(*vsockPort))
 		if lerr != nil {
 			err = lerr
 			break

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerdev/banger/internal/guest/guestagent"
 	"github.com/bangerdev/banger/internal/vmm"
-	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 // hybridListener plays Firecracker's side of a hybrid vsock socket: each
@@ -59,7 +59,7 @@ func serveAgent(t *testing.T, kind vmm.AgentKind) vmm.AgentEndpoint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := vsockagent.NewServer(vsockagent.ServerOptions{BootID: "boot-" + string(kind), Version: "test"})
+	srv := guestagent.NewServer(guestagent.ServerOptions{BootID: "boot-" + string(kind), Version: "test"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ep := vmm.AgentEndpoint{Kind: kind, SocketPath: sock}

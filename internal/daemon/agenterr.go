@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/vsockagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent"
 )
 
 // agentError gives an error from a guest agent call its wire code, in this
@@ -25,20 +25,20 @@ func agentError(err error) error {
 	switch {
 	case errors.Is(err, context.Canceled):
 		code = api.CodeCanceled
-	case errors.Is(err, vsockagent.ErrBadRequest):
+	case errors.Is(err, guestagent.ErrBadRequest):
 		code = api.CodeInvalidArgument
-	case errors.Is(err, vsockagent.ErrNotFound):
+	case errors.Is(err, guestagent.ErrNotFound):
 		code = api.CodeNotFound
-	case errors.Is(err, vsockagent.ErrUnknownMethod), errors.Is(err, vsockagent.ErrUnsupported):
+	case errors.Is(err, guestagent.ErrUnknownMethod), errors.Is(err, guestagent.ErrUnsupported):
 		code = api.CodeUnimplemented // an older or smaller agent
-	case errors.Is(err, vsockagent.ErrExecFailed):
+	case errors.Is(err, guestagent.ErrExecFailed):
 		code = api.CodeFailedPrecondition
-	case errors.Is(err, vsockagent.ErrUnsafePath), errors.Is(err, vsockagent.ErrUnsafeEntry):
+	case errors.Is(err, guestagent.ErrUnsafePath), errors.Is(err, guestagent.ErrUnsafeEntry):
 		// The host refused what the guest sent: nothing to retry.
 		code = api.CodePermissionDenied
-	case errors.Is(err, vsockagent.ErrArchiveLimit):
+	case errors.Is(err, guestagent.ErrArchiveLimit):
 		code = api.CodeFailedPrecondition // raise copy.max_* if expected
-	case errors.Is(err, vsockagent.ErrDialFailed), errors.Is(err, vsockagent.ErrConnectionLost),
+	case errors.Is(err, guestagent.ErrDialFailed), errors.Is(err, guestagent.ErrConnectionLost),
 		errors.Is(err, context.DeadlineExceeded):
 		code = api.CodeUnavailable
 	}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/guest/guestagent"
 	"github.com/bangerdev/banger/internal/rpc"
-	"github.com/bangerdev/banger/internal/vsockagent"
 )
 
 // agentOverUnix runs a real agent server on a unix socket (the transport
@@ -25,7 +25,7 @@ func agentOverUnix(t *testing.T) *guestAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := vsockagent.NewServer(vsockagent.ServerOptions{BootID: "boot-1", Version: "test"})
+	srv := guestagent.NewServer(guestagent.ServerOptions{BootID: "boot-1", Version: "test"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -41,7 +41,7 @@ func agentOverUnix(t *testing.T) *guestAgent {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}
-	return &guestAgent{Client: vsockagent.NewClient(dial, nil), close: func() error { return nil }}
+	return &guestAgent{Client: guestagent.NewClient(dial, nil), close: func() error { return nil }}
 }
 
 // The agent's own codes are translated: copying a missing guest path out
@@ -54,12 +54,12 @@ func TestGuestCopyOfMissingPathIsNotFound(t *testing.T) {
 	missing := filepath.Join(guestDir, "no-such-file")
 	local := filepath.Join(t.TempDir(), "dest")
 
-	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: missing, Local: local}, vsockagent.CopyLimits{})
+	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: missing, Local: local}, guestagent.CopyLimits{})
 	if got := api.CodeOf(err); got != api.CodeNotFound {
 		t.Fatalf("copy out of a missing guest path: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
 	}
-	if !errors.Is(err, vsockagent.ErrNotFound) {
-		t.Fatalf("errors.Is(err, vsockagent.ErrNotFound) is false: %v", err)
+	if !errors.Is(err, guestagent.ErrNotFound) {
+		t.Fatalf("errors.Is(err, guestagent.ErrNotFound) is false: %v", err)
 	}
 	if _, serr := os.Lstat(local); !errors.Is(serr, os.ErrNotExist) {
 		t.Fatalf("failed copy out left %s behind (%v)", local, serr)
@@ -73,7 +73,7 @@ func TestGuestCopyOfMissingPathIsNotFound(t *testing.T) {
 	}
 	ms := rpc.NewMethods()
 	rpc.Register(ms, api.MethodVMCopy, func(ctx context.Context, c *rpc.Call, p api.VMCopy) (api.Empty, error) {
-		return api.Empty{}, guestCopy(ctx, ga, p.Name, p, vsockagent.CopyLimits{})
+		return api.Empty{}, guestCopy(ctx, ga, p.Name, p, guestagent.CopyLimits{})
 	})
 	srv := rpc.NewServer(ms, rpc.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
 	sctx, cancel := context.WithCancel(ctx)
@@ -92,15 +92,15 @@ func TestAgentErrorVocabulary(t *testing.T) {
 	ga := agentOverUnix(t)
 	ctx := context.Background()
 	// A relative guest path is refused by the agent as bad_request.
-	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: "relative/path", Local: t.TempDir()}, vsockagent.CopyLimits{})
+	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: "relative/path", Local: t.TempDir()}, guestagent.CopyLimits{})
 	if got := api.CodeOf(err); got != api.CodeInvalidArgument {
 		t.Fatalf("copy out of a relative guest path: code %s, want %s (err: %v)", got, api.CodeInvalidArgument, err)
 	}
-	_, err = ga.Exec(ctx, vsockagent.ExecRequest{Argv: []string{"definitely-not-a-command-xyz"}}, nil, nil, nil, nil, nil)
+	_, err = ga.Exec(ctx, guestagent.ExecRequest{Argv: []string{"definitely-not-a-command-xyz"}}, nil, nil, nil, nil, nil)
 	if got := api.CodeOf(agentError(err)); got != api.CodeNotFound {
 		t.Fatalf("exec of a missing command: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
 	}
-	_, err = ga.Exec(ctx, vsockagent.ExecRequest{}, nil, nil, nil, nil, nil)
+	_, err = ga.Exec(ctx, guestagent.ExecRequest{}, nil, nil, nil, nil, nil)
 	if got := api.CodeOf(agentError(err)); got != api.CodeInvalidArgument {
 		t.Fatalf("exec without argv: code %s, want %s (err: %v)", got, api.CodeInvalidArgument, err)
 	}
@@ -108,15 +108,15 @@ func TestAgentErrorVocabulary(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&vsockagent.Error{Code: vsockagent.CodeUnknownMethod, Message: "unknown method"}, api.CodeUnimplemented},
-		{&vsockagent.Error{Code: vsockagent.CodeUnsupported, Message: "no poweroff"}, api.CodeUnimplemented},
-		{&vsockagent.Error{Code: vsockagent.CodeDialFailed, Message: "dial 127.0.0.1:1: refused"}, api.CodeUnavailable},
-		{&vsockagent.Error{Code: vsockagent.CodeExecFailed, Message: "start: permission denied"}, api.CodeFailedPrecondition},
-		{&vsockagent.Error{Code: vsockagent.CodeIO, Message: "disk full"}, api.CodeInternal},
-		{vsockagent.ErrConnectionLost, api.CodeUnavailable},
-		{fmt.Errorf("extract: %w: etc/../../x", vsockagent.ErrUnsafePath), api.CodePermissionDenied},
-		{fmt.Errorf("extract: %w: dev/sda", vsockagent.ErrUnsafeEntry), api.CodePermissionDenied},
-		{fmt.Errorf("extract: %w: 2 GiB", vsockagent.ErrArchiveLimit), api.CodeFailedPrecondition},
+		{&guestagent.Error{Code: guestagent.CodeUnknownMethod, Message: "unknown method"}, api.CodeUnimplemented},
+		{&guestagent.Error{Code: guestagent.CodeUnsupported, Message: "no poweroff"}, api.CodeUnimplemented},
+		{&guestagent.Error{Code: guestagent.CodeDialFailed, Message: "dial 127.0.0.1:1: refused"}, api.CodeUnavailable},
+		{&guestagent.Error{Code: guestagent.CodeExecFailed, Message: "start: permission denied"}, api.CodeFailedPrecondition},
+		{&guestagent.Error{Code: guestagent.CodeIO, Message: "disk full"}, api.CodeInternal},
+		{guestagent.ErrConnectionLost, api.CodeUnavailable},
+		{fmt.Errorf("extract: %w: etc/../../x", guestagent.ErrUnsafePath), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: dev/sda", guestagent.ErrUnsafeEntry), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: 2 GiB", guestagent.ErrArchiveLimit), api.CodeFailedPrecondition},
 		{context.Canceled, api.CodeCanceled},
 		{errors.New("something else"), api.CodeInternal},
 	} {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"sync"
 
-	"github.com/bangerdev/banger/internal/vsockagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent"
 )
 
 // TrackingAgent is an Agent that can track a listed guest tree
-// (vsockagent.Client): an unchanged guest then needs no listing at all.
+// (guestagent.Client): an unchanged guest then needs no listing at all.
 type TrackingAgent interface {
-	TrackedManifest(ctx context.Context, req vsockagent.ManifestRequest, fn func([]vsockagent.ManifestEntry) error) (vsockagent.ManifestReply, error)
+	TrackedManifest(ctx context.Context, req guestagent.ManifestRequest, fn func([]guestagent.ManifestEntry) error) (guestagent.ManifestReply, error)
 }
 
 // maxCached bounds the listings a Cache keeps (each at most MaxEntries
@@ -94,11 +94,11 @@ func (c *Cache) dropLocked(key string) {
 // guestTree lists guestDir (all of it: excludes are applied by the
 // caller), through the cache when the agent tracks.
 func guestTree(ctx context.Context, agent Agent, guestDir string, opts Options) (Tree, bool, error) {
-	req := vsockagent.ManifestRequest{Dir: guestDir, MaxEntries: opts.MaxEntries}
+	req := guestagent.ManifestRequest{Dir: guestDir, MaxEntries: opts.MaxEntries}
 	ta, tracking := agent.(TrackingAgent)
 	if !tracking || opts.Cache == nil {
 		tree := Tree{}
-		err := agent.Manifest(ctx, req, func(batch []vsockagent.ManifestEntry) error {
+		err := agent.Manifest(ctx, req, func(batch []guestagent.ManifestEntry) error {
 			for _, e := range batch {
 				tree[e.Path] = e
 			}
@@ -112,7 +112,7 @@ func guestTree(ctx context.Context, agent Agent, guestDir string, opts Options) 
 		req.Since = prev.token
 	}
 	tree := Tree{}
-	reply, err := ta.TrackedManifest(ctx, req, func(batch []vsockagent.ManifestEntry) error {
+	reply, err := ta.TrackedManifest(ctx, req, func(batch []guestagent.ManifestEntry) error {
 		for _, e := range batch {
 			tree[e.Path] = e
 		}

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/vsockagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent"
 )
 
 // startAgent serves a real agent on a unix socket (the guest side runs in
 // this process, so "guest" paths are temp directories).
-func startAgent(t testing.TB) *vsockagent.Client {
+func startAgent(t testing.TB) *guestagent.Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", sock)
@@ -28,7 +28,7 @@ func startAgent(t testing.TB) *vsockagent.Client {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := vsockagent.NewServer(vsockagent.ServerOptions{})
+	srv := guestagent.NewServer(guestagent.ServerOptions{})
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
@@ -38,7 +38,7 @@ func startAgent(t testing.TB) *vsockagent.Client {
 			t.Error("agent did not stop")
 		}
 	})
-	return vsockagent.NewClient(func(ctx context.Context) (net.Conn, error) {
+	return guestagent.NewClient(func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}, slog.New(slog.DiscardHandler))
@@ -298,12 +298,12 @@ func TestSyncHostLinksStayLinks(t *testing.T) {
 // fakeAgent answers with a manifest of the test's choosing and records
 // what the sync then asks for.
 type fakeAgent struct {
-	manifest []vsockagent.ManifestEntry
+	manifest []guestagent.ManifestEntry
 	removed  []string
 	uploaded []byte
 }
 
-func (f *fakeAgent) Manifest(ctx context.Context, req vsockagent.ManifestRequest, fn func([]vsockagent.ManifestEntry) error) error {
+func (f *fakeAgent) Manifest(ctx context.Context, req guestagent.ManifestRequest, fn func([]guestagent.ManifestEntry) error) error {
 	if req.Paths != nil {
 		return nil
 	}
@@ -329,10 +329,10 @@ func TestSyncLyingManifestOnlyCausesUploads(t *testing.T) {
 	host := filepath.Join(base, "host")
 	write(t, filepath.Join(base, "secret"), "SECRET-BYTES", 0o600)
 	write(t, filepath.Join(host, "a"), "a", 0o644)
-	f := &fakeAgent{manifest: []vsockagent.ManifestEntry{
-		{Path: "a", Type: vsockagent.EntryFile, Size: 99},
-		{Path: "secret", Type: vsockagent.EntryFile, Size: 12},
-		{Path: "zz/only-guest", Type: vsockagent.EntryFile},
+	f := &fakeAgent{manifest: []guestagent.ManifestEntry{
+		{Path: "a", Type: guestagent.EntryFile, Size: 99},
+		{Path: "secret", Type: guestagent.EntryFile, Size: 12},
+		{Path: "zz/only-guest", Type: guestagent.EntryFile},
 	}}
 	res, err := Run(context.Background(), f, host, "/work", Options{Delete: true})
 	if err != nil {
@@ -371,7 +371,7 @@ func TestSyncHashUnderGuestLink(t *testing.T) {
 	}
 	// Asked directly for d/f's hash, the guest answers nothing for it.
 	got := 0
-	err := c.Manifest(ctx, vsockagent.ManifestRequest{Dir: guest, Paths: []string{"d/f"}}, func(b []vsockagent.ManifestEntry) error {
+	err := c.Manifest(ctx, guestagent.ManifestRequest{Dir: guest, Paths: []string{"d/f"}}, func(b []guestagent.ManifestEntry) error {
 		got += len(b)
 		return nil
 	})

@@ -18,7 +18,7 @@ import (
 	"sync"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"

@@ -10,7 +10,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/ext4"
-	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"

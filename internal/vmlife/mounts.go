@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/virtiofs"
 	"github.com/bangerdev/banger/internal/vmm"

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bangerdev/banger/internal/guestconfig"
+	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )

@@ -1,0 +1,101 @@
+package guestagent
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hostileAgent is a compromised guest answering fs.copy_out with whatever
+// archive serve writes.
+func hostileAgent(t *testing.T, serve func(st *stream)) *Client {
+	return hostileMethod(t, MethodCopyOut, serve)
+}
+
+func TestCopyPathOutFromHostileAgent(t *testing.T) {
+	endless := func(st *stream) {
+		tw := tar.NewWriter(frameWriter{s: st, t: frameData})
+		_ = tw.WriteHeader(&tar.Header{Name: "result.txt", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40})
+		chunk := make([]byte, chunkSize)
+		for range (1 << 30) / chunkSize { // bounded: 1 GiB at most, the client stops far earlier
+			if _, err := tw.Write(chunk); err != nil {
+				return
+			}
+		}
+	}
+	cases := []struct {
+		name  string
+		lim   CopyLimits
+		serve func(st *stream)
+		want  error
+	}{
+		{"siblings after the asked file", CopyLimits{}, func(st *stream) {
+			_, _ = frameWriter{s: st, t: frameData}.Write(tarOf(t,
+				reg("result.txt", 0o644), reg(".bashrc", 0o644), reg(".ssh/authorized_keys", 0o600)))
+			_ = st.writeFrame(frameEOF, nil)
+		}, ErrUnsafePath},
+		{"symlink then write through it", CopyLimits{}, func(st *stream) {
+			_, _ = frameWriter{s: st, t: frameData}.Write(tarOf(t,
+				tar.Header{Name: "result.txt/", Typeflag: tar.TypeDir, Mode: 0o755},
+				tar.Header{Name: "result.txt/s", Typeflag: tar.TypeSymlink, Linkname: "../.ssh"},
+				reg("result.txt/s/authorized_keys", 0o600)))
+			_ = st.writeFrame(frameEOF, nil)
+		}, ErrUnsafePath},
+		{"device", CopyLimits{}, func(st *stream) {
+			_, _ = frameWriter{s: st, t: frameData}.Write(tarOf(t,
+				tar.Header{Name: "result.txt", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3, Mode: 0o666}))
+			_ = st.writeFrame(frameEOF, nil)
+		}, ErrUnsafeEntry},
+		{"endless file", CopyLimits{MaxBytes: 1 << 20}, endless, ErrArchiveLimit},
+		{"oversized frame", CopyLimits{}, func(st *stream) {
+			hdr := []byte{frameData, 0xff, 0xff, 0xff, 0xff}
+			_, _ = st.Conn.Write(hdr)
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := hostileAgent(t, tc.serve)
+			ctx := testCtx(t, 30*time.Second)
+			parent, home := hostileHome(t)
+			before := snapshot(t, parent)
+			err := c.CopyPathOut(ctx, "/root/result.txt", home, tc.lim)
+			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if errors.Is(err, io.EOF) {
+				t.Fatalf("error hides the cause: %v", err)
+			}
+			if tc.want != nil && !strings.Contains(err.Error(), "refused the guest's archive of /root/result.txt") {
+				t.Errorf("error does not say the guest's archive was refused: %v", err)
+			}
+			sameExcept(t, before, snapshot(t, parent), "")
+		})
+	}
+}
+
+// The same rules hold inside the guest for fs.copy_in, on the real server.
+func TestCopyInAppliesTheSameRules(t *testing.T) {
+	forEachTransport(t, ServerOptions{}, func(t *testing.T, c *Client) {
+		ctx := testCtx(t, 30*time.Second)
+		parent, home := hostileHome(t)
+		before := snapshot(t, parent)
+		if err := c.CopyIn(ctx, home, "", bytes.NewReader(tarOf(t, reg("x", 0o644)))); !errors.Is(err, &Error{Code: CodeBadRequest}) {
+			t.Fatalf("copy in without a name: %v", err)
+		}
+		err := c.CopyIn(ctx, home, "src", bytes.NewReader(tarOf(t, reg("src", 0o4755), reg(".bashrc", 0o644))))
+		if err == nil {
+			t.Fatal("sibling entry accepted")
+		}
+		sameExcept(t, before, snapshot(t, parent), "")
+		must(t, c.CopyIn(ctx, home, "src", bytes.NewReader(tarOf(t, reg("src", 0o4755)))))
+		if fi, err := os.Stat(filepath.Join(home, "src")); err != nil || fi.Mode() != 0o755 {
+			t.Fatalf("set-uid bit kept in the guest: %v %v", fi.Mode(), err)
+		}
+	})
+}
