@@ -35,7 +35,7 @@ func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call, p api.Template
 	if _, err := d.vms.GetSnapshot(ctx, p.Name); err == nil {
 		return model.Snapshot{}, api.Errorf(api.CodeAlreadyExists, "template %q already exists: pick another name, or remove it (banger snapshot rm %s)", p.Name, p.Name)
 	}
-	if p.VMM == "" || p.VMM == "auto" {
+	if p.VMM == "" || p.VMM == model.VMMAuto {
 		p.VMM = d.cfg.VMM
 	}
 	// The VM is named after the template (cut to a VM name's length) with
@@ -88,7 +88,7 @@ func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call, p api.Template
 }
 
 func (d *Daemon) templateMatch(ctx context.Context, c *rpc.Call, p api.TemplateMatch) (api.TemplateMatchResult, error) {
-	if p.VMM == "" || p.VMM == "auto" {
+	if p.VMM == "" || p.VMM == model.VMMAuto {
 		p.VMM = d.cfg.VMM
 	}
 	name, err := d.vms.MatchTemplate(ctx, vmlife.CreateRequest{

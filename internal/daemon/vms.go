@@ -52,7 +52,7 @@ func (d *Daemon) vmCreate(ctx context.Context, c *rpc.Call, p api.VMCreate) (mod
 		}
 		defer unlock()
 	}
-	if p.VMM == "" || p.VMM == "auto" {
+	if p.VMM == "" || p.VMM == model.VMMAuto {
 		p.VMM = d.cfg.VMM // config.toml's default (itself "auto" unless set)
 	}
 	// A VM's policy is config.toml's [policy] plus its create flags, fixed

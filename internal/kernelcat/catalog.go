@@ -111,7 +111,7 @@ func ParseCatalog(data []byte) (*Catalog, error) {
 			return nil, fmt.Errorf("kernel catalog: %q has unknown source kind %q", e.Name, e.Source.Kind)
 		}
 		for _, v := range e.Source.VMMs {
-			if v != model.VMMQEMU && v != model.VMMFirecracker {
+			if !v.Valid() {
 				return nil, fmt.Errorf("kernel catalog: %q names unknown vmm %q", e.Name, v)
 			}
 		}
