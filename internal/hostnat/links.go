@@ -252,6 +252,12 @@ func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID
 			return fmt.Errorf("create tap %q: %w: owned by uid %d, not %d", name, ErrNotOurs, tt.Owner, ownerUID)
 		}
 	}
+	return n.bindTap(ctx, link, br, name, g)
+}
+
+// bindTap disables the tap's IPv6, writes its rules for g, attaches it to
+// the bridge and brings it up.
+func (n *Network) bindTap(ctx context.Context, link, br netlink.Link, name string, g TapGuest) error {
 	if err := disableIPv6(name); err != nil {
 		return fmt.Errorf("create tap %q: %w", name, err)
 	}
@@ -265,6 +271,47 @@ func (n *Network) CreateTap(ctx context.Context, name string, ownerUID, ownerGID
 		return fmt.Errorf("bring up tap %q: %w", name, err)
 	}
 	return nil
+}
+
+// HeldTap is a tap handed to another uid (a jail's) while its VM runs:
+// which device it is and who holds it.
+type HeldTap struct {
+	Index  int
+	Holder TapOwner
+}
+
+// RebindHeldTap is CreateTap for a tap handed away with HandTap: it
+// re-applies the rules for g (and bridge, IPv6, up) to that very device,
+// which must still be the persistent tap held by held.Holder, and leaves
+// its owner as it is. It never creates a tap: a missing one is ErrNoTap,
+// another device or owner ErrNotOurs.
+func (n *Network) RebindHeldTap(ctx context.Context, name string, held HeldTap, g TapGuest) error {
+	if err := ValidateTapName(name); err != nil {
+		return err
+	}
+	if err := validateOwner(held.Holder.UID, held.Holder.GID); err != nil {
+		return fmt.Errorf("re-apply rules of tap %q: %w", name, err)
+	}
+	if err := n.checkGuest(g); err != nil {
+		return fmt.Errorf("re-apply rules of tap %q: %w", name, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	br, err := n.bridgeLink()
+	if err != nil {
+		return fmt.Errorf("re-apply rules of tap %q: %w", name, err)
+	}
+	tt, err := persistentTap(name, held.Holder.UID)
+	if err != nil {
+		return fmt.Errorf("re-apply rules of tap %q held by uid %d: %w", name, held.Holder.UID, err)
+	}
+	if tt.Attrs().Index != held.Index || int64(tt.Group) != int64(held.Holder.GID) {
+		return fmt.Errorf("re-apply rules of tap %q: %w: it is device %d of group %d, not device %d of group %d", name, ErrNotOurs, tt.Attrs().Index, tt.Group, held.Index, held.Holder.GID)
+	}
+	return n.bindTap(ctx, tt, br, name, g)
 }
 
 // DeleteTap removes a banger tap; a missing tap is not an error.

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/model"
@@ -420,6 +421,76 @@ func TestAttachCarriesEgressPolicy(t *testing.T) {
 	}
 	if _, err := a.Attach(ctx, bad); err == nil || !strings.Contains(err.Error(), "not-a-cidr") {
 		t.Fatalf("attach with a damaged policy = %v, want an error naming it", err)
+	}
+	checkNothingLeft(t, st)
+}
+
+// TestReattachRefusedKeepsAttachment is a restarted daemon re-applying the
+// filter of a running VM whose tap another uid holds (a jail the helper has
+// no running record of): the helper refuses, and the failed re-attach
+// leaves the running VM's lease, tap record and tap (still that uid's) as
+// they were.
+func TestReattachRefusedKeepsAttachment(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	c, _ := startHelper(t)
+	st := openStore(t)
+	a := newAttacher(t, c, st)
+	vm := createVMs(t, st, 1)[0]
+	ctx := context.Background()
+	att, err := a.Attach(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := checkAttached(t, st, vm, att)
+	l, err := netlink.LinkByName(att.Tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := l.Attrs().Index
+
+	// Hand the tap to uid 7777 as vm.jailer.start would.
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr, err := unix.NewIfreq(att.Tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []uint{unix.TUNSETOWNER, unix.TUNSETGROUP} {
+		if err := unix.IoctlSetInt(fd, req, 7777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unix.Close(fd)
+
+	vm.Tap = att.Tap
+	_, err = a.Attach(ctx, vm)
+	if err == nil || !strings.Contains(err.Error(), "owned by uid 7777") {
+		t.Fatalf("re-attach of a tap uid 7777 holds: %v, want a refusal naming the holder", err)
+	}
+	lease, err := st.LeaseForVM(ctx, vm.ID)
+	if err != nil || lease.IP != addr.String() {
+		t.Errorf("lease after a refused re-attach: %+v (%v), want %s kept", lease, err, addr)
+	}
+	if objs, err := st.ListNetObjectsByVM(ctx, vm.ID); err != nil || len(objs) != 1 || objs[0].Name != att.Tap {
+		t.Errorf("tap record after a refused re-attach: %+v (%v), want %s kept", objs, err, att.Tap)
+	}
+	l, err = netlink.LinkByName(att.Tap)
+	if err != nil {
+		t.Fatalf("tap %s gone after a refused re-attach: %v", att.Tap, err)
+	}
+	if tt, ok := l.(*netlink.Tuntap); !ok || tt.Owner != 7777 || tt.Group != 7777 || l.Attrs().Index != idx {
+		t.Errorf("tap after a refused re-attach = %#v, want device %d still held by 7777:7777", l, idx)
+	}
+	if err := a.Detach(ctx, vm); err != nil {
+		t.Fatal(err)
 	}
 	checkNothingLeft(t, st)
 }

@@ -81,6 +81,9 @@ func (h *Helper) jailerMethods(m *rpc.Methods) {
 	if s.startTimeout <= 0 {
 		s.startTimeout = 10 * time.Second
 	}
+	if h.netsvc != nil {
+		h.netsvc.jails = s // tap.create re-applies the rules of a jail's tap
+	}
 	rpc.Register(m, api.MethodHelperVMJailerStart, s.start)
 	rpc.Register(m, api.MethodHelperVMJailerConnect, s.connect)
 	rpc.Register(m, api.MethodHelperVMJailerStop, s.stop)

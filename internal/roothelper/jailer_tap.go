@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
+	"github.com/bangerdev/banger/internal/model"
 )
 
 // handTap gives the VM's tap to the jail's uid and gid, so the jailed
@@ -76,4 +80,48 @@ func tapErrorCode(err error) string {
 		return api.CodeFailedPrecondition
 	}
 	return api.CodeInternal
+}
+
+// errJailNotRunning: a tap's jail record exists but its process is gone.
+var errJailNotRunning = errors.New("its jail is not running")
+
+// withHeldTap runs fn, with no jail starting or stopping meanwhile, if a
+// running jail holds the tap name: the jail record of the VM whose tap it
+// is (guestnet.TapName of the record's id, the record's own tap) and a
+// process that is still that jail's. It reports whether fn ran. A record
+// whose process is gone is errJailNotRunning; no record, (false, nil).
+// The tap name is a hash of the VM id, so the jails' ids are searched.
+func (s *jailerService) withHeldTap(name string, fn func(rec jailRec) error) (bool, error) {
+	if s == nil || s.cfgErr != nil || s.net == nil {
+		return false, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entries, err := os.ReadDir(filepath.Join(s.cfg.ChrootBase, s.cfg.ExecName()))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list jails: %w", err)
+	}
+	for i, e := range entries {
+		if i >= 1<<16 {
+			break
+		}
+		id := e.Name()
+		if model.ValidateVMID(id) != nil || guestnet.TapName(id) != name {
+			continue
+		}
+		rec, err := s.readRecord(id)
+		if err != nil || rec.Tap != name || rec.TapIndex <= 0 {
+			continue
+		}
+		pfd, err := s.verify(rec)
+		if err != nil {
+			return false, fmt.Errorf("%w: tap %q is held by the jail of vm %s (uid %d) whose firecracker ended (%v): stop the vm to give the tap back", errJailNotRunning, name, id, rec.UID, err)
+		}
+		defer unix.Close(pfd) // pins the process while fn runs
+		return true, fn(rec)
+	}
+	return false, nil
 }

@@ -22,6 +22,8 @@ type netService struct {
 	cfgErr   error // an invalid NetworkConfig: every network method fails with it
 	ownerUID int
 	dns      *dnsService // follows the bridge: started after up, stopped before down
+	// jails holds the taps handed to running jails (nil: none).
+	jails *jailerService
 }
 
 // networkMethods adds the network methods to the helper's method table.
@@ -35,6 +37,7 @@ func (h *Helper) networkMethods(m *rpc.Methods, dns *dnsService) {
 		h.log.Error("host network config is invalid: network methods will fail", "err", err)
 	}
 	s := &netService{net: n, cfgErr: err, ownerUID: h.opts.OwnerUID, dns: dns}
+	h.netsvc = s
 	if err == nil {
 		h.hostnet = n
 	}
@@ -124,7 +127,27 @@ func (s *netService) createTap(ctx context.Context, c *rpc.Call, p api.TapCreate
 	if err != nil {
 		return api.Empty{}, err
 	}
-	if err := s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID, g); err != nil {
+	// A tap a running jail holds (its owner is the jail's uid) gets its
+	// rules again, its owner unchanged: a restarted daemon re-applies a
+	// jailed VM's filter. Only the helper's own record of that VM's jail
+	// says so; the request cannot.
+	held, err := s.jails.withHeldTap(p.Name, func(rec jailRec) error {
+		if p.OwnerUID != rec.TapUID {
+			return fmt.Errorf("%w: tap %q is held by the jail of vm %s for uid %d, not uid %d", hostnat.ErrNotOurs, p.Name, rec.VMID, rec.TapUID, p.OwnerUID)
+		}
+		if err := s.net.RebindHeldTap(ctx, p.Name, hostnat.HeldTap{Index: rec.TapIndex, Holder: hostnat.TapOwner{UID: rec.UID, GID: rec.GID}}, g); err != nil {
+			return err
+		}
+		c.Log.Info("rules of a jail's tap re-applied", "tap", p.Name, "vm", rec.VMID, "jail_uid", rec.UID, "pid", rec.PID)
+		return nil
+	})
+	if errors.Is(err, errJailNotRunning) {
+		err = fmt.Errorf("%w: %w", hostnat.ErrNotOurs, err)
+	}
+	if err == nil && !held {
+		err = s.net.CreateTap(ctx, p.Name, p.OwnerUID, p.OwnerGID, g)
+	}
+	if err != nil {
 		return api.Empty{}, netError(fmt.Sprintf("create tap %q", p.Name), err)
 	}
 	c.Log.Info("tap ready", "tap", p.Name, "owner_uid", p.OwnerUID, "owner_gid", p.OwnerGID, "mac", g.MAC.String(), "ip", g.IP.String(), "shared", g.Shared, "deny_egress", len(g.DenyEgress), "peer_uid", c.Peer.UID)

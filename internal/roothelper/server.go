@@ -47,6 +47,7 @@ type Helper struct {
 	shutdown context.CancelFunc
 	cg       *cgroupService   // shared by vm.cgroup.adopt and vm.jailer.start
 	hostnet  *hostnat.Network // the network methods' (nil: invalid config); vm.jailer.* hand taps through it
+	netsvc   *netService      // tap.create asks vm.jailer.*'s records about jails' taps
 }
 
 // Run serves until ctx ends or a managed helper is asked to shut down.

@@ -397,12 +397,22 @@ func (m *Manager) Adopt(ctx context.Context) error {
 		// filter table lost since) would leave the running guest either
 		// unfiltered or cut off. Idempotent; the same lease and tap.
 		if m.d.Network != nil && vm.Tap != "" {
-			if _, err := m.d.Network.Attach(ctx, vm); err != nil {
-				lg.WarnContext(ctx, "could not re-apply the vm's network filter", "err", err)
-			}
+			m.reapplyNetwork(ctx, vm)
 		}
 	}
 	return nil
+}
+
+// reapplyNetwork re-binds a re-adopted VM's tap to its lease (its filter
+// rules). The VM runs on either way; a failure is an error line, not a
+// warning: its guest may be unfiltered or cut off until it is restarted.
+// (No event: nobody can be subscribed before the daemon listens.)
+func (m *Manager) reapplyNetwork(ctx context.Context, vm model.VM) {
+	if _, err := m.d.Network.Attach(ctx, vm); err != nil {
+		m.d.Log.ErrorContext(ctx, "could not re-apply the re-adopted vm's network filter: restart the vm to rebuild its tap and filter", "tap", vm.Tap, "err", err)
+		return
+	}
+	m.d.Log.InfoContext(ctx, "re-applied the re-adopted vm's network filter", "tap", vm.Tap)
 }
 
 // dialAdopted dials the agent of a re-adopted VMM. One it cannot dial (an
