@@ -23,7 +23,7 @@ targets=(
 	"./internal/roothelper FuzzHelperParams"
 	"./internal/guest/guestagent/agentclient FuzzAgentReply"
 	"./internal/guest/guestagent/agentclient FuzzHostHandshake"
-	"./internal/guest/guestagent/agentclient FuzzExtractTar"
+	"./internal/guest/guestagent/agentproto FuzzExtractTar"
 	"./internal/guest/guestagent/agentclient FuzzManifestBatch"
 	"./internal/debarchive FuzzVerifyInRelease"
 	"./internal/debarchive FuzzParseRelease"

@@ -358,30 +358,6 @@ func findPort(ports []agentproto.Port, w agentproto.Port) (agentproto.Port, bool
 	return agentproto.Port{}, false
 }
 
-func TestParseHexAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"0100007F:1F90":                         "127.0.0.1:8080",
-		"00000000:0016":                         "0.0.0.0:22",
-		"00000000000000000000000001000000:0035": "[::1]:53",
-		"0000000000000000FFFF00000100007F:01BB": "127.0.0.1:443",
-		"B80D0120000000000000000001000000:0050": "[2001:db8::1]:80",
-	} {
-		addr, port, err := agentserver.ParseHexAddr(in)
-		if err != nil {
-			t.Fatalf("%s: %v", in, err)
-		}
-		got := net.JoinHostPort(addr.String(), strconv.Itoa(port))
-		if got != want {
-			t.Errorf("%s = %s, want %s", in, got, want)
-		}
-	}
-	for _, bad := range []string{"", "zz:00", "0100007F", "0100007F:XYZ", "01:0016"} {
-		if _, _, err := agentserver.ParseHexAddr(bad); err == nil {
-			t.Errorf("%q parsed", bad)
-		}
-	}
-}
-
 func TestWatchPorts(t *testing.T) {
 	forEachTransport(t, agentserver.ServerOptions{}, func(t *testing.T, c *Client) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -399,7 +375,7 @@ func TestWatchPorts(t *testing.T) {
 		select {
 		case <-snaps:
 		case <-time.After(20 * time.Second):
-			t.Fatal("no first snapshot")
+			t.Fatal("no first agenttest.Snapshot")
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -419,7 +395,7 @@ func TestWatchPorts(t *testing.T) {
 					break wait
 				}
 			case <-deadline:
-				t.Fatal("new listener never appeared in a snapshot")
+				t.Fatal("new listener never appeared in a agenttest.Snapshot")
 			}
 		}
 		cancel()
@@ -535,6 +511,6 @@ func TestSetClock(t *testing.T) {
 		}
 	}
 	if len(got) != 1 {
-		t.Fatalf("clock set %d times, want 1 (the bad times must not reach SetClock)", len(got))
+		t.Fatalf("clock set %d times, want 1 (the bad times agenttest.Must not reach SetClock)", len(got))
 	}
 }

@@ -1,19 +1,15 @@
 package agentclient
 
 import (
-	"archive/tar"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agenttest"
+
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
-	"io/fs"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -22,51 +18,6 @@ import (
 
 	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 )
-
-// FuzzExtractTar extracts hostile archives (what a guest sends for `vm cp
-// NAME:path ~`) into a home full of sentinels and symlinks pointing out of
-// it. No panic; nothing outside home/result changes, whatever happens; a
-// refused archive leaves no new name under home/result either; nothing
-// extracted is set-uid, set-gid or sticky.
-func FuzzExtractTar(f *testing.F) {
-	dir := func(name string) tar.Header { return tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755} }
-	for _, hs := range [][]tar.Header{
-		{dir("result/"), reg("result/a.txt", 0o644), reg("result/sub/b", 0o4755)},
-		{reg("result", 0o600)},
-		{reg("../outside", 0o644)},
-		{reg("/etc/passwd", 0o644)},
-		{reg("result/../../outside", 0o644)},
-		{dir("result"), {Name: "result/esc", Typeflag: tar.TypeSymlink, Linkname: "../../outside"}, reg("result/esc", 0o644)},
-		{reg("link-out", 0o644)},
-		{reg("result/link", 0o644), {Name: "result/hard", Typeflag: tar.TypeLink, Linkname: "/etc/shadow"}},
-		{{Name: "result/dev", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}},
-		{{Name: "result", Typeflag: tar.TypeSymlink, Linkname: ".ssh"}, reg("result/authorized_keys", 0o600)},
-		{dir("result/"), reg("result/keep", 0o644), reg("result/x", 0o644), {Name: "result/cut", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 30}},
-	} {
-		f.Add(tarOf(f, hs...))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		defer watchdog(10 * time.Second)()
-		parent, home := hostileHome(t)
-		before := snapshot(t, parent)
-		err := agentproto.ExtractTar(context.Background(), bytes.NewReader(data), home, "result", agentproto.CopyLimits{MaxBytes: 1 << 20, MaxEntries: 256})
-		after := snapshot(t, parent)
-		sameExcept(t, before, after, "home/result")
-		for p, d := range after {
-			if !strings.HasPrefix(p, "home/result") {
-				continue
-			}
-			if err != nil {
-				if _, ok := before[p]; !ok {
-					t.Errorf("refused archive (%v) left %s behind: %s", err, p, d)
-				}
-			}
-			if fi, lerr := os.Lstat(filepath.Join(parent, p)); lerr == nil && fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
-				t.Errorf("%s extracted with mode %s", p, fi.Mode())
-			}
-		}
-	})
-}
 
 // checkUntrustedErr fails t if err carries an agent Error that is not safe to log
 // and print: its code must be a short lower-case token and its message
@@ -112,9 +63,9 @@ func FuzzAgentReply(f *testing.F) {
 	f.Add(cat(ok, frame(agentproto.FrameError, []byte(`not json`))))
 	f.Add([]byte(`{"error":{"code":"io","message":"line1\nline2\u0007"}}` + "\n"))
 	f.Add([]byte(strings.Repeat("x", 70000)))
-	f.Add(cat(ok, frame(agentproto.FrameData, tarOf(f, reg("x", 0o644))), frame(agentproto.FrameEOF, nil)))
+	f.Add(cat(ok, frame(agentproto.FrameData, agenttest.TarOf(f, agenttest.Reg("x", 0o644))), frame(agentproto.FrameEOF, nil)))
 	f.Fuzz(func(t *testing.T, reply []byte) {
-		defer watchdog(30 * time.Second)()
+		defer agenttest.Watchdog(30 * time.Second)()
 		dial := func(ctx context.Context) (net.Conn, error) {
 			host, guest := net.Pipe()
 			go func() {
@@ -174,7 +125,7 @@ func FuzzHostHandshake(f *testing.F) {
 	f.Add([]byte(agentproto.ReadyPrefix + "@"))
 	f.Add([]byte(strings.Repeat("A", 9000) + agentproto.ReadyPrefix + "@\n"))
 	f.Fuzz(func(t *testing.T, script []byte) {
-		defer watchdog(10 * time.Second)()
+		defer agenttest.Watchdog(10 * time.Second)()
 		host, guest := net.Pipe()
 		defer host.Close()
 		sent := make(chan []byte, 1)
@@ -220,14 +171,4 @@ func FuzzHostHandshake(f *testing.F) {
 			t.Fatalf("handed on %q, which is not what followed READY", left)
 		}
 	})
-}
-
-// watchdog crashes the fuzz worker if one input runs longer than d, so a
-// hang is reported (and its input saved) like any other failure instead
-// of stalling the run. The caller defers the returned stop.
-func watchdog(d time.Duration) (stop func() bool) {
-	return time.AfterFunc(d, func() {
-		buf := make([]byte, 1<<20)
-		panic(fmt.Sprintf("one fuzz input ran longer than %s:\n%s", d, buf[:runtime.Stack(buf, true)]))
-	}).Stop
 }

@@ -1,6 +1,8 @@
 package agentclient
 
 import (
+	"github.com/bangerdev/banger/internal/guest/guestagent/agenttest"
+
 	"archive/tar"
 	"bytes"
 	"errors"
@@ -39,19 +41,19 @@ func TestCopyPathOutFromHostileAgent(t *testing.T) {
 		want  error
 	}{
 		{"siblings after the asked file", agentproto.CopyLimits{}, func(st *agentproto.Stream) {
-			_, _ = agentproto.FrameWriter{S: st, T: agentproto.FrameData}.Write(tarOf(t,
-				reg("result.txt", 0o644), reg(".bashrc", 0o644), reg(".ssh/authorized_keys", 0o600)))
+			_, _ = agentproto.FrameWriter{S: st, T: agentproto.FrameData}.Write(agenttest.TarOf(t,
+				agenttest.Reg("result.txt", 0o644), agenttest.Reg(".bashrc", 0o644), agenttest.Reg(".ssh/authorized_keys", 0o600)))
 			_ = st.WriteFrame(agentproto.FrameEOF, nil)
 		}, agentproto.ErrUnsafePath},
 		{"symlink then write through it", agentproto.CopyLimits{}, func(st *agentproto.Stream) {
-			_, _ = agentproto.FrameWriter{S: st, T: agentproto.FrameData}.Write(tarOf(t,
+			_, _ = agentproto.FrameWriter{S: st, T: agentproto.FrameData}.Write(agenttest.TarOf(t,
 				tar.Header{Name: "result.txt/", Typeflag: tar.TypeDir, Mode: 0o755},
 				tar.Header{Name: "result.txt/s", Typeflag: tar.TypeSymlink, Linkname: "../.ssh"},
-				reg("result.txt/s/authorized_keys", 0o600)))
+				agenttest.Reg("result.txt/s/authorized_keys", 0o600)))
 			_ = st.WriteFrame(agentproto.FrameEOF, nil)
 		}, agentproto.ErrUnsafePath},
 		{"device", agentproto.CopyLimits{}, func(st *agentproto.Stream) {
-			_, _ = agentproto.FrameWriter{S: st, T: agentproto.FrameData}.Write(tarOf(t,
+			_, _ = agentproto.FrameWriter{S: st, T: agentproto.FrameData}.Write(agenttest.TarOf(t,
 				tar.Header{Name: "result.txt", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3, Mode: 0o666}))
 			_ = st.WriteFrame(agentproto.FrameEOF, nil)
 		}, agentproto.ErrUnsafeEntry},
@@ -65,8 +67,8 @@ func TestCopyPathOutFromHostileAgent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := hostileAgent(t, tc.serve)
 			ctx := testCtx(t, 30*time.Second)
-			parent, home := hostileHome(t)
-			before := snapshot(t, parent)
+			parent, home := agenttest.HostileHome(t)
+			before := agenttest.Snapshot(t, parent)
 			err := c.CopyPathOut(ctx, "/root/result.txt", home, tc.lim)
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("got %v, want %v", err, tc.want)
@@ -77,7 +79,7 @@ func TestCopyPathOutFromHostileAgent(t *testing.T) {
 			if tc.want != nil && !strings.Contains(err.Error(), "refused the guest's archive of /root/result.txt") {
 				t.Errorf("error does not say the guest's archive was refused: %v", err)
 			}
-			sameExcept(t, before, snapshot(t, parent), "")
+			agenttest.SameExcept(t, before, agenttest.Snapshot(t, parent), "")
 		})
 	}
 }
@@ -86,17 +88,17 @@ func TestCopyPathOutFromHostileAgent(t *testing.T) {
 func TestCopyInAppliesTheSameRules(t *testing.T) {
 	forEachTransport(t, agentserver.ServerOptions{}, func(t *testing.T, c *Client) {
 		ctx := testCtx(t, 30*time.Second)
-		parent, home := hostileHome(t)
-		before := snapshot(t, parent)
-		if err := c.CopyIn(ctx, home, "", bytes.NewReader(tarOf(t, reg("x", 0o644)))); !errors.Is(err, &agentproto.Error{Code: agentproto.CodeBadRequest}) {
+		parent, home := agenttest.HostileHome(t)
+		before := agenttest.Snapshot(t, parent)
+		if err := c.CopyIn(ctx, home, "", bytes.NewReader(agenttest.TarOf(t, agenttest.Reg("x", 0o644)))); !errors.Is(err, &agentproto.Error{Code: agentproto.CodeBadRequest}) {
 			t.Fatalf("copy in without a name: %v", err)
 		}
-		err := c.CopyIn(ctx, home, "src", bytes.NewReader(tarOf(t, reg("src", 0o4755), reg(".bashrc", 0o644))))
+		err := c.CopyIn(ctx, home, "src", bytes.NewReader(agenttest.TarOf(t, agenttest.Reg("src", 0o4755), agenttest.Reg(".bashrc", 0o644))))
 		if err == nil {
 			t.Fatal("sibling entry accepted")
 		}
-		sameExcept(t, before, snapshot(t, parent), "")
-		must(t, c.CopyIn(ctx, home, "src", bytes.NewReader(tarOf(t, reg("src", 0o4755)))))
+		agenttest.SameExcept(t, before, agenttest.Snapshot(t, parent), "")
+		agenttest.Must(t, c.CopyIn(ctx, home, "src", bytes.NewReader(agenttest.TarOf(t, agenttest.Reg("src", 0o4755)))))
 		if fi, err := os.Stat(filepath.Join(home, "src")); err != nil || fi.Mode() != 0o755 {
 			t.Fatalf("set-uid bit kept in the guest: %v %v", fi.Mode(), err)
 		}

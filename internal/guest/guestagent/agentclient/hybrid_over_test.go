@@ -1,6 +1,8 @@
 package agentclient
 
 import (
+	"github.com/bangerdev/banger/internal/guest/guestagent/agenttest"
+
 	"context"
 	"errors"
 	"net"
@@ -17,7 +19,7 @@ import (
 func TestHybridVsockOver(t *testing.T) {
 	agentSock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", agentSock)
-	must(t, err)
+	agenttest.Must(t, err)
 	runInBackground(t, func(ctx context.Context) error { return newTestServer(agentserver.ServerOptions{}).Serve(ctx, ln) })
 	fc := fakeFirecracker(t, agentSock, func(port uint64) string { return "OK 1\n" })
 	dials := 0

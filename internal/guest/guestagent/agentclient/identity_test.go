@@ -70,7 +70,7 @@ func TestFreezeBounds(t *testing.T) {
 	}))
 	for _, d := range []time.Duration{0, time.Hour} {
 		if err := c.Freeze(testCtx(t, 10*time.Second), d); !errors.Is(err, &agentproto.Error{Code: agentproto.CodeBadRequest}) {
-			t.Fatalf("Freeze(%s) = %v, want bad_request: a guest must never stay frozen unbounded", d, err)
+			t.Fatalf("Freeze(%s) = %v, want bad_request: a guest agenttest.Must never stay frozen unbounded", d, err)
 		}
 	}
 	if err := c.Freeze(testCtx(t, 10*time.Second), time.Minute); err != nil || len(froze) != 1 || froze[0] != time.Minute {

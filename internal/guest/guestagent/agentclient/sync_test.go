@@ -1,6 +1,8 @@
 package agentclient
 
 import (
+	"github.com/bangerdev/banger/internal/guest/guestagent/agenttest"
+
 	"context"
 	"errors"
 	"os"
@@ -77,10 +79,10 @@ func TestManifestAndRemove(t *testing.T) {
 			c := tr.start(t, newTestServer(agentserver.ServerOptions{}))
 			base := t.TempDir()
 			dir := filepath.Join(base, "dir")
-			must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
-			must(t, os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("hello"), 0o640))
-			must(t, os.WriteFile(filepath.Join(base, "sentinel"), []byte("keep"), 0o644))
-			must(t, os.Symlink(base, filepath.Join(dir, "out")))
+			agenttest.Must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
+			agenttest.Must(t, os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("hello"), 0o640))
+			agenttest.Must(t, os.WriteFile(filepath.Join(base, "sentinel"), []byte("keep"), 0o644))
+			agenttest.Must(t, os.Symlink(base, filepath.Join(dir, "out")))
 
 			got := map[string]agentproto.ManifestEntry{}
 			collect := func(b []agentproto.ManifestEntry) error {
@@ -89,19 +91,19 @@ func TestManifestAndRemove(t *testing.T) {
 				}
 				return nil
 			}
-			must(t, c.Manifest(ctx, agentproto.ManifestRequest{Dir: dir}, collect))
+			agenttest.Must(t, c.Manifest(ctx, agentproto.ManifestRequest{Dir: dir}, collect))
 			if len(got) != 3 || got["sub/f"].Size != 5 || got["sub/f"].Mode != 0o640 || got["sub/f"].SHA256 != "" ||
 				got["out"].Type != agentproto.EntrySymlink || got["out"].Link != base || got["sub"].Type != agentproto.EntryDir {
 				t.Fatalf("manifest = %+v", got)
 			}
 			clear(got)
-			must(t, c.Manifest(ctx, agentproto.ManifestRequest{Dir: dir, Paths: []string{"sub/f", "missing"}}, collect))
+			agenttest.Must(t, c.Manifest(ctx, agentproto.ManifestRequest{Dir: dir, Paths: []string{"sub/f", "missing"}}, collect))
 			if got["sub/f"].SHA256 != "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" || len(got) != 1 {
 				t.Errorf("hashed manifest = %+v", got)
 			}
 			// A missing directory is an empty tree.
 			clear(got)
-			must(t, c.Manifest(ctx, agentproto.ManifestRequest{Dir: filepath.Join(base, "nope")}, collect))
+			agenttest.Must(t, c.Manifest(ctx, agentproto.ManifestRequest{Dir: filepath.Join(base, "nope")}, collect))
 			if len(got) != 0 {
 				t.Errorf("missing dir listed %v", got)
 			}
@@ -117,7 +119,7 @@ func TestManifestAndRemove(t *testing.T) {
 				}
 			}
 			// Removing the link removes the link, not its target's content.
-			must(t, c.Remove(ctx, dir, []string{"out", "sub", "not-there"}))
+			agenttest.Must(t, c.Remove(ctx, dir, []string{"out", "sub", "not-there"}))
 			if b, err := os.ReadFile(filepath.Join(base, "sentinel")); err != nil || string(b) != "keep" {
 				t.Fatalf("sentinel outside: %q, %v", b, err)
 			}

@@ -1,6 +1,8 @@
 package agentclient
 
 import (
+	"github.com/bangerdev/banger/internal/guest/guestagent/agenttest"
+
 	"context"
 	"io"
 	"net"
@@ -76,7 +78,7 @@ func TestYamuxReconnectWithBusyForward(t *testing.T) {
 		t.Run("eofOnHangup="+strconv.FormatBool(eof), func(t *testing.T) {
 			t.Parallel()
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			must(t, err)
+			agenttest.Must(t, err)
 			t.Cleanup(func() { _ = ln.Close() })
 			// A peer that never answers and, even after EOF, keeps its
 			// side open (as a server waiting on a request would).
@@ -100,10 +102,10 @@ func TestYamuxReconnectWithBusyForward(t *testing.T) {
 			t.Cleanup(func() { _ = d.Close() })
 			c := NewClient(d.Dial, testLogger())
 			fwd, err := c.Forward(testCtx(t, 20*time.Second), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-			must(t, err)
+			agenttest.Must(t, err)
 			defer fwd.Close()
 			_, err = fwd.Write([]byte("hello"))
-			must(t, err)
+			agenttest.Must(t, err)
 
 			d.mu.Lock()
 			_ = d.sess.Close() // the host's side of the session dies

@@ -1,6 +1,8 @@
 package agentclient
 
 import (
+	"github.com/bangerdev/banger/internal/guest/guestagent/agenttest"
+
 	"context"
 	"errors"
 	"fmt"
@@ -50,7 +52,7 @@ func TestYamuxHostReconnect(t *testing.T) {
 			}()
 			waitFor(t, 20*time.Second, "pid line", func() bool { return strings.Contains(out.String(), "\n") })
 			pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
-			must(t, err)
+			agenttest.Must(t, err)
 
 			// Close the host's end of the socket mid-session.
 			d.mu.Lock()
@@ -125,10 +127,10 @@ func TestServePortBacksOffWithoutHost(t *testing.T) {
 // yamux over a real socketpair, as a virtio-serial port is one stream.
 func TestYamuxOverSocketpair(t *testing.T) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	must(t, err)
+	agenttest.Must(t, err)
 	guestF, hostF := os.NewFile(uintptr(fds[0]), "guest"), os.NewFile(uintptr(fds[1]), "host")
 	hostConn, err := net.FileConn(hostF)
-	must(t, err)
+	agenttest.Must(t, err)
 	_ = hostF.Close()
 	srv := newTestServer(agentserver.ServerOptions{})
 	runInBackground(t, func(ctx context.Context) error { return srv.ServeConn(ctx, guestF) })
@@ -155,7 +157,7 @@ func fakeFirecracker(t *testing.T, agentSock string, answer func(port uint64) st
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "fc.vsock")
 	ln, err := net.Listen("unix", sock)
-	must(t, err)
+	agenttest.Must(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
@@ -197,7 +199,7 @@ func fakeFirecracker(t *testing.T, agentSock string, answer func(port uint64) st
 func TestHybridVsockDialer(t *testing.T) {
 	agentSock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", agentSock)
-	must(t, err)
+	agenttest.Must(t, err)
 	runInBackground(t, func(ctx context.Context) error { return newTestServer(agentserver.ServerOptions{}).Serve(ctx, ln) })
 	fc := fakeFirecracker(t, agentSock, func(port uint64) string {
 		if port != agentproto.DefaultVsockPort {
@@ -223,7 +225,7 @@ func TestListenVsock(t *testing.T) {
 	_ = unix.Close(probe)
 	port := uint32(40000 + os.Getpid()%20000)
 	ln, err := agentserver.ListenVsock(port)
-	must(t, err)
+	agenttest.Must(t, err)
 	if a := ln.Addr().(agentserver.VsockAddr); a.Port != port || ln.Addr().Network() != "vsock" {
 		t.Fatalf("addr %v", ln.Addr())
 	}
@@ -233,7 +235,7 @@ func TestListenVsock(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := ln.Accept(); done <- err }()
 	time.Sleep(100 * time.Millisecond)
-	must(t, ln.Close())
+	agenttest.Must(t, ln.Close())
 	select {
 	case err := <-done:
 		if !errors.Is(err, net.ErrClosed) {

@@ -191,7 +191,7 @@ func ExtractTar(ctx context.Context, r io.Reader, dir, base string, lim CopyLimi
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer root.Close()
-	x := &Extractor{root: root, Base: base, lim: lim.WithDefaults(), files: map[string]bool{}, dirIndex: map[string]int{}}
+	x := &extractor{root: root, base: base, lim: lim.WithDefaults(), files: map[string]bool{}, dirIndex: map[string]int{}}
 	defer func() {
 		if err != nil {
 			x.undo()
@@ -225,10 +225,10 @@ func ExtractTar(ctx context.Context, r io.Reader, dir, base string, lim CopyLimi
 	return nil
 }
 
-// Extractor is one ExtractTar run's state.
-type Extractor struct {
+// extractor is one ExtractTar run's state.
+type extractor struct {
 	root     *os.Root
-	Base     string
+	base     string
 	lim      CopyLimits
 	entries  int
 	bytes    int64
@@ -238,7 +238,7 @@ type Extractor struct {
 	dirIndex map[string]int  // name → index in dirs
 }
 
-func (x *Extractor) addDir(name string, mode fs.FileMode, mtime time.Time) {
+func (x *extractor) addDir(name string, mode fs.FileMode, mtime time.Time) {
 	x.dirIndex[name] = len(x.dirs)
 	x.dirs = append(x.dirs, newDir{name, mode, mtime})
 }
@@ -249,7 +249,7 @@ type newDir struct {
 	mtime time.Time
 }
 
-func (x *Extractor) entry(hdr *tar.Header, r io.Reader) error {
+func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil // PAX defaults for later entries, nothing on disk
 	}
@@ -257,7 +257,7 @@ func (x *Extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if x.entries > x.lim.MaxEntries {
 		return fmt.Errorf("%w: more than %d entries (at %q)", ErrArchiveLimit, x.lim.MaxEntries, hdr.Name)
 	}
-	name, err := x.EntryName(hdr.Name)
+	name, err := x.entryName(hdr.Name)
 	if err != nil {
 		return err
 	}
@@ -328,7 +328,7 @@ func (x *Extractor) entry(hdr *tar.Header, r io.Reader) error {
 		x.created = append(x.created, name)
 		delete(x.files, name)
 	case tar.TypeLink:
-		target, err := x.EntryName(hdr.Linkname)
+		target, err := x.entryName(hdr.Linkname)
 		if err != nil {
 			return fmt.Errorf("hard link %q: %w", hdr.Name, err)
 		}
@@ -347,9 +347,9 @@ func (x *Extractor) entry(hdr *tar.Header, r io.Reader) error {
 	return nil
 }
 
-// EntryName cleans a tar entry name and checks it is base or beneath it,
+// entryName cleans a tar entry name and checks it is base or beneath it,
 // with no ".." element at all (WriteTar never writes one).
-func (x *Extractor) EntryName(raw string) (string, error) {
+func (x *extractor) entryName(raw string) (string, error) {
 	if len(raw) > MaxEntryName {
 		return "", fmt.Errorf("%w: a name of %d bytes (at most %d): %.64q…", ErrUnsafePath, len(raw), MaxEntryName, raw)
 	}
@@ -360,16 +360,16 @@ func (x *Extractor) EntryName(raw string) (string, error) {
 		return "", fmt.Errorf("%w: %q contains \"..\"", ErrUnsafePath, raw)
 	}
 	clean := path.Clean(raw)
-	if x.Base == "." || clean == x.Base || strings.HasPrefix(clean, x.Base+"/") {
+	if x.base == "." || clean == x.base || strings.HasPrefix(clean, x.base+"/") {
 		return clean, nil
 	}
-	return "", fmt.Errorf("%w: %q is not %q, the only name asked for, nor beneath it", ErrUnsafePath, raw, x.Base)
+	return "", fmt.Errorf("%w: %q is not %q, the only name asked for, nor beneath it", ErrUnsafePath, raw, x.base)
 }
 
 // parents makes sure every directory above name is a real directory
 // (never a symlink, which os.Root would follow inside dir), creating the
 // missing ones.
-func (x *Extractor) parents(name string) error {
+func (x *extractor) parents(name string) error {
 	elems := strings.Split(name, "/")
 	for i := 1; i < len(elems); i++ {
 		p := strings.Join(elems[:i], "/")
@@ -398,7 +398,7 @@ func (x *Extractor) parents(name string) error {
 
 // removeNonDir clears name for a new file or link; an existing directory is
 // an error rather than something to delete recursively.
-func (x *Extractor) removeNonDir(name string) error {
+func (x *extractor) removeNonDir(name string) error {
 	fi, err := x.root.Lstat(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -417,7 +417,7 @@ func (x *Extractor) removeNonDir(name string) error {
 
 // undo removes, newest first, what this run created; directories only
 // when empty (one that held something before is not this run's).
-func (x *Extractor) undo() {
+func (x *extractor) undo() {
 	for _, name := range slices.Backward(x.created) {
 		_ = x.root.Remove(name)
 	}

@@ -78,12 +78,12 @@ func (ps portScanner) parseNetFile(proto string) ([]agentproto.Port, error) {
 		if (!udp && st != stateListen) || (udp && st != stateClose) {
 			continue
 		}
-		addr, port, err := ParseHexAddr(fields[1])
+		addr, port, err := parseHexAddr(fields[1])
 		if err != nil || port == 0 {
 			continue
 		}
 		if udp {
-			if _, rport, err := ParseHexAddr(fields[2]); err != nil || rport != 0 {
+			if _, rport, err := parseHexAddr(fields[2]); err != nil || rport != 0 {
 				continue // connected
 			}
 		}
@@ -99,9 +99,9 @@ func (ps portScanner) parseNetFile(proto string) ([]agentproto.Port, error) {
 	return out, nil
 }
 
-// ParseHexAddr decodes "0100007F:1F90": the address is printed as 32-bit
+// parseHexAddr decodes "0100007F:1F90": the address is printed as 32-bit
 // words in host (little-endian) order, the port in big-endian hex.
-func ParseHexAddr(s string) (netip.Addr, int, error) {
+func parseHexAddr(s string) (netip.Addr, int, error) {
 	h, p, ok := strings.Cut(s, ":")
 	if !ok {
 		return netip.Addr{}, 0, fmt.Errorf("bad socket address %q", s)
