@@ -52,7 +52,7 @@ func hostHandshake(ctx context.Context, conn net.Conn) (io.Reader, error) {
 			return nil, fmt.Errorf("%w: send hello: %w", agentproto.ErrHandshake, err)
 		}
 		next := time.Now().Add(agentproto.HelloInterval)
-		_ = conn.SetReadDeadline(agentproto.MinTime(next, deadline))
+		_ = conn.SetReadDeadline(minTime(next, deadline))
 		for {
 			n, err := conn.Read(chunk)
 			buf = append(buf, chunk[:n]...)
@@ -214,4 +214,11 @@ func hybridConnect(ctx context.Context, conn net.Conn, port uint32) error {
 		line = append(line, b[0])
 	}
 	return fmt.Errorf("%w: vsock CONNECT answer too long", agentproto.ErrHandshake)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

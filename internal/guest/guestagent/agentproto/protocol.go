@@ -82,6 +82,7 @@ func (e *Error) Is(target error) bool {
 // (the guest rebooted, the agent died, or the channel was reset).
 var ErrConnectionLost = errors.New("agent connection lost")
 
+// Errorf makes an *Error with code and a formatted message.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
@@ -145,15 +146,18 @@ type ClockSet struct {
 	UnixNano int64 `json:"unix_nano"`
 }
 
+// CopyOutParams are fs.copy_out's parameters.
 type CopyOutParams struct {
 	Path string `json:"path"`
 }
 
+// CopyInParams are fs.copy_in's parameters.
 type CopyInParams struct {
 	Dir  string `json:"dir"`
 	Name string `json:"name"` // the archive's one top-level name (see ExtractTar)
 }
 
+// ForwardParams are net.forward's parameters.
 type ForwardParams struct {
 	Addr string `json:"addr"`
 }
@@ -166,6 +170,7 @@ type Stream struct {
 	mu sync.Mutex // serialises frame writes
 }
 
+// NewStream wraps one request's connection.
 func NewStream(c net.Conn) *Stream {
 	return &Stream{Conn: c, R: bufio.NewReaderSize(c, 64<<10)}
 }
@@ -187,6 +192,7 @@ func CloseWrite(c net.Conn) error {
 	return c.Close()
 }
 
+// WriteLine writes v as one JSON line (a request or response header).
 func (s *Stream) WriteLine(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -198,6 +204,7 @@ func (s *Stream) WriteLine(v any) error {
 	return err
 }
 
+// ReadLine reads one JSON header line, at most maxHeaderLine bytes, into v.
 func (s *Stream) ReadLine(v any) error {
 	line, err := readLine(s.R, maxHeaderLine)
 	if err != nil {
@@ -243,6 +250,7 @@ func (s *Stream) WriteFrame(t byte, payload []byte) error {
 	return err
 }
 
+// WriteJSONFrame writes v as the JSON payload of one frame of type t.
 func (s *Stream) WriteJSONFrame(t byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -251,6 +259,7 @@ func (s *Stream) WriteJSONFrame(t byte, v any) error {
 	return s.WriteFrame(t, b)
 }
 
+// ReadFrame reads one frame: its type and payload (at most maxFrame bytes).
 func (s *Stream) ReadFrame() (byte, []byte, error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(s.R, hdr[:]); err != nil {
@@ -289,6 +298,7 @@ func (w FrameWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// DecodeErrorFrame decodes an '!' frame's payload into a tamed *Error.
 func DecodeErrorFrame(p []byte) error {
 	var e Error
 	if err := json.Unmarshal(p, &e); err != nil || e.Code == "" {

@@ -127,6 +127,7 @@ func (si SessionInfo) Validate() error {
 	return nil
 }
 
+// SessionAttachParams are session.attach's parameters.
 type SessionAttachParams struct {
 	ID string `json:"id"`
 }

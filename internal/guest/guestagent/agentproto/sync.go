@@ -64,6 +64,7 @@ type ManifestRequest struct {
 	Since string `json:"since,omitempty"`
 }
 
+// RemoveParams are fs.remove's parameters.
 type RemoveParams struct {
 	Dir   string   `json:"dir"`
 	Paths []string `json:"paths"`
@@ -153,4 +154,15 @@ func WriteTarNames(ctx context.Context, w io.Writer, root *os.Root, names []stri
 		}
 	}
 	return tw.Close()
+}
+
+// MaxManifestTok is the most bytes of a token on the wire.
+const MaxManifestTok = 64
+
+// ManifestReply is fs.manifest's response line: the token of the listing
+// that follows (empty: not tracked), or Unchanged (no entries follow: the
+// listing of Since still holds).
+type ManifestReply struct {
+	Token     string `json:"token,omitempty"`
+	Unchanged bool   `json:"unchanged,omitempty"`
 }

@@ -45,6 +45,7 @@ type CopyLimits struct {
 	MaxEntries int   // number of entries
 }
 
+// WithDefaults fills the limits left at zero.
 func (l CopyLimits) WithDefaults() CopyLimits {
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = DefaultCopyMaxBytes

@@ -24,6 +24,7 @@ const (
 	StartPrefix = "BANGER-AGENT-START 1 "
 )
 
+// Timing of the session handshake (host) and of reopening the port (guest).
 const (
 	HelloInterval    = 250 * time.Millisecond
 	HandshakeTimeout = 10 * time.Second
@@ -38,6 +39,8 @@ var (
 	ErrDialerClosed = errors.New("agent dialer closed")
 )
 
+// YamuxConfig is the yamux configuration of either side; the host's
+// (host true) gives up fast on a guest that stopped answering.
 func YamuxConfig(logger *slog.Logger, host bool) *yamux.Config {
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = nil
@@ -82,3 +85,6 @@ func HandshakeField(line []byte, prefix string) (string, bool) {
 	}
 	return n, true
 }
+
+// DefaultVsockPort is the guest port the agent listens on under Firecracker.
+const DefaultVsockPort = 1024

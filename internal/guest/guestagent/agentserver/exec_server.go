@@ -434,7 +434,7 @@ func (p *execProc) pump(st *agentproto.Stream, f *os.File, t byte, grace time.Du
 			if hardStop.IsZero() {
 				hardStop = time.Now().Add(drainMax)
 			}
-			_ = f.SetReadDeadline(agentproto.MinTime(time.Now().Add(drainIdle), hardStop))
+			_ = f.SetReadDeadline(minTime(time.Now().Add(drainIdle), hardStop))
 		default:
 		}
 		n, err := f.Read(buf)
@@ -448,4 +448,11 @@ func (p *execProc) pump(st *agentproto.Stream, f *os.File, t byte, grace time.Du
 			return // EOF, a drain deadline, or EIO on a pty whose last slave closed
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

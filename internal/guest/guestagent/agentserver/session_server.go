@@ -240,7 +240,7 @@ func (s *session) pump(f *os.File, k sessionstream.Kind) {
 			if hardStop.IsZero() {
 				hardStop = time.Now().Add(drainMax)
 			}
-			_ = f.SetReadDeadline(agentproto.MinTime(time.Now().Add(drainIdle), hardStop))
+			_ = f.SetReadDeadline(minTime(time.Now().Add(drainIdle), hardStop))
 		default:
 		}
 		n, err := f.Read(buf)

@@ -2,10 +2,10 @@ package agentproto
 
 import (
 	"syscall"
-	"time"
 )
 
-// Signals the host may forward, by the names the wire carries.
+// SignalsByName maps the signal names exec's 's' frame carries to the
+// signals the guest delivers: the only signals the host may forward.
 var SignalsByName = map[string]syscall.Signal{
 	"INT":  syscall.SIGINT,
 	"TERM": syscall.SIGTERM,
@@ -14,11 +14,4 @@ var SignalsByName = map[string]syscall.Signal{
 	"QUIT": syscall.SIGQUIT,
 	"USR1": syscall.SIGUSR1,
 	"USR2": syscall.SIGUSR2,
-}
-
-func MinTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
