@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
 	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/kvmprobe"
@@ -79,9 +79,9 @@ func bareBoot(b *testing.B, accel, kernel, initrd, image string) time.Duration {
 		b.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	yd := guestagent.NewYamuxDialer(p.Agent, nil)
+	yd := agentclient.NewYamuxDialer(p.Agent, nil)
 	defer yd.Close()
-	c := guestagent.NewClient(yd.Dial, nil)
+	c := agentclient.NewClient(yd.Dial, nil)
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

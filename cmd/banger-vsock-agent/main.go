@@ -26,7 +26,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/buildinfo"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentserver"
 	"github.com/bangerdev/banger/internal/guest/guestinit"
 	"github.com/bangerdev/banger/internal/model"
 )
@@ -54,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		bootID    = fs.String("boot-id", "", "this boot's id, reported by health")
 		transport = fs.String("transport", string(model.TransportVirtioSerial), "agent channel: virtio-serial or vsock")
 		portName  = fs.String("port-name", "", "virtio-serial port name")
-		vsockPort = fs.Uint("vsock-port", guestagent.DefaultVsockPort, "vsock port")
+		vsockPort = fs.Uint("vsock-port", agentproto.DefaultVsockPort, "vsock port")
 		initMode  = fs.String("init-mode", string(model.InitFast), "who is PID 1: fast (banger-init) or image (the image's init)")
 		debug     = fs.Bool("debug", false, "log debug detail")
 	)
@@ -74,14 +75,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ident := &guestinit.Identity{Log: log, InitMode: model.InitMode(*initMode)}
-	srv := guestagent.NewServer(guestagent.ServerOptions{
+	srv := agentserver.NewServer(agentserver.ServerOptions{
 		Logger:    log,
 		BootID:    *bootID,
 		Version:   buildinfo.Version,
 		StartTime: bootTime(),
 		Poweroff:  poweroff(model.InitMode(*initMode)),
 		SetClock:  setClock,
-		// Snapshots and clones (guestagent/identity.go).
+		// Snapshots and clones (agentproto/identity.go, agentserver/identity.go).
 		Freeze:     ident.Freeze,
 		Thaw:       ident.Thaw,
 		Reidentify: ident.Reidentify,
@@ -95,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		err = srv.ServePort(ctx, guestinit.VirtioPortOpener(*portName))
 	case model.TransportVsock:
-		ln, lerr := guestagent.ListenVsock(uint32(*vsockPort))
+		ln, lerr := agentserver.ListenVsock(uint32(*vsockPort))
 		if lerr != nil {
 			err = lerr
 			break

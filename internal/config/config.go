@@ -17,7 +17,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/guestnet"
 	"github.com/bangerdev/banger/internal/hostnat"
 	"github.com/bangerdev/banger/internal/jailer"
@@ -61,7 +61,7 @@ type Config struct {
 // Sessions configures detached exec sessions, which the guest agent keeps.
 type Sessions struct {
 	// ReplayBytes is the output each session keeps for vm attach to replay
-	// (guest memory: at most guestagent.MaxReplayBytes).
+	// (guest memory: at most agentproto.MaxReplayBytes).
 	ReplayBytes int64 `toml:"replay_bytes" json:"replay_bytes"`
 }
 
@@ -116,7 +116,7 @@ func (m MCP) Timeout() (time.Duration, error) {
 }
 
 // Copy bounds what `vm cp` accepts from a guest (whose archive is hostile
-// input); 0 means guestagent's defaults.
+// input); 0 means agentproto's defaults.
 type Copy struct {
 	MaxBytes   int64 `toml:"max_bytes" json:"max_bytes"`     // total file bytes of one copy out
 	MaxEntries int   `toml:"max_entries" json:"max_entries"` // entries of one copy out
@@ -144,11 +144,11 @@ func Default() Config {
 		VMM:     DefaultVMM,
 		Network: Network{Subnet: guestnet.DefaultSubnet.String(), Bridge: DefaultBridge},
 		DNS:     DNS{Domain: DefaultDomain},
-		Copy:    Copy{MaxBytes: guestagent.DefaultCopyMaxBytes, MaxEntries: guestagent.DefaultCopyMaxEntries},
+		Copy:    Copy{MaxBytes: agentproto.DefaultCopyMaxBytes, MaxEntries: agentproto.DefaultCopyMaxEntries},
 		MCP: MCP{MaxVMs: DefaultMCPMaxVMs, MaxMemory: DefaultMCPMaxMemory, AllowNetwork: true,
 			DefaultTimeout: DefaultMCPDefaultTimeout},
 		Policy:      Policy{DenyEgress: []string{}, ForwardDeny: []int{}}, // [] not null in config show --json
-		Sessions:    Sessions{ReplayBytes: guestagent.DefaultReplayBytes},
+		Sessions:    Sessions{ReplayBytes: agentproto.DefaultReplayBytes},
 		Firecracker: jailer.Default(),
 	}
 }
@@ -229,8 +229,8 @@ func (c Config) Validate() error {
 	if c.Copy.MaxBytes < 0 || c.Copy.MaxEntries < 0 {
 		errs = append(errs, fmt.Errorf("copy.max_bytes and copy.max_entries must not be negative (0 means the default)"))
 	}
-	if c.Sessions.ReplayBytes < 1 || c.Sessions.ReplayBytes > guestagent.MaxReplayBytes {
-		errs = append(errs, fmt.Errorf("sessions.replay_bytes %d must be between 1 and %d (16 MiB: the ring lives in guest memory)", c.Sessions.ReplayBytes, guestagent.MaxReplayBytes))
+	if c.Sessions.ReplayBytes < 1 || c.Sessions.ReplayBytes > agentproto.MaxReplayBytes {
+		errs = append(errs, fmt.Errorf("sessions.replay_bytes %d must be between 1 and %d (16 MiB: the ring lives in guest memory)", c.Sessions.ReplayBytes, agentproto.MaxReplayBytes))
 	}
 	if c.MCP.MaxVMs < 1 {
 		errs = append(errs, fmt.Errorf("mcp.max_vms %d must be at least 1", c.MCP.MaxVMs))

@@ -9,7 +9,8 @@ import (
 	"net"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/roothelper"
 	"github.com/bangerdev/banger/internal/rpc"
 	"github.com/bangerdev/banger/internal/vmlife"
@@ -18,7 +19,7 @@ import (
 
 // guestAgent is the daemon's client of one VM's agent.
 type guestAgent struct {
-	*guestagent.Client
+	*agentclient.Client
 	close func() error
 }
 
@@ -49,14 +50,14 @@ func dialAgentEndpoint(ep vmm.AgentEndpoint, lg *slog.Logger, helper *roothelper
 		if ep.Port == 0 {
 			return nil, fmt.Errorf("dial guest agent over %s: the endpoint has no vsock port", ep.Kind)
 		}
-		dial := guestagent.HybridVsockDialer(ep.SocketPath, ep.Port)
+		dial := agentclient.HybridVsockDialer(ep.SocketPath, ep.Port)
 		if ep.JailID != "" {
 			if helper == nil {
 				return nil, fmt.Errorf("dial guest agent of jail %s: no root helper to reach it through", ep.JailID)
 			}
 			// A jailed Firecracker's socket: each connection is one the
 			// root helper opens and passes.
-			dial = guestagent.HybridVsockOver(func(ctx context.Context) (net.Conn, error) {
+			dial = agentclient.HybridVsockOver(func(ctx context.Context) (net.Conn, error) {
 				f, _, err := helper.ConnectJailer(ctx, ep.JailID, api.JailerSocketVsock)
 				if err != nil {
 					return nil, fmt.Errorf("root helper: %w", err)
@@ -65,10 +66,10 @@ func dialAgentEndpoint(ep vmm.AgentEndpoint, lg *slog.Logger, helper *roothelper
 				return net.FileConn(f)
 			}, ep.Port)
 		}
-		return &guestAgent{Client: guestagent.NewClient(dial, lg), close: func() error { return nil }}, nil
+		return &guestAgent{Client: agentclient.NewClient(dial, lg), close: func() error { return nil }}, nil
 	case vmm.AgentVirtioSerialYamux:
-		yd := guestagent.NewYamuxDialer(ep.SocketPath, lg)
-		return &guestAgent{Client: guestagent.NewClient(yd.Dial, lg), close: yd.Close}, nil
+		yd := agentclient.NewYamuxDialer(ep.SocketPath, lg)
+		return &guestAgent{Client: agentclient.NewClient(yd.Dial, lg), close: yd.Close}, nil
 	default:
 		return nil, fmt.Errorf("dial guest agent: unknown agent transport %q (this daemon speaks %s and %s): restart the vm with this banger",
 			ep.Kind, vmm.AgentVirtioSerialYamux, vmm.AgentHybridVsock)
@@ -115,7 +116,7 @@ func (d *Daemon) vmExec(ctx context.Context, c *rpc.Call, p api.VMExec) (api.VME
 	errw := &frameWriter{c: c, kind: api.KindStderr}
 	c.Log.InfoContext(ctx, "exec in guest", "vm", vm.Name, "argv0", p.Argv[0], "tty", p.TTY)
 	endSession := d.startSession(ctx, c, vm, p.Argv)
-	code, err := ga.Exec(ctx, guestagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
+	code, err := ga.Exec(ctx, agentproto.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
 		stdin, out, errw, in.resize, in.signals)
 	endSession(code, err)
 	stdinR.Close()

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentserver"
 	"github.com/bangerdev/banger/internal/vmm"
 )
 
@@ -59,7 +59,7 @@ func serveAgent(t *testing.T, kind vmm.AgentKind) vmm.AgentEndpoint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := guestagent.NewServer(guestagent.ServerOptions{BootID: "boot-" + string(kind), Version: "test"})
+	srv := agentserver.NewServer(agentserver.ServerOptions{BootID: "boot-" + string(kind), Version: "test"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ep := vmm.AgentEndpoint{Kind: kind, SocketPath: sock}

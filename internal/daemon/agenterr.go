@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 )
 
 // agentError gives an error from a guest agent call its wire code, in this
@@ -25,20 +25,20 @@ func agentError(err error) error {
 	switch {
 	case errors.Is(err, context.Canceled):
 		code = api.CodeCanceled
-	case errors.Is(err, guestagent.ErrBadRequest):
+	case errors.Is(err, agentproto.ErrBadRequest):
 		code = api.CodeInvalidArgument
-	case errors.Is(err, guestagent.ErrNotFound):
+	case errors.Is(err, agentproto.ErrNotFound):
 		code = api.CodeNotFound
-	case errors.Is(err, guestagent.ErrUnknownMethod), errors.Is(err, guestagent.ErrUnsupported):
+	case errors.Is(err, agentproto.ErrUnknownMethod), errors.Is(err, agentproto.ErrUnsupported):
 		code = api.CodeUnimplemented // an older or smaller agent
-	case errors.Is(err, guestagent.ErrExecFailed):
+	case errors.Is(err, agentproto.ErrExecFailed):
 		code = api.CodeFailedPrecondition
-	case errors.Is(err, guestagent.ErrUnsafePath), errors.Is(err, guestagent.ErrUnsafeEntry):
+	case errors.Is(err, agentproto.ErrUnsafePath), errors.Is(err, agentproto.ErrUnsafeEntry):
 		// The host refused what the guest sent: nothing to retry.
 		code = api.CodePermissionDenied
-	case errors.Is(err, guestagent.ErrArchiveLimit):
+	case errors.Is(err, agentproto.ErrArchiveLimit):
 		code = api.CodeFailedPrecondition // raise copy.max_* if expected
-	case errors.Is(err, guestagent.ErrDialFailed), errors.Is(err, guestagent.ErrConnectionLost),
+	case errors.Is(err, agentproto.ErrDialFailed), errors.Is(err, agentproto.ErrConnectionLost),
 		errors.Is(err, context.DeadlineExceeded):
 		code = api.CodeUnavailable
 	}

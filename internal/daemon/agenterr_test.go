@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentserver"
 	"github.com/bangerdev/banger/internal/rpc"
 )
 
@@ -25,7 +27,7 @@ func agentOverUnix(t *testing.T) *guestAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := guestagent.NewServer(guestagent.ServerOptions{BootID: "boot-1", Version: "test"})
+	srv := agentserver.NewServer(agentserver.ServerOptions{BootID: "boot-1", Version: "test"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -41,7 +43,7 @@ func agentOverUnix(t *testing.T) *guestAgent {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}
-	return &guestAgent{Client: guestagent.NewClient(dial, nil), close: func() error { return nil }}
+	return &guestAgent{Client: agentclient.NewClient(dial, nil), close: func() error { return nil }}
 }
 
 // The agent's own codes are translated: copying a missing guest path out
@@ -54,12 +56,12 @@ func TestGuestCopyOfMissingPathIsNotFound(t *testing.T) {
 	missing := filepath.Join(guestDir, "no-such-file")
 	local := filepath.Join(t.TempDir(), "dest")
 
-	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: missing, Local: local}, guestagent.CopyLimits{})
+	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: missing, Local: local}, agentproto.CopyLimits{})
 	if got := api.CodeOf(err); got != api.CodeNotFound {
 		t.Fatalf("copy out of a missing guest path: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
 	}
-	if !errors.Is(err, guestagent.ErrNotFound) {
-		t.Fatalf("errors.Is(err, guestagent.ErrNotFound) is false: %v", err)
+	if !errors.Is(err, agentproto.ErrNotFound) {
+		t.Fatalf("errors.Is(err, agentproto.ErrNotFound) is false: %v", err)
 	}
 	if _, serr := os.Lstat(local); !errors.Is(serr, os.ErrNotExist) {
 		t.Fatalf("failed copy out left %s behind (%v)", local, serr)
@@ -73,7 +75,7 @@ func TestGuestCopyOfMissingPathIsNotFound(t *testing.T) {
 	}
 	ms := rpc.NewMethods()
 	rpc.Register(ms, api.MethodVMCopy, func(ctx context.Context, c *rpc.Call, p api.VMCopy) (api.Empty, error) {
-		return api.Empty{}, guestCopy(ctx, ga, p.Name, p, guestagent.CopyLimits{})
+		return api.Empty{}, guestCopy(ctx, ga, p.Name, p, agentproto.CopyLimits{})
 	})
 	srv := rpc.NewServer(ms, rpc.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
 	sctx, cancel := context.WithCancel(ctx)
@@ -92,15 +94,15 @@ func TestAgentErrorVocabulary(t *testing.T) {
 	ga := agentOverUnix(t)
 	ctx := context.Background()
 	// A relative guest path is refused by the agent as bad_request.
-	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: "relative/path", Local: t.TempDir()}, guestagent.CopyLimits{})
+	err := guestCopy(ctx, ga, "vm1", api.VMCopy{Direction: api.CopyOut, Guest: "relative/path", Local: t.TempDir()}, agentproto.CopyLimits{})
 	if got := api.CodeOf(err); got != api.CodeInvalidArgument {
 		t.Fatalf("copy out of a relative guest path: code %s, want %s (err: %v)", got, api.CodeInvalidArgument, err)
 	}
-	_, err = ga.Exec(ctx, guestagent.ExecRequest{Argv: []string{"definitely-not-a-command-xyz"}}, nil, nil, nil, nil, nil)
+	_, err = ga.Exec(ctx, agentproto.ExecRequest{Argv: []string{"definitely-not-a-command-xyz"}}, nil, nil, nil, nil, nil)
 	if got := api.CodeOf(agentError(err)); got != api.CodeNotFound {
 		t.Fatalf("exec of a missing command: code %s, want %s (err: %v)", got, api.CodeNotFound, err)
 	}
-	_, err = ga.Exec(ctx, guestagent.ExecRequest{}, nil, nil, nil, nil, nil)
+	_, err = ga.Exec(ctx, agentproto.ExecRequest{}, nil, nil, nil, nil, nil)
 	if got := api.CodeOf(agentError(err)); got != api.CodeInvalidArgument {
 		t.Fatalf("exec without argv: code %s, want %s (err: %v)", got, api.CodeInvalidArgument, err)
 	}
@@ -108,15 +110,15 @@ func TestAgentErrorVocabulary(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&guestagent.Error{Code: guestagent.CodeUnknownMethod, Message: "unknown method"}, api.CodeUnimplemented},
-		{&guestagent.Error{Code: guestagent.CodeUnsupported, Message: "no poweroff"}, api.CodeUnimplemented},
-		{&guestagent.Error{Code: guestagent.CodeDialFailed, Message: "dial 127.0.0.1:1: refused"}, api.CodeUnavailable},
-		{&guestagent.Error{Code: guestagent.CodeExecFailed, Message: "start: permission denied"}, api.CodeFailedPrecondition},
-		{&guestagent.Error{Code: guestagent.CodeIO, Message: "disk full"}, api.CodeInternal},
-		{guestagent.ErrConnectionLost, api.CodeUnavailable},
-		{fmt.Errorf("extract: %w: etc/../../x", guestagent.ErrUnsafePath), api.CodePermissionDenied},
-		{fmt.Errorf("extract: %w: dev/sda", guestagent.ErrUnsafeEntry), api.CodePermissionDenied},
-		{fmt.Errorf("extract: %w: 2 GiB", guestagent.ErrArchiveLimit), api.CodeFailedPrecondition},
+		{&agentproto.Error{Code: agentproto.CodeUnknownMethod, Message: "unknown method"}, api.CodeUnimplemented},
+		{&agentproto.Error{Code: agentproto.CodeUnsupported, Message: "no poweroff"}, api.CodeUnimplemented},
+		{&agentproto.Error{Code: agentproto.CodeDialFailed, Message: "dial 127.0.0.1:1: refused"}, api.CodeUnavailable},
+		{&agentproto.Error{Code: agentproto.CodeExecFailed, Message: "start: permission denied"}, api.CodeFailedPrecondition},
+		{&agentproto.Error{Code: agentproto.CodeIO, Message: "disk full"}, api.CodeInternal},
+		{agentproto.ErrConnectionLost, api.CodeUnavailable},
+		{fmt.Errorf("extract: %w: etc/../../x", agentproto.ErrUnsafePath), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: dev/sda", agentproto.ErrUnsafeEntry), api.CodePermissionDenied},
+		{fmt.Errorf("extract: %w: 2 GiB", agentproto.ErrArchiveLimit), api.CodeFailedPrecondition},
 		{context.Canceled, api.CodeCanceled},
 		{errors.New("something else"), api.CodeInternal},
 	} {

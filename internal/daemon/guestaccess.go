@@ -17,7 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -178,7 +178,7 @@ func (d *Daemon) agentOf(ctx context.Context, name, what string) (model.VM, *gue
 // portsFrom turns the agent's (hostile) listener list into what vm ports
 // shows: the VM's policy decides what is hidden (kept with its reason when
 // all) and labels the rest.
-func portsFrom(in []guestagent.Port, pol policy.VM, all bool) []api.Port {
+func portsFrom(in []agentproto.Port, pol policy.VM, all bool) []api.Port {
 	out := make([]api.Port, 0, len(in))
 	for _, p := range in {
 		l := policy.Listener{Proto: p.Proto, Address: p.Address, Port: p.Port, PID: p.PID, Command: p.Command}
@@ -244,7 +244,7 @@ func (d *Daemon) vmPorts(ctx context.Context, c *rpc.Call, p api.VMPorts) (api.P
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var sendErr error
-	err = ga.WatchPorts(wctx, func(ports []guestagent.Port) {
+	err = ga.WatchPorts(wctx, func(ports []agentproto.Port) {
 		if err := c.Send(api.KindPorts, portsFrom(ports, pol, p.All)); err != nil {
 			sendErr = err
 			cancel()
@@ -362,13 +362,13 @@ func (d *Daemon) vmCopy(ctx context.Context, c *rpc.Call, p api.VMCopy) (api.Emp
 		return api.Empty{}, api.Errorf(api.CodeInvalidArgument, "vm cp: direction %q is neither %q nor %q", p.Direction, api.CopyIn, api.CopyOut)
 	}
 	p.Local = local
-	limits := guestagent.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}
+	limits := agentproto.CopyLimits{MaxBytes: d.cfg.Copy.MaxBytes, MaxEntries: d.cfg.Copy.MaxEntries}
 	return api.Empty{}, guestCopy(ctx, ga, vm.Name, p, limits)
 }
 
 // guestCopy runs a checked vm.cp through the VM's agent; agent errors get
 // their wire codes.
-func guestCopy(ctx context.Context, ga *guestAgent, vmName string, p api.VMCopy, limits guestagent.CopyLimits) error {
+func guestCopy(ctx context.Context, ga *guestAgent, vmName string, p api.VMCopy, limits agentproto.CopyLimits) error {
 	switch p.Direction {
 	case api.CopyIn:
 		if err := ga.CopyPathIn(ctx, p.Local, p.Guest); err != nil {
@@ -383,7 +383,7 @@ func guestCopy(ctx context.Context, ga *guestAgent, vmName string, p api.VMCopy,
 				_ = os.Remove(p.Local)
 			}
 			hint := ""
-			if errors.Is(err, guestagent.ErrArchiveLimit) {
+			if errors.Is(err, agentproto.ErrArchiveLimit) {
 				hint = " (if a copy this big is expected, raise copy.max_bytes or copy.max_entries in config.toml and restart the daemon)"
 			}
 			return agentError(fmt.Errorf("copy %s from vm %q into %s: %w%s", p.Guest, vmName, p.Local, err, hint))

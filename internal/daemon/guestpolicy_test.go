@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
 )
@@ -17,7 +17,7 @@ import (
 // its reason under --all), loopback binds and forward-denied ports labelled,
 // guest strings passed through untouched (the CLI escapes them).
 func TestPortsFromAppliesPolicy(t *testing.T) {
-	reply := []guestagent.Port{
+	reply := []agentproto.Port{
 		{Proto: "tcp", Address: "0.0.0.0", Port: 22, PID: 310, Command: "sshd"},
 		{Proto: "tcp", Address: "127.0.0.1", Port: 8080, PID: 400, Command: "python3"},
 		{Proto: "tcp6", Address: "::1", Port: 5432, PID: 401, Command: "postgres"},

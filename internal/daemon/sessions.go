@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/rpc"
 )
@@ -38,8 +39,8 @@ func (d *Daemon) startDetached(ctx context.Context, c *rpc.Call, vm model.VM, ga
 	if p.TimeoutSeconds != 0 {
 		return api.VMExecResult{}, api.Errorf(api.CodeInvalidArgument, "vm exec: a timeout and --detach do not go together (the session outlives the call)")
 	}
-	req := guestagent.SessionStart{
-		ExecRequest: guestagent.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
+	req := agentproto.SessionStart{
+		ExecRequest: agentproto.ExecRequest{Argv: p.Argv, Env: p.Env, Dir: p.Dir, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols},
 		Stdin:       p.Stdin,
 		ReplayBytes: int(d.cfg.Sessions.ReplayBytes),
 	}
@@ -54,7 +55,7 @@ func (d *Daemon) startDetached(ctx context.Context, c *rpc.Call, vm model.VM, ga
 // vmAttach relays one client to a detached session until the process
 // exits or the client goes (which only detaches it).
 func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call, p api.VMAttach) (api.ExecResult, error) {
-	if !guestagent.ValidSessionID(p.Session) {
+	if !agentproto.ValidSessionID(p.Session) {
 		return api.ExecResult{}, api.Errorf(api.CodeInvalidArgument, "vm attach: session %q is not a session id (16 hex digits, as banger vm sessions %s shows)", p.Session, p.Name)
 	}
 	c.SetTarget(p.Name)
@@ -73,16 +74,16 @@ func (d *Daemon) vmAttach(ctx context.Context, c *rpc.Call, p api.VMAttach) (api
 	}
 	defer in.stdin.Close()
 	c.Log.InfoContext(ctx, "attach to session", "vm", vm.Name, "session", p.Session)
-	code, err := ga.Attach(ctx, p.Session, guestagent.AttachIO{
+	code, err := ga.Attach(ctx, p.Session, agentclient.AttachIO{
 		Stdin: stdin, Stdout: &frameWriter{c: c, kind: api.KindStdout}, Stderr: &frameWriter{c: c, kind: api.KindStderr},
 		Resize: in.resize, Signals: in.signals,
-		Attached: func(a guestagent.SessionAttached) {
+		Attached: func(a agentproto.SessionAttached) {
 			// The mode is the one the daemon chose (the id carries it),
 			// which the agent client has checked the guest's word against.
-			_ = c.Send(api.KindAttached, api.DetachedSession{ID: a.ID, TTY: guestagent.SessionIDTTY(a.ID), State: guestagent.SessionRunning})
+			_ = c.Send(api.KindAttached, api.DetachedSession{ID: a.ID, TTY: agentproto.SessionIDTTY(a.ID), State: agentproto.SessionRunning})
 			if a.TTY && p.Rows > 0 && p.Cols > 0 {
 				select {
-				case in.resizeIn <- guestagent.WinSize{Rows: p.Rows, Cols: p.Cols}:
+				case in.resizeIn <- agentproto.WinSize{Rows: p.Rows, Cols: p.Cols}:
 				default:
 				}
 			}
@@ -104,8 +105,8 @@ var errClientGone = errors.New("client gone")
 // clientInput is what a client sends on an exec-like call, decoded.
 type clientInput struct {
 	stdin    *io.PipeReader
-	resize   <-chan guestagent.WinSize
-	resizeIn chan<- guestagent.WinSize
+	resize   <-chan agentproto.WinSize
+	resizeIn chan<- agentproto.WinSize
 	signals  <-chan os.Signal
 }
 
@@ -115,7 +116,7 @@ type clientInput struct {
 // When the client goes away, stdin ends with gone (nil: a plain EOF).
 func relayClientInput(ctx context.Context, c *rpc.Call, gone error) clientInput {
 	stdinR, stdinW := io.Pipe()
-	resize := make(chan guestagent.WinSize, 4)
+	resize := make(chan agentproto.WinSize, 4)
 	signals := make(chan os.Signal, 4)
 	go func() {
 		for {
@@ -146,7 +147,7 @@ func relayClientInput(ctx context.Context, c *rpc.Call, gone error) clientInput 
 				var ws api.WinSize
 				if json.Unmarshal(f.Payload, &ws) == nil {
 					select {
-					case resize <- guestagent.WinSize{Rows: ws.Rows, Cols: ws.Cols}:
+					case resize <- agentproto.WinSize{Rows: ws.Rows, Cols: ws.Cols}:
 					default:
 					}
 				}

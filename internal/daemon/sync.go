@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/guestsync"
 	"github.com/bangerdev/banger/internal/rpc"
 )
@@ -53,7 +53,7 @@ func (d *Daemon) vmSync(ctx context.Context, c *rpc.Call, p api.VMSync) (api.Syn
 	})
 	if err != nil {
 		hint := ""
-		if errors.Is(err, guestagent.ErrArchiveLimit) {
+		if errors.Is(err, agentproto.ErrArchiveLimit) {
 			hint = " (raise copy.max_bytes or copy.max_entries in config.toml and restart the daemon)"
 		}
 		return api.SyncResult{}, agentError(fmt.Errorf("sync %s into %s in vm %q: %w%s", p.Local, p.Guest, vm.Name, err, hint))

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
 	"github.com/bangerdev/banger/internal/rpc"
@@ -70,7 +70,7 @@ func (d *Daemon) templateCreate(ctx context.Context, c *rpc.Call, p api.Template
 		}
 		rctx, cancel := context.WithTimeout(ctx, templateRunTimeout)
 		var out tailBuffer
-		code, err := ga.Exec(rctx, guestagent.ExecRequest{Argv: []string{"sh", "-c", p.Run}}, bytes.NewReader(nil), &out, &out, nil, nil)
+		code, err := ga.Exec(rctx, agentproto.ExecRequest{Argv: []string{"sh", "-c", p.Run}}, bytes.NewReader(nil), &out, &out, nil, nil)
 		cancel()
 		if err != nil {
 			return model.Snapshot{}, fmt.Errorf("template %q: run %q: %w", p.Name, p.Run, err)

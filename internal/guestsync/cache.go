@@ -4,13 +4,13 @@ import (
 	"context"
 	"sync"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 )
 
 // TrackingAgent is an Agent that can track a listed guest tree
-// (guestagent.Client): an unchanged guest then needs no listing at all.
+// (agentclient.Client): an unchanged guest then needs no listing at all.
 type TrackingAgent interface {
-	TrackedManifest(ctx context.Context, req guestagent.ManifestRequest, fn func([]guestagent.ManifestEntry) error) (guestagent.ManifestReply, error)
+	TrackedManifest(ctx context.Context, req agentproto.ManifestRequest, fn func([]agentproto.ManifestEntry) error) (agentproto.ManifestReply, error)
 }
 
 // maxCached bounds the listings a Cache keeps (each at most MaxEntries
@@ -94,11 +94,11 @@ func (c *Cache) dropLocked(key string) {
 // guestTree lists guestDir (all of it: excludes are applied by the
 // caller), through the cache when the agent tracks.
 func guestTree(ctx context.Context, agent Agent, guestDir string, opts Options) (Tree, bool, error) {
-	req := guestagent.ManifestRequest{Dir: guestDir, MaxEntries: opts.MaxEntries}
+	req := agentproto.ManifestRequest{Dir: guestDir, MaxEntries: opts.MaxEntries}
 	ta, tracking := agent.(TrackingAgent)
 	if !tracking || opts.Cache == nil {
 		tree := Tree{}
-		err := agent.Manifest(ctx, req, func(batch []guestagent.ManifestEntry) error {
+		err := agent.Manifest(ctx, req, func(batch []agentproto.ManifestEntry) error {
 			for _, e := range batch {
 				tree[e.Path] = e
 			}
@@ -112,7 +112,7 @@ func guestTree(ctx context.Context, agent Agent, guestDir string, opts Options) 
 		req.Since = prev.token
 	}
 	tree := Tree{}
-	reply, err := ta.TrackedManifest(ctx, req, func(batch []guestagent.ManifestEntry) error {
+	reply, err := ta.TrackedManifest(ctx, req, func(batch []agentproto.ManifestEntry) error {
 		for _, e := range batch {
 			tree[e.Path] = e
 		}

@@ -18,11 +18,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 )
 
 // Tree is one side's entries by path.
-type Tree map[string]guestagent.ManifestEntry
+type Tree map[string]agentproto.ManifestEntry
 
 // Plan is what one round does.
 type Plan struct {
@@ -43,15 +43,15 @@ func Diff(local, remote Tree, del bool) Plan {
 		case !ok:
 			p.Upload = append(p.Upload, name)
 		case l.Type != r.Type:
-			if r.Type == guestagent.EntryDir {
+			if r.Type == agentproto.EntryDir {
 				p.Remove = append(p.Remove, name)
 			}
 			p.Upload = append(p.Upload, name)
-		case l.Type == guestagent.EntrySymlink:
+		case l.Type == agentproto.EntrySymlink:
 			if l.Link != r.Link {
 				p.Upload = append(p.Upload, name)
 			}
-		case l.Type == guestagent.EntryFile:
+		case l.Type == agentproto.EntryFile:
 			switch {
 			case l.Size != r.Size || l.Mode != r.Mode:
 				p.Upload = append(p.Upload, name)

@@ -4,22 +4,22 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 )
 
-func file(p string, size, mtime int64, mode uint32) guestagent.ManifestEntry {
-	return guestagent.ManifestEntry{Path: p, Type: guestagent.EntryFile, Size: size, MTime: mtime, Mode: mode}
+func file(p string, size, mtime int64, mode uint32) agentproto.ManifestEntry {
+	return agentproto.ManifestEntry{Path: p, Type: agentproto.EntryFile, Size: size, MTime: mtime, Mode: mode}
 }
 
-func dir(p string) guestagent.ManifestEntry {
-	return guestagent.ManifestEntry{Path: p, Type: guestagent.EntryDir, Mode: 0o755}
+func dir(p string) agentproto.ManifestEntry {
+	return agentproto.ManifestEntry{Path: p, Type: agentproto.EntryDir, Mode: 0o755}
 }
 
-func link(p, to string) guestagent.ManifestEntry {
-	return guestagent.ManifestEntry{Path: p, Type: guestagent.EntrySymlink, Link: to}
+func link(p, to string) agentproto.ManifestEntry {
+	return agentproto.ManifestEntry{Path: p, Type: agentproto.EntrySymlink, Link: to}
 }
 
-func tree(es ...guestagent.ManifestEntry) Tree {
+func tree(es ...agentproto.ManifestEntry) Tree {
 	t := Tree{}
 	for _, e := range es {
 		t[e.Path] = e
@@ -40,7 +40,7 @@ func TestDiff(t *testing.T) {
 		{"mode differs", tree(file("a", 1, 5, 0o755)), tree(file("a", 1, 5, 0o644)), false, Plan{Upload: []string{"a"}}},
 		{"mtime differs: hash", tree(file("a", 1, 6, 0o644)), tree(file("a", 1, 5, 0o644)), false, Plan{Hash: []string{"a"}}},
 		{"link target", tree(link("l", "x")), tree(link("l", "y")), false, Plan{Upload: []string{"l"}}},
-		{"dir mode ignored", tree(dir("d")), tree(guestagent.ManifestEntry{Path: "d", Type: guestagent.EntryDir, Mode: 0o700, MTime: 9}), false, Plan{}},
+		{"dir mode ignored", tree(dir("d")), tree(agentproto.ManifestEntry{Path: "d", Type: agentproto.EntryDir, Mode: 0o700, MTime: 9}), false, Plan{}},
 		{"guest dir where host has a file", tree(file("x", 1, 1, 0o644)), tree(dir("x"), file("x/y", 1, 1, 0o644)), false,
 			Plan{Upload: []string{"x"}, Remove: []string{"x"}}},
 		{"guest link where host has a dir", tree(dir("x"), file("x/f", 1, 1, 0o644)), tree(link("x", "/etc")), false,

@@ -11,14 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 )
 
 // Options shape one sync round.
 type Options struct {
 	Excludes []string // .gitignore-style patterns, after the host dir's own .gitignore
 	Delete   bool     // remove guest names the host does not have
-	// MaxEntries bounds both trees (0: guestagent.DefaultCopyMaxEntries).
+	// MaxEntries bounds both trees (0: agentproto.DefaultCopyMaxEntries).
 	MaxEntries int
 	// Cache, when set, keeps the guest's listing under CacheKey between
 	// rounds (cache.go): a guest that changed nothing is not listed again.
@@ -40,9 +40,9 @@ type Result struct {
 	Local, Manifest, Hash, Apply time.Duration
 }
 
-// Agent is what a round needs of the guest agent (guestagent.Client).
+// Agent is what a round needs of the guest agent (agentclient.Client).
 type Agent interface {
-	Manifest(ctx context.Context, req guestagent.ManifestRequest, fn func([]guestagent.ManifestEntry) error) error
+	Manifest(ctx context.Context, req agentproto.ManifestRequest, fn func([]agentproto.ManifestEntry) error) error
 	Remove(ctx context.Context, dir string, paths []string) error
 	CopyIn(ctx context.Context, guestDir, name string, r io.Reader) error
 }
@@ -122,7 +122,7 @@ func LocalTree(ctx context.Context, root *os.Root, m *Matcher, maxEntries int) (
 		if err != nil {
 			return err
 		}
-		e, ok, err := guestagent.EntryOf(fsys, name, info, false)
+		e, ok, err := agentproto.EntryOf(fsys, name, info, false)
 		if err != nil || !ok {
 			return err
 		}
@@ -143,7 +143,7 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 	start := time.Now()
 	var res Result
 	if opts.MaxEntries <= 0 {
-		opts.MaxEntries = guestagent.DefaultCopyMaxEntries
+		opts.MaxEntries = agentproto.DefaultCopyMaxEntries
 	}
 	if !path.IsAbs(guestDir) {
 		return res, fmt.Errorf("guest directory %q must be absolute", guestDir)
@@ -172,7 +172,7 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 	res.Cached = fromCache
 	remote := make(Tree, len(listed))
 	for p, e := range listed {
-		if !excludedOrBeneath(m, e.Path, e.Type == guestagent.EntryDir) {
+		if !excludedOrBeneath(m, e.Path, e.Type == agentproto.EntryDir) {
 			remote[p] = e
 		}
 	}
@@ -199,13 +199,13 @@ func Run(ctx context.Context, agent Agent, hostDir, guestDir string, opts Option
 	if len(upload) > 0 {
 		names := WithParents(upload)
 		for _, n := range names {
-			if e, ok := local[n]; ok && e.Type == guestagent.EntryFile {
+			if e, ok := local[n]; ok && e.Type == agentproto.EntryFile {
 				res.Bytes += e.Size
 			}
 		}
 		res.Uploaded = len(upload)
 		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(guestagent.WriteTarNames(ctx, pw, root, names)) }()
+		go func() { pw.CloseWithError(agentproto.WriteTarNames(ctx, pw, root, names)) }()
 		err := agent.CopyIn(ctx, guestDir, ".", pr)
 		_ = pr.Close()
 		if err != nil {
@@ -239,9 +239,9 @@ func settleByHash(ctx context.Context, agent Agent, root *os.Root, guestDir stri
 	}
 	guest := map[string]string{}
 	for _, batch := range batches(names) {
-		err := agent.Manifest(ctx, guestagent.ManifestRequest{Dir: guestDir, Paths: batch, MaxEntries: len(batch)}, func(es []guestagent.ManifestEntry) error {
+		err := agent.Manifest(ctx, agentproto.ManifestRequest{Dir: guestDir, Paths: batch, MaxEntries: len(batch)}, func(es []agentproto.ManifestEntry) error {
 			for _, e := range es {
-				if e.Type == guestagent.EntryFile {
+				if e.Type == agentproto.EntryFile {
 					guest[e.Path] = e.SHA256
 				}
 			}
@@ -253,7 +253,7 @@ func settleByHash(ctx context.Context, agent Agent, root *os.Root, guestDir stri
 	}
 	var changed []string
 	for _, n := range names {
-		h, err := guestagent.HashFile(root.FS(), n)
+		h, err := agentproto.HashFile(root.FS(), n)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // gone since the walk: the next round removes it
 		}

@@ -14,12 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentserver"
 )
 
 // startAgent serves a real agent on a unix socket (the guest side runs in
 // this process, so "guest" paths are temp directories).
-func startAgent(t testing.TB) *guestagent.Client {
+func startAgent(t testing.TB) *agentclient.Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", sock)
@@ -28,7 +30,7 @@ func startAgent(t testing.TB) *guestagent.Client {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := guestagent.NewServer(guestagent.ServerOptions{})
+	srv := agentserver.NewServer(agentserver.ServerOptions{})
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
@@ -38,7 +40,7 @@ func startAgent(t testing.TB) *guestagent.Client {
 			t.Error("agent did not stop")
 		}
 	})
-	return guestagent.NewClient(func(ctx context.Context) (net.Conn, error) {
+	return agentclient.NewClient(func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}, slog.New(slog.DiscardHandler))
@@ -298,12 +300,12 @@ func TestSyncHostLinksStayLinks(t *testing.T) {
 // fakeAgent answers with a manifest of the test's choosing and records
 // what the sync then asks for.
 type fakeAgent struct {
-	manifest []guestagent.ManifestEntry
+	manifest []agentproto.ManifestEntry
 	removed  []string
 	uploaded []byte
 }
 
-func (f *fakeAgent) Manifest(ctx context.Context, req guestagent.ManifestRequest, fn func([]guestagent.ManifestEntry) error) error {
+func (f *fakeAgent) Manifest(ctx context.Context, req agentproto.ManifestRequest, fn func([]agentproto.ManifestEntry) error) error {
 	if req.Paths != nil {
 		return nil
 	}
@@ -329,10 +331,10 @@ func TestSyncLyingManifestOnlyCausesUploads(t *testing.T) {
 	host := filepath.Join(base, "host")
 	write(t, filepath.Join(base, "secret"), "SECRET-BYTES", 0o600)
 	write(t, filepath.Join(host, "a"), "a", 0o644)
-	f := &fakeAgent{manifest: []guestagent.ManifestEntry{
-		{Path: "a", Type: guestagent.EntryFile, Size: 99},
-		{Path: "secret", Type: guestagent.EntryFile, Size: 12},
-		{Path: "zz/only-guest", Type: guestagent.EntryFile},
+	f := &fakeAgent{manifest: []agentproto.ManifestEntry{
+		{Path: "a", Type: agentproto.EntryFile, Size: 99},
+		{Path: "secret", Type: agentproto.EntryFile, Size: 12},
+		{Path: "zz/only-guest", Type: agentproto.EntryFile},
 	}}
 	res, err := Run(context.Background(), f, host, "/work", Options{Delete: true})
 	if err != nil {
@@ -371,7 +373,7 @@ func TestSyncHashUnderGuestLink(t *testing.T) {
 	}
 	// Asked directly for d/f's hash, the guest answers nothing for it.
 	got := 0
-	err := c.Manifest(ctx, guestagent.ManifestRequest{Dir: guest, Paths: []string{"d/f"}}, func(b []guestagent.ManifestEntry) error {
+	err := c.Manifest(ctx, agentproto.ManifestRequest{Dir: guest, Paths: []string{"d/f"}}, func(b []agentproto.ManifestEntry) error {
 		got += len(b)
 		return nil
 	})

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/events"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
 )
@@ -30,7 +30,7 @@ const (
 
 // Guest is what publishing needs of a running VM's agent.
 type Guest interface {
-	WatchPorts(ctx context.Context, fn func([]guestagent.Port)) error
+	WatchPorts(ctx context.Context, fn func([]agentproto.Port)) error
 	Forward(ctx context.Context, addr string) (net.Conn, error)
 }
 
@@ -161,7 +161,7 @@ func (p *Publisher) run(ctx context.Context, v *vmPub, resolve Resolve) {
 				<-ctx.Done()
 				return
 			}
-			err = g.WatchPorts(ctx, func(ports []guestagent.Port) { p.sync(ctx, v, g, pol, ports) })
+			err = g.WatchPorts(ctx, func(ports []agentproto.Port) { p.sync(ctx, v, g, pol, ports) })
 			backoff = 200 * time.Millisecond
 		}
 		if ctx.Err() != nil {
@@ -179,7 +179,7 @@ func (p *Publisher) run(ctx context.Context, v *vmPub, resolve Resolve) {
 // sync makes the automatic forwards match the guest's (hostile) list: a
 // TCP listener the policy reports and allows forwarding, on the guest's
 // loopback, any address or its own address, gets one; the rest lose theirs.
-func (p *Publisher) sync(ctx context.Context, v *vmPub, g Guest, pol policy.VM, ports []guestagent.Port) {
+func (p *Publisher) sync(ctx context.Context, v *vmPub, g Guest, pol policy.VM, ports []agentproto.Port) {
 	want := map[int]string{}
 	for _, pt := range ports {
 		if pt.Proto != "tcp" && pt.Proto != "tcp6" || pt.Port < 1 || pt.Port > 65535 {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/events"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/policy"
 )
@@ -22,12 +22,12 @@ import (
 // and records where it was asked to dial; each dial reaches a local server
 // that answers with the address asked for.
 type fakeGuest struct {
-	lists chan []guestagent.Port
+	lists chan []agentproto.Port
 	mu    sync.Mutex
 	dials []string
 }
 
-func (g *fakeGuest) WatchPorts(ctx context.Context, fn func([]guestagent.Port)) error {
+func (g *fakeGuest) WatchPorts(ctx context.Context, fn func([]agentproto.Port)) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -66,7 +66,7 @@ func TestPublishAllFollowsHostileList(t *testing.T) {
 	sub := bus.Subscribe()
 	defer sub.Cancel()
 	p := NewPublisher(ctx, slog.New(slog.DiscardHandler), bus)
-	g := &fakeGuest{lists: make(chan []guestagent.Port, 4)}
+	g := &fakeGuest{lists: make(chan []agentproto.Port, 4)}
 	guestIP := netip.MustParseAddr("10.213.77.5")
 	pol := policy.VM{Name: "h", Addr: guestIP, ForwardDeny: []int{25001}}
 	vm := model.VM{ID: "id1", Name: "h", Publish: model.VMPublish{All: true}}
@@ -80,7 +80,7 @@ func TestPublishAllFollowsHostileList(t *testing.T) {
 	tp := taken.Addr().(*net.TCPAddr).Port
 	free := freePort(t)
 
-	g.lists <- []guestagent.Port{
+	g.lists <- []agentproto.Port{
 		{Proto: "tcp", Address: "0.0.0.0", Port: free},                                // forwarded to the guest's loopback
 		{Proto: "tcp", Address: "10.213.77.5", Port: tp},                              // its own address: dialled there
 		{Proto: "tcp", Address: "192.168.1.9", Port: 25002},                           // another address: never
@@ -122,7 +122,7 @@ func TestPublishAllFollowsHostileList(t *testing.T) {
 	}
 
 	// The listener on free goes away in the guest: so does its forward.
-	g.lists <- []guestagent.Port{{Proto: "tcp", Address: "10.213.77.5", Port: tp}}
+	g.lists <- []agentproto.Port{{Proto: "tcp", Address: "10.213.77.5", Port: tp}}
 	waitFor(t, "one forward", func() bool { return len(p.Forwards("id1")) == 1 })
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(free), time.Second); err == nil {
 		c.Close()

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/namegen"
 	"github.com/bangerdev/banger/internal/opid"
@@ -416,7 +416,7 @@ func (m *Manager) forkIdentity(ctx context.Context, fs *forkState, _ *vmm.Undo) 
 	if !ok {
 		return api.Errorf(api.CodeUnimplemented, "the guest agent cannot take a new identity")
 	}
-	id := guestagent.Identity{BootID: fs.newBoot, Hostname: s.vm.Name, Entropy: make([]byte, 64)}
+	id := agentproto.Identity{BootID: fs.newBoot, Hostname: s.vm.Name, Entropy: make([]byte, 64)}
 	var mid [16]byte
 	if _, err := rand.Read(mid[:]); err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 	"github.com/bangerdev/banger/internal/events"
 
 	"github.com/bangerdev/banger/internal/api"
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/opid"
 	"github.com/bangerdev/banger/internal/progress"
@@ -47,7 +47,7 @@ type freezer interface {
 
 // reidentifier is an agent that can hand a clone its own identity.
 type reidentifier interface {
-	Reidentify(ctx context.Context, id guestagent.Identity) (guestagent.Reidentified, error)
+	Reidentify(ctx context.Context, id agentproto.Identity) (agentproto.Reidentified, error)
 }
 
 // SnapshotRequest is vm.snapshot's input.
@@ -126,7 +126,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 		err := fz.Freeze(fctx, autoThaw)
 		cancel()
 		switch {
-		case errors.Is(err, &guestagent.Error{Code: guestagent.CodeUnsupported}):
+		case errors.Is(err, &agentproto.Error{Code: agentproto.CodeUnsupported}):
 			lg.WarnContext(ctx, "guest agent cannot freeze: the disk is captured unfrozen (memory and disk are still taken at one paused instant)")
 		case err != nil:
 			return fail(fmt.Errorf("freeze the guest's filesystems: %w", err))
@@ -190,7 +190,7 @@ func (m *Manager) Snapshot(ctx context.Context, req SnapshotRequest, report prog
 		}
 		if fz, ok := r.agent.(freezer); ok {
 			tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if err := fz.Thaw(tctx); err != nil && !errors.Is(err, &guestagent.Error{Code: guestagent.CodeUnsupported}) {
+			if err := fz.Thaw(tctx); err != nil && !errors.Is(err, &agentproto.Error{Code: agentproto.CodeUnsupported}) {
 				lg.WarnContext(ctx, "thaw the guest after the snapshot (it thaws itself after a minute)", "err", err)
 			}
 			cancel()

@@ -7,7 +7,7 @@ import (
 )
 
 // VirtioPortOpener returns an opener for the named virtio-serial port, for
-// guestagent.Server.ServePort. The guest has no udev, hence no
+// agentserver.Server.ServePort. The guest has no udev, hence no
 // /dev/virtio-ports/<name> links: the port is looked up in
 // /sys/class/virtio-ports/*/name on every open, so a late probe is fine.
 func VirtioPortOpener(name string) func() (io.ReadWriteCloser, error) {

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
 	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/initramfs"
 	"github.com/bangerdev/banger/internal/model"
@@ -255,9 +255,9 @@ func TestBootFastModeReachesReady(t *testing.T) {
 	}
 
 	// The agent answers over the virtio-serial port with this boot's id.
-	dialer := guestagent.NewYamuxDialer(filepath.Join(v.dir, "agent.sock"), nil)
+	dialer := agentclient.NewYamuxDialer(filepath.Join(v.dir, "agent.sock"), nil)
 	defer dialer.Close()
-	client := guestagent.NewClient(dialer.Dial, nil)
+	client := agentclient.NewClient(dialer.Dial, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start = time.Now()

@@ -27,7 +27,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
 )
@@ -81,7 +81,7 @@ type Identity struct {
 	// host retrying after a lost answer) gets the first answer again.
 	reMu   sync.Mutex
 	doneID string
-	done   guestagent.Reidentified
+	done   agentproto.Reidentified
 }
 
 // Freeze syncs and freezes the root filesystem, thawing it by itself after
@@ -138,7 +138,7 @@ func rootIoctl(req uint) error {
 // host's entropy first (everything after draws on it), then its root
 // filesystem thawed (the snapshot froze it), host name, machine-id, SSH
 // host keys (sshd restarted to serve them) and network identity.
-func (g *Identity) Reidentify(ctx context.Context, id guestagent.Identity) (guestagent.Reidentified, error) {
+func (g *Identity) Reidentify(ctx context.Context, id agentproto.Identity) (agentproto.Reidentified, error) {
 	g.reMu.Lock()
 	defer g.reMu.Unlock()
 	if g.doneID == id.BootID {
@@ -153,8 +153,8 @@ func (g *Identity) Reidentify(ctx context.Context, id guestagent.Identity) (gues
 	return out, nil
 }
 
-func (g *Identity) reidentify(ctx context.Context, id guestagent.Identity) (guestagent.Reidentified, error) {
-	var out guestagent.Reidentified
+func (g *Identity) reidentify(ctx context.Context, id agentproto.Identity) (agentproto.Reidentified, error) {
+	var out agentproto.Reidentified
 	g.Log.Info("taking a new identity", "hostname", id.Hostname)
 	if err := reseedCRNG(id.Entropy); err != nil {
 		return out, err
@@ -215,7 +215,7 @@ func reseedCRNG(entropy []byte) error {
 }
 
 // renumber moves the interface that had OldMAC to the new MAC and address.
-func renumber(log *slog.Logger, id guestagent.Identity) error {
+func renumber(log *slog.Logger, id agentproto.Identity) error {
 	old, _ := net.ParseMAC(id.OldMAC)
 	mac, _ := net.ParseMAC(id.MAC)
 	link, err := linkByMAC(old)

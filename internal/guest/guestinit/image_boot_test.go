@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/guest/guestagent"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentclient"
+	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/guest/guestconfig"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/testutil"
@@ -60,12 +61,12 @@ func TestBootImageModeHandsOverToSystemd(t *testing.T) {
 	t.Logf("hand-over %s after qemu start", time.Since(start).Round(time.Millisecond))
 
 	// The agent, now a systemd service, answers with this boot's id.
-	dialer := guestagent.NewYamuxDialer(filepath.Join(v.dir, "agent.sock"), nil)
+	dialer := agentclient.NewYamuxDialer(filepath.Join(v.dir, "agent.sock"), nil)
 	defer dialer.Close()
-	client := guestagent.NewClient(dialer.Dial, nil)
+	client := agentclient.NewClient(dialer.Dial, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	var h guestagent.Health
+	var h agentproto.Health
 	for {
 		hctx, hcancel := context.WithTimeout(ctx, 20*time.Second)
 		var err error
