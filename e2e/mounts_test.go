@@ -305,8 +305,9 @@ func mountWaitGone(t *testing.T, what string, d time.Duration, cond func() []str
 	t.Fatalf("%s: still there after %s: %v", what, d, left)
 }
 
-// TestMountReadWriteAndReadOnly: a rw share carries the guest's writes to
-// the host owned by the owner (not root) and the host's edits to the
+// TestMountReadWriteAndReadOnly: a rw share carries the guest's writes (its
+// root's and a uid 1000's) to the host owned by the owner (not root, not
+// another uid) and the host's edits to the
 // guest; a ro share refuses writes with EROFS even after the guest root
 // remounts it rw; inspect and ls show the mounts; suspend is refused; the
 // virtiofsd processes run as the owner and end with the VM (stop, crash,
