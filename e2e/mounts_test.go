@@ -305,8 +305,9 @@ func mountWaitGone(t *testing.T, what string, d time.Duration, cond func() []str
 	t.Fatalf("%s: still there after %s: %v", what, d, left)
 }
 
-// TestMountReadWriteAndReadOnly: a rw share carries the guest's writes to
-// the host owned by the owner (not root) and the host's edits to the
+// TestMountReadWriteAndReadOnly: a rw share carries the guest's writes (its
+// root's and a uid 1000's) to the host owned by the owner (not root, not
+// another uid) and the host's edits to the
 // guest; a ro share refuses writes with EROFS even after the guest root
 // remounts it rw; inspect and ls show the mounts; suspend is refused; the
 // virtiofsd processes run as the owner and end with the VM (stop, crash,
@@ -372,6 +373,43 @@ func TestMountReadWriteAndReadOnly(t *testing.T) {
 	}
 	if u, _ := mountFileOwner(t, filepath.Join(rw, "from-guest")); u != e.uid {
 		t.Errorf("after guest chown the host file is owned by %d", u)
+	}
+
+	// A guest user other than root (uid 1000; setpriv needs no passwd
+	// entry): what it creates is the owner's on the host too, never root's
+	// nor another uid's, and nothing outside the share changes. In the
+	// guest the owner is uid 0, so its files show as root's: with umask 0
+	// it can write them again. Its own permissions still hold (no write in
+	// the root-owned share root), and a guest chown to it stays refused.
+	outside := []string{e.base, ro, filepath.Join(ro, "keep.txt"), e.sys.Root, "/etc/passwd", "/etc/group"}
+	outsideBefore := hostileOwnerSnapshot(t, outside...)
+	out, errOut, code = e.guest("mnt", `set -e
+mkdir /mnt/rw/u1000 && chmod 1777 /mnt/rw/u1000
+setpriv --reuid 1000 --regid 1000 --clear-groups sh -ec '
+  cd /mnt/rw/u1000
+  echo by-1000 > f; mkdir d
+  umask 000; mkdir d2; echo in-d2 > d2/g; echo more >> d2/g
+  cat f d2/g
+  if echo x > ../from-1000 2>/dev/null; then echo "uid 1000 wrote in the share root"; exit 1; fi
+'
+stat -c %u:%g /mnt/rw/u1000/f
+if chown 1000:1000 /mnt/rw/u1000/f 2>/dev/null; then echo "chown to 1000 worked"; exit 1; fi`)
+	if code != 0 || out != "by-1000\nin-d2\nmore\n0:0\n" {
+		t.Errorf("guest uid 1000 in the share: exit %d, out %q, err %q", code, out, errOut)
+	}
+	for _, p := range []string{"u1000", "u1000/f", "u1000/d", "u1000/d2", "u1000/d2/g"} {
+		if u, g := mountFileOwner(t, filepath.Join(rw, p)); u != e.uid || g != e.gid {
+			t.Errorf("host sees %s (made by guest uid 1000) owned by %d:%d, want the owner %d:%d", p, u, g, e.uid, e.gid)
+		}
+	}
+	if got := readFile(filepath.Join(rw, "u1000/d2/g")); got != "in-d2\nmore\n" {
+		t.Errorf("host reads %q from guest uid 1000's file", got)
+	}
+	if _, err := os.Lstat(filepath.Join(rw, "from-1000")); !os.IsNotExist(err) {
+		t.Errorf("guest uid 1000 created a file in the root-owned share root (%v)", err)
+	}
+	if after := hostileOwnerSnapshot(t, outside...); after != outsideBefore {
+		t.Errorf("outside the share changed:\nbefore %s\nafter  %s", outsideBefore, after)
 	}
 
 	// ro: writes fail with EROFS, and stay failing after a remount rw.

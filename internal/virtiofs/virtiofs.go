@@ -4,7 +4,10 @@
 // (no root) inside new user and mount namespaces in which uid and gid 0 map
 // to the owner: the guest is root in its VM and its requests reach
 // virtiofsd as uid 0, so what it creates lands on the host owned by the
-// owner, and it can touch nothing the owner could not. virtiofsd's own
+// owner, and it can touch nothing the owner could not. virtiofsd's switch
+// to the guest caller's ids is made a no-op (a seccomp filter, see
+// noCredSwitch), so the same holds for the guest's other users, whose ids
+// are not mapped. virtiofsd's own
 // sandbox (--sandbox=namespace: pivot_root into the shared directory) keeps
 // the guest inside the share; a read-only share is a read-only bind mount
 // made in the user namespace before virtiofsd starts (QEMU 7.2's virtiofsd
@@ -172,6 +175,10 @@ func SandboxMain(args []string) int {
 		return 2
 	}
 	if err := sandbox(args[0] == "ro", args[1]); err != nil {
+		fmt.Fprintf(os.Stderr, "virtiofs sandbox: %v\n", err)
+		return 1
+	}
+	if err := noCredSwitch(); err != nil {
 		fmt.Fprintf(os.Stderr, "virtiofs sandbox: %v\n", err)
 		return 1
 	}

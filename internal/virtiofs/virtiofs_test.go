@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bangerdev/banger/internal/testutil"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -17,6 +20,9 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == SandboxArg {
 		os.Exit(SandboxMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == credSwitchArg {
+		os.Exit(credSwitchChild())
 	}
 	os.Exit(m.Run())
 }
@@ -155,5 +161,38 @@ func TestStartRefusesBadInput(t *testing.T) {
 	}
 	if _, err := Start(context.Background(), Config{UID: 0}, Share{Tag: "a", Source: dir}, sock, ""); err == nil {
 		t.Errorf("Start without a launcher succeeded")
+	}
+}
+
+const credSwitchArg = "--test-nocredswitch"
+
+// credSwitchChild installs the filter, then asks to become uid and gid
+// 4242 the way virtiofsd does (setresuid/setresgid of the effective ids).
+func credSwitchChild() int {
+	if err := noCredSwitch(); err != nil {
+		fmt.Println("filter:", err)
+		return 1
+	}
+	errG := unix.Setresgid(-1, 4242, -1)
+	errU := unix.Setresuid(-1, 4242, -1)
+	fmt.Printf("setresgid=%v setresuid=%v euid=%d egid=%d\n", errG, errU, unix.Geteuid(), unix.Getegid())
+	return 0
+}
+
+// TestNoCredSwitch: under the filter, setresuid and setresgid report
+// success and change nothing (run as root, a real switch would succeed
+// and change the effective ids; as another user it would fail).
+func TestNoCredSwitch(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(exe, credSwitchArg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("setresgid=<nil> setresuid=<nil> euid=%d egid=%d\n", os.Geteuid(), os.Getegid())
+	if string(out) != want {
+		t.Fatalf("child printed %q, want %q", out, want)
 	}
 }
