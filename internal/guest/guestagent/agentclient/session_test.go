@@ -1,7 +1,6 @@
 package agentclient
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,35 +15,6 @@ import (
 	"github.com/bangerdev/banger/internal/guest/guestagent/agentproto"
 	"github.com/bangerdev/banger/internal/guest/guestagent/agentserver"
 )
-
-// syncBuf is a bytes.Buffer safe for a writer and a poller.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func sessWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func sessionByID(t *testing.T, c *Client, id string) agentproto.SessionInfo {
 	t.Helper()
@@ -82,14 +51,14 @@ func TestSessionOutlivesItsClients(t *testing.T) {
 	}
 
 	// First client: reads a few lines, then goes away (detach).
-	var out1 syncBuf
+	var out1 syncBuffer
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Attach(actx, started.ID, AttachIO{Stdout: &out1})
 		done <- err
 	}()
-	sessWaitFor(t, "line 5 on the first client", func() bool { return strings.Contains(out1.String(), "line 5\n") })
+	waitFor(t, 15*time.Second, "line 5 on the first client", func() bool { return strings.Contains(out1.String(), "line 5\n") })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("detached attach returned %v", err)
@@ -105,7 +74,7 @@ func TestSessionOutlivesItsClients(t *testing.T) {
 	dial2 := NewYamuxDialer(ch.sock, testLogger())
 	t.Cleanup(func() { _ = dial2.Close() })
 	c2 := NewClient(dial2.Dial, testLogger())
-	var out2 syncBuf
+	var out2 syncBuffer
 	var attached agentproto.SessionAttached
 	code, err := c2.Attach(ctx, started.ID, AttachIO{Stdout: &out2, Attached: func(a agentproto.SessionAttached) { attached = a }})
 	if err != nil {
@@ -126,7 +95,7 @@ func TestSessionOutlivesItsClients(t *testing.T) {
 		t.Fatalf("finished session listed as %+v", si)
 	}
 	// A finished session still replays, then reports its exit at once.
-	var out3 syncBuf
+	var out3 syncBuffer
 	if code, err := c2.Attach(ctx, started.ID, AttachIO{Stdout: &out3}); err != nil || code != 7 || out3.String() != want.String() {
 		t.Fatalf("attach to finished session: code %d err %v, %d bytes", code, err, len(out3.String()))
 	}
@@ -143,8 +112,8 @@ func TestSessionReplayIsBounded(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sessWaitFor(t, "the session to end", func() bool { return sessionByID(t, c, started.ID).State == agentproto.SessionExited })
-			var out, errOut syncBuf
+			waitFor(t, 15*time.Second, "the session to end", func() bool { return sessionByID(t, c, started.ID).State == agentproto.SessionExited })
+			var out, errOut syncBuffer
 			code, err := c.Attach(ctx, started.ID, AttachIO{Stdout: &out, Stderr: &errOut})
 			if err != nil || code != 0 {
 				t.Fatalf("attach: %d %v", code, err)
@@ -172,7 +141,7 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuf
+	var out syncBuffer
 	code, err := c.Attach(ctx, s1.ID, AttachIO{Stdin: strings.NewReader("hello session\n"), Stdout: &out})
 	if err != nil || code != 0 || out.String() != "hello session\n" {
 		t.Fatalf("cat session: %d %v %q", code, err, out.String())
@@ -184,17 +153,17 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var outB syncBuf
+	var outB syncBuffer
 	actx, cancel := context.WithCancel(ctx)
 	first := make(chan error, 1)
 	go func() {
 		_, err := c.Attach(actx, s1b.ID, AttachIO{Stdin: io.MultiReader(strings.NewReader("one "), failingReader{}), Stdout: &outB})
 		first <- err
 	}()
-	sessWaitFor(t, "the first client's input echoed", func() bool { return outB.String() == "one " })
+	waitFor(t, 15*time.Second, "the first client's input echoed", func() bool { return outB.String() == "one " })
 	cancel()
 	<-first
-	var outC syncBuf
+	var outC syncBuffer
 	code, err = c.Attach(ctx, s1b.ID, AttachIO{Stdin: strings.NewReader("two\n"), Stdout: &outC})
 	if err != nil || code != 0 || outC.String() != "one two\n" {
 		t.Fatalf("second client: %d %v %q", code, err, outC.String())
@@ -216,7 +185,7 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tout syncBuf
+	var tout syncBuffer
 	sigs := make(chan os.Signal, 1)
 	var attached agentproto.SessionAttached
 	doneCh := make(chan struct{})
@@ -226,7 +195,7 @@ func TestSessionStdinSignalsAndTTY(t *testing.T) {
 		defer close(doneCh)
 		tcode, terr = c.Attach(ctx, s3.ID, AttachIO{Stdout: &tout, Signals: sigs, Attached: func(a agentproto.SessionAttached) { attached = a }})
 	}()
-	sessWaitFor(t, "the tty session's first line", func() bool { return strings.Contains(tout.String(), "is-a-tty") })
+	waitFor(t, 15*time.Second, "the tty session's first line", func() bool { return strings.Contains(tout.String(), "is-a-tty") })
 	sigs <- syscall.SIGINT
 	select {
 	case <-doneCh:
@@ -350,7 +319,7 @@ func TestSessionRepliesFromHostileAgent(t *testing.T) {
 			_ = agentserver.Respond(st, agentproto.SessionAttached{ID: "ffffffffffffffff"})
 			_ = st.WriteFrame(agentproto.FrameStdout, []byte("not yours"))
 		})
-		var out syncBuf
+		var out syncBuffer
 		if _, err := c.Attach(context.Background(), "0123456789abcdef", AttachIO{Stdout: &out}); err == nil || out.String() != "" {
 			t.Fatalf("attach to a swapped session: %v, output %q", err, out.String())
 		}
@@ -361,7 +330,7 @@ func TestSessionRepliesFromHostileAgent(t *testing.T) {
 			_ = agentserver.Respond(st, agentproto.SessionAttached{ID: pipes, TTY: true})
 			_ = st.WriteFrame(agentproto.FrameStdout, []byte("\x1b]52;c;ZXZpbA==\x07"))
 		})
-		var out syncBuf
+		var out syncBuffer
 		var attached bool
 		_, err := c.Attach(context.Background(), pipes, AttachIO{Stdout: &out, Attached: func(agentproto.SessionAttached) { attached = true }})
 		if err == nil || attached || out.String() != "" {
