@@ -3,7 +3,6 @@ package agentclient
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,36 +16,12 @@ import (
 // frames writes: a compromised guest.
 func lyingManifestAgent(t *testing.T, reply any, frames func(st *agentproto.Stream)) *Client {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runInBackground(t, func(ctx context.Context) error {
-		go func() { <-ctx.Done(); _ = ln.Close() }()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return nil
-			}
-			go func() {
-				defer conn.Close()
-				st := agentproto.NewStream(conn)
-				var req agentproto.Request
-				if st.ReadLine(&req) != nil || req.Method != agentproto.MethodManifest {
-					return
-				}
-				if agentserver.Respond(st, reply) != nil {
-					return
-				}
-				frames(st)
-			}()
+	return scriptedAgent(t, func(st *agentproto.Stream, method string) {
+		if method != agentproto.MethodManifest || agentserver.Respond(st, reply) != nil {
+			return
 		}
+		frames(st)
 	})
-	return NewClient(func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}, testLogger())
 }
 
 func TestTrackedManifestRefusesLyingReplies(t *testing.T) {
